@@ -1,0 +1,48 @@
+"""deployer: zero-downtime rolling releases of signed artefacts onto fleets of VMs."""
+
+from __future__ import annotations
+
+from ._config import Config, EnvironmentConfig, load_config
+from ._errors import (
+    ArtefactError,
+    ArtefactNotFoundError,
+    ConfigError,
+    DeployerError,
+    DeploymentFailed,
+    FleetAtRiskError,
+    ImmutableArtefactError,
+    Interrupted,
+    LabError,
+    LoadBalancerError,
+    LockHeldError,
+    PrerequisiteError,
+    UsageError,
+    VerificationError,
+    VersionError,
+)
+from ._versions import validate_version
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArtefactError",
+    "ArtefactNotFoundError",
+    "Config",
+    "ConfigError",
+    "DeployerError",
+    "DeploymentFailed",
+    "EnvironmentConfig",
+    "FleetAtRiskError",
+    "ImmutableArtefactError",
+    "Interrupted",
+    "LabError",
+    "LoadBalancerError",
+    "LockHeldError",
+    "PrerequisiteError",
+    "UsageError",
+    "VerificationError",
+    "VersionError",
+    "__version__",
+    "load_config",
+    "validate_version",
+]

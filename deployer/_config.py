@@ -1,0 +1,305 @@
+"""The deployer configuration file: one YAML document describing each environment.
+
+Loading validates everything up front and raises :class:`ConfigError` naming the file, the
+field (as a dotted path) and the bad value, so a typo never reaches a node.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from ._errors import ConfigError
+
+__all__ = [
+    "AppConfig",
+    "Config",
+    "EnvironmentConfig",
+    "HealthCheckConfig",
+    "LoadBalancerConfig",
+    "StoreConfig",
+    "StrategyConfig",
+    "default_config_path",
+    "load_config",
+]
+
+DEFAULT_CONFIG_NAME = "deployer.yml"
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_COUNT_OR_PERCENT = re.compile(r"^(?:[1-9][0-9]*|(?:100|[1-9][0-9]?)%)$")
+_SIZE = re.compile(r"^([0-9]+)\s*([KMG]i?B|B)?$", re.IGNORECASE)
+_SIZE_UNITS = {
+    None: 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2,
+    "gb": 1000**3, "gib": 1024**3,
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+def _parse_size(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str):
+        m = _SIZE.match(value.strip())
+        if m:
+            unit = m.group(2).lower() if m.group(2) else None
+            return int(m.group(1)) * _SIZE_UNITS[unit]
+    raise ValueError("must be a positive size such as 536870912, '512MiB' or '2GB'")
+
+
+class HealthCheckConfig(_Model):
+    """The smoke check run on each node after activation (the application contract)."""
+
+    path: str = "/health"
+    expect_status: int = Field(200, ge=100, le=599)
+    # JSON field whose value must equal the release version; null disables the version check.
+    version_field: str | None = "version"
+    # Seconds one request may take before it counts as failed.
+    request_timeout: float = Field(2.0, gt=0, le=60)
+    # Seconds a node has to become healthy after a restart.
+    deadline: float = Field(30.0, gt=0, le=3600)
+    # Seconds between attempts while waiting.
+    interval: float = Field(0.2, gt=0, le=60)
+    # A healthy answer slower than this fails the check.
+    max_latency_ms: int = Field(2000, gt=0)
+
+    @field_validator("path")
+    @classmethod
+    def _path_is_absolute(cls, v: str) -> str:
+        if not v.startswith("/") or any(c.isspace() for c in v):
+            raise ValueError("must be a URL path starting with '/' and without spaces")
+        return v
+
+
+class AppConfig(_Model):
+    """What is deployed and how it runs on a node."""
+
+    name: str
+    entry_point: str = "bin/run"
+    port: int = Field(8000, ge=1, le=65535)
+    # Where releases live on each node; defaults to /opt/<name>.
+    base_dir: str | None = None
+    keep_releases: int = Field(5, ge=2, le=100)
+    supervisor: Literal["supervisord", "systemd"] = "supervisord"
+    health: HealthCheckConfig = HealthCheckConfig()
+    # Largest tarball a node accepts, and largest unpacked size.
+    max_artefact_size: Annotated[int, Field(gt=0)] = 512 * 1024**2
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("must be lower-case letters, digits, '-' or '_', starting with a letter")
+        return v
+
+    @field_validator("entry_point")
+    @classmethod
+    def _entry_point_relative(cls, v: str) -> str:
+        parts = v.split("/")
+        if v.startswith("/") or ".." in parts or not v or any(c.isspace() for c in v):
+            raise ValueError("must be a relative path inside the release, without '..' or spaces")
+        return v
+
+    @field_validator("base_dir")
+    @classmethod
+    def _base_dir_absolute(cls, v: str | None) -> str | None:
+        if v is not None and (not v.startswith("/") or v.rstrip("/") in ("", "/")):
+            raise ValueError("must be an absolute directory other than '/'")
+        return v
+
+    @field_validator("max_artefact_size", mode="before")
+    @classmethod
+    def _size(cls, v: object) -> int:
+        return _parse_size(v)
+
+    @property
+    def release_root(self) -> str:
+        return (self.base_dir or f"/opt/{self.name}").rstrip("/")
+
+
+class StoreConfig(_Model):
+    """Where releases are pulled from."""
+
+    # Where the controller reads manifests and signatures (file://, http(s)://, s3://).
+    url: str
+    # Where nodes download tarballs from, when it differs from `url` (e.g. a mirror per site).
+    node_url: str | None = None
+    # Seconds a presigned S3 URL handed to nodes stays valid.
+    presign_ttl: int = Field(900, ge=60, le=86400)
+
+    @field_validator("url", "node_url")
+    @classmethod
+    def _scheme(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not re.match(r"^(file|https?|s3)://", v):
+            raise ValueError("must start with file://, http://, https:// or s3://")
+        return v
+
+
+class LoadBalancerConfig(_Model):
+    kind: Literal["haproxy"] = "haproxy"
+    # The HAProxy runtime API: a unix socket path, or tcp://host:port.
+    socket: str
+    backend: str
+    # The Ansible host that can reach the socket (the load balancer itself on a real fleet).
+    host: str = "localhost"
+    # Seconds to wait for in-flight sessions to finish before a node is put in maintenance.
+    drain_timeout: float = Field(30.0, ge=0, le=3600)
+    # Seconds to wait for HAProxy to report a node UP after it is put back.
+    up_timeout: float = Field(30.0, gt=0, le=3600)
+
+
+class StrategyConfig(_Model):
+    """How a rollout is cut into batches and what happens when one fails."""
+
+    # Nodes per batch: a count ("2") or a share of the fleet ("25%").
+    batch_size: str = "1"
+    # A first batch of this many nodes (count or percent) before the regular batches; null = none.
+    canary: str | None = None
+    # Fewest nodes that must stay in service at any time (count or percent of the fleet).
+    min_healthy: str = "1"
+    # Seconds to wait between batches (soak).
+    pause_between_batches: float = Field(0.0, ge=0, le=86400)
+    # On a failed batch: roll back the nodes already updated, or halt and leave them.
+    on_failure: Literal["rollback", "halt"] = "rollback"
+    # Ansible forks; defaults to the largest batch (at least the batch size).
+    forks: int | None = Field(None, ge=1, le=500)
+    # Pull, verify and unpack on every node in parallel before the first batch.
+    prestage: bool = True
+
+    @field_validator("batch_size", "canary", "min_healthy", mode="before")
+    @classmethod
+    def _count_or_percent(cls, v: object) -> object:
+        if v is None:
+            return v
+        if isinstance(v, int) and not isinstance(v, bool):
+            v = str(v)
+        if not isinstance(v, str) or not _COUNT_OR_PERCENT.match(v.strip()):
+            if v == "0":
+                return v
+            raise ValueError("must be a positive count such as 1 or a percentage such as 25%")
+        return v.strip()
+
+
+class EnvironmentConfig(_Model):
+    inventory: Path
+    # The inventory group holding the nodes to deploy to.
+    group: str = "all"
+    app: AppConfig
+    store: StoreConfig
+    # Public keys (minisign format) whose signatures this environment accepts.
+    trusted_keys: list[Path] = Field(min_length=1)
+    load_balancer: LoadBalancerConfig
+    strategy: StrategyConfig = StrategyConfig()
+    # Extra variables passed to every playbook run (e.g. ansible_python_interpreter).
+    extra_vars: dict[str, Any] = Field(default_factory=dict)
+
+
+class Config(_Model):
+    # Where the journal, locks and run directories live; relative to the config file.
+    state_dir: Path = Path(".deployer")
+    environments: dict[str, EnvironmentConfig]
+    # The file this was loaded from (set by load_config).
+    source: Path | None = None
+
+    @model_validator(mode="after")
+    def _env_names(self) -> Config:
+        for name in self.environments:
+            if not _NAME.match(name):
+                raise ValueError(f"environment name {name!r} must be lower-case letters, digits, '-' or '_'")
+        if not self.environments:
+            raise ValueError("at least one environment is required")
+        return self
+
+    def environment(self, name: str) -> EnvironmentConfig:
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments)) or "none"
+            raise ConfigError(
+                f"no environment named {name!r} (known: {known})",
+                file=str(self.source) if self.source else None,
+                field="environments",
+            ) from None
+
+
+def default_config_path() -> Path:
+    env = os.environ.get("DEPLOYER_CONFIG")
+    return Path(env) if env else Path(DEFAULT_CONFIG_NAME)
+
+
+def _resolve(base: Path, p: Path) -> Path:
+    p = Path(os.path.expanduser(str(p)))
+    return p if p.is_absolute() else (base / p)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load and validate a config file; relative paths in it are taken from its directory."""
+    cfg_path = Path(path) if path is not None else default_config_path()
+    if not cfg_path.is_file():
+        raise ConfigError(
+            "configuration file not found",
+            file=str(cfg_path),
+            hint="pass --config FILE, set DEPLOYER_CONFIG, or run 'deployer lab up' to write one",
+        )
+    try:
+        raw = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"not valid YAML{where}", file=str(cfg_path)) from None
+    if not isinstance(raw, dict):
+        raise ConfigError("must be a YAML mapping with an 'environments' key", file=str(cfg_path))
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or None
+        msg = err["msg"].removeprefix("Value error, ")
+        value = err.get("input") if err["type"] != "missing" else None
+        if isinstance(value, dict):
+            value = None
+        raise ConfigError(msg, file=str(cfg_path), field=field, value=value) from None
+
+    base = cfg_path.resolve().parent
+    envs = {}
+    for name, env in cfg.environments.items():
+        inv = _resolve(base, env.inventory)
+        if not inv.exists():
+            raise ConfigError(
+                "inventory file not found", file=str(cfg_path),
+                field=f"environments.{name}.inventory", value=str(env.inventory),
+            )
+        keys = []
+        for i, key in enumerate(env.trusted_keys):
+            kp = _resolve(base, key)
+            if not kp.is_file():
+                raise ConfigError(
+                    "trusted key file not found", file=str(cfg_path),
+                    field=f"environments.{name}.trusted_keys.{i}", value=str(key),
+                )
+            keys.append(kp)
+        envs[name] = env.model_copy(update={"inventory": inv, "trusted_keys": keys})
+    return cfg.model_copy(
+        update={
+            "environments": envs,
+            "state_dir": _resolve(base, cfg.state_dir),
+            "source": cfg_path.resolve(),
+        }
+    )
+
+

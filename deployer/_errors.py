@@ -1,0 +1,136 @@
+"""The error tree of deployer.
+
+Every error a user can cause or meet derives from :class:`DeployerError`; the CLI maps each
+branch to an exit code and prints its message without a traceback::
+
+    DeployerError                      exit 1  (anything not listed below)
+    ├── UsageError                     exit 2  bad flags or arguments
+    ├── ConfigError                    exit 2  a config/inventory file is invalid (names file, field, value)
+    ├── VersionError                   exit 2  a version string is not acceptable
+    ├── PrerequisiteError              exit 3  the machine lacks something (root, a package)
+    ├── ArtefactError                  exit 4  an artefact cannot be built, published or fetched
+    │   ├── ImmutableArtefactError     exit 4  publishing different bytes under an existing version
+    │   ├── ArtefactNotFoundError      exit 4  no such app/version in the store
+    │   └── VerificationError          exit 5  signature, digest or identity check failed
+    ├── LockHeldError                  exit 6  another deployment holds the environment's lock
+    ├── LoadBalancerError              exit 7  the load balancer refused or could not be reached
+    ├── LabError                       exit 8  the local lab could not be built or inspected
+    ├── DeploymentFailed               exit 10 the rollout failed; nodes were reverted/rolled back
+    │   └── FleetAtRiskError           exit 11 a node may be out of service: see the journal
+    └── Interrupted                    exit 130 the operator stopped the run (Ctrl-C / SIGTERM)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArtefactError",
+    "ArtefactNotFoundError",
+    "ConfigError",
+    "DeployerError",
+    "DeploymentFailed",
+    "FleetAtRiskError",
+    "ImmutableArtefactError",
+    "Interrupted",
+    "LabError",
+    "LoadBalancerError",
+    "LockHeldError",
+    "PrerequisiteError",
+    "UsageError",
+    "VerificationError",
+    "VersionError",
+]
+
+
+class DeployerError(Exception):
+    """Root of every error deployer raises on purpose."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(DeployerError):
+    exit_code = 2
+
+
+class ConfigError(DeployerError):
+    """A configuration or inventory file is invalid."""
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        field: str | None = None,
+        value: object = None,
+        hint: str | None = None,
+    ) -> None:
+        where = []
+        if file:
+            where.append(str(file))
+        if field:
+            where.append(f"field '{field}'")
+        prefix = ": ".join(where)
+        text = f"{prefix}: {message}" if prefix else message
+        if value is not None:
+            text += f" (got {value!r})"
+        super().__init__(text, hint=hint)
+        self.file = file
+        self.field = field
+        self.value = value
+
+
+class VersionError(DeployerError):
+    exit_code = 2
+
+
+class PrerequisiteError(DeployerError):
+    exit_code = 3
+
+
+class ArtefactError(DeployerError):
+    exit_code = 4
+
+
+class ImmutableArtefactError(ArtefactError):
+    exit_code = 4
+
+
+class ArtefactNotFoundError(ArtefactError):
+    exit_code = 4
+
+
+class VerificationError(ArtefactError):
+    exit_code = 5
+
+
+class LockHeldError(DeployerError):
+    exit_code = 6
+
+
+class LoadBalancerError(DeployerError):
+    exit_code = 7
+
+
+class LabError(DeployerError):
+    exit_code = 8
+
+
+class DeploymentFailed(DeployerError):
+    exit_code = 10
+
+
+class FleetAtRiskError(DeploymentFailed):
+    exit_code = 11
+
+
+class Interrupted(DeployerError):
+    exit_code = 130

@@ -1,0 +1,9 @@
+"""`deployer deploy|rollback|status|history|plan` (placeholder until the engine lands)."""
+
+from __future__ import annotations
+
+import click
+
+
+def register(cli: click.Group) -> None:
+    pass

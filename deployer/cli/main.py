@@ -1,0 +1,63 @@
+"""Entry point of the ``deployer`` command: registers the command groups and maps errors to
+exit codes (see :mod:`deployer._errors`). User errors print one clear message, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from .. import __version__
+from .._errors import DeployerError
+from ._common import console
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="deployer")
+def cli() -> None:
+    """Zero-downtime rolling releases of signed artefacts onto fleets of VMs."""
+
+
+def _register() -> None:
+    from .artefact_cmd import artefact, keys
+    from .deploy_cmd import register as register_deploy
+    from .lab_cmd import lab
+
+    cli.add_command(lab)
+    cli.add_command(keys)
+    cli.add_command(artefact)
+    register_deploy(cli)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="deployer", standalone_mode=False)
+    except DeployerError as exc:
+        console.print(f"[bold red]error:[/] {exc.message}", markup=True, soft_wrap=True)
+        if exc.hint:
+            console.print(f"[dim]hint:[/] {exc.hint}", soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        console.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+    except Exception:
+        if os.environ.get("DEPLOYER_DEBUG"):
+            raise
+        import traceback
+
+        console.print("[bold red]internal error[/] (a bug in deployer; details follow)")
+        console.print(traceback.format_exc(), markup=False)
+        sys.exit(70)
+    sys.exit(0)
