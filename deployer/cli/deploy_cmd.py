@@ -1,9 +1,368 @@
-"""`deployer deploy|rollback|status|history|plan` (placeholder until the engine lands)."""
+"""`deployer deploy|rollback|status|history|plan|recover|unlock`: the daily commands."""
 
 from __future__ import annotations
 
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
 import click
+from rich.table import Table
+
+from .._errors import DeployerError, LoadBalancerError
+from .._versions import validate_version
+from ..engine.engine import Engine, NodeStatus, Outcome, Reporter, raise_for
+from ..engine.plan import Batch
+from ..engine.states import NodePhase
+from ._common import config_option, console, env_option, get_config, out, print_json
+from ._wiring import build_engine, journal_for
+
+_PHASE_STYLE = {
+    NodePhase.DONE: "green", NodePhase.REVERTED: "yellow", NodePhase.FAILED: "bold red",
+    NodePhase.REVERTING: "yellow", NodePhase.SKIPPED: "dim", NodePhase.DRAINING: "cyan",
+    NodePhase.SMOKE: "magenta", NodePhase.REJOINING: "cyan", NodePhase.DEPLOYING: "blue",
+}
+
+
+class ConsoleReporter(Reporter):
+    """Live progress, one line per node phase change (works in a terminal and in CI logs)."""
+
+    def __init__(self, *, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.t0 = time.monotonic()
+
+    def _stamp(self) -> str:
+        return f"[dim]{time.monotonic() - self.t0:7.2f}s[/]"
+
+    def phase(self, status: NodeStatus) -> None:
+        if self.quiet or status.phase in (NodePhase.STAGING, NodePhase.STAGED):
+            return
+        style = _PHASE_STYLE.get(status.phase, "")
+        extra = ""
+        if status.out_seconds is not None:
+            extra = f" [dim](out of the load balancer {status.out_seconds:.2f}s)[/]"
+        detail = f" [dim]{status.detail}[/]" if status.detail and status.phase in (
+            NodePhase.FAILED, NodePhase.REVERTED, NodePhase.SKIPPED, NodePhase.REVERTING) else ""
+        console.print(f"{self._stamp()} {status.name:<12} [{style}]{status.phase.value}[/]{extra}{detail}")
+
+    def batch(self, batch: Batch, total: int, *, rollback: bool = False) -> None:
+        if self.quiet:
+            return
+        what = "rollback batch" if rollback else ("canary batch" if batch.canary else "batch")
+        count = f"{batch.index}/{total}" if total else str(batch.index)
+        console.print(f"{self._stamp()} [bold]{what} {count}[/]: {', '.join(batch.nodes)}")
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            console.print(f"{self._stamp()} {text}")
+
+
+@contextmanager
+def _stop_on_signals(engine: Engine) -> Iterator[None]:
+    """Ctrl-C/SIGTERM once: finish the batch safely and stop. Twice: abort at once."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if engine.request_stop():
+            console.print("[bold red]aborting now[/]: nodes caught mid-change stay as the journal says")
+        else:
+            console.print(
+                "[yellow]stopping[/]: the current batch is finished safely, then the run stops "
+                "(press Ctrl-C again to abort at once)"
+            )
+
+    old_int = signal.signal(signal.SIGINT, handler)
+    old_term = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+
+
+def _print_outcome(outcome: Outcome, as_json: bool) -> None:
+    if as_json:
+        print_json(outcome.to_dict())
+        return
+    table = Table(title=f"deployment {outcome.deployment_id}: {outcome.kind} {outcome.version}")
+    for col in ("node", "from", "to", "result", "out of LB", "detail"):
+        table.add_column(col)
+    for st in outcome.nodes.values():
+        style = _PHASE_STYLE.get(st.phase, "")
+        table.add_row(
+            st.name, st.from_version or "-", st.to_version or "-", f"[{style}]{st.phase.value}[/]",
+            f"{st.out_seconds:.2f}s" if st.out_seconds is not None else "-", st.detail[:80],
+        )
+    console.print(table)
+    colour = {"succeeded": "green", "rolled_back": "yellow", "cancelled": "yellow"}.get(
+        outcome.status, "red"
+    )
+    console.print(
+        f"[bold {colour}]{outcome.status}[/] in {outcome.ended - outcome.started:.1f}s: {outcome.summary}"
+    )
+    for fix in outcome.fix_commands:
+        console.print(f"  fix: [bold]{fix}[/]")
+
+
+def _run_with_signals(engine: Engine, action: str, version: str) -> Outcome:
+    with _stop_on_signals(engine):
+        if action == "deploy":
+            return engine.deploy(version)
+        return engine.deploy(version, kind="rollback")
+
+
+@click.command()
+@env_option
+@click.option("--version", "version", required=True, help="Release to deploy.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
+@click.option("--quiet", is_flag=True, help="No live progress.")
+@config_option
+def deploy(env_name: str, version: str, as_json: bool, quiet: bool, config_path: Path | None) -> None:
+    """Roll VERSION through the environment, batch by batch, reverting on failure."""
+    validate_version(version, where="--version")
+    config = get_config(config_path)
+    engine = build_engine(config, env_name, reporter=ConsoleReporter(quiet=quiet))
+    outcome = _run_with_signals(engine, "deploy", version)
+    _print_outcome(outcome, as_json)
+    raise_for(outcome)
+
+
+@click.command()
+@env_option
+@click.option("--to", "to_version", default=None, help="Release to go back to (default: the one before).")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
+@click.option("--quiet", is_flag=True, help="No live progress.")
+@config_option
+def rollback(
+    env_name: str, to_version: str | None, as_json: bool, quiet: bool, config_path: Path | None
+) -> None:
+    """Go back to the previous release (or --to VERSION), batch by batch."""
+    if to_version is not None:
+        validate_version(to_version, where="--to")
+    config = get_config(config_path)
+    engine = build_engine(config, env_name, reporter=ConsoleReporter(quiet=quiet))
+    target = to_version or engine.rollback_target()
+    if not quiet:
+        console.print(f"rolling {env_name} back to {target}")
+    outcome = _run_with_signals(engine, "rollback", target)
+    _print_outcome(outcome, as_json)
+    raise_for(outcome)
+
+
+@click.command()
+@env_option
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON on stdout.")
+@config_option
+def status(env_name: str, as_json: bool, config_path: Path | None) -> None:
+    """Each node: version, load-balancer state, health."""
+    config = get_config(config_path)
+    engine = build_engine(config, env_name)
+    facts = engine.probe()
+    try:
+        lb = engine.lb_states()
+        lb_error = ""
+    except LoadBalancerError as exc:
+        lb, lb_error = {}, str(exc)
+    rows = []
+    for node in engine.nodes:
+        f = facts[node.name]
+        s = lb.get(node.lb_server)
+        rows.append({
+            "node": node.name,
+            "address": node.address,
+            "version": f.current or None,
+            "previous": f.previous or None,
+            "load_balancer": s.label if s else ("unknown" if lb_error or lb else "not found"),
+            "sessions": s.sessions if s else None,
+            "healthy": f.healthy,
+            "detail": f.health_detail,
+        })
+    journal = journal_for(config)
+    lock = journal.lock_info(env_name)
+    if as_json:
+        print_json({
+            "env": env_name, "nodes": rows, "load_balancer_error": lb_error or None,
+            "locked_by": None if lock is None else {"pid": lock.pid, "host": lock.host,
+                                                     "deployment": lock.deployment_id},
+        })
+        return
+    table = Table(title=f"{env_name}: {config.environment(env_name).app.name}")
+    for col in ("node", "address", "version", "load balancer", "healthy"):
+        table.add_column(col)
+    for r in rows:
+        h = r["healthy"]
+        healthy = "[green]yes[/]" if h is True else "[red]no[/]" if h is False else "[dim]unknown[/]"
+        lbs = str(r["load_balancer"])
+        lbs = f"[green]{lbs}[/]" if lbs.startswith("UP") else f"[yellow]{lbs}[/]"
+        table.add_row(str(r["node"]), str(r["address"]), str(r["version"] or "-"), lbs, healthy)
+    out.print(table)
+    if lb_error:
+        console.print(f"[yellow]load balancer:[/] {lb_error}")
+    if lock is not None:
+        console.print(f"locked by deployment {lock.deployment_id} ({lock.actor}, pid {lock.pid})")
+
+
+@click.command()
+@env_option
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON on stdout.")
+@click.option("--limit", default=20, show_default=True, help="How many deployments to show.")
+@click.option("--deployment", "deployment_id", type=int, default=None,
+              help="Show every node event of one deployment.")
+@config_option
+def history(
+    env_name: str, as_json: bool, limit: int, deployment_id: int | None, config_path: Path | None
+) -> None:
+    """Past deployments: id, version, status, start, end (newest first)."""
+    config = get_config(config_path)
+    config.environment(env_name)
+    journal = journal_for(config)
+    journal.mark_abandoned(env_name)
+    if deployment_id is not None:
+        rec = journal.deployment(deployment_id)
+        if rec is None or rec.env != env_name:
+            raise DeployerError(f"no deployment {deployment_id} in environment {env_name!r}")
+        events = journal.node_events(deployment_id)
+        if as_json:
+            print_json({**rec.to_dict(), "events": [e.to_dict() for e in events]})
+            return
+        table = Table(title=f"deployment {rec.id}: {rec.kind} {rec.version} ({rec.status})")
+        for col in ("at", "node", "phase", "from", "to", "detail"):
+            table.add_column(col)
+        for e in events:
+            table.add_row(e.to_dict()["at"], e.node, e.phase, e.from_version or "-",
+                          e.to_version or "-", e.detail[:80])
+        out.print(table)
+        return
+    records = journal.deployments(env_name, limit=limit)
+    if as_json:
+        print_json([r.to_dict() for r in records])
+        return
+    table = Table(title=f"{env_name}: deployments")
+    for col in ("id", "kind", "version", "status", "start", "end", "by", "summary"):
+        table.add_column(col)
+    colours = {"succeeded": "green", "failed": "red", "rolled_back": "yellow",
+               "cancelled": "yellow", "running": "cyan"}
+    for r in records:
+        d = r.to_dict()
+        table.add_row(str(r.id), r.kind, r.version, f"[{colours.get(r.status, '')}]{r.status}[/]",
+                      d["start"], d["end"] or "-", r.actor, r.summary[:60])
+    out.print(table)
+
+
+@click.command()
+@env_option
+@click.option("--version", "version", required=True, help="Release to plan for.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON on stdout.")
+@config_option
+def plan(env_name: str, version: str, as_json: bool, config_path: Path | None) -> None:
+    """Show the batches, load-balancer operations and capacity floor; changes nothing."""
+    validate_version(version, where="--version")
+    config = get_config(config_path)
+    engine = build_engine(config, env_name)
+    release = engine.verify_release(version)
+    the_plan, facts, lb = engine.plan(version)
+    env = config.environment(env_name)
+    backend = env.load_balancer.backend
+    servers = {n.name: n.lb_server for n in engine.nodes}
+    ops = [
+        f"set server {backend}/{{server}} state drain; wait for 0 sessions "
+        f"(<= {env.load_balancer.drain_timeout:g}s); state maint",
+        f"switch to {version}, restart ({env.app.supervisor}), smoke {env.app.health.path} "
+        f"(<= {env.app.health.deadline:g}s)",
+        f"set server {backend}/{{server}} state ready; wait until UP",
+    ]
+    data = {
+        "env": env_name, "version": version, "sha256": release.sha256, **the_plan.to_dict(),
+        "current": {n: f.current or None for n, f in facts.items()},
+        "load_balancer": {n: (lb[s].label if s in lb else None) for n, s in servers.items()},
+        "per_node_operations": ops,
+        "prestage": env.strategy.prestage,
+        "on_failure": env.strategy.on_failure,
+    }
+    if as_json:
+        print_json(data)
+        return
+    out.print(f"[bold]plan[/]: deploy {version} to {env_name} (signature verified, sha256 "
+              f"{release.sha256[:16]}...)")
+    out.print(f"fleet: {len(the_plan.fleet)} node(s); capacity floor: {the_plan.min_healthy} in "
+              f"service at all times; on failure: {env.strategy.on_failure}")
+    if the_plan.skipped:
+        out.print(f"already on {version}: {', '.join(the_plan.skipped)}")
+    if env.strategy.prestage and the_plan.targets:
+        out.print(f"pre-stage: pull + verify + unpack on {', '.join(the_plan.targets)} in parallel")
+    for b in the_plan.batches:
+        label = "canary batch" if b.canary else "batch"
+        out.print(f"{label} {b.index}: {', '.join(b.nodes)}")
+    out.print("per node:")
+    for op in ops:
+        out.print(f"  - {op}")
+    for note in the_plan.notes:
+        out.print(f"note: {note}")
+    if not the_plan.targets:
+        out.print("nothing to do")
+
+
+@click.command()
+@env_option
+@config_option
+def recover(env_name: str, config_path: Path | None) -> None:
+    """Put healthy nodes that were left out of the load balancer back into service."""
+    config = get_config(config_path)
+    engine = build_engine(config, env_name, reporter=ConsoleReporter())
+    if engine.lb is None:
+        raise LoadBalancerError("the load balancer's runtime API is not reachable from here")
+    backend = config.environment(env_name).load_balancer.backend
+    states = engine.lb_states()
+    out_nodes = [n for n in engine.nodes if n.lb_server in states and states[n.lb_server].admin != "ready"]
+    if not out_nodes:
+        console.print("every node is in the load balancer; nothing to recover")
+        return
+    facts = engine.probe()
+    journal = journal_for(config)
+    journal.acquire_lock(env_name)
+    try:
+        dep = journal.start_deployment(env=env_name, app=engine.env.app.name, kind="recover",
+                                       version="-", command=engine.command)
+        left = []
+        for node in out_nodes:
+            f = facts[node.name]
+            if f.healthy:
+                engine.lb.set_state(backend, node.lb_server, "ready")
+                journal.record_phase(dep, node.name, "rejoined", from_version=f.current,
+                                     to_version=f.current, detail="healthy; put back into service")
+                console.print(f"{node.name}: healthy on {f.current}; put back into service")
+            else:
+                left.append(node.name)
+                journal.record_phase(dep, node.name, "out_of_service", from_version=f.current,
+                                     detail=f"unhealthy: {f.health_detail}")
+                console.print(f"[red]{node.name}[/]: unhealthy ({f.health_detail}); left out")
+        status_ = "failed" if left else "succeeded"
+        journal.finish_deployment(dep, status_, f"left out: {', '.join(left)}" if left else "recovered")
+    finally:
+        journal.release_lock(env_name)
+    if left:
+        raise DeployerError(
+            f"{', '.join(left)} still unhealthy and out of service",
+            hint=f"deployer rollback --env {env_name}",
+        )
+
+
+@click.command()
+@env_option
+@config_option
+def unlock(env_name: str, config_path: Path | None) -> None:
+    """Remove an environment's lock (only when its holder is gone on another host)."""
+    config = get_config(config_path)
+    config.environment(env_name)
+    lock = journal_for(config).force_unlock(env_name)
+    if lock is None:
+        console.print("not locked")
+    else:
+        console.print(f"removed the lock of deployment {lock.deployment_id} (pid {lock.pid} on {lock.host})")
 
 
 def register(cli: click.Group) -> None:
-    pass
+    for cmd in (deploy, rollback, status, history, plan, recover, unlock):
+        cli.add_command(cmd)

@@ -1,0 +1,314 @@
+"""The journal: an append-only SQLite (WAL) record of deployments and node phase transitions,
+plus the per-environment lock that keeps two deployments of one environment apart.
+
+Every phase change is committed as it happens, so after a crash the journal still says which
+nodes were out of the load balancer and what they were doing.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._errors import LockHeldError
+
+__all__ = ["DeploymentRecord", "Journal", "LockInfo", "NodeEvent", "process_alive"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS deployments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    env TEXT NOT NULL,
+    app TEXT NOT NULL,
+    kind TEXT NOT NULL,               -- deploy | rollback | recover
+    version TEXT NOT NULL,            -- the target release
+    status TEXT NOT NULL,             -- running | succeeded | failed | rolled_back | cancelled
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    actor TEXT NOT NULL,              -- user@host
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    command TEXT NOT NULL,
+    summary TEXT NOT NULL DEFAULT '',
+    details TEXT NOT NULL DEFAULT '{}'  -- JSON: manifest digest, plan, ...
+);
+CREATE TABLE IF NOT EXISTS node_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    deployment_id INTEGER NOT NULL REFERENCES deployments(id),
+    node TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    at REAL NOT NULL,
+    from_version TEXT,
+    to_version TEXT,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS node_events_by_deployment ON node_events(deployment_id, id);
+CREATE TABLE IF NOT EXISTS locks (
+    env TEXT PRIMARY KEY,
+    deployment_id INTEGER,
+    pid INTEGER NOT NULL,
+    pid_start TEXT NOT NULL,          -- the holder's start time, so a reused PID is not mistaken
+    host TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    acquired_at REAL NOT NULL
+);
+"""
+
+
+def _pid_start(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def process_alive(pid: int, start: str | None = None) -> bool:
+    """True if ``pid`` runs (zombies count as dead) and, when given, started at ``start``."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    if fields[0] in ("Z", "X"):
+        return False
+    return start is None or fields[19] == start
+
+
+@dataclass(frozen=True)
+class DeploymentRecord:
+    id: int
+    env: str
+    app: str
+    kind: str
+    version: str
+    status: str
+    started_at: float
+    ended_at: float | None
+    actor: str
+    host: str
+    pid: int
+    command: str
+    summary: str
+    details: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "env": self.env, "app": self.app, "kind": self.kind,
+            "version": self.version, "status": self.status,
+            "start": _iso(self.started_at), "end": _iso(self.ended_at) if self.ended_at else None,
+            "actor": self.actor, "host": self.host, "pid": self.pid, "command": self.command,
+            "summary": self.summary,
+        }
+
+
+@dataclass(frozen=True)
+class NodeEvent:
+    deployment_id: int
+    node: str
+    phase: str
+    at: float
+    from_version: str | None
+    to_version: str | None
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "deployment": self.deployment_id, "node": self.node, "phase": self.phase,
+            "at": _iso(self.at), "from_version": self.from_version,
+            "to_version": self.to_version, "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    env: str
+    deployment_id: int | None
+    pid: int
+    pid_start: str
+    host: str
+    actor: str
+    acquired_at: float
+
+    @property
+    def stale(self) -> bool:
+        """A lock is stale when its holder ran on this host and is gone."""
+        return self.host == socket.gethostname() and not process_alive(self.pid, self.pid_start)
+
+
+def _iso(t: float | None) -> str:
+    if t is None:
+        return ""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def actor() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry (containers): fall back to the uid
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+class Journal:
+    """One SQLite database per config's state directory."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- the environment lock ------------------------------------------------------------
+
+    def acquire_lock(self, env: str, *, take_over_stale: bool = True) -> LockInfo | None:
+        """Take the environment's lock; returns the stale lock taken over, if any."""
+        me = os.getpid()
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM locks WHERE env = ?", (env,)).fetchone()
+            previous = LockInfo(**dict(row)) if row else None
+            if previous is not None:
+                if previous.pid == me and previous.host == socket.gethostname():
+                    return None
+                if not (take_over_stale and previous.stale):
+                    where = f"pid {previous.pid} on {previous.host}"
+                    raise LockHeldError(
+                        f"environment {env!r} is locked by deployment "
+                        f"{previous.deployment_id or '?'} ({previous.actor}, {where}, "
+                        f"since {_iso(previous.acquired_at)})",
+                        hint="wait for it to finish; if that process is gone on another host, "
+                        f"run 'deployer unlock --env {env}'",
+                    )
+                db.execute("DELETE FROM locks WHERE env = ?", (env,))
+            db.execute(
+                "INSERT INTO locks (env, deployment_id, pid, pid_start, host, actor, acquired_at)"
+                " VALUES (?, NULL, ?, ?, ?, ?, ?)",
+                (env, me, _pid_start(me), socket.gethostname(), actor(), time.time()),
+            )
+        return previous
+
+    def attach_lock(self, env: str, deployment_id: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE locks SET deployment_id = ? WHERE env = ? AND pid = ?",
+                (deployment_id, env, os.getpid()),
+            )
+
+    def release_lock(self, env: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM locks WHERE env = ? AND pid = ?", (env, os.getpid()))
+
+    def lock_info(self, env: str) -> LockInfo | None:
+        row = self._db.execute("SELECT * FROM locks WHERE env = ?", (env,)).fetchone()
+        return LockInfo(**dict(row)) if row else None
+
+    def force_unlock(self, env: str) -> LockInfo | None:
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM locks WHERE env = ?", (env,)).fetchone()
+            db.execute("DELETE FROM locks WHERE env = ?", (env,))
+        return LockInfo(**dict(row)) if row else None
+
+    # -- deployments and node events -----------------------------------------------------
+
+    def start_deployment(
+        self, *, env: str, app: str, kind: str, version: str, command: str,
+        details: dict[str, Any] | None = None,
+    ) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO deployments (env, app, kind, version, status, started_at, actor, host,"
+                " pid, command, details) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+                (env, app, kind, version, time.time(), actor(), socket.gethostname(),
+                 os.getpid(), command, json.dumps(details or {}, sort_keys=True)),
+            )
+            return int(cur.lastrowid or 0)
+
+    def finish_deployment(self, deployment_id: int, status: str, summary: str = "") -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE deployments SET status = ?, ended_at = ?, summary = ? WHERE id = ?",
+                (status, time.time(), summary, deployment_id),
+            )
+
+    def update_details(self, deployment_id: int, **details: Any) -> None:
+        with self._tx() as db:
+            row = db.execute("SELECT details FROM deployments WHERE id = ?", (deployment_id,)).fetchone()
+            merged = json.loads(row["details"]) if row else {}
+            merged.update(details)
+            db.execute(
+                "UPDATE deployments SET details = ? WHERE id = ?",
+                (json.dumps(merged, sort_keys=True, default=str), deployment_id),
+            )
+
+    def record_phase(
+        self, deployment_id: int, node: str, phase: str, *,
+        from_version: str | None = None, to_version: str | None = None, detail: str = "",
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO node_events (deployment_id, node, phase, at, from_version, to_version,"
+                " detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (deployment_id, node, phase, time.time(), from_version, to_version, detail),
+            )
+
+    def deployments(self, env: str, limit: int = 50) -> list[DeploymentRecord]:
+        rows = self._db.execute(
+            "SELECT * FROM deployments WHERE env = ? ORDER BY id DESC LIMIT ?", (env, limit)
+        ).fetchall()
+        return [self._record(r) for r in rows]
+
+    def deployment(self, deployment_id: int) -> DeploymentRecord | None:
+        row = self._db.execute("SELECT * FROM deployments WHERE id = ?", (deployment_id,)).fetchone()
+        return self._record(row) if row else None
+
+    def node_events(self, deployment_id: int) -> list[NodeEvent]:
+        rows = self._db.execute(
+            "SELECT deployment_id, node, phase, at, from_version, to_version, detail"
+            " FROM node_events WHERE deployment_id = ? ORDER BY id", (deployment_id,)
+        ).fetchall()
+        return [NodeEvent(**dict(r)) for r in rows]
+
+    def last_phases(self, deployment_id: int) -> dict[str, NodeEvent]:
+        last: dict[str, NodeEvent] = {}
+        for ev in self.node_events(deployment_id):
+            last[ev.node] = ev
+        return last
+
+    def mark_abandoned(self, env: str) -> list[DeploymentRecord]:
+        """Mark 'running' deployments whose process is gone as failed; return them."""
+        gone = []
+        for rec in self.deployments(env, limit=20):
+            if rec.status == "running" and rec.host == socket.gethostname() and not process_alive(rec.pid):
+                self.finish_deployment(rec.id, "failed", "the deploying process ended unexpectedly")
+                gone.append(rec)
+        return gone
+
+    @staticmethod
+    def _record(row: sqlite3.Row) -> DeploymentRecord:
+        d = dict(row)
+        d["details"] = json.loads(d.get("details") or "{}")
+        return DeploymentRecord(**d)

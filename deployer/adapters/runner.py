@@ -1,0 +1,296 @@
+"""The runner seam: how the engine runs a playbook and hears what happens on each node.
+
+:class:`Runner` is the one swappable boundary of the engine. :class:`AnsibleRunner` drives
+ansible-runner for real (one ``run()`` per playbook invocation, a fresh private_data_dir each
+time); :class:`ReplayRunner` replays recorded events so the engine can be unit-tested without
+nodes, like an HTTP client's mock transport.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = [
+    "AnsibleRunner",
+    "ReplayRunner",
+    "RunRequest",
+    "RunResult",
+    "Runner",
+    "RunnerEvent",
+    "content_dir",
+]
+
+
+def content_dir() -> Path:
+    """The directory holding ``playbooks/`` and ``roles/`` (the repo, or $DEPLOYER_CONTENT_DIR)."""
+    env = os.environ.get("DEPLOYER_CONTENT_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2]
+
+
+_TASK_FILE = re.compile(r"roles/(?P<role>[^/]+)/tasks/(?P<file>[^/:]+)\.ya?ml")
+
+
+@dataclass(frozen=True)
+class RunnerEvent:
+    """One event of a playbook run, reduced to what the engine needs."""
+
+    kind: str  # "task_start" | "ok" | "failed" | "skipped" | "unreachable" | "stats"
+    host: str | None = None
+    task: str = ""
+    role: str | None = None
+    task_file: str | None = None  # e.g. "drain" for roles/deployer_lb_haproxy/tasks/drain.yml
+    message: str = ""
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    ignore_errors: bool = False
+    changed: bool = False
+    # The module's return values (minus bulky keys), e.g. a health check's status and version.
+    result: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "host": self.host, "task": self.task, "role": self.role,
+            "task_file": self.task_file, "message": self.message, "facts": dict(self.facts),
+            "ignore_errors": self.ignore_errors, "changed": self.changed,
+            "result": dict(self.result),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RunnerEvent:
+        return cls(**{k: d[k] for k in d if k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    playbook: str  # file name under playbooks/
+    inventory: Path
+    hosts: Sequence[str]  # the --limit
+    extravars: Mapping[str, Any]
+    forks: int = 5
+    envvars: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    status: str  # "successful" | "failed" | "canceled" | "timeout" | "error"
+    rc: int
+    ok_hosts: frozenset[str] = frozenset()
+    failed_hosts: frozenset[str] = frozenset()
+    unreachable_hosts: frozenset[str] = frozenset()
+    artifacts_dir: Path | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "successful" and not self.failed_hosts and not self.unreachable_hosts
+
+
+EventSink = Callable[[RunnerEvent], None]
+CancelCheck = Callable[[], bool]
+
+
+class Runner(Protocol):
+    def run(self, request: RunRequest, on_event: EventSink, cancelled: CancelCheck) -> RunResult:
+        """Run one playbook and report its events; stop early when ``cancelled()`` is true."""
+        ...
+
+
+def _message(res: Mapping[str, Any]) -> str:
+    for key in ("msg", "stderr", "reason"):
+        v = res.get(key)
+        if v:
+            return str(v).strip().splitlines()[-1][:500] if isinstance(v, str) else str(v)[:500]
+    return ""
+
+
+def translate(raw: Mapping[str, Any]) -> RunnerEvent | None:
+    """Turn one ansible-runner event dict into a RunnerEvent (None for events we ignore)."""
+    name = raw.get("event", "")
+    data: Mapping[str, Any] = raw.get("event_data") or {}
+    kinds = {
+        "runner_on_start": "task_start",
+        "runner_on_ok": "ok",
+        "runner_on_failed": "failed",
+        "runner_on_skipped": "skipped",
+        "runner_on_unreachable": "unreachable",
+        "playbook_on_stats": "stats",
+    }
+    kind = kinds.get(name)
+    if kind is None:
+        return None
+    if kind == "stats":
+        facts = {k: data.get(k) or {} for k in ("ok", "failures", "dark", "skipped", "changed")}
+        return RunnerEvent(kind="stats", facts=facts)
+    task_path = str(data.get("task_path") or "")
+    m = _TASK_FILE.search(task_path)
+    res: Mapping[str, Any] = data.get("res") or {}
+    facts = res.get("ansible_facts") or {}
+    return RunnerEvent(
+        kind=kind,
+        host=data.get("host"),
+        task=str(data.get("task") or ""),
+        role=m.group("role") if m else (data.get("role") or None),
+        task_file=m.group("file") if m else None,
+        message=_message(res) if kind in ("failed", "unreachable") else "",
+        facts={k: v for k, v in facts.items() if k.startswith("deployer_")},
+        ignore_errors=bool(data.get("ignore_errors")),
+        changed=bool(res.get("changed")),
+        result={
+            k: v for k, v in res.items()
+            if not k.startswith("_") and k not in _BULKY and isinstance(v, _SCALARS)
+        },
+    )
+
+
+_BULKY = frozenset({"invocation", "stdout_lines", "stderr_lines", "ansible_facts", "results"})
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _hosts(stats: Mapping[str, Any], key: str) -> frozenset[str]:
+    return frozenset(h for h, n in (stats.get(key) or {}).items() if n)
+
+
+class AnsibleRunner:
+    """Run playbooks through ansible-runner, tuned for speed over SSH."""
+
+    def __init__(
+        self,
+        *,
+        content: Path | None = None,
+        artifacts_root: Path | None = None,
+        keep_artifacts: bool = True,
+    ) -> None:
+        self.content = content or content_dir()
+        self.artifacts_root = artifacts_root
+        self.keep_artifacts = keep_artifacts
+
+    def _envvars(self, request: RunRequest) -> dict[str, str]:
+        cp_dir = Path(tempfile.gettempdir()) / "deployer-cp"
+        cp_dir.mkdir(mode=0o700, exist_ok=True)
+        env = {
+            "ANSIBLE_ROLES_PATH": str(self.content / "roles"),
+            "ANSIBLE_PIPELINING": "True",
+            "ANSIBLE_SSH_ARGS": "-C -o ControlMaster=auto -o ControlPersist=300s",
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(cp_dir),
+            "ANSIBLE_GATHERING": "explicit",
+            "ANSIBLE_RETRY_FILES_ENABLED": "False",
+            "ANSIBLE_DEPRECATION_WARNINGS": "False",
+            "ANSIBLE_LOCALHOST_WARNING": "False",
+            "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
+            "ANSIBLE_HOST_KEY_CHECKING": "True",
+            "ANSIBLE_TIMEOUT": "10",
+            "ANSIBLE_NOCOLOR": "True",
+        }
+        env.update(request.envvars)
+        return env
+
+    def run(self, request: RunRequest, on_event: EventSink, cancelled: CancelCheck) -> RunResult:
+        import ansible_runner  # slow import: only when a real run happens
+
+        root = self.artifacts_root
+        if root is not None:
+            root.mkdir(parents=True, exist_ok=True)
+        # A fresh private_data_dir per run: ansible-runner re-reads settings it wrote before.
+        pdd = Path(tempfile.mkdtemp(prefix="run-", dir=str(root) if root else None))
+        lock = threading.Lock()
+
+        def handler(raw: dict[str, Any]) -> bool:
+            ev = translate(raw)
+            if ev is not None:
+                with lock:
+                    on_event(ev)
+            return True  # keep the event, or ansible-runner's stats come back empty
+
+        playbook = self.content / "playbooks" / request.playbook
+        try:
+            r = ansible_runner.run(
+                private_data_dir=str(pdd),
+                playbook=str(playbook),
+                inventory=str(request.inventory),
+                limit=",".join(request.hosts) if request.hosts else None,
+                extravars=dict(request.extravars),
+                forks=max(1, request.forks),
+                envvars=self._envvars(request),
+                event_handler=handler,
+                cancel_callback=cancelled,
+                quiet=True,
+                json_mode=False,
+                rotate_artifacts=0,
+            )
+            stats = r.stats or {}
+            result = RunResult(
+                status=str(r.status),
+                rc=int(r.rc if r.rc is not None else -1),
+                ok_hosts=_hosts(stats, "ok"),
+                failed_hosts=_hosts(stats, "failures"),
+                unreachable_hosts=_hosts(stats, "dark"),
+                artifacts_dir=pdd if self.keep_artifacts else None,
+            )
+        finally:
+            if not self.keep_artifacts:
+                shutil.rmtree(pdd, ignore_errors=True)
+        return result
+
+
+class ReplayRunner:
+    """A fake :class:`Runner` that replays recorded events, one script per expected run.
+
+    Each script is ``(playbook, events, status)``; hosts in the request filter the events so one
+    recording can serve several batches. Requests are kept in ``self.requests`` for assertions.
+    """
+
+    def __init__(self, scripts: Iterable[tuple[str, Sequence[RunnerEvent], str]]) -> None:
+        self.scripts = list(scripts)
+        self.requests: list[RunRequest] = []
+
+    @classmethod
+    def from_file(cls, path: Path) -> ReplayRunner:
+        data = json.loads(path.read_text())
+        return cls(
+            (s["playbook"], [RunnerEvent.from_dict(e) for e in s["events"]], s["status"])
+            for s in data
+        )
+
+    def run(self, request: RunRequest, on_event: EventSink, cancelled: CancelCheck) -> RunResult:
+        self.requests.append(request)
+        if not self.scripts:
+            raise AssertionError(f"unexpected run of {request.playbook} on {list(request.hosts)}")
+        playbook, events, status = self.scripts.pop(0)
+        if playbook != request.playbook:
+            raise AssertionError(f"expected a run of {playbook}, got {request.playbook}")
+        hosts = set(request.hosts)
+        ok: set[str] = set()
+        failed: set[str] = set()
+        dark: set[str] = set()
+        for ev in events:
+            if cancelled():
+                return RunResult(status="canceled", rc=-1)
+            if ev.host is not None and hosts and ev.host not in hosts:
+                continue
+            on_event(ev)
+            if ev.kind == "stats":
+                stats = {k: {h: n for h, n in v.items() if not hosts or h in hosts}
+                         for k, v in ev.facts.items()}
+                ok, failed, dark = (set(_hosts(stats, k)) for k in ("ok", "failures", "dark"))
+                break
+            if ev.host is None:
+                continue
+            if ev.kind == "failed" and not ev.ignore_errors:
+                failed.add(ev.host)
+            elif ev.kind == "unreachable":
+                dark.add(ev.host)
+            elif ev.kind == "ok":
+                ok.add(ev.host)
+        return RunResult(
+            status=status, rc=0 if status == "successful" else 2,
+            ok_hosts=frozenset(ok), failed_hosts=frozenset(failed), unreachable_hosts=frozenset(dark),
+        )

@@ -1,0 +1,74 @@
+"""Build an engine for one environment from the config: the only place that picks concrete
+adapters (ansible-runner, HAProxy, the SQLite journal, the artefact store)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .._config import Config, EnvironmentConfig
+from ..adapters.haproxy import HAProxyRuntime
+from ..adapters.inventory import load_nodes
+from ..adapters.journal import Journal
+from ..adapters.runner import AnsibleRunner, Runner
+from ..engine.engine import Engine, LoadBalancer, Release, Reporter
+
+
+def journal_for(config: Config) -> Journal:
+    return Journal(Path(config.state_dir) / "journal.sqlite")
+
+
+def load_balancer_for(env: EnvironmentConfig) -> LoadBalancer | None:
+    """The runtime API client, when the socket is reachable from this controller."""
+    sock = env.load_balancer.socket
+    if sock.startswith("tcp://") or os.path.exists(sock):
+        return HAProxyRuntime(sock)
+    return None
+
+
+def release_verifier(env: EnvironmentConfig) -> Callable[[str], Release]:
+    def verify(version: str) -> Release:
+        from ..artefacts import open_store, verify_release
+
+        store = open_store(env.store.url)
+        manifest = verify_release(
+            store, env.app.name, version, env.trusted_keys, check_tarball=True
+        )
+        if env.store.node_url:
+            url = f"{env.store.node_url.rstrip('/')}/{env.app.name}/{version}/{manifest.tarball}"
+        else:
+            url = store.node_url(env.app.name, version, ttl=env.store.presign_ttl)
+        return Release(
+            app=manifest.app, version=manifest.version, url=url,
+            sha256=manifest.sha256, size=manifest.size,
+        )
+
+    return verify
+
+
+def build_engine(
+    config: Config,
+    env_name: str,
+    *,
+    reporter: Reporter | None = None,
+    runner: Runner | None = None,
+) -> Engine:
+    env = config.environment(env_name)
+    nodes = load_nodes(env.inventory, env.group)
+    lb = load_balancer_for(env)
+    state = Path(config.state_dir)
+    return Engine(
+        env_name=env_name,
+        env=env,
+        nodes=nodes,
+        runner=runner or AnsibleRunner(artifacts_root=state / "runs"),
+        journal=journal_for(config),
+        verify_release=release_verifier(env),
+        lb=lb,
+        reporter=reporter,
+        command=shlex.join(["deployer", *sys.argv[1:]]),
+        config_file=str(config.source or "config"),
+    )

@@ -1,0 +1,659 @@
+"""The engine: rolls a release through a fleet, batch by batch, and reverts on failure.
+
+It talks to the world only through the adapters' protocols: a :class:`Runner` for playbooks, a
+load balancer (read-only checks and the safety net), the :class:`Journal`, and an artefact
+store opener. Every node phase change is journalled as it happens.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .._config import EnvironmentConfig
+from .._errors import ConfigError, DeploymentFailed, FleetAtRiskError, Interrupted
+from .._versions import validate_version
+from ..adapters.haproxy import ServerState
+from ..adapters.inventory import Node
+from ..adapters.journal import Journal
+from ..adapters.runner import Runner, RunnerEvent, RunRequest, RunResult
+from .plan import Batch, Plan, batch_limits, make_plan
+from .states import OUT_OF_SERVICE, NodePhase, can_move
+
+__all__ = [
+    "Engine",
+    "LoadBalancer",
+    "NodeFacts",
+    "NodeStatus",
+    "Outcome",
+    "Release",
+    "Reporter",
+]
+
+P = NodePhase
+
+# Which task file of which role puts a node in which phase (see playbooks/deploy.yml).
+PHASE_BY_TASK_FILE: Mapping[tuple[str, str], NodePhase] = {
+    ("deployer_release", "stage"): P.STAGING,
+    ("deployer_lb_haproxy", "drain"): P.DRAINING,
+    ("deployer_release", "activate"): P.DEPLOYING,
+    ("deployer_smoke", "main"): P.SMOKE,
+    ("deployer_lb_haproxy", "enable"): P.REJOINING,
+    ("deployer_release", "revert"): P.REVERTING,
+}
+
+
+class LoadBalancer(Protocol):
+    def servers(self, backend: str) -> dict[str, ServerState]: ...
+
+    def set_state(self, backend: str, server: str, state: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Release:
+    """A verified release: what nodes download and the digest they check."""
+
+    app: str
+    version: str
+    url: str
+    sha256: str
+    size: int
+
+
+@dataclass
+class NodeFacts:
+    current: str = ""
+    previous: str = ""
+    healthy: bool | None = None
+    health_detail: str = ""
+
+
+@dataclass
+class NodeStatus:
+    node: Node
+    phase: NodePhase = P.PENDING
+    from_version: str = ""
+    to_version: str = ""
+    detail: str = ""
+    unreachable: bool = False
+    out_since: float | None = None
+    out_seconds: float | None = None
+    outcome_fact: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+
+@dataclass
+class Outcome:
+    deployment_id: int
+    kind: str
+    version: str
+    status: str  # succeeded | failed | rolled_back | cancelled
+    nodes: dict[str, NodeStatus]
+    summary: str
+    plan: Plan | None = None
+    out_of_service: list[str] = field(default_factory=list)
+    fix_commands: list[str] = field(default_factory=list)
+    started: float = 0.0
+    ended: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "deployment": self.deployment_id,
+            "kind": self.kind,
+            "version": self.version,
+            "status": self.status,
+            "summary": self.summary,
+            "duration_s": round(self.ended - self.started, 3),
+            "out_of_service": self.out_of_service,
+            "fix": self.fix_commands,
+            "nodes": {
+                n: {
+                    "phase": s.phase.value, "from": s.from_version, "to": s.to_version,
+                    "detail": s.detail,
+                    "out_of_lb_s": None if s.out_seconds is None else round(s.out_seconds, 3),
+                }
+                for n, s in self.nodes.items()
+            },
+        }
+
+
+class Reporter:
+    """Progress hooks; the default does nothing (the CLI prints, tests record)."""
+
+    def phase(self, status: NodeStatus) -> None:
+        pass
+
+    def batch(self, batch: Batch, total: int, *, rollback: bool = False) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+
+StoreVerifier = Callable[[str], Release]
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        env_name: str,
+        env: EnvironmentConfig,
+        nodes: Sequence[Node],
+        runner: Runner,
+        journal: Journal,
+        verify_release: StoreVerifier,
+        lb: LoadBalancer | None = None,
+        reporter: Reporter | None = None,
+        command: str = "",
+        config_file: str = "config",
+    ) -> None:
+        self.env_name = env_name
+        self.env = env
+        self.nodes = list(nodes)
+        self.runner = runner
+        self.journal = journal
+        self.verify_release = verify_release
+        self.lb = lb
+        self.reporter = reporter or Reporter()
+        self.command = command
+        self.config_file = config_file
+        self._stop = threading.Event()
+        self._abort = threading.Event()
+        self._status: dict[str, NodeStatus] = {}
+        self._deployment_id = 0
+        self._collapse_to: NodePhase | None = None
+
+    # -- operator control -----------------------------------------------------------------
+
+    def request_stop(self) -> bool:
+        """First call: stop after making the current batch safe. Second: abort now.
+
+        Returns True if this call escalated to an immediate abort."""
+        if self._stop.is_set():
+            self._abort.set()
+            return True
+        self._stop.set()
+        return False
+
+    # -- read-only views ------------------------------------------------------------------
+
+    def probe(self) -> dict[str, NodeFacts]:
+        """Read each node's current/previous release and health (changes nothing)."""
+        facts = {n.name: NodeFacts() for n in self.nodes}
+
+        def on_event(ev: RunnerEvent) -> None:
+            if ev.host not in facts or ev.kind not in ("ok", "failed"):
+                return
+            f = facts[ev.host]
+            if "deployer_release_current" in ev.facts:
+                f.current = str(ev.facts.get("deployer_release_current") or "")
+                f.previous = str(ev.facts.get("deployer_release_previous") or "")
+            if ev.role == "deployer_smoke":
+                f.healthy = ev.kind == "ok" and bool(ev.result.get("healthy", ev.kind == "ok"))
+                f.health_detail = str(ev.result.get("msg") or ev.message or "")
+
+        result = self.runner.run(
+            RunRequest(
+                playbook="probe.yml",
+                inventory=self.env.inventory,
+                hosts=[n.name for n in self.nodes],
+                extravars=self._base_vars(),
+                forks=max(1, len(self.nodes)),
+            ),
+            on_event,
+            lambda: self._abort.is_set(),
+        )
+        for host in result.unreachable_hosts:
+            if host in facts:
+                facts[host].healthy = None
+                facts[host].health_detail = "unreachable"
+        return facts
+
+    def lb_states(self) -> dict[str, ServerState]:
+        if self.lb is None:
+            return {}
+        return self.lb.servers(self.env.load_balancer.backend)
+
+    def plan(self, version: str) -> tuple[Plan, dict[str, NodeFacts], dict[str, ServerState]]:
+        """What a deploy of ``version`` would do, changing nothing."""
+        validate_version(version)
+        facts = self.probe()
+        lb = self.lb_states()
+        targets = [n.name for n in self.nodes if not self._already_there(n, version, facts, lb)]
+        plan = make_plan(
+            [n.name for n in self.nodes], targets, self.env.strategy, source=self.config_file
+        )
+        return plan, facts, lb
+
+    def _already_there(
+        self, node: Node, version: str, facts: Mapping[str, NodeFacts],
+        lb: Mapping[str, ServerState],
+    ) -> bool:
+        f = facts[node.name]
+        in_service = lb[node.lb_server].in_service if node.lb_server in lb else True
+        return f.current == version and bool(f.healthy) and in_service
+
+    # -- deploy ---------------------------------------------------------------------------
+
+    def deploy(self, version: str, *, kind: str = "deploy") -> Outcome:
+        validate_version(version)
+        # Verify the release before touching anything: signature, identity, digest.
+        release = self.verify_release(version)
+        self.journal.acquire_lock(self.env_name)
+        try:
+            for gone in self.journal.mark_abandoned(self.env_name):
+                self.reporter.message(
+                    f"deployment {gone.id} ended without finishing; marked failed in the journal"
+                )
+            self._deployment_id = self.journal.start_deployment(
+                env=self.env_name, app=self.env.app.name, kind=kind, version=version,
+                command=self.command, details={"sha256": release.sha256, "url": release.url},
+            )
+            self.journal.attach_lock(self.env_name, self._deployment_id)
+            return self._run_deploy(release, kind)
+        finally:
+            self.journal.release_lock(self.env_name)
+
+    def _run_deploy(self, release: Release, kind: str) -> Outcome:
+        started = time.time()
+        dep = self._deployment_id
+        self._status = {n.name: NodeStatus(node=n, to_version=release.version) for n in self.nodes}
+        outcome_status = "succeeded"
+        summary = ""
+        plan: Plan | None = None
+        try:
+            self.reporter.message(f"reading the state of {len(self.nodes)} node(s)")
+            facts = self.probe()
+            lb = self.lb_states()
+            for name, f in facts.items():
+                self._status[name].from_version = f.current
+            unreachable = [n for n, f in facts.items() if f.health_detail == "unreachable"]
+            if unreachable:
+                raise DeploymentFailed(
+                    f"cannot reach {', '.join(unreachable)}; nothing was changed",
+                    hint="check the nodes' SSH access, then run the deployment again",
+                )
+            targets = [
+                n.name for n in self.nodes if not self._already_there(n, release.version, facts, lb)
+            ]
+            plan = make_plan(
+                [n.name for n in self.nodes], targets, self.env.strategy, source=self.config_file
+            )
+            self.journal.update_details(
+                dep, plan=plan.to_dict(),
+                from_versions={n: s.from_version for n, s in self._status.items()},
+            )
+            for name in plan.skipped:
+                self._move(name, P.SKIPPED, f"already on {release.version}")
+            if not plan.targets:
+                summary = f"every node already runs {release.version}; nothing to do"
+                return self._finish(kind, release.version, "succeeded", summary, plan, started)
+
+            if self.env.strategy.prestage:
+                self._prestage(release, plan)
+
+            done: list[str] = []
+            for batch in plan.batches:
+                if self._stop.is_set():
+                    raise Interrupted("stopped by the operator before the next batch")
+                self._check_capacity(batch, plan)
+                self.reporter.batch(batch, len(plan.batches))
+                result = self._run_batch(release, batch, plan)
+                done.extend(n for n in batch.nodes if self._status[n].phase is P.DONE)
+                if self._stop.is_set() and result.status == "canceled":
+                    raise Interrupted("stopped by the operator during a batch")
+                if not result.succeeded:
+                    failed = [n for n in batch.nodes if self._status[n].phase is not P.DONE]
+                    raise DeploymentFailed(self._failure_text(failed, release.version))
+                if self.env.strategy.pause_between_batches and batch is not plan.batches[-1]:
+                    self._pause(self.env.strategy.pause_between_batches)
+            summary = f"{len(plan.targets)} node(s) now run {release.version}"
+        except Interrupted as exc:
+            outcome_status = "cancelled"
+            summary = str(exc)
+            self._make_interrupted_batch_safe()
+            self.reporter.message(
+                "nodes finished before the stop keep the new release; "
+                f"run 'deployer rollback --env {self.env_name}' to go back"
+            )
+        except DeploymentFailed as exc:
+            summary = str(exc)
+            outcome_status = "failed"
+            if isinstance(exc, _StagingFailed):
+                pass  # nothing was drained or switched
+            elif self._abort.is_set():
+                outcome_status = "cancelled"
+            elif self.env.strategy.on_failure == "rollback" and kind != "rollback":
+                if self._roll_back_updated_nodes():
+                    outcome_status = "rolled_back"
+                    summary += "; the updated nodes were rolled back"
+                else:
+                    summary += "; rolling back the updated nodes failed"
+        except BaseException as exc:  # crash or second Ctrl-C: record, never hide
+            outcome_status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
+            self._finish(kind, release.version, outcome_status, f"aborted: {exc!r}", plan, started)
+            raise
+        return self._finish(kind, release.version, outcome_status, summary, plan, started)
+
+    def _failure_text(self, failed: Iterable[str], version: str) -> str:
+        parts = []
+        for name in failed:
+            st = self._status[name]
+            what = {
+                P.REVERTED: f"reverted to {st.from_version or 'nothing'}",
+                P.FAILED: "FAILED and may be out of service",
+            }.get(st.phase, st.phase.value)
+            why = f": {st.detail}" if st.detail else ""
+            parts.append(f"{name} {what}{why}")
+        return f"deploying {version} failed on " + "; ".join(parts)
+
+    def _prestage(self, release: Release, plan: Plan) -> None:
+        """Pull, verify and unpack on every target in parallel while they keep serving."""
+        self.reporter.message(
+            f"pre-staging {release.version} on {len(plan.targets)} node(s) (they keep serving)"
+        )
+        for name in plan.targets:
+            self._move(name, P.STAGING)
+        result = self.runner.run(
+            RunRequest(
+                playbook="prestage.yml", inventory=self.env.inventory, hosts=plan.targets,
+                extravars=self._release_vars(release), forks=max(1, len(plan.targets)),
+            ),
+            self._on_event,
+            self._stop.is_set,
+        )
+        if result.status == "canceled":
+            raise Interrupted("stopped by the operator while pre-staging (no node was drained)")
+        bad = [n for n in plan.targets if n in result.failed_hosts | result.unreachable_hosts]
+        if bad or result.status != "successful":
+            details = "; ".join(f"{n}: {self._status[n].detail}" for n in bad) or result.status
+            # Nothing was drained or switched: every node keeps serving what it had.
+            for n in plan.targets:
+                why = "pre-staging failed" if n in bad else "not deployed: pre-staging failed elsewhere"
+                self._move(n, P.SKIPPED, f"{why}: {self._status[n].detail}" if n in bad else why)
+            raise _StagingFailed(
+                f"pre-staging {release.version} failed, no node was changed ({details})"
+            )
+        for name in plan.targets:
+            self._move(name, P.STAGED)
+
+    def _check_capacity(self, batch: Batch, plan: Plan) -> None:
+        if self.lb is None or plan.min_healthy == 0:
+            return
+        states = self.lb_states()
+        by_server = {n.name: states.get(n.lb_server) for n in self.nodes}
+        outside = [
+            n for n, s in by_server.items() if n not in batch.nodes and s is not None and s.in_service
+        ]
+        removes_capacity = any(
+            (s := by_server.get(n)) is not None and s.in_service for n in batch.nodes
+        )
+        if removes_capacity and len(outside) < plan.min_healthy:
+            raise DeploymentFailed(
+                f"capacity floor: only {len(outside)} node(s) would stay in service during batch "
+                f"{batch.index} (floor {plan.min_healthy}); stopped before touching "
+                + ", ".join(batch.nodes)
+            )
+
+    def _run_batch(self, release: Release, batch: Batch, plan: Plan) -> RunResult:
+        extravars = dict(self._release_vars(release))
+        extravars["deployer_serial"] = len(batch.nodes)
+        result = self.runner.run(
+            RunRequest(
+                playbook="deploy.yml", inventory=self.env.inventory, hosts=list(batch.nodes),
+                extravars=extravars, forks=max(plan.forks, len(batch.nodes)),
+            ),
+            self._on_event,
+            self._abort.is_set,  # a first Ctrl-C lets the batch finish; a second stops it
+        )
+        self._settle(batch.nodes, result, success=P.DONE)
+        return result
+
+    def _settle(self, names: Iterable[str], result: RunResult, *, success: NodePhase) -> None:
+        """Turn a finished run's per-host results into final phases."""
+        for name in names:
+            st = self._status[name]
+            if name in result.unreachable_hosts:
+                st.unreachable = True
+                self._move(name, P.FAILED, st.detail or "unreachable")
+            elif name in result.failed_hosts:
+                if st.outcome_fact == "reverted" and st.phase is P.REVERTING:
+                    self._move(name, P.REVERTED, st.detail)
+                else:
+                    self._move(name, P.FAILED, st.detail or "failed")
+            elif result.status == "successful" and st.phase in OUT_OF_SERVICE | {P.STAGED, P.DONE}:
+                self._move(name, success)
+
+    def _roll_back_updated_nodes(self) -> bool:
+        """Roll back the nodes this deployment updated, in reverse order, batch by batch."""
+        updated = [n for n in reversed(list(self._status)) if self._status[n].phase is P.DONE]
+        updated = [n for n in updated if self._status[n].from_version]
+        if not updated:
+            return True
+        self.reporter.message("rolling back " + ", ".join(updated))
+        size, _, _ = batch_limits(self.env.strategy, len(self.nodes), source=self.config_file)
+        batches = [updated[i : i + size] for i in range(0, len(updated), size)]
+        ok = True
+        for i, names in enumerate(batches, start=1):
+            if self._abort.is_set():
+                return False
+            by_version = Counter(self._status[n].from_version for n in names)
+            self.reporter.batch(Batch(index=i, nodes=tuple(names)), 0, rollback=True)
+            for from_version in by_version:
+                group = [n for n in names if self._status[n].from_version == from_version]
+                if not self._revert(group, from_version, size):
+                    ok = False
+            if not ok:
+                break
+        return ok
+
+    def _revert(self, names: Sequence[str], to_version: str, forks: int) -> bool:
+        self._collapse_to = P.REVERTING
+        try:
+            for n in names:
+                self._move(n, P.REVERTING, f"rolling back to {to_version}")
+            extravars = dict(self._base_vars())
+            extravars["deployer_revert_to"] = to_version
+            extravars["deployer_version"] = to_version
+            extravars["deployer_serial"] = len(names)
+            result = self.runner.run(
+                RunRequest(
+                    playbook="revert.yml", inventory=self.env.inventory, hosts=list(names),
+                    extravars=extravars, forks=max(forks, len(names)),
+                ),
+                self._on_event,
+                self._abort.is_set,
+            )
+            self._settle(names, result, success=P.REVERTED)
+            return result.succeeded
+        finally:
+            self._collapse_to = None
+
+    def _make_interrupted_batch_safe(self) -> None:
+        """After a stop: revert nodes caught mid-change so none stays out of service."""
+        caught = [
+            n for n, st in self._status.items()
+            if st.phase in (P.DRAINING, P.DEPLOYING, P.SMOKE, P.REJOINING)
+        ]
+        if not caught or self._abort.is_set():
+            return
+        self.reporter.message("making interrupted nodes safe: " + ", ".join(caught))
+        for version in {self._status[n].from_version for n in caught}:
+            group = [n for n in caught if self._status[n].from_version == version]
+            if version:
+                self._revert(group, version, len(group))
+
+    def _pause(self, seconds: float) -> None:
+        self.reporter.message(f"pausing {seconds:g}s before the next batch")
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self._stop.wait(timeout=min(0.5, max(0.0, deadline - time.monotonic()))):
+                return
+
+    # -- events and phases ----------------------------------------------------------------
+
+    def _on_event(self, ev: RunnerEvent) -> None:
+        st = self._status.get(ev.host or "")
+        if st is None:
+            return
+        if ev.facts.get("deployer_node_outcome"):
+            st.outcome_fact = str(ev.facts["deployer_node_outcome"])
+        if ev.kind == "failed" and not ev.ignore_errors:
+            st.detail = ev.message or ev.task
+        elif ev.kind == "unreachable":
+            st.unreachable = True
+            st.detail = ev.message or "unreachable"
+        if ev.kind != "task_start" or ev.role is None or ev.task_file is None:
+            return
+        phase = PHASE_BY_TASK_FILE.get((ev.role, ev.task_file))
+        if phase is None:
+            return
+        if self._collapse_to is not None:
+            phase = self._collapse_to
+        elif st.phase is P.REVERTING:
+            return  # smoke/rejoin after a revert are steps of reverting
+        self._move(st.name, phase)
+
+    def _move(self, name: str, phase: NodePhase, detail: str = "") -> None:
+        st = self._status[name]
+        if st.phase is phase:
+            return
+        if not can_move(st.phase, phase):
+            return
+        now = time.time()
+        if phase is P.DRAINING:
+            st.out_since = now
+        if phase in (P.DONE, P.REVERTED) and st.out_since is not None:
+            st.out_seconds = now - st.out_since
+            st.out_since = None
+        st.phase = phase
+        if detail:
+            st.detail = detail
+        self.journal.record_phase(
+            self._deployment_id, name, phase.value,
+            from_version=st.from_version, to_version=st.to_version, detail=detail,
+        )
+        self.reporter.phase(st)
+
+    # -- the end --------------------------------------------------------------------------
+
+    def _finish(
+        self, kind: str, version: str, status: str, summary: str, plan: Plan | None, started: float
+    ) -> Outcome:
+        out_of_service: list[str] = []
+        fix: list[str] = []
+        try:
+            states = self.lb_states()
+        except Exception as exc:  # the LB itself may be the problem; say so, keep going
+            states = {}
+            self.reporter.message(f"could not read the load balancer: {exc}")
+        for st in self._status.values():
+            s = states.get(st.node.lb_server)
+            lb_out = s is not None and s.admin != "ready"
+            if st.phase in OUT_OF_SERVICE or lb_out:
+                label = s.label if s is not None else "unknown"
+                out_of_service.append(f"{st.name} ({st.phase.value}, load balancer: {label})")
+                self.journal.record_phase(
+                    self._deployment_id, st.name, "out_of_service",
+                    from_version=st.from_version, to_version=st.to_version,
+                    detail=f"left out of the load balancer ({label}): {st.detail}",
+                )
+        if out_of_service:
+            fix.append(f"deployer recover --env {self.env_name}")
+            fix.append(f"deployer rollback --env {self.env_name}")
+        self.journal.finish_deployment(self._deployment_id, status, summary)
+        outcome = Outcome(
+            deployment_id=self._deployment_id, kind=kind, version=version, status=status,
+            nodes=dict(self._status), summary=summary, plan=plan,
+            out_of_service=out_of_service, fix_commands=fix, started=started, ended=time.time(),
+        )
+        return outcome
+
+    # -- variables ------------------------------------------------------------------------
+
+    def _base_vars(self) -> dict[str, Any]:
+        env = self.env
+        h = env.app.health
+        lb = env.load_balancer
+        v: dict[str, Any] = {
+            "deployer_hosts": env.group,
+            "deployer_app": env.app.name,
+            "deployer_base_dir": env.app.release_root,
+            "deployer_entry_point": env.app.entry_point,
+            "deployer_app_port": env.app.port,
+            "deployer_supervisor": env.app.supervisor,
+            "deployer_keep_releases": env.app.keep_releases,
+            "deployer_max_artefact_size": env.app.max_artefact_size,
+            "deployer_health_path": h.path,
+            "deployer_health_status": h.expect_status,
+            "deployer_health_version_field": h.version_field or "",
+            "deployer_health_request_timeout": h.request_timeout,
+            "deployer_health_deadline": h.deadline,
+            "deployer_health_interval": h.interval,
+            "deployer_health_max_latency_ms": h.max_latency_ms,
+            "deployer_lb_socket": lb.socket,
+            "deployer_lb_backend": lb.backend,
+            "deployer_lb_host": lb.host,
+            "deployer_lb_drain_timeout": lb.drain_timeout,
+            "deployer_lb_up_timeout": lb.up_timeout,
+            "deployer_version": "",
+            "deployer_revert_to": "",
+        }
+        v.update(env.extra_vars)
+        return v
+
+    def _release_vars(self, release: Release) -> dict[str, Any]:
+        v = self._base_vars()
+        v.update(
+            deployer_version=release.version,
+            deployer_release_url=release.url,
+            deployer_release_sha256=release.sha256,
+            deployer_release_size=release.size,
+        )
+        return v
+
+    # -- rollback -------------------------------------------------------------------------
+
+    def rollback_target(self) -> str:
+        """The release to go back to: what the nodes ran before the last deployment."""
+        for rec in self.journal.deployments(self.env_name, limit=50):
+            if rec.status not in ("succeeded", "cancelled") or rec.kind not in ("deploy", "rollback"):
+                continue
+            froms = [v for v in (rec.details.get("from_versions") or {}).values() if v]
+            froms = [v for v in froms if v != rec.version]
+            if froms:
+                return str(Counter(froms).most_common(1)[0][0])
+        facts = self.probe()
+        previous = [f.previous for f in facts.values() if f.previous]
+        if previous:
+            return Counter(previous).most_common(1)[0][0]
+        raise ConfigError(
+            f"no earlier release is known for environment {self.env_name!r}",
+            hint="name one with --to VERSION",
+        )
+
+
+class _StagingFailed(DeploymentFailed):
+    """Pre-staging failed: nothing was drained, so nothing needs rolling back."""
+
+
+def raise_for(outcome: Outcome) -> None:
+    """Raise the error matching a finished deployment's outcome (nothing for success)."""
+    if outcome.status == "succeeded":
+        return
+    if outcome.out_of_service:
+        raise FleetAtRiskError(
+            f"{outcome.summary}. Out of service: " + "; ".join(outcome.out_of_service),
+            hint="fix with: " + " or ".join(outcome.fix_commands),
+        )
+    if outcome.status == "cancelled":
+        raise Interrupted(outcome.summary)
+    raise DeploymentFailed(outcome.summary)

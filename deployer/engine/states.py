@@ -1,0 +1,59 @@
+"""The node state machine.
+
+::
+
+    pending -> staging -> staged -> draining -> deploying -> smoke -> rejoining -> done
+       |                     |          \\___________\\__________\\____________\\
+       +-> skipped           +-> skipped                                    v
+                                                   reverting -> reverted | failed
+
+A node counts as *out of the load balancer* from ``draining`` until it reaches ``done`` or
+``reverted``; ``failed`` nodes may be out of service and are reported with the command to fix
+them. Rolling back an already updated node goes ``done -> reverting -> reverted``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["OUT_OF_SERVICE", "TERMINAL", "NodePhase", "can_move"]
+
+
+class NodePhase(StrEnum):
+    PENDING = "pending"
+    STAGING = "staging"
+    STAGED = "staged"
+    SKIPPED = "skipped"
+    DRAINING = "draining"
+    DEPLOYING = "deploying"
+    SMOKE = "smoke"
+    REJOINING = "rejoining"
+    DONE = "done"
+    REVERTING = "reverting"
+    REVERTED = "reverted"
+    FAILED = "failed"
+
+
+P = NodePhase
+
+_MOVES: dict[NodePhase, frozenset[NodePhase]] = {
+    P.PENDING: frozenset({P.STAGING, P.STAGED, P.SKIPPED, P.DRAINING, P.FAILED}),
+    P.STAGING: frozenset({P.STAGED, P.FAILED, P.SKIPPED}),
+    P.STAGED: frozenset({P.DRAINING, P.SKIPPED, P.FAILED}),
+    P.DRAINING: frozenset({P.DEPLOYING, P.REVERTING, P.FAILED}),
+    P.DEPLOYING: frozenset({P.SMOKE, P.REVERTING, P.FAILED}),
+    P.SMOKE: frozenset({P.REJOINING, P.REVERTING, P.FAILED}),
+    P.REJOINING: frozenset({P.DONE, P.REVERTING, P.FAILED}),
+    P.DONE: frozenset({P.REVERTING}),
+    P.REVERTING: frozenset({P.REVERTED, P.FAILED}),
+    P.REVERTED: frozenset(),
+    P.FAILED: frozenset({P.REVERTING}),
+    P.SKIPPED: frozenset({P.REVERTING}),
+}
+
+TERMINAL = frozenset({P.DONE, P.REVERTED, P.FAILED, P.SKIPPED})
+OUT_OF_SERVICE = frozenset({P.DRAINING, P.DEPLOYING, P.SMOKE, P.REJOINING, P.REVERTING, P.FAILED})
+
+
+def can_move(current: NodePhase, new: NodePhase) -> bool:
+    return new in _MOVES[current]
