@@ -327,8 +327,9 @@ class Engine:
         except DeploymentFailed as exc:
             summary = str(exc)
             outcome_status = "failed"
-            if isinstance(exc, _StagingFailed):
-                pass  # nothing was drained or switched
+            untouched = (P.PENDING, P.STAGING, P.STAGED, P.SKIPPED)
+            if all(st.phase in untouched for st in self._status.values()):
+                summary += "; no node was changed"
             elif self._abort.is_set():
                 outcome_status = "cancelled"
             elif self.env.strategy.on_failure == "rollback" and kind != "rollback":
@@ -379,9 +380,7 @@ class Engine:
             for n in plan.targets:
                 why = "pre-staging failed" if n in bad else "not deployed: pre-staging failed elsewhere"
                 self._move(n, P.SKIPPED, f"{why}: {self._status[n].detail}" if n in bad else why)
-            raise _StagingFailed(
-                f"pre-staging {release.version} failed, no node was changed ({details})"
-            )
+            raise DeploymentFailed(f"pre-staging {release.version} failed ({details})")
         for name in plan.targets:
             self._move(name, P.STAGED)
 
@@ -639,10 +638,6 @@ class Engine:
             f"no earlier release is known for environment {self.env_name!r}",
             hint="name one with --to VERSION",
         )
-
-
-class _StagingFailed(DeploymentFailed):
-    """Pre-staging failed: nothing was drained, so nothing needs rolling back."""
 
 
 def raise_for(outcome: Outcome) -> None:

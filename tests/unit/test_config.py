@@ -1,0 +1,127 @@
+"""The config file: valid examples load, and every bad input names the file, field and value."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from deployer import ConfigError, load_config
+from deployer.engine.plan import make_plan
+
+REPO = Path(__file__).resolve().parents[2]
+
+GOOD = """
+state_dir: state
+environments:
+  lab:
+    inventory: hosts.yml
+    app: {name: hello}
+    store: {url: "http://127.0.0.1:8081/"}
+    trusted_keys: [release.pub]
+    load_balancer: {socket: /tmp/x.sock, backend: hello}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    node1: {}\n")
+    (tmp_path / "release.pub").write_text("untrusted comment: x\nRWQ=\n")
+    cfg = tmp_path / "deployer.yml"
+    cfg.write_text(textwrap.dedent(text))
+    return cfg
+
+
+def test_a_minimal_config_loads_with_defaults(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD))
+    env = cfg.environment("lab")
+    assert env.app.release_root == "/opt/hello"
+    assert env.strategy.batch_size == "1" and env.strategy.on_failure == "rollback"
+    assert env.inventory == tmp_path / "hosts.yml"
+    assert cfg.state_dir == tmp_path / "state"
+
+
+def test_the_commented_example_is_valid(tmp_path: Path) -> None:
+    example = REPO / "examples" / "deployer.yml"
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "inventories" / "example").mkdir(parents=True)
+    (tmp_path / "inventories" / "example" / "hosts.yml").write_text("all:\n  hosts:\n    a: {}\n")
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "release.pub").write_text("x\n")
+    shutil.copy(example, tmp_path / "cfg" / "deployer.yml")
+    cfg = load_config(tmp_path / "cfg" / "deployer.yml")
+    assert cfg.environment("prod").app.supervisor == "systemd"
+
+
+@pytest.mark.parametrize(
+    ("patch", "field", "value"),
+    [
+        (("batch_size: \"1\"", "batch_size: \"0%\""), "strategy.batch_size", "0%"),
+        (("{name: hello}", "{name: Hello World}"), "app.name", "Hello World"),
+        (("{name: hello}", "{name: hello, port: 70000}"), "app.port", "70000"),
+        (("{name: hello}", "{name: hello, entry_point: ../x}"), "app.entry_point", "../x"),
+        (('"http://127.0.0.1:8081/"', '"ftp://x/"'), "store.url", "ftp://x/"),
+        (("backend: hello}", "backend: hello, kind: nginx}"), "load_balancer.kind", "nginx"),
+        (("backend: hello}", "backend: hello, colour: red}"), "load_balancer.colour", "red"),
+    ],
+)
+def test_bad_values_name_the_file_field_and_value(
+    tmp_path: Path, patch: tuple[str, str], field: str, value: str
+) -> None:
+    text = GOOD.replace("    load_balancer:", "    strategy: {batch_size: \"1\"}\n    load_balancer:")
+    assert patch[0] in text
+    cfg = write(tmp_path, text.replace(patch[0], patch[1]))
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    msg = str(err.value)
+    assert str(cfg) in msg and f"environments.lab.{field}" in msg and value in msg
+
+
+def test_missing_files_and_broken_yaml_are_reported(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yml")
+    cfg = write(tmp_path, GOOD.replace("hosts.yml", "missing.yml"))
+    with pytest.raises(ConfigError, match=r"environments\.lab\.inventory.*missing\.yml"):
+        load_config(cfg)
+    cfg.write_text("environments: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_config(cfg)
+
+
+def test_unknown_environment_lists_the_known_ones(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD))
+    with pytest.raises(ConfigError, match="known: lab"):
+        cfg.environment("prod")
+
+
+def test_cli_reports_config_errors_without_a_traceback(tmp_path: Path) -> None:
+    cfg = write(tmp_path, GOOD.replace("{name: hello}", "{name: hello, port: nope}"))
+    r = subprocess.run(
+        [sys.executable, "-m", "deployer", "status", "--env", "lab", "--config", str(cfg)],
+        capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, check=False,
+    )
+    assert r.returncode == 2
+    assert "environments.lab.app.port" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_rejects_a_bad_version_before_reading_anything(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "deployer", "deploy", "--env", "lab", "--version", "1.0;rm -rf /",
+         "--config", str(tmp_path / "absent.yml")],
+        capture_output=True, text=True, check=False,
+    )
+    assert r.returncode == 2 and "not a valid version" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_capacity_floor_that_cannot_hold_is_refused(tmp_path: Path) -> None:
+    env = load_config(write(tmp_path, GOOD)).environment("lab")
+    strategy = env.strategy.model_copy(update={"min_healthy": "3"})
+    with pytest.raises(ConfigError, match="capacity floor"):
+        make_plan(["a", "b", "c"], ["a", "b", "c"], strategy)
+    strategy = env.strategy.model_copy(update={"batch_size": "50%", "min_healthy": "75%"})
+    plan = make_plan(["a", "b", "c", "d"], ["a", "b", "c", "d"], strategy)
+    assert [len(b.nodes) for b in plan.batches] == [1, 1, 1, 1] and plan.notes

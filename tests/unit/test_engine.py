@@ -1,0 +1,297 @@
+"""Engine unit tests through the runner seam: the runner replays scripted events, everything
+else is real (journal on disk, signed artefacts in a file store, the planner, the state machine)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deployer import DeploymentFailed, LockHeldError, load_config
+from deployer.adapters.inventory import load_nodes
+from deployer.adapters.journal import Journal
+from deployer.adapters.runner import ReplayRunner, RunnerEvent
+from deployer.artefacts import build_artefact, generate_keypair, open_store, sign_manifest
+from deployer.cli._wiring import release_verifier
+from deployer.engine.engine import Engine, Outcome
+
+NODES = ["node1", "node2", "node3"]
+
+
+def ev(kind: str, host: str | None, role: str | None = None, file: str | None = None,
+       **kw: object) -> RunnerEvent:
+    return RunnerEvent(kind=kind, host=host, role=role, task_file=file, **kw)  # type: ignore[arg-type]
+
+
+def stats(ok: list[str], failed: list[str] = (), dark: list[str] = ()) -> RunnerEvent:  # type: ignore[assignment]
+    return RunnerEvent(kind="stats", facts={
+        "ok": {h: 3 for h in ok}, "failures": {h: 1 for h in failed}, "dark": {h: 1 for h in dark},
+    })
+
+
+def probe(current: dict[str, str], healthy: dict[str, bool] | None = None) -> tuple[str, list[RunnerEvent], str]:
+    events: list[RunnerEvent] = []
+    for host, version in current.items():
+        events.append(ev("ok", host, "deployer_release", "facts",
+                         facts={"deployer_release_current": version, "deployer_release_previous": ""}))
+        ok = (healthy or {}).get(host, bool(version))
+        events.append(ev("ok" if ok else "failed", host, "deployer_smoke", "main",
+                         result={"healthy": ok}, ignore_errors=True))
+    return ("probe.yml", events, "successful")
+
+
+def prestage(hosts: list[str]) -> tuple[str, list[RunnerEvent], str]:
+    events = [ev("task_start", h, "deployer_release", "stage") for h in hosts]
+    return ("prestage.yml", [*events, stats(hosts)], "successful")
+
+
+def good_batch(hosts: list[str]) -> tuple[str, list[RunnerEvent], str]:
+    events = []
+    for role, file in [("deployer_lb_haproxy", "drain"), ("deployer_release", "activate"),
+                       ("deployer_smoke", "main"), ("deployer_lb_haproxy", "enable")]:
+        events += [ev("task_start", h, role, file) for h in hosts]
+    return ("deploy.yml", [*events, stats(hosts)], "successful")
+
+
+def bad_batch(host: str) -> tuple[str, list[RunnerEvent], str]:
+    events = [
+        ev("task_start", host, "deployer_lb_haproxy", "drain"),
+        ev("task_start", host, "deployer_release", "activate"),
+        ev("task_start", host, "deployer_smoke", "main"),
+        ev("failed", host, "deployer_smoke", "main", message="GET /health answered 503"),
+        ev("ok", host, None, None, facts={"deployer_node_outcome": "reverting"}),
+        ev("task_start", host, "deployer_release", "revert"),
+        ev("task_start", host, "deployer_smoke", "main"),
+        ev("task_start", host, "deployer_lb_haproxy", "enable"),
+        ev("ok", host, None, None, facts={"deployer_node_outcome": "reverted"}),
+        ev("failed", host, None, None, message="reverted after a failed smoke check"),
+    ]
+    return ("deploy.yml", [*events, stats([host], failed=[host])], "failed")
+
+
+def revert_batch(hosts: list[str]) -> tuple[str, list[RunnerEvent], str]:
+    events = []
+    for role, file in [("deployer_lb_haproxy", "drain"), ("deployer_release", "revert"),
+                       ("deployer_smoke", "main"), ("deployer_lb_haproxy", "enable")]:
+        events += [ev("task_start", h, role, file) for h in hosts]
+    return ("revert.yml", [*events, stats(hosts)], "successful")
+
+
+@pytest.fixture()
+def world(tmp_path: Path) -> dict[str, Path]:
+    """A config, inventory and signed releases 1.0.0 and 1.1.0 in a real file store."""
+    keys = generate_keypair(tmp_path / "keys", "release")
+    store = open_store(f"file://{tmp_path / 'store'}")
+    for version in ("1.0.0", "1.1.0"):
+        src = tmp_path / "src" / version / "bin"
+        src.mkdir(parents=True)
+        (src / "run").write_text(f"#!/bin/sh\necho {version}\n")
+        built = build_artefact(src.parent, app="hello", version=version, out_dir=tmp_path / "out" / version)
+        sign_manifest(built.manifest_path, keys.secret_path)
+        store.publish(built.dir)
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"children": {"hello_nodes": {"hosts": {
+        n: {"ansible_host": f"127.0.1.{i}"} for i, n in enumerate(NODES, start=1)}}}}}))
+    config = tmp_path / "deployer.yml"
+    config.write_text(textwrap.dedent(f"""
+        state_dir: state
+        environments:
+          lab:
+            inventory: inventory.yml
+            group: hello_nodes
+            app: {{name: hello}}
+            store: {{url: "file://{tmp_path / 'store'}"}}
+            trusted_keys: [keys/release.pub]
+            load_balancer: {{socket: /nonexistent.sock, backend: hello}}
+            strategy: {{min_healthy: "1"}}
+    """))
+    return {"config": config, "root": tmp_path}
+
+
+def make_engine(world: dict[str, Path], scripts: list[tuple[str, list[RunnerEvent], str]],
+                **strategy: object) -> tuple[Engine, ReplayRunner, Journal]:
+    cfg = load_config(world["config"])
+    env = cfg.environment("lab")
+    if strategy:
+        env = env.model_copy(update={"strategy": env.strategy.model_copy(update=strategy)})
+    runner = ReplayRunner(scripts)
+    journal = Journal(cfg.state_dir / "journal.sqlite")
+    engine = Engine(env_name="lab", env=env, nodes=load_nodes(env.inventory, env.group), runner=runner,
+                    journal=journal, verify_release=release_verifier(env), lb=None)
+    return engine, runner, journal
+
+
+def phases(journal: Journal, outcome: Outcome, node: str) -> list[str]:
+    return [e.phase for e in journal.node_events(outcome.deployment_id) if e.node == node]
+
+
+def test_success_rolls_one_node_at_a_time(world: dict[str, Path]) -> None:
+    engine, runner, journal = make_engine(world, [
+        probe(dict.fromkeys(NODES, "1.0.0")), prestage(NODES),
+        good_batch(["node1"]), good_batch(["node2"]), good_batch(["node3"]),
+    ])
+    outcome = engine.deploy("1.1.0")
+    assert outcome.status == "succeeded"
+    assert [list(r.hosts) for r in runner.requests[2:]] == [["node1"], ["node2"], ["node3"]]
+    assert runner.requests[1].forks == 3  # pre-staging runs on every node at once
+    assert runner.requests[2].extravars["deployer_version"] == "1.1.0"
+    assert len(runner.requests[2].extravars["deployer_release_sha256"]) == 64
+    assert phases(journal, outcome, "node2") == [
+        "staging", "staged", "draining", "deploying", "smoke", "rejoining", "done"]
+    assert journal.deployments("lab")[0].status == "succeeded"
+    assert journal.lock_info("lab") is None
+
+
+def test_bad_release_is_reverted_on_the_first_node_and_stops(world: dict[str, Path]) -> None:
+    engine, runner, journal = make_engine(world, [
+        probe(dict.fromkeys(NODES, "1.0.0")), prestage(NODES), bad_batch("node1"),
+    ])
+    outcome = engine.deploy("1.1.0")
+    assert outcome.nodes["node1"].phase.value == "reverted"
+    assert "503" in outcome.nodes["node1"].detail or "reverted" in outcome.nodes["node1"].detail
+    assert [outcome.nodes[n].phase.value for n in ("node2", "node3")] == ["staged", "staged"]
+    assert len(runner.requests) == 3  # no further batch, nothing to roll back
+    assert outcome.status == "rolled_back"
+    assert not outcome.out_of_service
+    with pytest.raises(DeploymentFailed):
+        from deployer.engine.engine import raise_for
+        raise_for(outcome)
+
+
+def test_failure_on_the_last_node_rolls_back_the_others_in_reverse(world: dict[str, Path]) -> None:
+    engine, runner, journal = make_engine(world, [
+        probe(dict.fromkeys(NODES, "1.0.0")), prestage(NODES),
+        good_batch(["node1"]), good_batch(["node2"]), bad_batch("node3"),
+        revert_batch(["node2"]), revert_batch(["node1"]),
+    ])
+    outcome = engine.deploy("1.1.0")
+    assert outcome.status == "rolled_back"
+    reverts = [r for r in runner.requests if r.playbook == "revert.yml"]
+    assert [list(r.hosts) for r in reverts] == [["node2"], ["node1"]]
+    assert all(r.extravars["deployer_revert_to"] == "1.0.0" for r in reverts)
+    assert phases(journal, outcome, "node1")[-3:] == ["done", "reverting", "reverted"]
+    assert {n: s.phase.value for n, s in outcome.nodes.items()} == dict.fromkeys(NODES, "reverted")
+
+
+def test_halt_leaves_updated_nodes_alone(world: dict[str, Path]) -> None:
+    engine, runner, _ = make_engine(world, [
+        probe(dict.fromkeys(NODES, "1.0.0")), prestage(NODES), good_batch(["node1"]), bad_batch("node2"),
+    ], on_failure="halt")
+    outcome = engine.deploy("1.1.0")
+    assert outcome.status == "failed"
+    assert outcome.nodes["node1"].phase.value == "done"
+    assert not [r for r in runner.requests if r.playbook == "revert.yml"]
+
+
+def test_rerun_of_a_finished_deployment_is_a_no_op(world: dict[str, Path]) -> None:
+    engine, runner, journal = make_engine(world, [probe(dict.fromkeys(NODES, "1.1.0"))])
+    outcome = engine.deploy("1.1.0")
+    assert outcome.status == "succeeded"
+    assert [r.playbook for r in runner.requests] == ["probe.yml"]
+    assert {s.phase.value for s in outcome.nodes.values()} == {"skipped"}
+
+
+def test_unhealthy_node_on_the_target_version_is_redeployed(world: dict[str, Path]) -> None:
+    engine, runner, _ = make_engine(world, [
+        probe(dict.fromkeys(NODES, "1.1.0"), healthy={"node2": False}),
+        prestage(["node2"]), good_batch(["node2"]),
+    ])
+    outcome = engine.deploy("1.1.0")
+    assert outcome.status == "succeeded"
+    assert [list(r.hosts) for r in runner.requests[1:]] == [["node2"], ["node2"]]
+
+
+def test_prestage_failure_changes_nothing(world: dict[str, Path]) -> None:
+    failing = ("prestage.yml", [
+        ev("task_start", "node2", "deployer_release", "stage"),
+        ev("failed", "node2", "deployer_release", "stage", message="sha256 mismatch"),
+        stats(["node1", "node3"], failed=["node2"]),
+    ], "failed")
+    engine, runner, _ = make_engine(world, [probe(dict.fromkeys(NODES, "1.0.0")), failing])
+    outcome = engine.deploy("1.1.0")
+    assert outcome.status == "failed"
+    assert "sha256 mismatch" in outcome.summary
+    assert [r.playbook for r in runner.requests] == ["probe.yml", "prestage.yml"]
+    assert not outcome.out_of_service
+
+
+def test_unreachable_node_during_probe_changes_nothing(world: dict[str, Path]) -> None:
+    dark = ("probe.yml", [ev("unreachable", "node3", "deployer_release", "facts", message="timed out"),
+                          stats(["node1", "node2"], dark=["node3"])], "failed")
+    engine, runner, _ = make_engine(world, [dark])
+    outcome = engine.deploy("1.1.0")
+    assert outcome.status == "failed" and "node3" in outcome.summary
+    assert len(runner.requests) == 1
+
+
+def test_batches_of_a_percentage_with_a_canary(world: dict[str, Path]) -> None:
+    engine, runner, _ = make_engine(world, [
+        probe(dict.fromkeys(NODES, "1.0.0")), prestage(NODES),
+        good_batch(["node1"]), good_batch(["node2", "node3"]),
+    ], batch_size="67%", canary="1", min_healthy="0")
+    outcome = engine.deploy("1.1.0")
+    assert outcome.status == "succeeded"
+    assert outcome.plan is not None and outcome.plan.batches[0].canary
+    assert [list(r.hosts) for r in runner.requests[2:]] == [["node1"], ["node2", "node3"]]
+    assert runner.requests[3].forks >= 2
+
+
+def test_stop_request_finishes_the_batch_and_stops(world: dict[str, Path]) -> None:
+    engine, runner, journal = make_engine(world, [
+        probe(dict.fromkeys(NODES, "1.0.0")), prestage(NODES), good_batch(["node1"]),
+    ])
+    original = engine.reporter.batch
+
+    def stop_after_first(batch: object, total: int, *, rollback: bool = False) -> None:
+        original(batch, total, rollback=rollback)  # type: ignore[arg-type]
+        engine.request_stop()
+
+    engine.reporter.batch = stop_after_first  # type: ignore[method-assign]
+    outcome = engine.deploy("1.1.0")
+    assert outcome.status == "cancelled"
+    assert outcome.nodes["node1"].phase.value == "done"
+    assert len(runner.requests) == 3
+    assert journal.deployments("lab")[0].status == "cancelled"
+
+
+def test_unsigned_or_unknown_release_is_refused_before_any_run(world: dict[str, Path]) -> None:
+    from deployer import ArtefactError
+
+    engine, runner, journal = make_engine(world, [])
+    with pytest.raises(ArtefactError):
+        engine.deploy("9.9.9")
+    assert runner.requests == []
+    assert journal.deployments("lab") == []
+
+
+def test_a_second_deployment_is_refused_by_the_lock(world: dict[str, Path]) -> None:
+    cfg = load_config(world["config"])
+    db = cfg.state_dir / "journal.sqlite"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from pathlib import Path
+            from deployer.adapters.journal import Journal
+            Journal(Path({str(db)!r})).acquire_lock("lab")
+            print("locked", flush=True)
+            time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        engine, runner, _ = make_engine(world, [])
+        with pytest.raises(LockHeldError, match=f"pid {holder.pid}"):
+            engine.deploy("1.1.0")
+        assert runner.requests == []
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder is gone: its lock is stale and is taken over.
+    engine, runner, journal = make_engine(world, [probe(dict.fromkeys(NODES, "1.1.0"))])
+    assert engine.deploy("1.1.0").status == "succeeded"
+    assert journal.lock_info("lab") is None
+    assert os.getpid() != holder.pid
