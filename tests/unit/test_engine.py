@@ -34,7 +34,9 @@ def stats(ok: list[str], failed: list[str] = (), dark: list[str] = ()) -> Runner
     })
 
 
-def probe(current: dict[str, str], healthy: dict[str, bool] | None = None) -> tuple[str, list[RunnerEvent], str]:
+def probe(
+    current: dict[str, str], healthy: dict[str, bool] | None = None
+) -> tuple[str, list[RunnerEvent], str]:
     events: list[RunnerEvent] = []
     for host, version in current.items():
         events.append(ev("ok", host, "deployer_release", "facts",
@@ -148,7 +150,7 @@ def test_success_rolls_one_node_at_a_time(world: dict[str, Path]) -> None:
 
 
 def test_bad_release_is_reverted_on_the_first_node_and_stops(world: dict[str, Path]) -> None:
-    engine, runner, journal = make_engine(world, [
+    engine, runner, _journal = make_engine(world, [
         probe(dict.fromkeys(NODES, "1.0.0")), prestage(NODES), bad_batch("node1"),
     ])
     outcome = engine.deploy("1.1.0")
@@ -189,7 +191,7 @@ def test_halt_leaves_updated_nodes_alone(world: dict[str, Path]) -> None:
 
 
 def test_rerun_of_a_finished_deployment_is_a_no_op(world: dict[str, Path]) -> None:
-    engine, runner, journal = make_engine(world, [probe(dict.fromkeys(NODES, "1.1.0"))])
+    engine, runner, _journal = make_engine(world, [probe(dict.fromkeys(NODES, "1.1.0"))])
     outcome = engine.deploy("1.1.0")
     assert outcome.status == "succeeded"
     assert [r.playbook for r in runner.requests] == ["probe.yml"]
