@@ -1,10 +1,111 @@
-"""`deployer lab ...` (placeholder until the lab lands)."""
+"""`deployer lab up|down|status`: the local lab fleet."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import click
+from rich.table import Table
+
+from ..lab import Lab, LabSpec, LabStatus, default_lab_dir
+from ._common import console, out, print_json
+
+
+def _dir_option(func: click.decorators.FC) -> click.decorators.FC:
+    return click.option(
+        "--dir",
+        "lab_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Lab directory (default: $DEPLOYER_LAB_DIR or ~/.local/share/deployer/lab).",
+    )(func)
 
 
 @click.group()
 def lab() -> None:
     """Build and manage the local lab fleet."""
+
+
+@lab.command()
+@click.option("--nodes", type=int, default=3, show_default=True, help="Number of nodes.")
+@_dir_option
+@click.option("--net", default="127.0.1", show_default=True, help="Node N gets address NET.N.")
+@click.option("--ssh-port", type=int, default=None, help="sshd port on every node (default: 22 if free).")
+@click.option("--frontend", default="127.0.0.1:8080", show_default=True, help="HAProxy frontend.")
+@click.option("--store", default="127.0.0.1:8081", show_default=True, help="Artefact store HTTP address.")
+@click.option("--app", default="hello", show_default=True, help="Application name.")
+@click.option("--seed", default=None, metavar="VERSION", help="Install this release on every node.")
+def up(
+    nodes: int,
+    lab_dir: Path | None,
+    net: str,
+    ssh_port: int | None,
+    frontend: str,
+    store: str,
+    app: str,
+    seed: str | None,
+) -> None:
+    """Build the lab (or restart whatever part of it has died)."""
+    spec = LabSpec(
+        nodes=nodes, net=net, ssh_port=ssh_port, frontend=frontend, store=store, app=app, seed=seed
+    )
+    the_lab = Lab(lab_dir or default_lab_dir())
+    started = time.monotonic()
+    with console.status(f"bringing up {nodes} lab node(s) in {the_lab.dir}"):
+        state = the_lab.up(spec)
+    console.print(
+        f"lab up: {len(state.nodes)} node(s) in {time.monotonic() - started:.1f} s; "
+        f"frontend {the_lab.frontend_url}, store {the_lab.store_url}"
+    )
+    console.print(f"config: {the_lab.config_path}  (try: deployer lab status)")
+
+
+@lab.command()
+@_dir_option
+def down(lab_dir: Path | None) -> None:
+    """Stop every lab process and remove the lab's files."""
+    the_lab = Lab(lab_dir or default_lab_dir())
+    the_lab.down()
+    console.print(f"lab down: {the_lab.dir} removed")
+
+
+def _yes_no(value: bool) -> str:
+    return "[green]yes[/]" if value else "[red]no[/]"
+
+
+def _render(status: LabStatus) -> None:
+    if not status.exists:
+        console.print(f"no lab in {status.dir} (run `deployer lab up`)")
+        return
+    table = Table(title=f"lab {status.dir}")
+    for column in ("node", "address", "ssh", "sshd", "supervisord", "version", "healthy", "haproxy"):
+        table.add_column(column)
+    for n in status.nodes:
+        lb = n.lb_state or "-"
+        colour = "green" if lb.startswith("UP") else "yellow" if lb in ("-", "DRAIN") else "red"
+        table.add_row(
+            n.name, n.address, str(n.ssh_port), _yes_no(n.sshd_up), _yes_no(n.supervisord_up),
+            n.app_version or "-", _yes_no(n.app_healthy), f"[{colour}]{lb}[/]",
+        )
+    out.print(table)
+    out.print(f"haproxy:   {'up' if status.haproxy_up else 'DOWN'}  frontend {status.frontend_url}"
+              f"  runtime API {status.haproxy_socket}")
+    out.print(f"store:     {'up' if status.store_up else 'DOWN'}  {status.store_url}"
+              f"  (publishes to {status.store_dir})")
+    out.print(f"releases:  {', '.join(status.published) or 'none'}")
+    out.print(f"config:    {status.config_path}")
+    out.print(f"inventory: {status.inventory_path}")
+    out.print(f"keys:      {status.keys_dir}")
+
+
+@lab.command()
+@_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+def status(lab_dir: Path | None, as_json: bool) -> None:
+    """Show the lab's nodes, services and files."""
+    result = Lab(lab_dir or default_lab_dir()).status()
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        _render(result)

@@ -1,9 +1,24 @@
-"""The local lab: a VM-like fleet on one machine (placeholder until the lab lands)."""
+"""The local lab: a VM-like fleet on one machine (`deployer lab up|down|status`)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from ._lab import SAMPLE_RELEASES, Lab, LabState, LabStatus, NodeState, NodeStatus
+from ._spec import MAX_NODES, LabSpec
+
+__all__ = [
+    "MAX_NODES",
+    "SAMPLE_RELEASES",
+    "Lab",
+    "LabSpec",
+    "LabState",
+    "LabStatus",
+    "NodeState",
+    "NodeStatus",
+    "default_lab_dir",
+]
 
 
 def default_lab_dir() -> Path:

@@ -1,0 +1,254 @@
+"""The text of every file the lab writes: node init script, sshd, HAProxy and nginx configs,
+the Ansible inventory, the deployer configuration and the supervisord program file."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ._spec import LabSpec
+
+__all__ = [
+    "NodeLayout",
+    "deployer_config",
+    "haproxy_config",
+    "inventory",
+    "nginx_config",
+    "node_init_script",
+    "program_file",
+    "sshd_config",
+]
+
+
+@dataclass(frozen=True)
+class NodeLayout:
+    """Where one node's private directories live on the host, and where they appear inside."""
+
+    name: str
+    address: str
+    ssh_port: int
+    root: Path  # <lab>/nodes/<name>
+
+    def binds(self, app: str) -> list[tuple[Path, str]]:
+        """(host directory, path inside the node) for each private bind mount."""
+        return [
+            (self.root / "opt", f"/opt/{app}"),
+            (self.root / "etc", f"/etc/{app}"),
+            (self.root / "log", f"/var/log/{app}"),
+            (self.root / "supervisor-conf.d", "/etc/supervisor/conf.d"),
+            (self.root / "supervisor-log", "/var/log/supervisor"),
+        ]
+
+    @property
+    def sshd_config(self) -> Path:
+        return self.root / "sshd_config"
+
+    @property
+    def host_key(self) -> Path:
+        return self.root / "ssh_host_ed25519_key"
+
+
+def node_init_script() -> str:
+    """Runs as the first process of a fresh mount + UTS namespace, then becomes sshd.
+
+    Arguments: node name, sshd config, then pairs of (host directory, mount point)."""
+    return """#!/bin/sh
+# Turns a fresh mount + UTS namespace into a lab node, then becomes its sshd.
+# Usage: node-init NAME SSHD_CONFIG [HOST_DIR MOUNT_POINT]...
+set -eu
+name=$1; sshd_config=$2; shift 2
+hostname "$name"
+# A private /run: supervisord's socket and pidfile, sshd's privilege separation directory.
+mount -t tmpfs -o mode=0755,size=16m "lab-$name-run" /run
+mkdir -p /run/sshd /run/lock
+while [ "$#" -ge 2 ]; do
+    mount --bind "$1" "$2"
+    shift 2
+done
+exec /usr/sbin/sshd -D -e -f "$sshd_config"
+"""
+
+
+def sshd_config(node: NodeLayout, *, authorized_keys: Path) -> str:
+    return f"""# sshd of lab node {node.name}
+ListenAddress {node.address}:{node.ssh_port}
+HostKey {node.host_key}
+PidFile none
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+AuthorizedKeysFile {authorized_keys}
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+UseDNS no
+StrictModes no
+PrintMotd no
+# Many parallel Ansible connections (forks) on many nodes at once.
+MaxStartups 512:30:1024
+MaxSessions 256
+LoginGraceTime 30
+ClientAliveInterval 30
+LogLevel ERROR
+AcceptEnv LANG LC_*
+Subsystem sftp internal-sftp
+"""
+
+
+def haproxy_config(spec: LabSpec, nodes: list[NodeLayout], *, admin_socket: Path) -> str:
+    host, port = spec.frontend_address
+    servers = "\n".join(
+        f"    server {n.name} {n.address}:{spec.app_port}" for n in nodes
+    )
+    return f"""# HAProxy in front of the lab nodes. Strict on purpose: no retries and no redispatch,
+# so a request cut by a careless restart shows up as an error.
+global
+    maxconn 4096
+    stats socket {admin_socket} mode 600 level admin expose-fd listeners
+    stats timeout 30s
+
+defaults
+    mode http
+    retries 0
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    timeout http-request 10s
+
+frontend {spec.app}_front
+    bind {host}:{port}
+    default_backend {spec.app}
+
+backend {spec.app}
+    balance roundrobin
+    option httpchk GET /health
+    http-check expect status 200
+    default-server check inter 500ms fastinter 100ms downinter 500ms rise 1 fall 2
+{servers}
+"""
+
+
+def nginx_config(spec: LabSpec, *, store_dir: Path, work_dir: Path) -> str:
+    host, port = spec.store_address
+    tmp = work_dir / "tmp"
+    return f"""# Serves the lab's artefact store read-only over HTTP.
+daemon off;
+master_process on;
+worker_processes 1;
+user root;
+pid {work_dir / "nginx.pid"};
+error_log {work_dir / "error.log"} warn;
+events {{ worker_connections 512; }}
+http {{
+    access_log {work_dir / "access.log"};
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    types {{
+        application/json json;
+        application/gzip gz;
+        text/plain minisig pub txt;
+    }}
+    default_type application/octet-stream;
+    sendfile on;
+    server {{
+        listen {host}:{port};
+        root {store_dir};
+        autoindex on;
+    }}
+}}
+"""
+
+
+def inventory(
+    spec: LabSpec, nodes: list[NodeLayout], *, private_key: Path, known_hosts: Path
+) -> str:
+    hosts: dict[str, Any] = {
+        n.name: {
+            "ansible_host": n.address,
+            "ansible_port": n.ssh_port,
+            "deployer_app_host": n.address,
+            "deployer_lb_server": n.name,
+        }
+        for n in nodes
+    }
+    data = {
+        "all": {
+            "children": {
+                spec.group: {
+                    "hosts": hosts,
+                    "vars": {
+                        "ansible_user": "root",
+                        "ansible_ssh_private_key_file": str(private_key),
+                        "ansible_ssh_common_args": (
+                            f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes"
+                        ),
+                        "ansible_python_interpreter": "/usr/bin/python3",
+                        "ansible_ssh_pipelining": True,
+                    },
+                }
+            }
+        }
+    }
+    header = "# The local lab fleet, written by `deployer lab up`.\n"
+    return header + yaml.safe_dump(data, sort_keys=False)
+
+
+def deployer_config(
+    spec: LabSpec, *, inventory_path: Path, store_url: str, trusted_key: Path, haproxy_socket: Path
+) -> str:
+    data = {
+        "state_dir": "state",
+        "environments": {
+            "lab": {
+                "inventory": str(inventory_path),
+                "group": spec.group,
+                "app": {
+                    "name": spec.app,
+                    "entry_point": "bin/run",
+                    "port": spec.app_port,
+                    "supervisor": "supervisord",
+                    "health": {"path": "/health"},
+                },
+                "store": {"url": store_url},
+                "trusted_keys": [str(trusted_key)],
+                "load_balancer": {
+                    "kind": "haproxy",
+                    "socket": str(haproxy_socket),
+                    "backend": spec.app,
+                    "host": "localhost",
+                },
+            }
+        },
+    }
+    header = "# deployer configuration for the local lab, written by `deployer lab up`.\n"
+    return header + yaml.safe_dump(data, sort_keys=False)
+
+
+def program_file(spec: LabSpec, *, address: str, version: str) -> str:
+    """The supervisord program of the app on one node (the release role writes the same)."""
+    app = spec.app
+    env = ",".join(
+        f'{k}="{v}"' for k, v in (("HOST", address), ("PORT", spec.app_port), ("APP_VERSION", version))
+    )
+    return f"""[program:{app}]
+command=/opt/{app}/current/bin/run
+directory=/opt/{app}/current
+environment={env}
+autostart=true
+autorestart=true
+startsecs=1
+stopsignal=TERM
+stopwaitsecs=10
+stdout_logfile=/var/log/{app}/app.log
+redirect_stderr=true
+"""
+
+
+def quote_args(args: list[str]) -> str:
+    return " ".join(shlex.quote(a) for a in args)

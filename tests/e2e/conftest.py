@@ -1,0 +1,146 @@
+"""Lab fixtures for end-to-end tests.
+
+- ``lab`` (session): a 3-node lab seeded with release 1.0.0, shared by the whole session.
+- ``make_lab`` (function): a factory for fresh labs, ``make_lab(nodes=2, seed=None)``; every lab it
+  made is torn down after the test.
+- ``lab_ssh``: run a shell command on a lab node over real SSH (``lab_ssh_argv``: its argv).
+- ``ansible_env``: environment for the venv's ``ansible``/``ansible-playbook`` (``venv_bin``).
+
+Every lab gets its own loopback network (127.0.X.0/24) and free frontend/store ports, so labs
+never collide with each other or with a lab started by hand.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deployer.lab import Lab, LabSpec
+
+VENV_BIN = Path(sys.executable).parent
+# Third octets tried for lab networks (127.0.1, the default lab, is never used). Each test
+# process starts in its own block of 16, so concurrent test runs rarely even try the same net.
+_FIRST_NET = 70 + (os.getpid() % 11) * 16
+_NETS = itertools.chain(range(_FIRST_NET, 251), range(70, _FIRST_NET))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _address_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def next_lab_spec(**overrides: Any) -> LabSpec:
+    """A spec on a network and ports nobody uses right now."""
+    for octet in _NETS:
+        net = f"127.0.{octet}"
+        if not any(_address_in_use(f"{net}.{i}", 22) for i in (1, 2, 3)):
+            fields: dict[str, Any] = {
+                "net": net,
+                "frontend": f"127.0.0.1:{_free_port()}",
+                "store": f"127.0.0.1:{_free_port()}",
+            }
+            fields.update(overrides)
+            return LabSpec(**fields)
+    raise RuntimeError("no free loopback network left for a test lab")
+
+
+def _ansible_env() -> dict[str, str]:
+    """Environment for the venv's ansible commands (they look for their siblings on PATH)."""
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}"
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env.pop("ANSIBLE_CONFIG", None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """A 3-node lab seeded with 1.0.0, up for the whole session."""
+    the_lab = Lab(tmp_path_factory.mktemp("lab"))
+    try:
+        the_lab.up(next_lab_spec(nodes=3, seed="1.0.0"))
+        yield the_lab
+    finally:
+        the_lab.down()
+
+
+@pytest.fixture
+def make_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Lab]]:
+    """Factory of fresh labs: ``make_lab(nodes=3, seed=None, **spec_fields)``."""
+    made: list[Lab] = []
+
+    def factory(nodes: int = 3, seed: str | None = None, **fields: Any) -> Lab:
+        the_lab = Lab(tmp_path_factory.mktemp("lab"))
+        made.append(the_lab)
+        the_lab.up(next_lab_spec(nodes=nodes, seed=seed, **fields))
+        return the_lab
+
+    yield factory
+    errors = []
+    for the_lab in made:
+        try:
+            the_lab.down()
+        except Exception as exc:  # tear every lab down even when one fails
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+def _ssh_argv(the_lab: Lab, node: str, command: str) -> list[str]:
+    """The argv that runs ``command`` on ``node`` of ``the_lab`` over SSH, as Ansible would."""
+    status = the_lab.status()
+    target = next(n for n in status.nodes if n.name == node)
+    return [
+        "ssh", "-i", str(the_lab.keys_dir / "id_ed25519"),
+        "-o", f"UserKnownHostsFile={the_lab.keys_dir / 'known_hosts'}",
+        "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+        "-p", str(target.ssh_port), f"root@{target.address}", command,
+    ]
+
+
+@pytest.fixture
+def lab_ssh() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``lab_ssh(lab, "node1", "hostname")`` runs a command on a node over real SSH."""
+
+    def run(the_lab: Lab, node: str, command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            _ssh_argv(the_lab, node, command), capture_output=True, text=True, timeout=30,
+            check=False,
+        )
+
+    return run
+
+
+@pytest.fixture
+def lab_ssh_argv() -> Callable[[Lab, str, str], list[str]]:
+    """``lab_ssh_argv(lab, "node1", "true")``: the ssh argv, to add options of your own."""
+    return _ssh_argv
+
+
+@pytest.fixture
+def ansible_env() -> dict[str, str]:
+    return _ansible_env()
+
+
+@pytest.fixture
+def venv_bin() -> Path:
+    return VENV_BIN
