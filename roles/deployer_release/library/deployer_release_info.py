@@ -1,0 +1,110 @@
+#!/usr/bin/python
+"""Ansible module: report the releases installed on a node (read-only). Standard library only."""
+
+from __future__ import annotations
+
+# ruff: noqa: E402  (Ansible modules put their documentation before the imports)
+
+DOCUMENTATION = r"""
+---
+module: deployer_release_info
+short_description: Report the current, previous and staged releases under a base directory
+description:
+  - Reads C(<base_dir>/current) and C(<base_dir>/previous) (symlinks to C(releases/<version>))
+    and lists the complete releases under C(<base_dir>/releases) (those with a
+    C(.deployer-release.json) marker). Never changes anything.
+options:
+  base_dir:
+    description: The application's base directory (for example C(/opt/hello)).
+    type: path
+    required: true
+author: deployer
+"""
+
+EXAMPLES = r"""
+- name: Read the releases installed on the node
+  deployer_release_info:
+    base_dir: /opt/hello
+  register: releases
+"""
+
+RETURN = r"""
+current:
+  description: Version that C(current) points to, or an empty string.
+  type: str
+  returned: always
+previous:
+  description: Version that C(previous) points to, or an empty string.
+  type: str
+  returned: always
+staged:
+  description: Versions completely staged under C(releases/), oldest first.
+  type: list
+  elements: str
+  returned: always
+"""
+
+import json
+import os
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+MARKER = ".deployer-release.json"
+
+
+def linked_version(base_dir: str, name: str) -> str:
+    """The version a `current`/`previous` symlink points to, '' when absent or foreign."""
+    link = os.path.join(base_dir, name)
+    try:
+        target = os.readlink(link)
+    except OSError:
+        return ""
+    resolved = os.path.normpath(os.path.join(base_dir, target))
+    releases = os.path.join(base_dir, "releases")
+    if os.path.dirname(resolved) != releases or not os.path.isdir(resolved):
+        return ""
+    return os.path.basename(resolved)
+
+
+def staged_versions(base_dir: str) -> list[str]:
+    releases = os.path.join(base_dir, "releases")
+    found: list[tuple[float, str]] = []
+    try:
+        names = os.listdir(releases)
+    except OSError:
+        return []
+    for name in names:
+        marker = os.path.join(releases, name, MARKER)
+        try:
+            with open(marker, encoding="utf-8") as handle:
+                data = json.load(handle)
+            stamp = os.stat(marker).st_mtime
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("version") == name:
+            found.append((stamp, name))
+    return [name for _, name in sorted(found)]
+
+
+def run(params: dict[str, Any]) -> dict[str, Any]:
+    base_dir = os.path.abspath(params["base_dir"])
+    return {
+        "changed": False,
+        "base_dir": base_dir,
+        "current": linked_version(base_dir, "current"),
+        "previous": linked_version(base_dir, "previous"),
+        "staged": staged_versions(base_dir),
+    }
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={"base_dir": {"type": "path", "required": True}},
+        supports_check_mode=True,
+    )
+    module.exit_json(**run(module.params))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+#!/usr/bin/python
+"""Ansible module: point `current` at a staged release atomically. Standard library only."""
+
+from __future__ import annotations
+
+# ruff: noqa: E402  (Ansible modules put their documentation before the imports)
+
+DOCUMENTATION = r"""
+---
+module: deployer_release_switch
+short_description: Switch the current release atomically and prune old releases
+description:
+  - Points C(<base_dir>/current) at C(releases/<version>) by creating a temporary symlink and
+    renaming it over C(current), so readers always see either the old or the new release.
+  - Points C(<base_dir>/previous) at the release C(current) pointed to before the switch, or at
+    O(previous) when given (used to undo a switch exactly).
+  - Writes O(program_file) when given, after the links.
+  - Then removes the oldest complete releases beyond O(keep_releases), never the current or
+    previous one. Nothing changes when the links are already as wanted.
+options:
+  base_dir:
+    description: The application's base directory (for example C(/opt/hello)).
+    type: path
+    required: true
+  version:
+    description: The staged release C(current) must point to.
+    type: str
+    required: true
+  previous:
+    description:
+      - The release C(previous) must point to; an empty string removes C(previous).
+      - When omitted, C(previous) becomes the release that was current before the switch.
+    type: str
+  keep_releases:
+    description: How many complete releases to keep; V(0) keeps all.
+    type: int
+    default: 0
+  program_file:
+    description:
+      - A file to write with O(program_content) together with the switch (the supervisord
+        program file or systemd unit naming the release), replaced atomically when it differs.
+    type: path
+  program_content:
+    description: The content of O(program_file).
+    type: str
+author: deployer
+"""
+
+EXAMPLES = r"""
+- name: Switch the current symlink to release 1.1.0
+  deployer_release_switch:
+    base_dir: /opt/hello
+    version: 1.1.0
+    keep_releases: 5
+"""
+
+RETURN = r"""
+current:
+  description: The version C(current) points to after the task.
+  type: str
+  returned: always
+previous:
+  description: The version C(previous) points to after the task, or an empty string.
+  type: str
+  returned: always
+switched_from:
+  description: The version C(current) pointed to before the task, or an empty string.
+  type: str
+  returned: always
+program_changed:
+  description: Whether O(program_file) was (or would be) rewritten.
+  type: bool
+  returned: always
+pruned:
+  description: The releases removed by O(keep_releases).
+  type: list
+  elements: str
+  returned: always
+"""
+
+import json
+import os
+import re
+import shutil
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+MARKER = ".deployer-release.json"
+VERSION_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,127}$")
+
+
+class SwitchError(Exception):
+    """The switch cannot be made; the message says why."""
+
+
+def linked_version(base_dir: str, name: str) -> str:
+    try:
+        target = os.readlink(os.path.join(base_dir, name))
+    except OSError:
+        return ""
+    resolved = os.path.normpath(os.path.join(base_dir, target))
+    if os.path.dirname(resolved) != os.path.join(base_dir, "releases"):
+        return ""
+    return os.path.basename(resolved)
+
+
+def is_staged(base_dir: str, version: str) -> bool:
+    try:
+        with open(os.path.join(base_dir, "releases", version, MARKER), encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("version") == version
+
+
+def replace_link(base_dir: str, name: str, version: str) -> None:
+    """Make base_dir/name point to releases/<version> in one rename ('' removes the link)."""
+    link = os.path.join(base_dir, name)
+    if not version:
+        if os.path.islink(link):
+            os.unlink(link)
+        return
+    temporary = os.path.join(base_dir, f".{name}.{os.getpid()}.tmp")
+    if os.path.lexists(temporary):
+        os.unlink(temporary)
+    os.symlink(os.path.join("releases", version), temporary)
+    os.replace(temporary, link)
+
+
+def write_if_changed(path: str, content: str, check_mode: bool) -> bool:
+    """Replace path with content in one rename when it differs; True when it did (or would)."""
+    data = content.encode("utf-8")
+    try:
+        with open(path, "rb") as handle:
+            if handle.read() == data:
+                return False
+    except FileNotFoundError:
+        pass
+    if check_mode:
+        return True
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)
+    return True
+
+
+def prune(base_dir: str, keep: int, protected: set[str]) -> list[str]:
+    """Remove the oldest complete releases beyond `keep`, never a protected one."""
+    releases = os.path.join(base_dir, "releases")
+    dated: list[tuple[float, str]] = []
+    for name in os.listdir(releases):
+        if name.startswith(".") or not is_staged(base_dir, name):
+            continue
+        dated.append((os.stat(os.path.join(releases, name, MARKER)).st_mtime, name))
+    dated.sort(reverse=True)
+    kept = {name for _, name in dated[:keep]} | protected
+    removed = []
+    for _, name in dated:
+        if name not in kept:
+            shutil.rmtree(os.path.join(releases, name))
+            removed.append(name)
+    return sorted(removed)
+
+
+def run(params: dict[str, Any], check_mode: bool = False) -> dict[str, Any]:
+    base_dir = os.path.abspath(params["base_dir"])
+    version = params["version"]
+    wanted_previous = params.get("previous")
+    keep = int(params.get("keep_releases") or 0)
+    for label, value in (("version", version), ("previous", wanted_previous or "")):
+        if value and not VERSION_PATTERN.match(value):
+            raise SwitchError(f"{label} {value!r} is not a valid release version")
+    if not is_staged(base_dir, version):
+        raise SwitchError(
+            f"release {version} is not staged in {base_dir}/releases/{version} (no complete "
+            f"{MARKER}); stage it first"
+        )
+    if wanted_previous and not os.path.isdir(os.path.join(base_dir, "releases", wanted_previous)):
+        raise SwitchError(f"release {wanted_previous} (wanted as previous) is not in {base_dir}/releases")
+    current = linked_version(base_dir, "current")
+    previous = linked_version(base_dir, "previous")
+    if wanted_previous is None:
+        wanted_previous = current if current and current != version else previous
+    changed = current != version or previous != wanted_previous
+    if changed and not check_mode:
+        # `previous` first: while `current` moves, `previous` already names the way back.
+        replace_link(base_dir, "previous", wanted_previous)
+        replace_link(base_dir, "current", version)
+    program_changed = False
+    if params.get("program_file"):
+        program_changed = write_if_changed(
+            params["program_file"], params.get("program_content") or "", check_mode
+        )
+    pruned: list[str] = []
+    if keep > 0 and not check_mode:
+        pruned = prune(base_dir, keep, {version, wanted_previous} - {""})
+    return {
+        "changed": changed or program_changed or bool(pruned),
+        "program_changed": program_changed,
+        "current": version,
+        "previous": wanted_previous,
+        "switched_from": current,
+        "pruned": pruned,
+    }
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "base_dir": {"type": "path", "required": True},
+            "version": {"type": "str", "required": True},
+            "previous": {"type": "str"},
+            "keep_releases": {"type": "int", "default": 0},
+            "program_file": {"type": "path"},
+            "program_content": {"type": "str"},
+        },
+        supports_check_mode=True,
+    )
+    try:
+        result = run(module.params, check_mode=module.check_mode)
+    except (SwitchError, OSError) as exc:
+        module.fail_json(msg=f"cannot switch {module.params['base_dir']}/current: {exc}")
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

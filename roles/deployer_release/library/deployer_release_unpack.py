@@ -1,0 +1,360 @@
+#!/usr/bin/python
+"""Ansible module: download a release tarball on the node, verify it and unpack it safely.
+
+Standard library only (the node's system python3; its tarfile has no extraction filters, so
+members are checked and written one by one here).
+"""
+
+from __future__ import annotations
+
+# ruff: noqa: E402  (Ansible modules put their documentation before the imports)
+
+DOCUMENTATION = r"""
+---
+module: deployer_release_unpack
+short_description: Pull, verify and safely unpack one release into its own directory
+description:
+  - Downloads O(url) to a temporary file next to O(dest), refusing more than O(max_size) bytes,
+    and checks its size and SHA-256.
+  - Unpacks it into a temporary directory, then renames that directory to O(dest), so O(dest)
+    is either absent or complete. A marker file (C(.deployer-release.json)) holding the version
+    and SHA-256 is written last; when O(dest) already holds that marker with the same version and
+    digest nothing is done.
+  - Refuses absolute member names, C(..), links that point outside the release, device and
+    FIFO members, and an unpacked size over O(max_size).
+options:
+  url:
+    description: Where the node downloads the tarball (http, https or file URL).
+    type: str
+    required: true
+  sha256:
+    description: The expected SHA-256 of the tarball (hex).
+    type: str
+    required: true
+  size:
+    description: The expected size of the tarball in bytes; V(0) skips the size check.
+    type: int
+    default: 0
+  max_size:
+    description: The largest tarball accepted, and the largest total unpacked size, in bytes.
+    type: int
+    default: 536870912
+  dest:
+    description: The release directory to create (for example C(/opt/hello/releases/1.1.0)).
+    type: path
+    required: true
+  version:
+    description: The release version, recorded in the marker.
+    type: str
+    required: true
+  timeout:
+    description: Seconds the download may stall before it is abandoned.
+    type: float
+    default: 30
+author: deployer
+"""
+
+EXAMPLES = r"""
+- name: Stage release 1.1.0
+  deployer_release_unpack:
+    url: http://store.example.com/hello/1.1.0/hello-1.1.0.tar.gz
+    sha256: 4f1c...
+    size: 12345
+    dest: /opt/hello/releases/1.1.0
+    version: 1.1.0
+"""
+
+RETURN = r"""
+dest:
+  description: The release directory.
+  type: str
+  returned: always
+files:
+  description: Number of regular files unpacked (0 when the release was already staged).
+  type: int
+  returned: always
+unpacked_size:
+  description: Total bytes of the unpacked regular files.
+  type: int
+  returned: always
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import posixpath
+import re
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+MARKER = ".deployer-release.json"
+VERSION_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,127}$")
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+CHUNK = 1024 * 1024
+
+
+class UnpackError(Exception):
+    """The release cannot be staged; the message says why."""
+
+
+def read_marker(dest: str) -> dict[str, Any] | None:
+    try:
+        with open(os.path.join(dest, MARKER), encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def download(url: str, target: str, max_size: int, timeout: float) -> tuple[int, str]:
+    """Stream url into target, stopping past max_size; returns (size, sha256 hex)."""
+    # Proxies from the environment are ignored: the node talks to the store directly.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with opener.open(url, timeout=timeout) as response, open(target, "wb") as out:
+            while True:
+                chunk = response.read(CHUNK)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > max_size:
+                    raise UnpackError(
+                        f"the tarball at {url} is larger than the limit of {max_size} bytes "
+                        "(max_artefact_size); refusing it"
+                    )
+                digest.update(chunk)
+                out.write(chunk)
+    except urllib.error.HTTPError as exc:
+        raise UnpackError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UnpackError(f"cannot download {url}: {reason}") from None
+    return size, digest.hexdigest()
+
+
+def member_path(name: str) -> str:
+    """The member's normalised relative path, or UnpackError if it could leave the release."""
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        raise UnpackError(f"the tarball holds an absolute path {name!r}")
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise UnpackError(f"the tarball holds a path with '..': {name!r}")
+    return "/".join(parts)
+
+
+def check_members(archive: tarfile.TarFile, max_size: int) -> list[tuple[tarfile.TarInfo, str]]:
+    """Validate every member before anything is written; returns (member, relative path)."""
+    checked: list[tuple[tarfile.TarInfo, str]] = []
+    total = 0
+    for member in archive.getmembers():
+        path = member_path(member.name)
+        if not path:
+            if member.isdir():
+                continue
+            raise UnpackError(f"the tarball holds a member with an empty name: {member.name!r}")
+        if path == MARKER:
+            raise UnpackError(f"the tarball holds a file named {MARKER}, which is reserved")
+        if member.ischr() or member.isblk() or member.isfifo() or member.isdev():
+            raise UnpackError(f"the tarball holds a device or FIFO file {member.name!r}")
+        if member.issym():
+            target = member.linkname
+            if target.startswith("/"):
+                raise UnpackError(
+                    f"the tarball holds a symlink {member.name!r} -> {target!r} with an absolute target"
+                )
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+            if resolved == ".." or resolved.startswith("../"):
+                raise UnpackError(
+                    f"the tarball holds a symlink {member.name!r} -> {target!r} that points "
+                    "outside the release"
+                )
+        elif member.islnk():
+            try:
+                member_path(member.linkname)
+            except UnpackError:
+                raise UnpackError(
+                    f"the tarball holds a hard link {member.name!r} -> {member.linkname!r} "
+                    "that points outside the release"
+                ) from None
+        elif member.isfile():
+            total += member.size
+            if total > max_size:
+                raise UnpackError(
+                    f"the tarball unpacks to more than the limit of {max_size} bytes "
+                    "(max_artefact_size); refusing it"
+                )
+        elif not member.isdir():
+            raise UnpackError(f"the tarball holds an unsupported member type: {member.name!r}")
+        checked.append((member, path))
+    return checked
+
+
+def inside(root: str, path: str) -> bool:
+    return path == root or path.startswith(root + os.sep)
+
+
+def extract(
+    archive: tarfile.TarFile, members: list[tuple[tarfile.TarInfo, str]], root: str
+) -> tuple[int, int]:
+    """Write the checked members under root; symlinks last so no write follows one."""
+    real_root = os.path.realpath(root)
+    files = 0
+    written = 0
+    links: list[tuple[tarfile.TarInfo, str]] = []
+    for member, path in members:
+        target = os.path.join(root, path)
+        parent = os.path.dirname(target)
+        os.makedirs(parent, mode=0o755, exist_ok=True)
+        if not inside(real_root, os.path.realpath(parent)):
+            raise UnpackError(f"the member {member.name!r} would be written outside the release")
+        if member.isdir():
+            os.makedirs(target, mode=0o755, exist_ok=True)
+            os.chmod(target, (member.mode & 0o777) | 0o700)
+        elif member.isfile():
+            source = archive.extractfile(member)
+            if source is None:
+                raise UnpackError(f"cannot read the member {member.name!r} from the tarball")
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+            try:
+                descriptor = os.open(target, flags, 0o600)
+            except FileExistsError:
+                raise UnpackError(f"the tarball holds {member.name!r} twice") from None
+            with source, os.fdopen(descriptor, "wb") as out:
+                shutil.copyfileobj(source, out, CHUNK)
+            # Permissions only: no setuid/setgid/sticky bits from an archive.
+            os.chmod(target, member.mode & 0o777)
+            files += 1
+            written += member.size
+        else:
+            links.append((member, path))
+    for member, path in links:
+        target = os.path.join(root, path)
+        if os.path.lexists(target):
+            raise UnpackError(f"the tarball holds {member.name!r} twice")
+        if member.issym():
+            os.symlink(member.linkname, target)
+        else:
+            source = os.path.join(root, member_path(member.linkname))
+            if not os.path.isfile(source) or os.path.islink(source):
+                raise UnpackError(
+                    f"the hard link {member.name!r} points to {member.linkname!r}, which is not "
+                    "a regular file of the release"
+                )
+            os.link(source, target)
+    # Chains of in-release symlinks can still resolve outside: check each link's real target.
+    for member, path in links:
+        if member.issym() and not inside(real_root, os.path.realpath(os.path.join(root, path))):
+            raise UnpackError(
+                f"the symlink {member.name!r} -> {member.linkname!r} resolves outside the release"
+            )
+    return files, written
+
+
+def run(params: dict[str, Any], check_mode: bool = False) -> dict[str, Any]:
+    """Stage the release described by params; raises UnpackError when it cannot."""
+    dest = os.path.abspath(params["dest"]).rstrip("/")
+    version = params["version"]
+    sha256 = str(params["sha256"]).strip().lower()
+    max_size = int(params.get("max_size") or 0)
+    expected_size = int(params.get("size") or 0)
+    if not VERSION_PATTERN.match(version):
+        raise UnpackError(f"version {version!r} is not a valid release version")
+    if not SHA256_PATTERN.match(sha256):
+        raise UnpackError(f"sha256 {params['sha256']!r} is not a 64-character hex SHA-256 digest")
+    if max_size <= 0:
+        raise UnpackError(f"max_size must be a positive number of bytes (got {max_size})")
+    if expected_size > max_size:
+        raise UnpackError(
+            f"the release is {expected_size} bytes, over the limit of {max_size} bytes (max_artefact_size)"
+        )
+    result: dict[str, Any] = {"dest": dest, "version": version, "files": 0, "unpacked_size": 0}
+    marker = read_marker(dest)
+    if marker and marker.get("version") == version and marker.get("sha256") == sha256:
+        return {**result, "changed": False}
+    if marker and marker.get("version") == version:
+        raise UnpackError(
+            f"{dest} already holds release {version} with SHA-256 {marker.get('sha256')}, not "
+            f"{sha256}; a published version must never change (remove the directory to restage)"
+        )
+    if check_mode:
+        return {**result, "changed": True}
+
+    releases_dir = os.path.dirname(dest)
+    os.makedirs(releases_dir, mode=0o755, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=f".stage-{version}-", dir=releases_dir)
+    try:
+        tarball = os.path.join(work, "release.tar")
+        size, digest = download(params["url"], tarball, max_size, float(params.get("timeout", 30)))
+        if expected_size and size != expected_size:
+            raise UnpackError(
+                f"the tarball at {params['url']} is {size} bytes, but the manifest says "
+                f"{expected_size}; refusing it"
+            )
+        if digest != sha256:
+            raise UnpackError(
+                f"the tarball at {params['url']} has SHA-256 {digest}, but the manifest says "
+                f"{sha256}; refusing it"
+            )
+        tree = os.path.join(work, "tree")
+        os.mkdir(tree, 0o755)
+        try:
+            with tarfile.open(tarball, "r:*") as archive:
+                members = check_members(archive, max_size)
+                files, written = extract(archive, members, tree)
+        except tarfile.TarError as exc:
+            raise UnpackError(
+                f"the tarball at {params['url']} is not a readable tar archive: {exc}"
+            ) from None
+        os.chmod(tree, 0o755)
+        # The marker is written last: its presence means the release is complete.
+        with open(os.path.join(tree, MARKER), "w", encoding="utf-8") as handle:
+            json.dump({"version": version, "sha256": sha256, "size": size}, handle)
+            handle.write("\n")
+        if os.path.lexists(dest):
+            # A directory without a matching marker is a stage that never finished.
+            if os.path.isdir(dest) and not os.path.islink(dest):
+                shutil.rmtree(dest)
+            else:
+                os.unlink(dest)
+        os.rename(tree, dest)
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(work)
+    return {**result, "changed": True, "files": files, "unpacked_size": written}
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "url": {"type": "str", "required": True},
+            "sha256": {"type": "str", "required": True},
+            "size": {"type": "int", "default": 0},
+            "max_size": {"type": "int", "default": 536870912},
+            "dest": {"type": "path", "required": True},
+            "version": {"type": "str", "required": True},
+            "timeout": {"type": "float", "default": 30},
+        },
+        supports_check_mode=True,
+    )
+    try:
+        result = run(module.params, check_mode=module.check_mode)
+    except UnpackError as exc:
+        module.fail_json(msg=f"cannot stage release {module.params['version']}: {exc}")
+    except OSError as exc:
+        module.fail_json(
+            msg=f"cannot stage release {module.params['version']} in {module.params['dest']}: {exc}"
+        )
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""The playbooks run with plain ansible-playbook against a real lab (sshd nodes, supervisord,
+HAProxy, the artefact store). Slow: one lab for the whole module."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+LAB_NET = "127.0.56"
+STORE = "127.0.0.1:18181"
+FRONTEND = "127.0.0.1:18180"
+RECAP_LINE = re.compile(r"^(\S+)\s+:\s+(ok=.*)$", re.MULTILINE)
+RECAP_FIELD = re.compile(r"(\w+)=(\d+)")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    if os.geteuid() != 0 or shutil.which("haproxy") is None or shutil.which("sshd") is None:
+        pytest.skip("the lab needs root, haproxy and openssh-server")
+    lab_dir = tmp_path_factory.mktemp("lab")
+    deployer = str(BIN / "deployer")
+    up = [deployer, "lab", "up", "--dir", str(lab_dir), "--net", LAB_NET, "--nodes", "3"]
+    subprocess.run([*up, "--frontend", FRONTEND, "--store", STORE], check=True, timeout=180)
+    try:
+        yield lab_dir
+    finally:
+        subprocess.run([deployer, "lab", "down", "--dir", str(lab_dir)], check=False, timeout=120)
+
+
+def extra_vars(lab_dir: Path, version: str) -> dict[str, Any]:
+    manifest = json.loads((lab_dir / "store" / "hello" / version / "manifest.json").read_text())
+    return {
+        "deployer_hosts": "hello_nodes",
+        "deployer_app": "hello",
+        "deployer_version": version,
+        "deployer_release_url": f"http://{STORE}/hello/{version}/{manifest['tarball']}",
+        "deployer_release_sha256": manifest["sha256"],
+        "deployer_release_size": manifest["size"],
+        "deployer_base_dir": "/opt/hello",
+        "deployer_entry_point": "bin/run",
+        "deployer_app_port": 8000,
+        "deployer_supervisor": "supervisord",
+        "deployer_keep_releases": 5,
+        "deployer_max_artefact_size": 536870912,
+        "deployer_health_path": "/health",
+        "deployer_health_status": 200,
+        "deployer_health_version_field": "version",
+        "deployer_health_request_timeout": 2.0,
+        "deployer_health_deadline": 8,
+        "deployer_health_interval": 0.2,
+        "deployer_health_max_latency_ms": 2000,
+        "deployer_lb_socket": str(lab_dir / "haproxy" / "admin.sock"),
+        "deployer_lb_backend": "hello",
+        "deployer_lb_host": "localhost",
+        "deployer_lb_drain_timeout": 30,
+        "deployer_lb_up_timeout": 30,
+        "deployer_revert_to": "",
+        "deployer_serial": 1,
+    }
+
+
+def play(lab_dir: Path, playbook: str, version: str) -> tuple[int, dict[str, dict[str, int]]]:
+    """Run a playbook; returns (exit code, per-host counts from the play recap)."""
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+        "ANSIBLE_CONFIG": str(ROOT / "playbooks" / "ansible.cfg"),
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
+        "ANSIBLE_NOCOLOR": "1",
+    }
+    vars_file = lab_dir / f"vars-{version}.json"
+    vars_file.write_text(json.dumps(extra_vars(lab_dir, version)))
+    done = subprocess.run(
+        [
+            str(BIN / "ansible-playbook"),
+            "-i",
+            str(lab_dir / "inventory.yml"),
+            str(ROOT / "playbooks" / playbook),
+            "-e",
+            f"@{vars_file}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    stats = {
+        host: {key: int(value) for key, value in RECAP_FIELD.findall(fields)}
+        for host, fields in RECAP_LINE.findall(done.stdout)
+    }
+    assert stats, f"no play recap in the output:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.returncode, stats
+
+
+def node_address(node: int) -> str:
+    return f"{LAB_NET}.{node}"
+
+
+def served_version(node: int) -> str:
+    with urllib.request.urlopen(f"http://{node_address(node)}:8000/health", timeout=3) as answer:
+        return str(json.load(answer)["version"])
+
+
+def haproxy_status(lab_dir: Path) -> dict[str, str]:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(lab_dir / "haproxy" / "admin.sock"))
+        sock.sendall(b"show stat\n")
+        text = b""
+        while chunk := sock.recv(65536):
+            text += chunk
+    lines = text.decode().splitlines()
+    header = lines[0][2:].split(",")
+    status: dict[str, str] = {}
+    for line in lines[1:]:
+        row = dict(zip(header, line.split(","), strict=False))
+        if row.get("pxname") == "hello" and row.get("svname", "").startswith("node"):
+            status[row["svname"]] = row["status"]
+    return status
+
+
+def test_deploy_then_upgrade_serves_the_new_release(lab: Path) -> None:
+    code, _ = play(lab, "deploy.yml", "1.0.0")
+    assert code == 0
+    assert [served_version(n) for n in (1, 2, 3)] == ["1.0.0"] * 3
+    code, stats = play(lab, "deploy.yml", "1.1.0")
+    assert code == 0
+    assert all(stats[f"node{n}"]["changed"] > 0 for n in (1, 2, 3))
+    assert [served_version(n) for n in (1, 2, 3)] == ["1.1.0"] * 3
+    assert set(haproxy_status(lab).values()) == {"UP"}
+
+
+def test_second_identical_deploy_changes_nothing(lab: Path) -> None:
+    code, stats = play(lab, "deploy.yml", "1.1.0")
+    assert code == 0
+    assert {host: s["changed"] for host, s in stats.items()} == {"node1": 0, "node2": 0, "node3": 0}
+
+
+def test_bad_release_is_reverted_on_the_first_node_only(lab: Path) -> None:
+    code, stats = play(lab, "deploy.yml", "1.2.0-badhealth")
+    assert code != 0
+    assert stats["node1"]["failed"] == 1 and stats["node1"]["rescued"] == 1
+    assert "node2" not in stats and "node3" not in stats
+    assert [served_version(n) for n in (1, 2, 3)] == ["1.1.0"] * 3
+    assert set(haproxy_status(lab).values()) == {"UP"}
+    code, _ = play(lab, "probe.yml", "1.1.0")
+    assert code == 0
