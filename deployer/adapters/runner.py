@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -88,6 +89,8 @@ class RunResult:
     failed_hosts: frozenset[str] = frozenset()
     unreachable_hosts: frozenset[str] = frozenset()
     artifacts_dir: Path | None = None
+    # Why the run failed when no host did (a syntax error, a missing binary, ...).
+    error: str = ""
 
     @property
     def succeeded(self) -> bool:
@@ -155,6 +158,15 @@ _BULKY = frozenset({"invocation", "stdout_lines", "stderr_lines", "ansible_facts
 _SCALARS = (str, int, float, bool, type(None))
 
 
+def _tail(stream: Any, lines: int = 6) -> str:
+    try:
+        text = stream.read() if stream is not None else ""
+    except (OSError, ValueError):
+        return ""
+    kept = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return " | ".join(kept[-lines:])[:1000]
+
+
 def _hosts(stats: Mapping[str, Any], key: str) -> frozenset[str]:
     return frozenset(h for h, n in (stats.get(key) or {}).items() if n)
 
@@ -189,6 +201,8 @@ class AnsibleRunner:
             "ANSIBLE_HOST_KEY_CHECKING": "True",
             "ANSIBLE_TIMEOUT": "10",
             "ANSIBLE_NOCOLOR": "True",
+            # The ansible-playbook next to this interpreter (the venv's), whatever PATH says.
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         }
         env.update(request.envvars)
         return env
@@ -227,13 +241,19 @@ class AnsibleRunner:
                 rotate_artifacts=0,
             )
             stats = r.stats or {}
+            failed_hosts = _hosts(stats, "failures")
+            dark_hosts = _hosts(stats, "dark")
+            error = ""
+            if r.status != "successful" and not failed_hosts and not dark_hosts:
+                error = _tail(r.stdout)
             result = RunResult(
                 status=str(r.status),
                 rc=int(r.rc if r.rc is not None else -1),
                 ok_hosts=_hosts(stats, "ok"),
-                failed_hosts=_hosts(stats, "failures"),
-                unreachable_hosts=_hosts(stats, "dark"),
+                failed_hosts=failed_hosts,
+                unreachable_hosts=dark_hosts,
                 artifacts_dir=pdd if self.keep_artifacts else None,
+                error=error,
             )
         finally:
             if not self.keep_artifacts:

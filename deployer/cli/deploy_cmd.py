@@ -10,6 +10,7 @@ from pathlib import Path
 from types import FrameType
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from .._errors import DeployerError, LoadBalancerError
@@ -40,11 +41,11 @@ class ConsoleReporter(Reporter):
     def phase(self, status: NodeStatus) -> None:
         if self.quiet or status.phase in (NodePhase.STAGING, NodePhase.STAGED):
             return
-        style = _PHASE_STYLE.get(status.phase, "")
+        style = _PHASE_STYLE.get(status.phase, "white")
         extra = ""
         if status.out_seconds is not None:
             extra = f" [dim](out of the load balancer {status.out_seconds:.2f}s)[/]"
-        detail = f" [dim]{status.detail}[/]" if status.detail and status.phase in (
+        detail = f" [dim]{escape(status.detail)}[/]" if status.detail and status.phase in (
             NodePhase.FAILED, NodePhase.REVERTED, NodePhase.SKIPPED, NodePhase.REVERTING) else ""
         console.print(f"{self._stamp()} {status.name:<12} [{style}]{status.phase.value}[/]{extra}{detail}")
 
@@ -57,7 +58,7 @@ class ConsoleReporter(Reporter):
 
     def message(self, text: str) -> None:
         if not self.quiet:
-            console.print(f"{self._stamp()} {text}")
+            console.print(f"{self._stamp()} {escape(text)}")
 
 
 @contextmanager
@@ -90,17 +91,18 @@ def _print_outcome(outcome: Outcome, as_json: bool) -> None:
     for col in ("node", "from", "to", "result", "out of LB", "detail"):
         table.add_column(col)
     for st in outcome.nodes.values():
-        style = _PHASE_STYLE.get(st.phase, "")
+        style = _PHASE_STYLE.get(st.phase, "white")
         table.add_row(
             st.name, st.from_version or "-", st.to_version or "-", f"[{style}]{st.phase.value}[/]",
-            f"{st.out_seconds:.2f}s" if st.out_seconds is not None else "-", st.detail[:80],
+            f"{st.out_seconds:.2f}s" if st.out_seconds is not None else "-", escape(st.detail[:200]),
         )
     console.print(table)
     colour = {"succeeded": "green", "rolled_back": "yellow", "cancelled": "yellow"}.get(
         outcome.status, "red"
     )
     console.print(
-        f"[bold {colour}]{outcome.status}[/] in {outcome.ended - outcome.started:.1f}s: {outcome.summary}"
+        f"[bold {colour}]{outcome.status}[/] in {outcome.ended - outcome.started:.1f}s: "
+        f"{escape(outcome.summary)}"
     )
     for fix in outcome.fix_commands:
         console.print(f"  fix: [bold]{fix}[/]")
@@ -232,7 +234,7 @@ def history(
             table.add_column(col)
         for e in events:
             table.add_row(e.to_dict()["at"], e.node, e.phase, e.from_version or "-",
-                          e.to_version or "-", e.detail[:80])
+                          e.to_version or "-", escape(e.detail[:120]))
         out.print(table)
         return
     records = journal.deployments(env_name, limit=limit)
@@ -246,8 +248,8 @@ def history(
                "cancelled": "yellow", "running": "cyan"}
     for r in records:
         d = r.to_dict()
-        table.add_row(str(r.id), r.kind, r.version, f"[{colours.get(r.status, '')}]{r.status}[/]",
-                      d["start"], d["end"] or "-", r.actor, r.summary[:60])
+        table.add_row(str(r.id), r.kind, r.version, f"[{colours.get(r.status, 'white')}]{r.status}[/]",
+                      d["start"], d["end"] or "-", r.actor, escape(r.summary[:100]))
     out.print(table)
 
 

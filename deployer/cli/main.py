@@ -7,6 +7,7 @@ import os
 import sys
 
 import click
+from rich.markup import escape
 
 from .. import __version__
 from .._errors import DeployerError
@@ -37,9 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="deployer", standalone_mode=False)
     except DeployerError as exc:
-        console.print(f"[bold red]error:[/] {exc.message}", markup=True, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
         if exc.hint:
-            console.print(f"[dim]hint:[/] {exc.hint}", soft_wrap=True)
+            console.print(f"[dim]hint:[/] {escape(exc.hint)}", soft_wrap=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         console.print("aborted")

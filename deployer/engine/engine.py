@@ -211,6 +211,8 @@ class Engine:
             on_event,
             lambda: self._abort.is_set(),
         )
+        if result.error:
+            raise DeploymentFailed(f"could not read the nodes' state: {result.error}")
         for host in result.unreachable_hosts:
             if host in facts:
                 facts[host].healthy = None
@@ -312,7 +314,8 @@ class Engine:
                     raise Interrupted("stopped by the operator during a batch")
                 if not result.succeeded:
                     failed = [n for n in batch.nodes if self._status[n].phase is not P.DONE]
-                    raise DeploymentFailed(self._failure_text(failed, release.version))
+                    why = f" ({result.error})" if result.error else ""
+                    raise DeploymentFailed(self._failure_text(failed, release.version) + why)
                 if self.env.strategy.pause_between_batches and batch is not plan.batches[-1]:
                     self._pause(self.env.strategy.pause_between_batches)
             summary = f"{len(plan.targets)} node(s) now run {release.version}"
@@ -332,10 +335,14 @@ class Engine:
                 summary += "; no node was changed"
             elif self._abort.is_set():
                 outcome_status = "cancelled"
+            elif not self._make_interrupted_batch_safe():
+                summary += "; reverting the nodes caught mid-change failed"
             elif self.env.strategy.on_failure == "rollback" and kind != "rollback":
+                updated = [n for n, st in self._status.items() if st.phase is P.DONE]
                 if self._roll_back_updated_nodes():
                     outcome_status = "rolled_back"
-                    summary += "; the updated nodes were rolled back"
+                    if updated:
+                        summary += f"; rolled back {', '.join(updated)}"
                 else:
                     summary += "; rolling back the updated nodes failed"
         except BaseException as exc:  # crash or second Ctrl-C: record, never hide
@@ -375,7 +382,7 @@ class Engine:
             raise Interrupted("stopped by the operator while pre-staging (no node was drained)")
         bad = [n for n in plan.targets if n in result.failed_hosts | result.unreachable_hosts]
         if bad or result.status != "successful":
-            details = "; ".join(f"{n}: {self._status[n].detail}" for n in bad) or result.status
+            details = "; ".join(f"{n}: {self._status[n].detail}" for n in bad) or result.error or result.status
             # Nothing was drained or switched: every node keeps serving what it had.
             for n in plan.targets:
                 why = "pre-staging failed" if n in bad else "not deployed: pre-staging failed elsewhere"
@@ -476,19 +483,23 @@ class Engine:
         finally:
             self._collapse_to = None
 
-    def _make_interrupted_batch_safe(self) -> None:
-        """After a stop: revert nodes caught mid-change so none stays out of service."""
+    def _make_interrupted_batch_safe(self) -> bool:
+        """Revert nodes caught mid-change (a stop, a crashed run) so none stays out of service."""
         caught = [
             n for n, st in self._status.items()
             if st.phase in (P.DRAINING, P.DEPLOYING, P.SMOKE, P.REJOINING)
         ]
         if not caught or self._abort.is_set():
-            return
-        self.reporter.message("making interrupted nodes safe: " + ", ".join(caught))
-        for version in {self._status[n].from_version for n in caught}:
+            return not caught
+        self.reporter.message("making nodes caught mid-change safe: " + ", ".join(caught))
+        ok = True
+        for version in sorted({self._status[n].from_version for n in caught}):
             group = [n for n in caught if self._status[n].from_version == version]
             if version:
-                self._revert(group, version, len(group))
+                ok = self._revert(group, version, len(group)) and ok
+            else:
+                ok = False  # nothing to go back to: leave it out and report it
+        return ok
 
     def _pause(self, seconds: float) -> None:
         self.reporter.message(f"pausing {seconds:g}s before the next batch")

@@ -213,7 +213,9 @@ def deployer_config(
                     "entry_point": "bin/run",
                     "port": spec.app_port,
                     "supervisor": "supervisord",
-                    "health": {"path": "/health"},
+                    # The sample service is healthy within a second of starting: a short
+                    # deadline makes a bad release fail (and be reverted) quickly.
+                    "health": {"path": "/health", "deadline": 10},
                 },
                 "store": {"url": store_url},
                 "trusted_keys": [str(trusted_key)],
@@ -222,7 +224,9 @@ def deployer_config(
                     "socket": str(haproxy_socket),
                     "backend": spec.app,
                     "host": "localhost",
+                    "drain_timeout": 30,
                 },
+                "strategy": {"batch_size": "1", "min_healthy": "1", "on_failure": "rollback"},
             }
         },
     }
