@@ -243,6 +243,22 @@ def test_badhealth_release_fails_health_but_serves_root(
     assert _get(service.port, "/").status == 200
 
 
+def test_fault_file_fails_health_for_the_named_version_only(
+    tmp_path: Path, services: ServiceStarter
+) -> None:
+    fault = tmp_path / "fault"
+    service = services.start(build.build_release("7.0.0", tmp_path / "r", "good"), FAULT_FILE=str(fault))
+    assert _get(service.port, "/health").status == 200
+    fault.write_text("unhealthy 7.1.0\n")
+    assert _get(service.port, "/health").status == 200
+    fault.write_text("unhealthy 7.0.0\n")
+    assert _get(service.port, "/health").status == 503
+    fault.write_text("unhealthy\n")
+    assert _get(service.port, "/health").status == 503
+    fault.unlink()
+    assert _get(service.port, "/health").status == 200
+
+
 def test_errors_release_fails_root_after_errors_after_while_health_stays_ok(
     tmp_path: Path, services: ServiceStarter
 ) -> None:

@@ -35,6 +35,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_ERRORS_AFTER_SECONDS = 5.0
 SLOW_DEFAULT_MS = 1000
+DEFAULT_FAULT_FILE = "/etc/hello/fault"
 SLOW_MAX_MS = 30_000
 # How long SIGTERM waits for in-flight requests before exiting anyway.
 SHUTDOWN_GRACE_SECONDS = 10.0
@@ -183,6 +184,20 @@ class HelloServer(ThreadingHTTPServer):
         )
 
 
+def injected_fault(version: str) -> bool:
+    """Game-day fault injection: a node-local file makes health fail for one or all versions.
+
+    ``$FAULT_FILE`` (default /etc/hello/fault) containing ``unhealthy`` fails every version on
+    this node; ``unhealthy 1.1.0`` fails only that version, so a rollback to another one heals.
+    """
+    path = Path(os.environ.get("FAULT_FILE") or DEFAULT_FAULT_FILE)
+    try:
+        words = path.read_text().split()
+    except OSError:
+        return False
+    return bool(words) and words[0] == "unhealthy" and (len(words) == 1 or version in words[1:])
+
+
 class HelloHandler(BaseHTTPRequestHandler):
     server: HelloServer
     server_version = "hello-service"
@@ -205,7 +220,7 @@ class HelloHandler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         settings = self.server.settings
         if url.path == "/health":
-            if settings.variant == "badhealth":
+            if settings.variant == "badhealth" or injected_fault(settings.version):
                 self._send_json(
                     HTTPStatus.SERVICE_UNAVAILABLE,
                     {"version": settings.version, "node": settings.node, "status": "failing"},
