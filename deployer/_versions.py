@@ -6,7 +6,7 @@ import re
 
 from ._errors import VersionError
 
-__all__ = ["validate_version", "VERSION_PATTERN"]
+__all__ = ["VERSION_PATTERN", "validate_version"]
 
 # SemVer-like: starts with an alphanumeric, then letters, digits, '.', '-', '+' and '_'.
 # No '/', whitespace or shell metacharacters, so a version is always safe as a path component

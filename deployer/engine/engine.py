@@ -345,6 +345,10 @@ class Engine:
                         summary += f"; rolled back {', '.join(updated)}"
                 else:
                     summary += "; rolling back the updated nodes failed"
+            if outcome_status == "rolled_back" and any(
+                st.phase is P.FAILED for st in self._status.values()
+            ):
+                outcome_status = "failed"
         except BaseException as exc:  # crash or second Ctrl-C: record, never hide
             outcome_status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
             self._finish(kind, release.version, outcome_status, f"aborted: {exc!r}", plan, started)
@@ -382,7 +386,8 @@ class Engine:
             raise Interrupted("stopped by the operator while pre-staging (no node was drained)")
         bad = [n for n in plan.targets if n in result.failed_hosts | result.unreachable_hosts]
         if bad or result.status != "successful":
-            details = "; ".join(f"{n}: {self._status[n].detail}" for n in bad) or result.error or result.status
+            details = "; ".join(f"{n}: {self._status[n].detail}" for n in bad)
+            details = details or result.error or result.status
             # Nothing was drained or switched: every node keeps serving what it had.
             for n in plan.targets:
                 why = "pre-staging failed" if n in bad else "not deployed: pre-staging failed elsewhere"
@@ -495,10 +500,8 @@ class Engine:
         ok = True
         for version in sorted({self._status[n].from_version for n in caught}):
             group = [n for n in caught if self._status[n].from_version == version]
-            if version:
-                ok = self._revert(group, version, len(group)) and ok
-            else:
-                ok = False  # nothing to go back to: leave it out and report it
+            # Without an earlier release there is nothing to go back to: leave it, report it.
+            ok = bool(version) and self._revert(group, version, len(group)) and ok
         return ok
 
     def _pause(self, seconds: float) -> None:

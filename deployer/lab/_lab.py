@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import http.client
 import json
 import os
@@ -79,6 +80,10 @@ _START_TIMEOUT = 20.0
 _SEED_TIMEOUT = 30.0
 # Longest unix socket path the kernel accepts (sun_path is 108 bytes, NUL included).
 _MAX_SOCKET_PATH = 107
+
+
+# Written last into releases/<version> by the release role; marks a complete, verified stage.
+RELEASE_MARKER = ".deployer-release.json"
 
 
 @dataclass
@@ -804,8 +809,15 @@ class Lab:
             if not os.path.lexists(self._node_layout(n).root / "opt" / "current")
         ]
         if to_seed:
+            data = tarball.read_bytes()
+            # The same completeness marker the release role writes, so the role can later
+            # switch back to this release without downloading it again.
+            marker = json.dumps(
+                {"version": version, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+            ) + "\n"
             with tempfile.TemporaryDirectory(dir=self.dir, prefix=".seed-") as tmp:
                 release = self._unpack(tarball, Path(tmp))
+                (release / RELEASE_MARKER).write_text(marker)
                 for node in to_seed:
                     self._install_release(state, node, release, version)
         return to_seed

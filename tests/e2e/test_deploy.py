@@ -1,0 +1,230 @@
+"""The rolling deployer end to end on the lab, through the real CLI: real sshd nodes,
+supervisord, HAProxy's runtime API, signed releases pulled from the lab's store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from deployer.lab import Lab
+
+pytestmark = pytest.mark.e2e
+
+Ssh = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def cli(the_lab: Lab, *args: str, check: bool | None = None) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(
+        [sys.executable, "-m", "deployer", *args, "--config", str(the_lab.config_path)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"},
+        check=False,
+    )
+    if check is not None and (r.returncode == 0) != check:
+        raise AssertionError(f"deployer {' '.join(args)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def fleet(the_lab: Lab) -> dict[str, dict[str, Any]]:
+    r = cli(the_lab, "status", "--env", "lab", "--json", check=True)
+    return {n["node"]: n for n in json.loads(r.stdout)["nodes"]}
+
+
+def app_pids(the_lab: Lab, lab_ssh: Ssh) -> dict[str, str]:
+    """Each node's app PID as its supervisord reports it (a restart changes it)."""
+    pids = {}
+    for node in ("node1", "node2", "node3"):
+        r = lab_ssh(the_lab, node, "supervisorctl pid hello")
+        assert r.returncode == 0, r.stderr
+        pids[node] = r.stdout.strip()
+    return pids
+
+
+def history(the_lab: Lab) -> list[dict[str, Any]]:
+    return list(json.loads(cli(the_lab, "history", "--env", "lab", "--json", check=True).stdout))
+
+
+def events(the_lab: Lab, deployment: int) -> list[tuple[str, str]]:
+    r = cli(the_lab, "history", "--env", "lab", "--json", "--deployment", str(deployment), check=True)
+    return [(e["node"], e["phase"]) for e in json.loads(r.stdout)["events"]]
+
+
+def assert_all_serving(the_lab: Lab, version: str) -> None:
+    nodes = fleet(the_lab)
+    assert {n: (s["version"], s["load_balancer"], s["healthy"]) for n, s in nodes.items()} == {
+        n: (version, "UP", True) for n in ("node1", "node2", "node3")
+    }
+
+
+def test_deploy_plan_rerun_and_rollback(make_lab: Callable[..., Lab], lab_ssh: Ssh) -> None:
+    the_lab = make_lab(nodes=3, seed="1.0.0")
+    assert_all_serving(the_lab, "1.0.0")
+
+    # plan changes nothing: same PIDs, same versions, no deployment recorded.
+    before = app_pids(the_lab, lab_ssh)
+    r = cli(the_lab, "plan", "--env", "lab", "--version", "1.1.0", check=True)
+    assert "batch 1: node1" in r.stdout and "batch 3: node3" in r.stdout
+    assert "capacity floor: 1" in r.stdout
+    assert app_pids(the_lab, lab_ssh) == before
+    assert_all_serving(the_lab, "1.0.0")
+    assert history(the_lab) == []
+
+    r = cli(the_lab, "deploy", "--env", "lab", "--version", "1.1.0", check=True)
+    assert "succeeded" in r.stderr
+    assert_all_serving(the_lab, "1.1.0")
+    first = history(the_lab)[0]
+    assert (first["version"], first["status"]) == ("1.1.0", "succeeded")
+    assert [p for n, p in events(the_lab, first["id"]) if n == "node2"] == [
+        "staging", "staged", "draining", "deploying", "smoke", "rejoining", "done"]
+
+    # A rerun of a finished deployment changes nothing on any node.
+    after = app_pids(the_lab, lab_ssh)
+    assert after != before
+    r = cli(the_lab, "deploy", "--env", "lab", "--version", "1.1.0", check=True)
+    assert "nothing to do" in r.stderr
+    assert app_pids(the_lab, lab_ssh) == after
+
+    # Rollback goes back to what ran before the last deployment.
+    r = cli(the_lab, "rollback", "--env", "lab", check=True)
+    assert "back to 1.0.0" in r.stderr
+    assert_all_serving(the_lab, "1.0.0")
+    assert history(the_lab)[0]["kind"] == "rollback"
+
+
+def test_bad_release_is_reverted_on_the_first_node_only(make_lab: Callable[..., Lab], lab_ssh: Ssh) -> None:
+    the_lab = make_lab(nodes=3, seed="1.0.0")
+    before = app_pids(the_lab, lab_ssh)
+    r = cli(the_lab, "deploy", "--env", "lab", "--version", "1.2.0-badhealth")
+    assert r.returncode == 10, r.stderr
+    assert "Traceback" not in r.stderr
+    assert_all_serving(the_lab, "1.0.0")
+    pids = app_pids(the_lab, lab_ssh)
+    assert pids["node1"] != before["node1"]  # switched, failed, reverted, restarted
+    assert {n: pids[n] for n in ("node2", "node3")} == {n: before[n] for n in ("node2", "node3")}
+    last = history(the_lab)[0]
+    assert last["status"] == "rolled_back"
+    node1 = [p for n, p in events(the_lab, last["id"]) if n == "node1"]
+    assert node1[-2:] == ["reverting", "reverted"]
+    assert "draining" not in [p for n, p in events(the_lab, last["id"]) if n != "node1"]
+
+
+def test_failure_on_the_last_node_rolls_the_others_back(make_lab: Callable[..., Lab]) -> None:
+    the_lab = make_lab(nodes=3, seed="1.0.0")
+    # Game-day fault: only node3 fails its health check, and only on 1.1.0.
+    (the_lab.dir / "nodes" / "node3" / "etc" / "fault").write_text("unhealthy 1.1.0\n")
+    r = cli(the_lab, "deploy", "--env", "lab", "--version", "1.1.0")
+    assert r.returncode == 10, r.stderr
+    assert_all_serving(the_lab, "1.0.0")
+    last = history(the_lab)[0]
+    assert last["status"] == "rolled_back"
+    ev = events(the_lab, last["id"])
+    for node in ("node1", "node2"):
+        assert [p for n, p in ev if n == node][-3:] == ["done", "reverting", "reverted"]
+    # Rolled back in reverse order: node2 before node1.
+    order = [n for n, p in ev if p == "reverting" and n in ("node1", "node2")]
+    assert order == ["node2", "node1"]
+
+
+def test_a_second_deployment_is_refused_while_one_runs(make_lab: Callable[..., Lab]) -> None:
+    the_lab = make_lab(nodes=3, seed="1.0.0")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "deployer", "deploy", "--env", "lab", "--version", "1.1.0",
+         "--config", str(the_lab.config_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status = json.loads(cli(the_lab, "status", "--env", "lab", "--json", check=True).stdout)
+            if status["locked_by"]:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the first deployment never took the lock")
+        r = cli(the_lab, "deploy", "--env", "lab", "--version", "1.1.0")
+        assert r.returncode == 6 and "locked by deployment" in r.stderr
+    finally:
+        _out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    assert_all_serving(the_lab, "1.1.0")
+    assert [h["status"] for h in history(the_lab)] == ["succeeded"]
+
+
+def test_ctrl_c_finishes_the_batch_and_leaves_every_node_in_service(
+    make_lab: Callable[..., Lab],
+) -> None:
+    the_lab = make_lab(nodes=3, seed="1.0.0")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deployer", "deploy", "--env", "lab", "--version", "1.1.0",
+         "--config", str(the_lab.config_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stderr is not None
+    seen = ""
+    for line in proc.stderr:
+        seen += line
+        if "node1" in line and "draining" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.communicate(timeout=600)[1]
+    assert proc.returncode == 130, seen + rest
+    assert "cancelled" in rest
+    nodes = fleet(the_lab)
+    assert {n: s["load_balancer"] for n, s in nodes.items()} == dict.fromkeys(nodes, "UP")
+    assert nodes["node1"]["version"] == "1.1.0"  # the batch under way was finished
+    assert {nodes[n]["version"] for n in ("node2", "node3")} == {"1.0.0"}
+    assert history(the_lab)[0]["status"] == "cancelled"
+
+
+def test_a_killed_deployer_leaves_a_trail_and_recover_fixes_it(make_lab: Callable[..., Lab]) -> None:
+    the_lab = make_lab(nodes=3, seed="1.0.0")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deployer", "deploy", "--env", "lab", "--version", "1.1.0",
+         "--config", str(the_lab.config_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "node1" in line and "deploying" in line:
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver and its ansible-playbook
+            break
+    proc.wait(timeout=30)
+    # The journal says what happened; status shows node1 out of the load balancer.
+    last = history(the_lab)[0]
+    assert last["status"] == "failed" and "ended unexpectedly" in last["summary"]
+    assert ("node1", "deploying") in events(the_lab, last["id"])
+    assert fleet(the_lab)["node1"]["load_balancer"] in ("MAINT", "DRAIN")
+    r = cli(the_lab, "recover", "--env", "lab", check=True)
+    assert "put back into service" in r.stderr
+    deadline = time.monotonic() + 30
+    while fleet(the_lab)["node1"]["load_balancer"] != "UP" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert {s["load_balancer"] for s in fleet(the_lab).values()} == {"UP"}
+
+
+def test_bad_input_is_refused_and_changes_nothing(make_lab: Callable[..., Lab], lab_ssh: Ssh) -> None:
+    the_lab = make_lab(nodes=3, seed="1.0.0")
+    before = app_pids(the_lab, lab_ssh)
+    cases = [
+        (("deploy", "--env", "lab", "--version", "9.9.9"), 4, "9.9.9"),
+        (("deploy", "--env", "lab", "--version", "1.0;reboot"), 2, "not a valid version"),
+        (("deploy", "--env", "nope", "--version", "1.1.0"), 2, "no environment named 'nope'"),
+    ]
+    for args, code, text in cases:
+        r = cli(the_lab, *args)
+        assert (r.returncode, text in r.stderr, "Traceback" in r.stderr) == (code, True, False), r.stderr
+    # A tampered tarball in the store is refused before any node is touched.
+    tarball = next((the_lab.store_dir / "hello" / "1.1.0").glob("*.tar.gz"))
+    tarball.write_bytes(tarball.read_bytes() + b"tampered")
+    r = cli(the_lab, "deploy", "--env", "lab", "--version", "1.1.0")
+    assert (r.returncode == 5 and "sha256" in r.stderr.lower()) or "bytes" in r.stderr, r.stderr
+    assert app_pids(the_lab, lab_ssh) == before
+    assert history(the_lab) == []
+    assert_all_serving(the_lab, "1.0.0")
