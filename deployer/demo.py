@@ -87,7 +87,7 @@ def _lab_value(key: str) -> str:
 
 
 def _store_url() -> str:
-    return _lab_value("store.url")
+    return _lab_value("store_url")
 
 
 def _frontend_url() -> str:

@@ -88,8 +88,9 @@ def _print_outcome(outcome: Outcome, as_json: bool) -> None:
         print_json(outcome.to_dict())
         return
     table = Table(title=f"deployment {outcome.deployment_id}: {outcome.kind} {outcome.version}")
-    for col in ("node", "from", "to", "result", "out of LB", "detail"):
-        table.add_column(col)
+    for col in ("node", "from", "to", "result", "out of LB"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("detail", overflow="fold", ratio=1)
     for st in outcome.nodes.values():
         style = _PHASE_STYLE.get(st.phase, "white")
         table.add_row(
@@ -242,14 +243,17 @@ def history(
         print_json([r.to_dict() for r in records])
         return
     table = Table(title=f"{env_name}: deployments")
-    for col in ("id", "kind", "version", "status", "start", "end", "by", "summary"):
+    for col in ("id", "kind", "version", "status", "start (UTC)", "took", "by"):
         table.add_column(col)
+    table.add_column("summary", overflow="fold", ratio=1)
     colours = {"succeeded": "green", "failed": "red", "rolled_back": "yellow",
                "cancelled": "yellow", "running": "cyan"}
     for r in records:
         d = r.to_dict()
+        took = f"{r.ended_at - r.started_at:.0f}s" if r.ended_at else "-"
         table.add_row(str(r.id), r.kind, r.version, f"[{colours.get(r.status, 'white')}]{r.status}[/]",
-                      d["start"], d["end"] or "-", r.actor, escape(r.summary[:100]))
+                      d["start"][5:16].replace("T", " "), took, r.actor.split("@")[0],
+                      escape(r.summary[:160]))
     out.print(table)
 
 

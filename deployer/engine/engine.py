@@ -83,6 +83,8 @@ class NodeStatus:
     out_since: float | None = None
     out_seconds: float | None = None
     outcome_fact: str = ""
+    # The first failure reported for this node: the root cause, not the cleanup's echo of it.
+    cause: str = ""
 
     @property
     def name(self) -> str:
@@ -351,7 +353,11 @@ class Engine:
                 outcome_status = "failed"
         except BaseException as exc:  # crash or second Ctrl-C: record, never hide
             outcome_status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
-            self._finish(kind, release.version, outcome_status, f"aborted: {exc!r}", plan, started)
+            outcome = self._finish(kind, release.version, outcome_status, f"aborted: {exc}", plan, started)
+            for line in outcome.out_of_service:
+                self.reporter.message(f"out of service: {line}")
+            for fix in outcome.fix_commands:
+                self.reporter.message(f"fix: {fix}")
             raise
         return self._finish(kind, release.version, outcome_status, summary, plan, started)
 
@@ -360,12 +366,11 @@ class Engine:
         for name in failed:
             st = self._status[name]
             what = {
-                P.REVERTED: f"reverted to {st.from_version or 'nothing'}",
-                P.FAILED: "FAILED and may be out of service",
-            }.get(st.phase, st.phase.value)
-            why = f": {st.detail}" if st.detail else ""
-            parts.append(f"{name} {what}{why}")
-        return f"deploying {version} failed on " + "; ".join(parts)
+                P.REVERTED: f"{name} was reverted to {st.from_version or 'nothing'}",
+                P.FAILED: f"{name} FAILED and may be out of service",
+            }.get(st.phase, f"{name} is {st.phase.value}")
+            parts.append(f"{name}: {st.cause or 'failed'} — {what}")
+        return f"{version} failed on " + "; ".join(parts)
 
     def _prestage(self, release: Release, plan: Plan) -> None:
         """Pull, verify and unpack on every target in parallel while they keep serving."""
@@ -386,12 +391,12 @@ class Engine:
             raise Interrupted("stopped by the operator while pre-staging (no node was drained)")
         bad = [n for n in plan.targets if n in result.failed_hosts | result.unreachable_hosts]
         if bad or result.status != "successful":
-            details = "; ".join(f"{n}: {self._status[n].detail}" for n in bad)
+            details = "; ".join(f"{n}: {self._status[n].cause}" for n in bad)
             details = details or result.error or result.status
             # Nothing was drained or switched: every node keeps serving what it had.
             for n in plan.targets:
                 why = "pre-staging failed" if n in bad else "not deployed: pre-staging failed elsewhere"
-                self._move(n, P.SKIPPED, f"{why}: {self._status[n].detail}" if n in bad else why)
+                self._move(n, P.SKIPPED, f"{why}: {self._status[n].cause}" if n in bad else why)
             raise DeploymentFailed(f"pre-staging {release.version} failed ({details})")
         for name in plan.targets:
             self._move(name, P.STAGED)
@@ -434,12 +439,12 @@ class Engine:
             st = self._status[name]
             if name in result.unreachable_hosts:
                 st.unreachable = True
-                self._move(name, P.FAILED, st.detail or "unreachable")
+                self._move(name, P.FAILED, st.cause or "unreachable")
             elif name in result.failed_hosts:
                 if st.outcome_fact == "reverted" and st.phase is P.REVERTING:
-                    self._move(name, P.REVERTED, st.detail)
+                    self._move(name, P.REVERTED, st.cause)
                 else:
-                    self._move(name, P.FAILED, st.detail or "failed")
+                    self._move(name, P.FAILED, st.cause or "failed")
             elif result.status == "successful" and st.phase in OUT_OF_SERVICE | {P.STAGED, P.DONE}:
                 self._move(name, success)
 
@@ -520,10 +525,10 @@ class Engine:
         if ev.facts.get("deployer_node_outcome"):
             st.outcome_fact = str(ev.facts["deployer_node_outcome"])
         if ev.kind == "failed" and not ev.ignore_errors:
-            st.detail = ev.message or ev.task
+            st.cause = st.cause or ev.message or f"task failed: {ev.task}"
         elif ev.kind == "unreachable":
             st.unreachable = True
-            st.detail = ev.message or "unreachable"
+            st.cause = st.cause or f"unreachable: {ev.message}"
         if ev.kind != "task_start" or ev.role is None or ev.task_file is None:
             return
         phase = PHASE_BY_TASK_FILE.get((ev.role, ev.task_file))
