@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 __all__ = [
     "AnsibleRunner",
+    "RecordingRunner",
     "ReplayRunner",
     "RunRequest",
     "RunResult",
@@ -314,3 +315,29 @@ class ReplayRunner:
             status=status, rc=0 if status == "successful" else 2,
             ok_hosts=frozenset(ok), failed_hosts=frozenset(failed), unreachable_hosts=frozenset(dark),
         )
+
+
+class RecordingRunner:
+    """Wrap a runner and keep every run's events, to replay later with :class:`ReplayRunner`."""
+
+    def __init__(self, inner: Runner, path: Path) -> None:
+        self.inner = inner
+        self.path = path
+        self.scripts: list[dict[str, Any]] = []
+
+    def run(self, request: RunRequest, on_event: EventSink, cancelled: CancelCheck) -> RunResult:
+        events: list[RunnerEvent] = []
+
+        def keep(ev: RunnerEvent) -> None:
+            events.append(ev)
+            on_event(ev)
+
+        result = self.inner.run(request, keep, cancelled)
+        self.scripts.append({
+            "playbook": request.playbook,
+            "hosts": list(request.hosts),
+            "status": result.status,
+            "events": [e.to_dict() for e in events],
+        })
+        self.path.write_text(json.dumps(self.scripts, indent=1, sort_keys=True, default=str) + "\n")
+        return result

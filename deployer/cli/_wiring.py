@@ -13,7 +13,7 @@ from .._config import Config, EnvironmentConfig
 from ..adapters.haproxy import HAProxyRuntime
 from ..adapters.inventory import load_nodes
 from ..adapters.journal import Journal
-from ..adapters.runner import AnsibleRunner, Runner
+from ..adapters.runner import AnsibleRunner, RecordingRunner, Runner
 from ..engine.engine import Engine, LoadBalancer, Release, Reporter
 
 
@@ -60,11 +60,16 @@ def build_engine(
     nodes = load_nodes(env.inventory, env.group)
     lb = load_balancer_for(env)
     state = Path(config.state_dir)
+    if runner is None:
+        runner = AnsibleRunner(artifacts_root=state / "runs")
+        record = os.environ.get("DEPLOYER_RECORD_EVENTS")
+        if record:  # keep every run's events, e.g. to make replay fixtures for engine tests
+            runner = RecordingRunner(runner, Path(record))
     return Engine(
         env_name=env_name,
         env=env,
         nodes=nodes,
-        runner=runner or AnsibleRunner(artifacts_root=state / "runs"),
+        runner=runner,
         journal=journal_for(config),
         verify_release=release_verifier(env),
         lb=lb,

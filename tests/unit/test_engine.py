@@ -21,6 +21,7 @@ from deployer.cli._wiring import release_verifier
 from deployer.engine.engine import Engine, Outcome
 
 NODES = ["node1", "node2", "node3"]
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def ev(kind: str, host: str | None, role: str | None = None, file: str | None = None,
@@ -89,7 +90,7 @@ def world(tmp_path: Path) -> dict[str, Path]:
     """A config, inventory and signed releases 1.0.0 and 1.1.0 in a real file store."""
     keys = generate_keypair(tmp_path / "keys", "release")
     store = open_store(f"file://{tmp_path / 'store'}")
-    for version in ("1.0.0", "1.1.0"):
+    for version in ("1.0.0", "1.1.0", "1.2.0-badhealth"):
         src = tmp_path / "src" / version / "bin"
         src.mkdir(parents=True)
         (src / "run").write_text(f"#!/bin/sh\necho {version}\n")
@@ -115,13 +116,13 @@ def world(tmp_path: Path) -> dict[str, Path]:
     return {"config": config, "root": tmp_path}
 
 
-def make_engine(world: dict[str, Path], scripts: list[tuple[str, list[RunnerEvent], str]],
+def make_engine(world: dict[str, Path], scripts: list[tuple[str, list[RunnerEvent], str]] | ReplayRunner,
                 **strategy: object) -> tuple[Engine, ReplayRunner, Journal]:
     cfg = load_config(world["config"])
     env = cfg.environment("lab")
     if strategy:
         env = env.model_copy(update={"strategy": env.strategy.model_copy(update=strategy)})
-    runner = ReplayRunner(scripts)
+    runner = scripts if isinstance(scripts, ReplayRunner) else ReplayRunner(scripts)
     journal = Journal(cfg.state_dir / "journal.sqlite")
     engine = Engine(env_name="lab", env=env, nodes=load_nodes(env.inventory, env.group), runner=runner,
                     journal=journal, verify_release=release_verifier(env), lb=None)
@@ -297,3 +298,40 @@ def test_a_second_deployment_is_refused_by_the_lock(world: dict[str, Path]) -> N
     assert engine.deploy("1.1.0").status == "succeeded"
     assert journal.lock_info("lab") is None
     assert os.getpid() != holder.pid
+
+
+# -- replays of events recorded from real runs on the lab (DEPLOYER_RECORD_EVENTS=...) ------------
+
+
+def test_recorded_successful_rollout(world: dict[str, Path]) -> None:
+    engine, runner, journal = make_engine(world, ReplayRunner.from_file(FIXTURES / "rollout_success.json"))
+    outcome = engine.deploy("1.1.0")
+    assert outcome.status == "succeeded"
+    for node in NODES:
+        assert phases(journal, outcome, node) == [
+            "staging", "staged", "draining", "deploying", "smoke", "rejoining", "done"]
+        assert outcome.nodes[node].from_version == "1.0.0"
+        assert outcome.nodes[node].out_seconds is not None
+    assert not runner.scripts  # every recorded run was asked for, in order
+
+
+def test_recorded_bad_release_reverted_on_first_node(world: dict[str, Path]) -> None:
+    engine, runner, journal = make_engine(
+        world, ReplayRunner.from_file(FIXTURES / "rollout_bad_first_node.json"))
+    outcome = engine.deploy("1.2.0-badhealth")
+    assert outcome.status == "rolled_back"
+    assert phases(journal, outcome, "node1")[-4:] == ["deploying", "smoke", "reverting", "reverted"]
+    assert "status 503" in outcome.nodes["node1"].cause
+    assert [outcome.nodes[n].phase.value for n in ("node2", "node3")] == ["staged", "staged"]
+    assert not runner.scripts
+
+
+def test_recorded_failure_on_last_node_rolls_back_in_reverse(world: dict[str, Path]) -> None:
+    engine, runner, journal = make_engine(
+        world, ReplayRunner.from_file(FIXTURES / "rollout_fails_on_last_node.json"))
+    outcome = engine.deploy("1.0.0")
+    assert outcome.status == "rolled_back"
+    assert [list(r.hosts) for r in runner.requests if r.playbook == "revert.yml"] == [["node2"], ["node1"]]
+    assert {n: s.phase.value for n, s in outcome.nodes.items()} == dict.fromkeys(NODES, "reverted")
+    assert phases(journal, outcome, "node3")[-2:] == ["reverting", "reverted"]
+    assert not runner.scripts

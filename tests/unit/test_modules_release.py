@@ -225,6 +225,7 @@ def test_switch_moves_current_and_previous_and_prunes(tmp_path: Path) -> None:
         "current": "2",
         "previous": "",
         "staged": ["2", "4"],
+        "staged_sha256": {"2": "", "4": ""},
     }
 
 

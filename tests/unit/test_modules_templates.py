@@ -63,7 +63,7 @@ def test_supervisord_program_file_has_the_expected_format(tmp_path: Path) -> Non
             'environment=HOST="127.0.1.3",PORT="8000",APP_VERSION="1.1.0"',
             "autostart=true",
             "autorestart=true",
-            "startsecs=1",
+            "startsecs=0",
             "stopsignal=TERM",
             "stopwaitsecs=10",
             "stdout_logfile=/var/log/hello/app.log",
