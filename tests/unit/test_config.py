@@ -48,13 +48,17 @@ def test_a_minimal_config_loads_with_defaults(tmp_path: Path) -> None:
 def test_the_commented_example_is_valid(tmp_path: Path) -> None:
     example = REPO / "examples" / "deployer.yml"
     (tmp_path / "cfg").mkdir()
-    (tmp_path / "inventories" / "example").mkdir(parents=True)
-    (tmp_path / "inventories" / "example" / "hosts.yml").write_text("all:\n  hosts:\n    a: {}\n")
+    (tmp_path / "inventories").mkdir()
+    shutil.copy(REPO / "inventories" / "production.example.yml", tmp_path / "inventories")
     (tmp_path / "keys").mkdir()
     (tmp_path / "keys" / "release.pub").write_text("x\n")
     shutil.copy(example, tmp_path / "cfg" / "deployer.yml")
     cfg = load_config(tmp_path / "cfg" / "deployer.yml")
-    assert cfg.environment("prod").app.supervisor == "systemd"
+    env = cfg.environment("prod")
+    assert env.app.supervisor == "systemd"
+    from deployer.adapters.inventory import load_nodes
+
+    assert [n.name for n in load_nodes(env.inventory, env.group)] == ["web1", "web2", "web3"]
 
 
 @pytest.mark.parametrize(
