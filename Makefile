@@ -1,30 +1,20 @@
-# The two commands of the README, and the checks behind them.
-VENV := .venv
-BIN := $(VENV)/bin
-export PATH := $(CURDIR)/$(BIN):$(PATH)
+# Shortcuts for the scripts the README names (the scripts work without make).
+.PHONY: demo test lint bench clean
 
-.PHONY: demo test setup setup-test lint unit e2e molecule bench clean
+demo:
+	scripts/demo
 
-## Run the main job on this machine: install what is missing, bring the lab up, roll releases.
-demo: setup
-	$(BIN)/python -m deployer.demo
-
-## Run the whole test suite (installs what is missing first).
-test: setup-test
+test:
 	scripts/test
 
-setup:
-	scripts/bootstrap.sh
-
-setup-test:
+lint:
 	scripts/bootstrap.sh --test
+	PATH="$(CURDIR)/.venv/bin:$$PATH" scripts/lint
 
-lint: setup-test
-	scripts/lint
-
-bench: setup-test
-	$(BIN)/python -m bench
+bench:
+	scripts/bootstrap.sh --test
+	.venv/bin/python -m bench
 
 clean:
-	-$(BIN)/deployer lab down
-	rm -rf $(VENV) .deployer .lab
+	-.venv/bin/deployer lab down
+	rm -rf .venv .deployer

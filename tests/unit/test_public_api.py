@@ -22,7 +22,7 @@ def test_top_level_exports() -> None:
         assert hasattr(deployer, name)
 
 
-def test_every_error_derives_from_the_root_and_has_a_distinct_documented_code() -> None:
+def test_every_error_derives_from_the_root_and_has_its_documented_exit_code() -> None:
     errors = [getattr(_errors, n) for n in _errors.__all__]
     assert all(issubclass(e, deployer.DeployerError) for e in errors)
     doc = _errors.__doc__ or ""
