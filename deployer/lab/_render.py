@@ -41,6 +41,9 @@ class NodeLayout:
             (self.root / "log", f"/var/log/{app}"),
             (self.root / "supervisor-conf.d", "/etc/supervisor/conf.d"),
             (self.root / "supervisor-log", "/var/log/supervisor"),
+            # A home of its own, like a fresh VM: the controller's dotfiles (shell start-up
+            # scripts, Ansible's temp dirs) are neither shared nor run on every SSH command.
+            (self.root / "home-root", "/root"),
         ]
 
     @property
