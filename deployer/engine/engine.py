@@ -575,8 +575,9 @@ class Engine:
             self.reporter.message(f"could not read the load balancer: {exc}")
         for st in self._status.values():
             s = states.get(st.node.lb_server)
-            lb_out = s is not None and s.admin != "ready"
-            if st.phase in OUT_OF_SERVICE or lb_out:
+            # The load balancer's word wins; without it, trust the node's last phase.
+            out = not s.in_service if s is not None else st.phase in OUT_OF_SERVICE
+            if out:
                 label = s.label if s is not None else "unknown"
                 out_of_service.append(f"{st.name} ({st.phase.value}, load balancer: {label})")
                 self.journal.record_phase(

@@ -228,3 +228,38 @@ def test_bad_input_is_refused_and_changes_nothing(make_lab: Callable[..., Lab], 
     assert app_pids(the_lab, lab_ssh) == before
     assert history(the_lab) == []
     assert_all_serving(the_lab, "1.0.0")
+
+
+def test_a_node_lost_mid_rollout_stays_out_and_the_rest_is_rolled_back(
+    make_lab: Callable[..., Lab],
+) -> None:
+    from deployer.lab._procs import pids_in_mount_namespace, stop_processes
+
+    the_lab = make_lab(nodes=3, seed="1.0.0")
+    node2_ns = json.loads((the_lab.dir / "lab.json").read_text())["nodes"][1]["mount_namespace"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deployer", "deploy", "--env", "lab", "--version", "1.1.0",
+         "--config", str(the_lab.config_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stderr is not None
+    seen = ""
+    for line in proc.stderr:
+        seen += line
+        if "node2" in line and "draining" in line:
+            # The VM dies once drained: sshd, supervisord, the app, every session.
+            stop_processes(pids_in_mount_namespace(node2_ns), timeout=5)
+            break
+    rest = proc.communicate(timeout=600)[1]
+    assert proc.returncode == 11, seen + rest  # failed, and a node may be out of service
+    assert "deployer recover --env lab" in rest
+    last = history(the_lab)[0]
+    assert last["status"] == "failed"
+    ev = events(the_lab, last["id"])
+    assert ("node2", "failed") in ev and ("node2", "out_of_service") in ev
+    assert [p for n, p in ev if n == "node1"][-2:] == ["reverting", "reverted"]
+    status = json.loads(cli(the_lab, "status", "--env", "lab", "--json", check=True).stdout)
+    nodes = {n["node"]: n for n in status["nodes"]}
+    assert nodes["node2"]["load_balancer"] == "MAINT"  # never put back while unreachable
+    assert {n: (nodes[n]["version"], nodes[n]["load_balancer"]) for n in ("node1", "node3")} == {
+        "node1": ("1.0.0", "UP"), "node3": ("1.0.0", "UP")}
