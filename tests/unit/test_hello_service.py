@@ -284,10 +284,23 @@ def test_sigterm_lets_in_flight_request_finish_then_exits_zero(
     release = build.build_release("7.0.0", tmp_path / "r")
     service = services.start(release)
     results: list[Response] = []
-    in_flight = threading.Thread(target=lambda: results.append(_get(service.port, "/slow?ms=800")))
+    sent = threading.Event()
+
+    def slow_request() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", service.port, timeout=5)
+        try:
+            connection.request("GET", "/slow?ms=1500")
+            sent.set()
+            answer = connection.getresponse()
+            results.append(Response(answer.status, answer.getheader("Content-Type", ""), answer.read()))
+        finally:
+            connection.close()
+
+    in_flight = threading.Thread(target=slow_request)
     request_sent = time.monotonic()
     in_flight.start()
-    time.sleep(0.2)  # the request is now being served (it sleeps 800 ms)
+    assert sent.wait(timeout=5)
+    time.sleep(0.4)  # the server has accepted it and is serving it (it sleeps 1500 ms)
 
     service.process.send_signal(signal.SIGTERM)
 
@@ -303,8 +316,8 @@ def test_sigterm_lets_in_flight_request_finish_then_exits_zero(
     in_flight.join(timeout=5)
 
     assert refused_while_in_flight
-    assert [(r.status, r.json()["ms"]) for r in results] == [(200, 800)]
-    assert time.monotonic() - request_sent >= 0.8
+    assert [(r.status, r.json()["ms"]) for r in results] == [(200, 1500)]
+    assert time.monotonic() - request_sent >= 1.5
     assert service.process.wait(timeout=5) == 0
     assert "all in-flight requests finished" in service.log()
 

@@ -320,35 +320,42 @@ def run(params: dict[str, Any], check_mode: bool = False) -> dict[str, Any]:
     raise RuntimeApiError(f"unknown state {state!r}; use drain, maint, ready or query")
 
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "socket": {"type": "str", "required": True},
-            "backend": {"type": "str", "required": True},
-            "server": {"type": "str", "required": True},
-            "state": {
-                "type": "str",
-                "default": "query",
-                "choices": ["drain", "maint", "ready", "query"],
-            },
-            "drain_timeout": {"type": "float", "default": 30},
-            "up_timeout": {"type": "float", "default": 30},
-            "poll_interval": {"type": "float", "default": 0.05},
-            "force_health_up": {"type": "bool", "default": False},
-            "command_timeout": {"type": "float", "default": 5},
-        },
-        supports_check_mode=True,
+ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
+    "socket": {"type": "str", "required": True},
+    "backend": {"type": "str", "required": True},
+    "server": {"type": "str", "required": True},
+    "state": {
+        "type": "str",
+        "default": "query",
+        "choices": ["drain", "maint", "ready", "query"],
+    },
+    "drain_timeout": {"type": "float", "default": 30},
+    "up_timeout": {"type": "float", "default": 30},
+    "poll_interval": {"type": "float", "default": 0.05},
+    "force_health_up": {"type": "bool", "default": False},
+    "command_timeout": {"type": "float", "default": 5},
+}
+
+
+def drain_warning(params: dict[str, Any], result: dict[str, Any]) -> str:
+    """The warning for a server put in maintenance with sessions still open ('' if none)."""
+    if not result.get("drain_timed_out"):
+        return ""
+    return (
+        f"{params['backend']}/{params['server']} still had {result['sessions']} session(s) after "
+        f"{params['drain_timeout']:g}s of draining; it was put in maintenance anyway"
     )
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     try:
         result = run(module.params, check_mode=module.check_mode)
     except RuntimeApiError as exc:
         module.fail_json(msg=str(exc), backend=module.params["backend"], server=module.params["server"])
-    if result.get("drain_timed_out"):
-        module.warn(
-            f"{module.params['backend']}/{module.params['server']} still had "
-            f"{result['sessions']} session(s) after {module.params['drain_timeout']:g}s of "
-            "draining; it was put in maintenance anyway"
-        )
+    warning = drain_warning(module.params, result)
+    if warning:
+        module.warn(warning)
     module.exit_json(backend=module.params["backend"], server=module.params["server"], **result)
 
 

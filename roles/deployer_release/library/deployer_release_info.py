@@ -42,6 +42,10 @@ staged:
   type: list
   elements: str
   returned: always
+staged_sha256:
+  description: The SHA-256 of the tarball each staged version was unpacked from.
+  type: dict
+  returned: always
 """
 
 import json
@@ -68,8 +72,13 @@ def linked_version(base_dir: str, name: str) -> str:
 
 
 def staged_versions(base_dir: str) -> list[str]:
+    return [name for name, _ in staged_releases(base_dir)]
+
+
+def staged_releases(base_dir: str) -> list[tuple[str, str]]:
+    """(version, tarball SHA-256) of each completely staged release, oldest first."""
     releases = os.path.join(base_dir, "releases")
-    found: list[tuple[float, str]] = []
+    found: list[tuple[float, str, str]] = []
     try:
         names = os.listdir(releases)
     except OSError:
@@ -83,18 +92,20 @@ def staged_versions(base_dir: str) -> list[str]:
         except (OSError, ValueError):
             continue
         if isinstance(data, dict) and data.get("version") == name:
-            found.append((stamp, name))
-    return [name for _, name in sorted(found)]
+            found.append((stamp, name, str(data.get("sha256") or "")))
+    return [(name, sha256) for _, name, sha256 in sorted(found)]
 
 
 def run(params: dict[str, Any]) -> dict[str, Any]:
     base_dir = os.path.abspath(params["base_dir"])
+    staged = staged_releases(base_dir)
     return {
         "changed": False,
         "base_dir": base_dir,
         "current": linked_version(base_dir, "current"),
         "previous": linked_version(base_dir, "previous"),
-        "staged": staged_versions(base_dir),
+        "staged": [name for name, _ in staged],
+        "staged_sha256": dict(staged),
     }
 
 
