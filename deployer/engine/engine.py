@@ -189,9 +189,18 @@ class Engine:
 
     def probe(self) -> dict[str, NodeFacts]:
         """Read each node's current/previous release and health (changes nothing)."""
+        facts, _ = self._survey("probe.yml", self._base_vars(), lambda: self._abort.is_set())
+        return facts
+
+    def _survey(
+        self, playbook: str, extravars: Mapping[str, Any], cancelled: Callable[[], bool]
+    ) -> tuple[dict[str, NodeFacts], RunResult]:
+        """Run a playbook on every node that reports releases and health (probe.yml, or
+        prestage.yml, which also stages the release) and collect what each node said."""
         facts = {n.name: NodeFacts() for n in self.nodes}
 
         def on_event(ev: RunnerEvent) -> None:
+            self._on_event(ev)  # phases and causes, when a deployment is under way
             if ev.host not in facts or ev.kind not in ("ok", "failed"):
                 return
             f = facts[ev.host]
@@ -204,14 +213,14 @@ class Engine:
 
         result = self.runner.run(
             RunRequest(
-                playbook="probe.yml",
+                playbook=playbook,
                 inventory=self.env.inventory,
                 hosts=[n.name for n in self.nodes],
-                extravars=self._base_vars(),
+                extravars=extravars,
                 forks=max(1, len(self.nodes)),
             ),
             on_event,
-            lambda: self._abort.is_set(),
+            cancelled,
         )
         if result.error:
             raise DeploymentFailed(f"could not read the nodes' state: {result.error}")
@@ -219,7 +228,7 @@ class Engine:
             if host in facts:
                 facts[host].healthy = None
                 facts[host].health_detail = "unreachable"
-        return facts
+        return facts, result
 
     def lb_states(self) -> dict[str, ServerState]:
         if self.lb is None:
@@ -274,16 +283,38 @@ class Engine:
         summary = ""
         plan: Plan | None = None
         try:
-            self.reporter.message(f"reading the state of {len(self.nodes)} node(s)")
-            facts = self.probe()
+            prestage = self.env.strategy.prestage
+            if prestage:
+                # One run reads every node and pulls, verifies and unpacks the release on it
+                # while it keeps serving (a no-op where it is already staged).
+                self.reporter.message(
+                    f"reading {len(self.nodes)} node(s) and pre-staging {release.version} "
+                    "(they keep serving)"
+                )
+                facts, result = self._survey(
+                    "prestage.yml", self._release_vars(release), self._stop.is_set
+                )
+                if result.status == "canceled":
+                    raise Interrupted("stopped by the operator while pre-staging (no node was drained)")
+            else:
+                self.reporter.message(f"reading the state of {len(self.nodes)} node(s)")
+                facts, result = self._survey("probe.yml", self._base_vars(), self._abort.is_set)
             lb = self.lb_states()
             for name, f in facts.items():
                 self._status[name].from_version = f.current
             unreachable = [n for n, f in facts.items() if f.health_detail == "unreachable"]
             if unreachable:
+                self._nothing_changed("not deployed: a node is unreachable")
                 raise DeploymentFailed(
                     f"cannot reach {', '.join(unreachable)}; nothing was changed",
                     hint="check the nodes' SSH access, then run the deployment again",
+                )
+            if prestage and (result.failed_hosts or result.status != "successful"):
+                bad = sorted(result.failed_hosts)
+                details = "; ".join(f"{n}: {self._status[n].cause}" for n in bad)
+                self._nothing_changed("not deployed: pre-staging failed")
+                raise DeploymentFailed(
+                    f"pre-staging {release.version} failed ({details or result.status})"
                 )
             targets = [
                 n.name for n in self.nodes if not self._already_there(n, release.version, facts, lb)
@@ -297,12 +328,11 @@ class Engine:
             )
             for name in plan.skipped:
                 self._move(name, P.SKIPPED, f"already on {release.version}")
+            for name in plan.targets:
+                self._move(name, P.STAGED if prestage else P.PENDING)
             if not plan.targets:
                 summary = f"every node already runs {release.version}; nothing to do"
                 return self._finish(kind, release.version, "succeeded", summary, plan, started)
-
-            if self.env.strategy.prestage:
-                self._prestage(release, plan)
 
             done: list[str] = []
             for batch in plan.batches:
@@ -372,34 +402,11 @@ class Engine:
             parts.append(f"{name}: {st.cause or 'failed'} — {what}")
         return f"{version} failed on " + "; ".join(parts)
 
-    def _prestage(self, release: Release, plan: Plan) -> None:
-        """Pull, verify and unpack on every target in parallel while they keep serving."""
-        self.reporter.message(
-            f"pre-staging {release.version} on {len(plan.targets)} node(s) (they keep serving)"
-        )
-        for name in plan.targets:
-            self._move(name, P.STAGING)
-        result = self.runner.run(
-            RunRequest(
-                playbook="prestage.yml", inventory=self.env.inventory, hosts=plan.targets,
-                extravars=self._release_vars(release), forks=max(1, len(plan.targets)),
-            ),
-            self._on_event,
-            self._stop.is_set,
-        )
-        if result.status == "canceled":
-            raise Interrupted("stopped by the operator while pre-staging (no node was drained)")
-        bad = [n for n in plan.targets if n in result.failed_hosts | result.unreachable_hosts]
-        if bad or result.status != "successful":
-            details = "; ".join(f"{n}: {self._status[n].cause}" for n in bad)
-            details = details or result.error or result.status
-            # Nothing was drained or switched: every node keeps serving what it had.
-            for n in plan.targets:
-                why = "pre-staging failed" if n in bad else "not deployed: pre-staging failed elsewhere"
-                self._move(n, P.SKIPPED, f"{why}: {self._status[n].cause}" if n in bad else why)
-            raise DeploymentFailed(f"pre-staging {release.version} failed ({details})")
-        for name in plan.targets:
-            self._move(name, P.STAGED)
+    def _nothing_changed(self, why: str) -> None:
+        """Close every node of a deployment that stopped before any drain."""
+        for name, st in self._status.items():
+            detail = f"{why}: {st.cause}" if st.cause else why
+            self._move(name, P.SKIPPED, detail)
 
     def _check_capacity(self, batch: Batch, plan: Plan) -> None:
         if self.lb is None or plan.min_healthy == 0:

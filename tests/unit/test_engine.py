@@ -35,22 +35,22 @@ def stats(ok: list[str], failed: list[str] = (), dark: list[str] = ()) -> Runner
     })
 
 
-def probe(
-    current: dict[str, str], healthy: dict[str, bool] | None = None
+def survey(
+    current: dict[str, str], healthy: dict[str, bool] | None = None, *,
+    extra: list[RunnerEvent] | None = None, failed: list[str] | None = None,
 ) -> tuple[str, list[RunnerEvent], str]:
+    """A prestage.yml run: each node reports its releases and health, then stages."""
     events: list[RunnerEvent] = []
     for host, version in current.items():
         events.append(ev("ok", host, "deployer_release", "facts",
                          facts={"deployer_release_current": version, "deployer_release_previous": ""}))
         ok = (healthy or {}).get(host, bool(version))
-        events.append(ev("ok" if ok else "failed", host, "deployer_smoke", "main",
-                         result={"healthy": ok}, ignore_errors=True))
-    return ("probe.yml", events, "successful")
-
-
-def prestage(hosts: list[str]) -> tuple[str, list[RunnerEvent], str]:
-    events = [ev("task_start", h, "deployer_release", "stage") for h in hosts]
-    return ("prestage.yml", [*events, stats(hosts)], "successful")
+        events.append(ev("ok", host, "deployer_smoke", "probe", result={"healthy": ok}))
+        events.append(ev("task_start", host, "deployer_release", "stage"))
+    events += extra or []
+    bad = failed or []
+    events.append(stats([h for h in current if h not in bad], failed=bad))
+    return ("prestage.yml", events, "failed" if bad else "successful")
 
 
 def good_batch(hosts: list[str]) -> tuple[str, list[RunnerEvent], str]:
@@ -135,15 +135,15 @@ def phases(journal: Journal, outcome: Outcome, node: str) -> list[str]:
 
 def test_success_rolls_one_node_at_a_time(world: dict[str, Path]) -> None:
     engine, runner, journal = make_engine(world, [
-        probe(dict.fromkeys(NODES, "1.0.0")), prestage(NODES),
+        survey(dict.fromkeys(NODES, "1.0.0")),
         good_batch(["node1"]), good_batch(["node2"]), good_batch(["node3"]),
     ])
     outcome = engine.deploy("1.1.0")
     assert outcome.status == "succeeded"
-    assert [list(r.hosts) for r in runner.requests[2:]] == [["node1"], ["node2"], ["node3"]]
-    assert runner.requests[1].forks == 3  # pre-staging runs on every node at once
-    assert runner.requests[2].extravars["deployer_version"] == "1.1.0"
-    assert len(runner.requests[2].extravars["deployer_release_sha256"]) == 64
+    assert [list(r.hosts) for r in runner.requests[1:]] == [["node1"], ["node2"], ["node3"]]
+    assert runner.requests[0].forks == 3  # pre-staging runs on every node at once
+    assert runner.requests[1].extravars["deployer_version"] == "1.1.0"
+    assert len(runner.requests[1].extravars["deployer_release_sha256"]) == 64
     assert phases(journal, outcome, "node2") == [
         "staging", "staged", "draining", "deploying", "smoke", "rejoining", "done"]
     assert journal.deployments("lab")[0].status == "succeeded"
@@ -152,13 +152,13 @@ def test_success_rolls_one_node_at_a_time(world: dict[str, Path]) -> None:
 
 def test_bad_release_is_reverted_on_the_first_node_and_stops(world: dict[str, Path]) -> None:
     engine, runner, _journal = make_engine(world, [
-        probe(dict.fromkeys(NODES, "1.0.0")), prestage(NODES), bad_batch("node1"),
+        survey(dict.fromkeys(NODES, "1.0.0")), bad_batch("node1"),
     ])
     outcome = engine.deploy("1.1.0")
     assert outcome.nodes["node1"].phase.value == "reverted"
     assert "503" in outcome.nodes["node1"].detail or "reverted" in outcome.nodes["node1"].detail
     assert [outcome.nodes[n].phase.value for n in ("node2", "node3")] == ["staged", "staged"]
-    assert len(runner.requests) == 3  # no further batch, nothing to roll back
+    assert len(runner.requests) == 2  # no further batch, nothing to roll back
     assert outcome.status == "rolled_back"
     assert not outcome.out_of_service
     with pytest.raises(DeploymentFailed):
@@ -168,7 +168,7 @@ def test_bad_release_is_reverted_on_the_first_node_and_stops(world: dict[str, Pa
 
 def test_failure_on_the_last_node_rolls_back_the_others_in_reverse(world: dict[str, Path]) -> None:
     engine, runner, journal = make_engine(world, [
-        probe(dict.fromkeys(NODES, "1.0.0")), prestage(NODES),
+        survey(dict.fromkeys(NODES, "1.0.0")),
         good_batch(["node1"]), good_batch(["node2"]), bad_batch("node3"),
         revert_batch(["node2"]), revert_batch(["node1"]),
     ])
@@ -183,7 +183,7 @@ def test_failure_on_the_last_node_rolls_back_the_others_in_reverse(world: dict[s
 
 def test_halt_leaves_updated_nodes_alone(world: dict[str, Path]) -> None:
     engine, runner, _ = make_engine(world, [
-        probe(dict.fromkeys(NODES, "1.0.0")), prestage(NODES), good_batch(["node1"]), bad_batch("node2"),
+        survey(dict.fromkeys(NODES, "1.0.0")), good_batch(["node1"]), bad_batch("node2"),
     ], on_failure="halt")
     outcome = engine.deploy("1.1.0")
     assert outcome.status == "failed"
@@ -192,40 +192,37 @@ def test_halt_leaves_updated_nodes_alone(world: dict[str, Path]) -> None:
 
 
 def test_rerun_of_a_finished_deployment_is_a_no_op(world: dict[str, Path]) -> None:
-    engine, runner, _journal = make_engine(world, [probe(dict.fromkeys(NODES, "1.1.0"))])
+    engine, runner, _journal = make_engine(world, [survey(dict.fromkeys(NODES, "1.1.0"))])
     outcome = engine.deploy("1.1.0")
     assert outcome.status == "succeeded"
-    assert [r.playbook for r in runner.requests] == ["probe.yml"]
+    assert [r.playbook for r in runner.requests] == ["prestage.yml"]
     assert {s.phase.value for s in outcome.nodes.values()} == {"skipped"}
 
 
 def test_unhealthy_node_on_the_target_version_is_redeployed(world: dict[str, Path]) -> None:
     engine, runner, _ = make_engine(world, [
-        probe(dict.fromkeys(NODES, "1.1.0"), healthy={"node2": False}),
-        prestage(["node2"]), good_batch(["node2"]),
+        survey(dict.fromkeys(NODES, "1.1.0"), healthy={"node2": False}), good_batch(["node2"]),
     ])
     outcome = engine.deploy("1.1.0")
     assert outcome.status == "succeeded"
-    assert [list(r.hosts) for r in runner.requests[1:]] == [["node2"], ["node2"]]
+    assert [list(r.hosts) for r in runner.requests[1:]] == [["node2"]]
 
 
 def test_prestage_failure_changes_nothing(world: dict[str, Path]) -> None:
-    failing = ("prestage.yml", [
-        ev("task_start", "node2", "deployer_release", "stage"),
-        ev("failed", "node2", "deployer_release", "stage", message="sha256 mismatch"),
-        stats(["node1", "node3"], failed=["node2"]),
-    ], "failed")
-    engine, runner, _ = make_engine(world, [probe(dict.fromkeys(NODES, "1.0.0")), failing])
+    failing = survey(dict.fromkeys(NODES, "1.0.0"), failed=["node2"], extra=[
+        ev("failed", "node2", "deployer_release", "stage", message="sha256 mismatch")])
+    engine, runner, _ = make_engine(world, [failing])
     outcome = engine.deploy("1.1.0")
     assert outcome.status == "failed"
     assert "sha256 mismatch" in outcome.summary
-    assert [r.playbook for r in runner.requests] == ["probe.yml", "prestage.yml"]
+    assert [r.playbook for r in runner.requests] == ["prestage.yml"]
     assert not outcome.out_of_service
+    assert {s.phase.value for s in outcome.nodes.values()} == {"skipped"}
 
 
 def test_unreachable_node_during_probe_changes_nothing(world: dict[str, Path]) -> None:
-    dark = ("probe.yml", [ev("unreachable", "node3", "deployer_release", "facts", message="timed out"),
-                          stats(["node1", "node2"], dark=["node3"])], "failed")
+    dark = ("prestage.yml", [ev("unreachable", "node3", "deployer_release", "facts", message="timed out"),
+                             stats(["node1", "node2"], dark=["node3"])], "failed")
     engine, runner, _ = make_engine(world, [dark])
     outcome = engine.deploy("1.1.0")
     assert outcome.status == "failed" and "node3" in outcome.summary
@@ -234,19 +231,19 @@ def test_unreachable_node_during_probe_changes_nothing(world: dict[str, Path]) -
 
 def test_batches_of_a_percentage_with_a_canary(world: dict[str, Path]) -> None:
     engine, runner, _ = make_engine(world, [
-        probe(dict.fromkeys(NODES, "1.0.0")), prestage(NODES),
+        survey(dict.fromkeys(NODES, "1.0.0")),
         good_batch(["node1"]), good_batch(["node2", "node3"]),
     ], batch_size="67%", canary="1", min_healthy="0")
     outcome = engine.deploy("1.1.0")
     assert outcome.status == "succeeded"
     assert outcome.plan is not None and outcome.plan.batches[0].canary
-    assert [list(r.hosts) for r in runner.requests[2:]] == [["node1"], ["node2", "node3"]]
-    assert runner.requests[3].forks >= 2
+    assert [list(r.hosts) for r in runner.requests[1:]] == [["node1"], ["node2", "node3"]]
+    assert runner.requests[2].forks >= 2
 
 
 def test_stop_request_finishes_the_batch_and_stops(world: dict[str, Path]) -> None:
     engine, runner, journal = make_engine(world, [
-        probe(dict.fromkeys(NODES, "1.0.0")), prestage(NODES), good_batch(["node1"]),
+        survey(dict.fromkeys(NODES, "1.0.0")), good_batch(["node1"]),
     ])
     original = engine.reporter.batch
 
@@ -258,7 +255,7 @@ def test_stop_request_finishes_the_batch_and_stops(world: dict[str, Path]) -> No
     outcome = engine.deploy("1.1.0")
     assert outcome.status == "cancelled"
     assert outcome.nodes["node1"].phase.value == "done"
-    assert len(runner.requests) == 3
+    assert len(runner.requests) == 2
     assert journal.deployments("lab")[0].status == "cancelled"
 
 
@@ -294,7 +291,7 @@ def test_a_second_deployment_is_refused_by_the_lock(world: dict[str, Path]) -> N
         holder.kill()
         holder.wait()
     # The holder is gone: its lock is stale and is taken over.
-    engine, runner, journal = make_engine(world, [probe(dict.fromkeys(NODES, "1.1.0"))])
+    engine, runner, journal = make_engine(world, [survey(dict.fromkeys(NODES, "1.1.0"))])
     assert engine.deploy("1.1.0").status == "succeeded"
     assert journal.lock_info("lab") is None
     assert os.getpid() != holder.pid
