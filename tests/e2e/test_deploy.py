@@ -32,6 +32,15 @@ def cli(the_lab: Lab, *args: str, check: bool | None = None) -> subprocess.Compl
     return r
 
 
+def start_deploy(the_lab: Lab, version: str, **popen: Any) -> subprocess.Popen[str]:
+    """A deployment running in the background, its live progress readable from stderr."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "deployer", "deploy", "--env", "lab", "--version", version,
+         "--config", str(the_lab.config_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen,
+    )
+
+
 def fleet(the_lab: Lab) -> dict[str, dict[str, Any]]:
     r = cli(the_lab, "status", "--env", "lab", "--json", check=True)
     return {n["node"]: n for n in json.loads(r.stdout)["nodes"]}
@@ -134,11 +143,7 @@ def test_failure_on_the_last_node_rolls_the_others_back(make_lab: Callable[..., 
 
 def test_a_second_deployment_is_refused_while_one_runs(make_lab: Callable[..., Lab]) -> None:
     the_lab = make_lab(nodes=3, seed="1.0.0")
-    first = subprocess.Popen(
-        [sys.executable, "-m", "deployer", "deploy", "--env", "lab", "--version", "1.1.0",
-         "--config", str(the_lab.config_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    first = start_deploy(the_lab, "1.1.0")
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -161,11 +166,7 @@ def test_ctrl_c_finishes_the_batch_and_leaves_every_node_in_service(
     make_lab: Callable[..., Lab],
 ) -> None:
     the_lab = make_lab(nodes=3, seed="1.0.0")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "deployer", "deploy", "--env", "lab", "--version", "1.1.0",
-         "--config", str(the_lab.config_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    proc = start_deploy(the_lab, "1.1.0")
     assert proc.stderr is not None
     seen = ""
     for line in proc.stderr:
@@ -185,11 +186,7 @@ def test_ctrl_c_finishes_the_batch_and_leaves_every_node_in_service(
 
 def test_a_killed_deployer_leaves_a_trail_and_recover_fixes_it(make_lab: Callable[..., Lab]) -> None:
     the_lab = make_lab(nodes=3, seed="1.0.0")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "deployer", "deploy", "--env", "lab", "--version", "1.1.0",
-         "--config", str(the_lab.config_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
+    proc = start_deploy(the_lab, "1.1.0", start_new_session=True)
     assert proc.stderr is not None
     for line in proc.stderr:
         if "node1" in line and "deploying" in line:
@@ -237,11 +234,7 @@ def test_a_node_lost_mid_rollout_stays_out_and_the_rest_is_rolled_back(
 
     the_lab = make_lab(nodes=3, seed="1.0.0")
     node2_ns = json.loads((the_lab.dir / "lab.json").read_text())["nodes"][1]["mount_namespace"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "deployer", "deploy", "--env", "lab", "--version", "1.1.0",
-         "--config", str(the_lab.config_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    proc = start_deploy(the_lab, "1.1.0")
     assert proc.stderr is not None
     seen = ""
     for line in proc.stderr:

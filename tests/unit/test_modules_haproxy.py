@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-
-
-def load_module(role: str, name: str) -> ModuleType:
-    """Import roles/<role>/library/<name>.py (an Ansible module) as a Python module."""
-    path = Path(__file__).resolve().parents[2] / "roles" / role / "library" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"role_module_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from role_modules import load_module
 
 haproxy = load_module("deployer_lb_haproxy", "deployer_haproxy")
 
-pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="needs haproxy")
 
 
 def free_port() -> int:

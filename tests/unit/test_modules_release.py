@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import importlib.util
 import io
 import json
 import os
@@ -12,21 +11,10 @@ import tarfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-
-
-def load_module(role: str, name: str) -> ModuleType:
-    """Import roles/<role>/library/<name>.py (an Ansible module) as a Python module."""
-    path = Path(__file__).resolve().parents[2] / "roles" / role / "library" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"role_module_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from role_modules import load_module
 
 unpack = load_module("deployer_release", "deployer_release_unpack")
 switch = load_module("deployer_release", "deployer_release_switch")
