@@ -30,6 +30,7 @@ import yaml
 
 from deployer.artefacts import build_artefact, open_store, sign_manifest
 from deployer.lab import Lab, LabSpec
+from deployer.lab._procs import free_port, port_is_free
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -79,26 +80,10 @@ def say(text: str) -> None:
 # -- the lab -----------------------------------------------------------------------------------
 
 
-def _port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _free_net(nodes: int) -> str:
     for octet in NETS:
         net = f"127.0.{octet}"
-        if not any(_port_in_use(f"{net}.{i}", 22) for i in range(1, nodes + 1)):
+        if not any(not port_is_free(f"{net}.{i}", 22) for i in range(1, nodes + 1)):
             return net
     raise RuntimeError("no free loopback network left in 127.0.150-190 for a benchmark lab")
 
@@ -196,8 +181,8 @@ def bench_lab(nodes: int, *, keep: bool = False) -> Iterator[BenchLab]:
     """A fresh lab of ``nodes`` nodes seeded with 1.0.0; torn down afterwards."""
     root = Path(tempfile.mkdtemp(prefix=f"bench-{nodes}n-", dir="/tmp"))
     spec = LabSpec(
-        nodes=nodes, net=_free_net(nodes), frontend=f"127.0.0.1:{_free_port()}",
-        store=f"127.0.0.1:{_free_port()}", seed=SEED,
+        nodes=nodes, net=_free_net(nodes), frontend=f"127.0.0.1:{free_port()}",
+        store=f"127.0.0.1:{free_port()}", seed=SEED,
     )
     lab = Lab(root / "lab")
     t0 = time.monotonic()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ from typing import Any
 import pytest
 
 from deployer.lab import Lab, LabSpec
+from deployer.lab._procs import free_port, port_is_free
 
 VENV_BIN = Path(sys.executable).parent
 # Third octets tried for lab networks (127.0.1, the default lab, is never used). Each test
@@ -32,31 +32,15 @@ _FIRST_NET = 70 + (os.getpid() % 11) * 16
 _NETS = itertools.chain(range(_FIRST_NET, 251), range(70, _FIRST_NET))
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _address_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
 def next_lab_spec(**overrides: Any) -> LabSpec:
     """A spec on a network and ports nobody uses right now."""
     for octet in _NETS:
         net = f"127.0.{octet}"
-        if not any(_address_in_use(f"{net}.{i}", 22) for i in (1, 2, 3)):
+        if not any(not port_is_free(f"{net}.{i}", 22) for i in (1, 2, 3)):
             fields: dict[str, Any] = {
                 "net": net,
-                "frontend": f"127.0.0.1:{_free_port()}",
-                "store": f"127.0.0.1:{_free_port()}",
+                "frontend": f"127.0.0.1:{free_port()}",
+                "store": f"127.0.0.1:{free_port()}",
             }
             fields.update(overrides)
             return LabSpec(**fields)
