@@ -170,6 +170,7 @@ class Engine:
         self._stop = threading.Event()
         self._abort = threading.Event()
         self._status: dict[str, NodeStatus] = {}
+        self._facts: dict[str, NodeFacts] = {}
         self._deployment_id = 0
         self._collapse_to: NodePhase | None = None
 
@@ -299,6 +300,7 @@ class Engine:
             else:
                 self.reporter.message(f"reading the state of {len(self.nodes)} node(s)")
                 facts, result = self._survey("probe.yml", self._base_vars(), self._abort.is_set)
+            self._facts = facts
             lb = self.lb_states()
             for name, f in facts.items():
                 self._status[name].from_version = f.current
@@ -429,6 +431,16 @@ class Engine:
     def _run_batch(self, release: Release, batch: Batch, plan: Plan) -> RunResult:
         extravars = dict(self._release_vars(release))
         extravars["deployer_serial"] = len(batch.nodes)
+        # What the pre-stage run has just read, so the batch does not read it again.
+        extravars["deployer_known_releases"] = {
+            name: {
+                "current": self._facts[name].current,
+                "previous": self._facts[name].previous,
+                "staged_sha256": {release.version: release.sha256}
+                if self.env.strategy.prestage else {},
+            }
+            for name in batch.nodes if name in self._facts
+        }
         result = self.runner.run(
             RunRequest(
                 playbook="deploy.yml", inventory=self.env.inventory, hosts=list(batch.nodes),
