@@ -600,6 +600,9 @@ class Lab:
             for host_dir, point in layout.binds(state.spec.app):
                 host_dir.mkdir(parents=True, exist_ok=True)
                 binds += [str(host_dir), point]
+            for empty, point in layout.masked_files():
+                empty.touch()
+                binds += [str(empty), point]
             _atomic_write(
                 layout.sshd_config,
                 sshd_config(layout, authorized_keys=self.keys_dir / "authorized_keys"),

@@ -41,9 +41,16 @@ class NodeLayout:
             (self.root / "log", f"/var/log/{app}"),
             (self.root / "supervisor-conf.d", "/etc/supervisor/conf.d"),
             (self.root / "supervisor-log", "/var/log/supervisor"),
-            # A home of its own, like a fresh VM: the controller's dotfiles (shell start-up
-            # scripts, Ansible's temp dirs) are neither shared nor run on every SSH command.
-            (self.root / "home-root", "/root"),
+        ]
+
+    def masked_files(self) -> list[tuple[Path, str]]:
+        """(empty host file, path inside the node) hiding the controller's shell start-up files,
+        which would otherwise run on every SSH command (like a fresh VM, a node has none).
+        /root itself stays visible: the lab directory may live under it."""
+        return [
+            (self.root / "empty-dotfile", path)
+            for path in ("/root/.bashrc", "/root/.profile")
+            if Path(path).is_file()
         ]
 
     @property

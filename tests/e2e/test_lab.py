@@ -272,3 +272,23 @@ def test_seeding_a_running_lab_starts_the_app(make_lab: Callable[..., Lab]) -> N
         assert (node.app_version, node.app_healthy, node.lb_state) == ("1.1.0", True, "UP")
         health = _get_json(f"http://{node.address}:8000/health")
         assert (health["node"], health["version"]) == (node.name, "1.1.0")
+
+
+def test_a_lab_under_the_home_directory_works(
+    lab_ssh: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    """The default lab lives in ~/.local/share: nodes must still see their own config there."""
+    import tempfile
+
+    from conftest import next_lab_spec
+
+    the_lab = Lab(Path(tempfile.mkdtemp(prefix="deployer-lab-test-", dir=Path.home())))
+    try:
+        the_lab.up(next_lab_spec(nodes=1))
+        r = lab_ssh(the_lab, "node1", "hostname; wc -c < ~/.bashrc 2>/dev/null || echo none")
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.split()
+        assert lines[0] == "node1" and lines[1] in ("0", "none")  # no controller dotfiles run
+    finally:
+        the_lab.down()
+        shutil.rmtree(the_lab.dir, ignore_errors=True)
