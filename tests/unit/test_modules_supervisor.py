@@ -1,0 +1,123 @@
+"""deployer_release_switch's restart through a real supervisord's XML-RPC socket (no lab needed)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from role_modules import load_module
+
+switch = load_module("deployer_release", "deployer_release_switch")
+
+pytestmark = pytest.mark.skipif(shutil.which("supervisord") is None, reason="supervisord not installed")
+
+APP = "import os, time; open('{pidfile}', 'w').write(str(os.getpid()) + ' {tag}'); time.sleep(600)"
+PROGRAM = (
+    '[program:app]\ncommand={python} -c "' + APP + '"\n'
+    "autostart=true\nautorestart=true\nstartsecs=0\nstopwaitsecs=5\n"
+)
+
+
+class Supervisord:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.socket = root / "supervisor.sock"
+        self.conf_d = root / "conf.d"
+        self.pidfile = root / "app.pid"
+        self.conf_d.mkdir()
+        (root / "supervisord.conf").write_text(
+            f"[unix_http_server]\nfile={self.socket}\n\n"
+            f"[supervisord]\nlogfile={root}/supervisord.log\npidfile={root}/supervisord.pid\n"
+            f"childlogdir={root}\nnodaemon=true\n\n"
+            "[rpcinterface:supervisor]\n"
+            "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n"
+            f"[include]\nfiles = {self.conf_d}/*.conf\n"
+        )
+
+    def write_program(self, tag: str) -> None:
+        (self.conf_d / "app.conf").write_text(
+            PROGRAM.format(python=sys.executable, pidfile=self.pidfile, tag=tag)
+        )
+
+    def app(self) -> tuple[int, str]:
+        """The running app's pid and the tag its program file gave it."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            text = self.pidfile.read_text() if self.pidfile.exists() else ""
+            if text:
+                pid, tag = text.split()
+                return int(pid), tag
+            time.sleep(0.02)
+        raise AssertionError("the app did not start")
+
+
+@pytest.fixture
+def supervisord(tmp_path: Path) -> Iterator[Supervisord]:
+    sup = Supervisord(tmp_path)
+    sup.write_program("v1")
+    proc = subprocess.Popen(
+        ["supervisord", "-c", str(tmp_path / "supervisord.conf")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not sup.socket.exists():
+            assert time.monotonic() < deadline, "supervisord did not open its socket"
+            time.sleep(0.02)
+        sup.app()
+        yield sup
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def _never_called(argv: list[str]) -> tuple[int, str, str]:
+    raise AssertionError(f"supervisorctl must not be used when the socket works: {argv}")
+
+
+def test_restart_with_the_same_program_file_starts_a_new_process(supervisord: Supervisord) -> None:
+    pid, _ = supervisord.app()
+    supervisord.pidfile.unlink()
+
+    ok, output = switch.restart_program(str(supervisord.socket), _never_called, "app")
+
+    assert ok, output
+    assert "stopped" in output and "running" in output
+    new_pid, tag = supervisord.app()
+    assert new_pid != pid and tag == "v1"
+
+
+def test_restart_after_the_program_file_changed_runs_the_new_settings(supervisord: Supervisord) -> None:
+    supervisord.pidfile.unlink()
+    supervisord.write_program("v2")
+
+    ok, output = switch.restart_program(str(supervisord.socket), _never_called, "app")
+
+    assert ok, output
+    assert "removed" in output and "added" in output
+    assert supervisord.app()[1] == "v2"
+
+
+def test_an_unknown_program_is_reported_as_not_running(supervisord: Supervisord) -> None:
+    ok, output = switch.restart_program(str(supervisord.socket), _never_called, "nosuchapp")
+
+    assert not ok
+    assert "nosuchapp" in output
+
+
+def test_without_the_socket_supervisorctl_is_used(tmp_path: Path) -> None:
+    calls: list[list[str]] = []
+
+    def supervisorctl(argv: list[str]) -> tuple[int, str, str]:
+        calls.append(argv)
+        return 0, "app: stopped\napp: updated process group\n", ""
+
+    ok, _ = switch.restart_program(str(tmp_path / "absent.sock"), supervisorctl, "app")
+
+    assert ok
+    assert calls == [["supervisorctl", "update", "app"]]
