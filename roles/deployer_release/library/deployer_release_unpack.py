@@ -51,6 +51,13 @@ options:
     description: Seconds the download may stall before it is abandoned.
     type: float
     default: 30
+  make_dirs:
+    description:
+      - Directories the release needs outside its own (its log directory), created with mode
+        C(0755) when missing, in the same task, so staging is one remote run per node.
+    type: list
+    elements: path
+    default: []
 author: deployer
 """
 
@@ -77,6 +84,11 @@ unpacked_size:
   description: Total bytes of the unpacked regular files.
   type: int
   returned: always
+made_dirs:
+  description: The directories of O(make_dirs) that were (or would be) created.
+  type: list
+  elements: str
+  returned: when a directory was missing
 """
 
 import contextlib
@@ -332,6 +344,17 @@ def run(params: dict[str, Any], check_mode: bool = False) -> dict[str, Any]:
     return {**result, "changed": True, "files": files, "unpacked_size": written}
 
 
+def make_dirs(paths: list[str], check_mode: bool = False) -> list[str]:
+    """Create the missing directories among ``paths`` (mode 0755); returns those created."""
+    made = []
+    for path in paths:
+        if not os.path.isdir(path):
+            if not check_mode:
+                os.makedirs(path, mode=0o755, exist_ok=True)
+            made.append(path)
+    return made
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -342,10 +365,12 @@ def main() -> None:
             "dest": {"type": "path", "required": True},
             "version": {"type": "str", "required": True},
             "timeout": {"type": "float", "default": 30},
+            "make_dirs": {"type": "list", "elements": "path", "default": []},
         },
         supports_check_mode=True,
     )
     try:
+        made = make_dirs(module.params["make_dirs"], check_mode=module.check_mode)
         result = run(module.params, check_mode=module.check_mode)
     except UnpackError as exc:
         module.fail_json(msg=f"cannot stage release {module.params['version']}: {exc}")
@@ -353,6 +378,8 @@ def main() -> None:
         module.fail_json(
             msg=f"cannot stage release {module.params['version']} in {module.params['dest']}: {exc}"
         )
+    if made:
+        result.update(changed=True, made_dirs=made)
     module.exit_json(**result)
 
 
