@@ -75,6 +75,9 @@ class HealthCheckConfig(_Model):
     interval: float = Field(0.2, gt=0, le=60)
     # A healthy answer slower than this fails the check.
     max_latency_ms: int = Field(2000, gt=0)
+    # Where the check runs: on the node itself, or on the controller when it reaches the app's
+    # address and port (then no remote run is needed while the node is out of the LB).
+    run_from: Literal["node", "controller"] = "node"
 
     @field_validator("path")
     @classmethod

@@ -637,6 +637,7 @@ class Engine:
             "deployer_health_deadline": h.deadline,
             "deployer_health_interval": h.interval,
             "deployer_health_max_latency_ms": h.max_latency_ms,
+            "deployer_health_run_from": h.run_from,
             "deployer_lb_socket": lb.socket,
             "deployer_lb_backend": lb.backend,
             "deployer_lb_host": lb.host,

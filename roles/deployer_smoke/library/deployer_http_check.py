@@ -187,31 +187,36 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "url": {"type": "str", "required": True},
-            "expect_status": {"type": "int", "default": 200},
-            "version_field": {"type": "str", "default": "version"},
-            "expected_version": {"type": "str", "default": ""},
-            "request_timeout": {"type": "float", "default": 2},
-            "deadline": {"type": "float", "default": 30},
-            "interval": {"type": "float", "default": 0.2},
-            "max_latency_ms": {"type": "int", "default": 2000},
-            "single_attempt": {"type": "bool", "default": False},
-            "fail_on_unhealthy": {"type": "bool", "default": True},
-        },
-        supports_check_mode=True,
+ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
+    "url": {"type": "str", "required": True},
+    "expect_status": {"type": "int", "default": 200},
+    "version_field": {"type": "str", "default": "version"},
+    "expected_version": {"type": "str", "default": ""},
+    "request_timeout": {"type": "float", "default": 2},
+    "deadline": {"type": "float", "default": 30},
+    "interval": {"type": "float", "default": 0.2},
+    "max_latency_ms": {"type": "int", "default": 2000},
+    "single_attempt": {"type": "bool", "default": False},
+    "fail_on_unhealthy": {"type": "bool", "default": True},
+}
+
+
+def failure(params: dict[str, Any], result: dict[str, Any]) -> str:
+    """The message the task fails with, or '' when it does not fail."""
+    if result["healthy"] or not params["fail_on_unhealthy"]:
+        return ""
+    return (
+        f"{params['url']} is not healthy after {result['attempts']} attempt(s) "
+        f"in {result['elapsed']:.1f}s: {result['reason']}"
     )
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     result = run(module.params)
-    if not result["healthy"] and module.params["fail_on_unhealthy"]:
-        module.fail_json(
-            msg=(
-                f"{module.params['url']} is not healthy after {result['attempts']} attempt(s) "
-                f"in {result['elapsed']:.1f}s: {result['reason']}"
-            ),
-            **result,
-        )
+    message = failure(module.params, result)
+    if message:
+        module.fail_json(msg=message, **result)
     module.exit_json(**result)
 
 
