@@ -85,6 +85,10 @@ switched_from:
   description: The version C(current) pointed to before the task, or an empty string.
   type: str
   returned: always
+previous_before:
+  description: The version C(previous) pointed to before the task, or an empty string.
+  type: str
+  returned: always
 program_changed:
   description: Whether O(program_file) was (or would be) rewritten.
   type: bool
@@ -97,6 +101,10 @@ pruned:
 restart_output:
   description: How O(restart_app) was restarted (the states it went through, or what supervisorctl said).
   type: str
+  returned: when O(restart_app) is set
+restart_seconds:
+  description: How long the restart of O(restart_app) took.
+  type: float
   returned: when O(restart_app) is set
 """
 
@@ -232,6 +240,7 @@ def run(params: dict[str, Any], check_mode: bool = False) -> dict[str, Any]:
         "current": version,
         "previous": wanted_previous,
         "switched_from": current,
+        "previous_before": previous,
         "pruned": pruned,
     }
 
@@ -388,12 +397,15 @@ def main() -> None:
         module.fail_json(msg=f"cannot switch {module.params['base_dir']}/current: {exc}")
     app = module.params["restart_app"]
     if app and not module.check_mode:
+        started = time.monotonic()
         ok, output = restart_program(
             module.params["supervisor_socket"],
             lambda argv: module.run_command(argv, check_rc=False),
             app,
         )
-        result.update(changed=True, restart_output=output)
+        result.update(
+            changed=True, restart_output=output, restart_seconds=round(time.monotonic() - started, 3)
+        )
         if not ok:
             module.fail_json(msg=f"supervisord did not (re)start {app}: {output}", **result)
     module.exit_json(**result)
