@@ -68,6 +68,7 @@ def test_the_commented_example_is_valid(tmp_path: Path) -> None:
         (("{name: hello}", "{name: Hello World}"), "app.name", "Hello World"),
         (("{name: hello}", "{name: hello, port: 70000}"), "app.port", "70000"),
         (("{name: hello}", "{name: hello, entry_point: ../x}"), "app.entry_point", "../x"),
+        (("{name: hello}", "{name: hello, health: {run_from: lb}}"), "app.health.run_from", "lb"),
         (('"http://127.0.0.1:8081/"', '"ftp://x/"'), "store.url", "ftp://x/"),
         (("backend: hello}", "backend: hello, kind: nginx}"), "load_balancer.kind", "nginx"),
         (("backend: hello}", "backend: hello, colour: red}"), "load_balancer.colour", "red"),
