@@ -40,6 +40,7 @@ BUILD_SCRIPT = ROOT / "examples" / "hello-service" / "build.py"
 # The benchmarks' own loopback networks (127.0.150.0/24 ... 127.0.190.0/24).
 NETS = range(150, 191)
 APP = "hello"
+APP_PORT = 8000  # the lab's default (LabSpec.app_port)
 SEED = "1.0.0"
 
 
@@ -158,7 +159,7 @@ class BenchLab:
             path.write_text(text + "\n")
 
     def health(self, node: str) -> tuple[int, str]:
-        url = f"http://{self.addresses[node]}:8000/health"
+        url = f"http://{self.addresses[node]}:{APP_PORT}/health"
         try:
             with urllib.request.urlopen(url, timeout=1.0) as resp:
                 return int(resp.status), str(json.loads(resp.read()).get("version", ""))
@@ -399,23 +400,43 @@ def check(run: DeployRun) -> DeployRun:
 # -- the app's own restart time ----------------------------------------------------------------
 
 
-def app_restart_seconds(lab: BenchLab, node: str) -> float:
-    """``supervisorctl restart`` inside the node until /health answers 200 (node out of the LB).
+# Runs inside a node: stop and start the app through supervisord's XML-RPC socket, polling its
+# state (each request wakes supervisord's loop), then poll /health until it answers 200. Timed
+# from inside, so no tool's own start-up (supervisorctl's is ~0.25 s) counts as the app's.
+_RESTART_PROBE = r"""
+import http.client, socket, sys, time, urllib.request, xmlrpc.client
+class Conn(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX); self.sock.connect("/var/run/supervisor.sock")
+class Transport(xmlrpc.client.Transport):
+    def make_connection(self, host): return Conn("localhost")
+rpc = xmlrpc.client.ServerProxy("http://localhost/RPC2", transport=Transport()).supervisor
+app, url = sys.argv[1], sys.argv[2]
+def wait(states):
+    while rpc.getProcessInfo(app)["statename"] not in states: time.sleep(0.01)
+t0 = time.monotonic()
+rpc.stopProcess(app, False); wait({"STOPPED", "EXITED"})
+rpc.startProcess(app, False)
+while True:
+    try:
+        if urllib.request.urlopen(url, timeout=1).status == 200: break
+    except OSError: pass
+    time.sleep(0.01)
+print(time.monotonic() - t0)
+"""
 
-    The node is put in maintenance first so no client traffic is involved, and put back after.
+
+def app_restart_seconds(lab: BenchLab, node: str) -> float:
+    """The app's own restart: stop + start through supervisord until /health answers 200, timed
+    inside the node. The node is put in maintenance first (no client traffic), and back after.
     """
     from deployer.adapters.haproxy import HAProxyRuntime
 
     lb = HAProxyRuntime(str(lab.socket))
     lb.set_state(APP, node, "maint")
     try:
-        t0 = time.monotonic()
-        lab.in_node(node, ["supervisorctl", "restart", APP])
-        while lab.health(node)[0] != 200:
-            if time.monotonic() - t0 > 30:
-                raise RuntimeError(f"{node}: the app did not come back within 30 s of a restart")
-            time.sleep(0.01)
-        return time.monotonic() - t0
+        url = f"http://{lab.addresses[node]}:{APP_PORT}/health"
+        return float(lab.in_node(node, ["python3", "-c", _RESTART_PROBE, APP, url], timeout=60))
     finally:
         lb.set_state(APP, node, "ready")
         deadline = time.monotonic() + 10
@@ -473,3 +494,21 @@ def runner_runs(state_dir: Path, since: float = 0.0) -> list[RunFiles]:
 
 def event_time(event: Mapping[str, Any]) -> float:
     return _utc_seconds(str(event["created"]))
+
+
+def task_seconds(state_dir: Path, since: float, task_file: str) -> list[float]:
+    """How long each host's run of the tasks in ``task_file`` (e.g. ``deployer_smoke/tasks/main.yml``)
+    took in the deployer's runs since ``since``: ansible-runner's start and end events."""
+    durations = []
+    for run in runner_runs(state_dir, since):
+        started: dict[tuple[str, str], float] = {}
+        for e in run.events:
+            data = e.get("event_data") or {}
+            if task_file not in str(data.get("task_path", "")):
+                continue
+            key = (str(data.get("host")), str(data.get("task_uuid")))
+            if e.get("event") == "runner_on_start":
+                started[key] = event_time(e)
+            elif e.get("event") in ("runner_on_ok", "runner_on_failed") and key in started:
+                durations.append(event_time(e) - started.pop(key))
+    return durations
