@@ -1,4 +1,5 @@
-"""deployer_release_switch's restart through a real supervisord's XML-RPC socket (no lab needed)."""
+"""deployer_release_switch's restart: through a real supervisord's XML-RPC socket (no lab needed),
+and the systemctl commands it runs for systemd."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from role_modules import load_module
 
 switch = load_module("deployer_release", "deployer_release_switch")
 
-pytestmark = pytest.mark.skipif(shutil.which("supervisord") is None, reason="supervisord not installed")
+needs_supervisord = pytest.mark.skipif(
+    shutil.which("supervisord") is None, reason="supervisord not installed"
+)
 
 APP = "import os, time; open('{pidfile}', 'w').write(str(os.getpid()) + ' {tag}'); time.sleep(600)"
 PROGRAM = (
@@ -80,6 +83,7 @@ def _never_called(argv: list[str]) -> tuple[int, str, str]:
     raise AssertionError(f"supervisorctl must not be used when the socket works: {argv}")
 
 
+@needs_supervisord
 def test_restart_with_the_same_program_file_starts_a_new_process(supervisord: Supervisord) -> None:
     pid, _ = supervisord.app()
     supervisord.pidfile.unlink()
@@ -92,6 +96,7 @@ def test_restart_with_the_same_program_file_starts_a_new_process(supervisord: Su
     assert new_pid != pid and tag == "v1"
 
 
+@needs_supervisord
 def test_restart_after_the_program_file_changed_runs_the_new_settings(supervisord: Supervisord) -> None:
     supervisord.pidfile.unlink()
     supervisord.write_program("v2")
@@ -103,6 +108,7 @@ def test_restart_after_the_program_file_changed_runs_the_new_settings(supervisor
     assert supervisord.app()[1] == "v2"
 
 
+@needs_supervisord
 def test_an_unknown_program_is_reported_as_not_running(supervisord: Supervisord) -> None:
     ok, output = switch.restart_program(str(supervisord.socket), _never_called, "nosuchapp")
 
@@ -121,3 +127,41 @@ def test_without_the_socket_supervisorctl_is_used(tmp_path: Path) -> None:
 
     assert ok
     assert calls == [["supervisorctl", "update", "app"]]
+
+
+class FakeSystemctl:
+    """Answers systemctl commands: the unit is enabled or not; one command may fail."""
+
+    def __init__(self, enabled: bool, failing: str = "") -> None:
+        self.enabled = enabled
+        self.failing = failing
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv: list[str]) -> tuple[int, str, str]:
+        self.calls.append(argv)
+        if argv[1] == "show":
+            return 0, "NeedDaemonReload=no\n", ""
+        if argv[1] == "is-enabled":
+            return (0 if self.enabled else 1), "", ""
+        if argv[1] == self.failing:
+            return 1, "", f"Job for app.service failed ({self.failing})"
+        return 0, "", ""
+
+
+def test_systemd_restart_reloads_only_when_the_unit_changed_and_enables_once() -> None:
+    changed = FakeSystemctl(enabled=False)
+    ok, _ = switch.restart_systemd(changed, "app", reload=True)
+    assert ok
+    assert [c[1] for c in changed.calls] == ["is-enabled", "daemon-reload", "enable", "restart"]
+
+    same = FakeSystemctl(enabled=True)
+    ok, _ = switch.restart_systemd(same, "app", reload=False)
+    assert ok
+    assert [c[1] for c in same.calls] == ["show", "is-enabled", "restart"]
+    assert same.calls[-1] == ["systemctl", "restart", "app.service"]
+
+
+def test_a_failed_systemd_restart_is_reported() -> None:
+    ok, output = switch.restart_systemd(FakeSystemctl(enabled=True, failing="restart"), "app", reload=False)
+    assert not ok
+    assert "systemctl restart app.service failed" in output and "Job for app.service failed" in output

@@ -45,18 +45,28 @@ options:
     type: str
   restart_app:
     description:
-      - After the switch, restart this supervisord program in the same task: when its program
+      - After the switch, restart this program (O(supervisor=supervisord)) or the unit
+        C(<restart_app>.service) (O(supervisor=systemd)) in the same task.
+      - "supervisord: when its program
         file changed, the program is stopped, removed and added again with the new settings
         (what C(supervisorctl update) does), else it is stopped and started. One task instead
         of two on the path where the node is out of the load balancer. An empty string
         restarts nothing.
       - supervisord is asked through its XML-RPC interface on O(supervisor_socket), polling
         the program's state every 20 ms (supervisord's own waits run on a one-second loop);
-        when that socket is not there or refuses the request, C(supervisorctl) is used.
+        when that socket is not there or refuses the request, C(supervisorctl) is used."
+      - "systemd: C(systemctl daemon-reload) when the unit file changed (or systemd asks for a
+        reload), C(systemctl enable) when the unit is not enabled, then C(systemctl restart)."
+
       - When the restart fails the task fails, and still returns RV(current), RV(previous) and
         RV(switched_from), so the caller knows the links moved and can go back.
     type: str
     default: ''
+  supervisor:
+    description: What runs the application.
+    type: str
+    choices: [supervisord, systemd]
+    default: supervisord
   supervisor_socket:
     description: supervisord's UNIX socket (C([unix_http_server] file) in its configuration).
     type: path
@@ -260,6 +270,27 @@ def restart_supervisord(run_command: CommandRunner, app: str) -> tuple[bool, str
     return ("process group" in output or "started" in output), output
 
 
+def restart_systemd(run_command: CommandRunner, app: str, reload: bool) -> tuple[bool, str]:
+    """Restart the unit ``<app>.service`` once: reload systemd when its unit file changed,
+    enable the unit when it is not, then restart it."""
+    unit = f"{app}.service"
+    steps = []
+    if not reload:
+        _, out, _ = run_command(["systemctl", "show", "--property=NeedDaemonReload", unit])
+        reload = out.strip().endswith("=yes")
+    commands = [["systemctl", "daemon-reload"]] if reload else []
+    rc, _, _ = run_command(["systemctl", "is-enabled", "--quiet", unit])
+    if rc != 0:
+        commands.append(["systemctl", "enable", unit])
+    commands.append(["systemctl", "restart", unit])
+    for argv in commands:
+        rc, out, err = run_command(argv)
+        steps.append(" ".join(argv[1:]))
+        if rc != 0:
+            return False, f"{' '.join(argv)} failed (rc {rc}): {(out + err).strip()}"
+    return True, f"{unit}: " + ", ".join(steps)
+
+
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
@@ -387,6 +418,7 @@ def main() -> None:
             "program_file": {"type": "path"},
             "program_content": {"type": "str"},
             "restart_app": {"type": "str", "default": ""},
+            "supervisor": {"type": "str", "choices": ["supervisord", "systemd"], "default": "supervisord"},
             "supervisor_socket": {"type": "path", "default": "/var/run/supervisor.sock"},
         },
         supports_check_mode=True,
@@ -398,16 +430,19 @@ def main() -> None:
     app = module.params["restart_app"]
     if app and not module.check_mode:
         started = time.monotonic()
-        ok, output = restart_program(
-            module.params["supervisor_socket"],
-            lambda argv: module.run_command(argv, check_rc=False),
-            app,
-        )
+
+        def run_command(argv: list[str]) -> tuple[int, str, str]:
+            return module.run_command(argv, check_rc=False)
+
+        if module.params["supervisor"] == "systemd":
+            ok, output = restart_systemd(run_command, app, reload=result["program_changed"])
+        else:
+            ok, output = restart_program(module.params["supervisor_socket"], run_command, app)
         result.update(
             changed=True, restart_output=output, restart_seconds=round(time.monotonic() - started, 3)
         )
         if not ok:
-            module.fail_json(msg=f"supervisord did not (re)start {app}: {output}", **result)
+            module.fail_json(msg=f"{module.params['supervisor']} did not (re)start {app}: {output}", **result)
     module.exit_json(**result)
 
 
