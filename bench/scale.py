@@ -1,13 +1,26 @@
 """(d) Scale: 4, 16 and 48 nodes in batches of 25% (so four batches each). Per-batch wall time
 (one runner run per batch, from ansible-runner's files) should stay flat as the fleet grows; the
-driver's peak memory is the ``deployer`` process's own VmHWM (not its ansible children)."""
+driver's peak memory is the ``deployer`` process's own VmHWM (not its ansible children). The
+machine's busy CPU time during the deploy (from /proc/stat: controller, nodes and apps together)
+shows whether the run was bound by this machine's cores rather than by the deployer."""
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 from ._harness import bench_lab, check, median, run_deployer, runner_runs, say, spread
+
+_TICK = float(os.sysconf("SC_CLK_TCK"))
+
+
+def _cpu_busy_seconds() -> float:
+    """Busy CPU time of the whole machine so far (all cores, all processes)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / _TICK
 
 SIZES = (4, 16, 48)
 
@@ -18,21 +31,26 @@ def run(*, sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
     for size in sizes:
         with bench_lab(size) as lab:
             config = lab.config("scale", batch_size="25%", min_healthy="1")
+            version = lab.publish()
             since = time.time()
-            result = check(run_deployer(lab, config, lab.publish()))
+            busy = _cpu_busy_seconds()
+            result = check(run_deployer(lab, config, version))
+            busy = _cpu_busy_seconds() - busy
             runs = runner_runs(lab.dir / "state-scale", since)
         batches = [r.seconds for r in runs if r.playbook == "deploy.yml"]
-        probe = [r.seconds for r in runs if r.playbook == "probe.yml"]
         prestage = [r.seconds for r in runs if r.playbook == "prestage.yml"]
         out = list(result.out_of_lb.values())
+        cores = os.cpu_count() or 1
         say(
-            f"  {size:>3} nodes: {result.seconds:6.1f}s total; probe {median(probe):.1f}s, "
-            f"pre-stage {median(prestage):.1f}s, {len(batches)} batches of {max(1, size // 4)}: "
-            f"{spread(batches)} each; out of LB {spread(out)}; driver peak {result.peak_rss_mb:.0f} MiB"
+            f"  {size:>3} nodes: {result.seconds:6.1f}s total; pre-stage {median(prestage):.1f}s, "
+            f"{len(batches)} batches of {max(1, size // 4)}: {spread(batches)} each; "
+            f"out of LB {spread(out)}; driver peak {result.peak_rss_mb:.0f} MiB; "
+            f"machine CPU busy {busy:.0f}s = {busy / result.seconds / cores:.0%} of {cores} cores, "
+            f"{busy / size:.1f}s per node"
         )
         results[str(size)] = {
             "seconds": round(result.seconds, 2),
-            "probe_seconds": probe,
+            "cpu_busy_seconds": round(busy, 1),
             "prestage_seconds": prestage,
             "batch_seconds": batches,
             "out_of_lb_seconds": out,
