@@ -118,6 +118,9 @@ def served_version(node: int) -> str:
 
 
 def haproxy_status(lab_dir: Path) -> dict[str, str]:
+    """Each node's HAProxy status word: UP, MAINT, DRAIN, DOWN. A transition suffix is dropped:
+    'UP 1/2' (in service, one good check short of full health, as a node is right after a
+    restart) is UP."""
     with socket.socket(socket.AF_UNIX) as sock:
         sock.connect(str(lab_dir / "haproxy" / "admin.sock"))
         sock.sendall(b"show stat\n")
@@ -130,7 +133,7 @@ def haproxy_status(lab_dir: Path) -> dict[str, str]:
     for line in lines[1:]:
         row = dict(zip(header, line.split(","), strict=False))
         if row.get("pxname") == "hello" and row.get("svname", "").startswith("node"):
-            status[row["svname"]] = row["status"]
+            status[row["svname"]] = row["status"].split(" ")[0]
     return status
 
 
