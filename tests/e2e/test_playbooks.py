@@ -74,7 +74,9 @@ def extra_vars(lab_dir: Path, version: str) -> dict[str, Any]:
     }
 
 
-def play(lab_dir: Path, playbook: str, version: str) -> tuple[int, dict[str, dict[str, int]]]:
+def play(
+    lab_dir: Path, playbook: str, version: str, overrides: dict[str, Any] | None = None
+) -> tuple[int, dict[str, dict[str, int]]]:
     """Run a playbook; returns (exit code, per-host counts from the play recap)."""
     env = {
         **os.environ,
@@ -84,7 +86,7 @@ def play(lab_dir: Path, playbook: str, version: str) -> tuple[int, dict[str, dic
         "ANSIBLE_NOCOLOR": "1",
     }
     vars_file = lab_dir / f"vars-{version}.json"
-    vars_file.write_text(json.dumps(extra_vars(lab_dir, version)))
+    vars_file.write_text(json.dumps({**extra_vars(lab_dir, version), **(overrides or {})}))
     done = subprocess.run(
         [
             str(BIN / "ansible-playbook"),
@@ -152,6 +154,17 @@ def test_second_identical_deploy_changes_nothing(lab: Path) -> None:
     code, stats = play(lab, "deploy.yml", "1.1.0")
     assert code == 0
     assert {host: s["changed"] for host, s in stats.items()} == {"node1": 0, "node2": 0, "node3": 0}
+
+
+def test_a_switch_that_cannot_be_made_fails_before_the_drain(lab: Path) -> None:
+    # The program file cannot be rendered: the preflight fails while node1 still serves.
+    broken = {"deployer_release_environment": {"BROKEN": "{{ no_such_variable }}"}}
+    code, stats = play(lab, "deploy.yml", "1.0.0", broken)
+    assert code != 0
+    assert stats["node1"]["failed"] == 1 and stats["node1"]["rescued"] == 0
+    assert "node2" not in stats and "node3" not in stats
+    assert [served_version(n) for n in (1, 2, 3)] == ["1.1.0"] * 3
+    assert set(haproxy_status(lab).values()) == {"UP"}
 
 
 def test_bad_release_is_reverted_on_the_first_node_only(lab: Path) -> None:
