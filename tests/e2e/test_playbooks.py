@@ -167,6 +167,18 @@ def test_a_switch_that_cannot_be_made_fails_before_the_drain(lab: Path) -> None:
     assert set(haproxy_status(lab).values()) == {"UP"}
 
 
+def test_a_failing_after_activate_hook_sends_the_node_back(lab: Path) -> None:
+    hook = lab / "failing-hook.yml"
+    hook.write_text("- name: Fail as a broken hook would\n  ansible.builtin.fail:\n    msg: hook failed\n")
+    code, stats = play(lab, "deploy.yml", "1.0.0", {"deployer_release_after_activate_hook": str(hook)})
+    assert code != 0
+    # Both rescues ran: the role's (switch back) and the playbook's (smoke, back into the LB).
+    assert stats["node1"]["failed"] == 1 and stats["node1"]["rescued"] == 2
+    assert "node2" not in stats and "node3" not in stats
+    assert [served_version(n) for n in (1, 2, 3)] == ["1.1.0"] * 3
+    assert set(haproxy_status(lab).values()) == {"UP"}
+
+
 def test_bad_release_is_reverted_on_the_first_node_only(lab: Path) -> None:
     code, stats = play(lab, "deploy.yml", "1.2.0-badhealth")
     assert code != 0
