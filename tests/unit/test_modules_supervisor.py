@@ -47,6 +47,12 @@ class Supervisord:
             PROGRAM.format(python=sys.executable, pidfile=self.pidfile, tag=tag)
         )
 
+    def write_crashing_program(self) -> None:
+        """A release whose process exits at once; supervisord keeps restarting it."""
+        (self.conf_d / "app.conf").write_text(
+            "[program:app]\ncommand=/bin/false\nautostart=true\nautorestart=true\nstartsecs=0\n"
+        )
+
     def app(self) -> tuple[int, str]:
         """The running app's pid and the tag its program file gave it."""
         deadline = time.monotonic() + 10
@@ -106,6 +112,34 @@ def test_restart_after_the_program_file_changed_runs_the_new_settings(supervisor
     assert ok, output
     assert "removed" in output and "added" in output
     assert supervisord.app()[1] == "v2"
+
+
+@needs_supervisord
+def test_a_release_that_crashes_at_once_does_not_hold_the_restart(supervisord: Supervisord) -> None:
+    supervisord.write_crashing_program()
+    started = time.monotonic()
+
+    ok, output = switch.restart_program(str(supervisord.socket), _never_called, "app")
+
+    # With startsecs=0 supervisord may report it RUNNING for an instant (the smoke check then
+    # fails it) or already EXITED; either way the restart returns at once, not after 30 s.
+    assert time.monotonic() - started < 10
+    assert ok or output.endswith(("exited", "backoff", "fatal")), output
+
+
+@needs_supervisord
+def test_a_fixed_release_replaces_one_that_keeps_crashing(supervisord: Supervisord) -> None:
+    for attempt in range(4):
+        supervisord.write_crashing_program()
+        switch.restart_program(str(supervisord.socket), _never_called, "app")
+        time.sleep(0.3)  # supervisord restarts the crashing process again and again meanwhile
+        supervisord.pidfile.unlink(missing_ok=True)
+        supervisord.write_program(f"fixed{attempt}")
+
+        ok, output = switch.restart_program(str(supervisord.socket), _never_called, "app")
+
+        assert ok, output
+        assert supervisord.app()[1] == f"fixed{attempt}"
 
 
 @needs_supervisord

@@ -321,7 +321,10 @@ class SupervisorUnreachable(Exception):
 _FAULT_BAD_NAME = 10
 _FAULT_ALREADY_STARTED = 60
 _FAULT_NOT_RUNNING = 70
-_STOPPED_STATES = {"STOPPED", "EXITED", "FATAL", "BACKOFF"}
+_FAULT_STILL_RUNNING = 91
+_STOPPED_STATES = {"STOPPED", "EXITED", "FATAL", "ABSENT"}
+_RUNNING_STATES = {"STARTING", "RUNNING", "BACKOFF"}
+_SETTLED_STATES = {"RUNNING", "EXITED", "BACKOFF", "FATAL"}
 
 
 class SupervisorRPC:
@@ -360,12 +363,21 @@ class SupervisorRPC:
             time.sleep(self._poll)
 
     def _stop(self, app: str) -> None:
-        try:
-            self._proxy.supervisor.stopProcess(app, False)
-        except xmlrpc.client.Fault as exc:
-            if exc.faultCode not in (_FAULT_NOT_RUNNING, _FAULT_BAD_NAME):
-                raise
-        self._wait(app, lambda s: s in _STOPPED_STATES or s == "ABSENT", "stop")
+        # Asked again while supervisord restarts a crashing process behind our back.
+        deadline = time.monotonic() + self._timeout
+        while True:
+            state = self._state(app)
+            if state in _STOPPED_STATES:
+                return
+            if state in _RUNNING_STATES:
+                try:
+                    self._proxy.supervisor.stopProcess(app, False)
+                except xmlrpc.client.Fault as exc:
+                    if exc.faultCode not in (_FAULT_NOT_RUNNING, _FAULT_BAD_NAME):
+                        raise
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{app} did not stop within {self._timeout:.0f}s (state {state})")
+            time.sleep(self._poll)
 
     def _start(self, app: str) -> str:
         try:
@@ -373,15 +385,28 @@ class SupervisorRPC:
         except xmlrpc.client.Fault as exc:
             if exc.faultCode != _FAULT_ALREADY_STARTED:
                 raise
-        return self._wait(app, lambda s: s not in {"STARTING", "STOPPED", "EXITED"}, "start")
+        # Started after the switch: EXITED, BACKOFF or FATAL from here on means it crashed.
+        return self._wait(app, lambda s: s in _SETTLED_STATES, "start")
+
+    def _remove(self, app: str) -> None:
+        # An exited process may be started again by autorestart between the stop and the
+        # removal: stop it again and retry.
+        deadline = time.monotonic() + self._timeout
+        while True:
+            self._stop(app)
+            try:
+                self._proxy.supervisor.removeProcessGroup(app)
+                return
+            except xmlrpc.client.Fault as exc:
+                if exc.faultCode != _FAULT_STILL_RUNNING or time.monotonic() > deadline:
+                    raise
 
     def restart(self, app: str) -> tuple[bool, str]:
         """Restart ``app`` once, with its program file's current settings."""
         added, changed, removed = self._proxy.supervisor.reloadConfig()[0]
         steps = []
         if app in changed or app in removed:
-            self._stop(app)
-            self._proxy.supervisor.removeProcessGroup(app)
+            self._remove(app)
             steps.append("removed")
         if app in changed or app in added:
             self._proxy.supervisor.addProcessGroup(app)
