@@ -351,33 +351,39 @@ class SupervisorRPC:
                 return "ABSENT"
             raise
 
-    def _wait(self, app: str, done: Callable[[str], bool], what: str) -> str:
+    def _wait(
+        self,
+        app: str,
+        done: Callable[[str], bool],
+        what: str,
+        nudge: Callable[[str], None] | None = None,
+    ) -> str:
+        """Poll the program's state until ``done``; ``nudge`` is called with every other state."""
         # Each request also wakes supervisord's loop, which reaps and spawns on its way round.
         deadline = time.monotonic() + self._timeout
         while True:
             state = self._state(app)
             if done(state):
                 return state
+            if nudge is not None:
+                nudge(state)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{app} did not {what} within {self._timeout:.0f}s (state {state})")
             time.sleep(self._poll)
 
-    def _stop(self, app: str) -> None:
+    def _ask_to_stop(self, app: str, state: str) -> None:
         # Asked again while supervisord restarts a crashing process behind our back.
-        deadline = time.monotonic() + self._timeout
-        while True:
-            state = self._state(app)
-            if state in _STOPPED_STATES:
-                return
-            if state in _RUNNING_STATES:
-                try:
-                    self._proxy.supervisor.stopProcess(app, False)
-                except xmlrpc.client.Fault as exc:
-                    if exc.faultCode not in (_FAULT_NOT_RUNNING, _FAULT_BAD_NAME):
-                        raise
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{app} did not stop within {self._timeout:.0f}s (state {state})")
-            time.sleep(self._poll)
+        if state in _RUNNING_STATES:
+            try:
+                self._proxy.supervisor.stopProcess(app, False)
+            except xmlrpc.client.Fault as exc:
+                if exc.faultCode not in (_FAULT_NOT_RUNNING, _FAULT_BAD_NAME):
+                    raise
+
+    def _stop(self, app: str) -> None:
+        self._wait(
+            app, lambda s: s in _STOPPED_STATES, "stop", lambda s: self._ask_to_stop(app, s)
+        )
 
     def _start(self, app: str) -> str:
         try:
