@@ -188,3 +188,60 @@ def test_bad_release_is_reverted_on_the_first_node_only(lab: Path) -> None:
     assert set(haproxy_status(lab).values()) == {"UP"}
     code, _ = play(lab, "probe.yml", "1.1.0")
     assert code == 0
+
+
+def run_module(
+    lab_dir: Path, module: str, args: dict[str, Any], *, pipelining: bool
+) -> tuple[dict[str, Any], str]:
+    """One module run on node1 with ad-hoc ``ansible``: its result, and the verbose log."""
+    role = ROOT / "roles" / "deployer_release"
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+        "ANSIBLE_CONFIG": str(ROOT / "playbooks" / "ansible.cfg"),
+        "ANSIBLE_LIBRARY": str(role / "library"),
+        "ANSIBLE_ACTION_PLUGINS": str(role / "action_plugins"),
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
+        "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
+        "ANSIBLE_NOCOLOR": "1",
+    }
+    done = subprocess.run(
+        [str(BIN / "ansible"), "-i", str(lab_dir / "inventory.yml"), "node1", "-vvv",
+         "-m", module, "-a", json.dumps(args),
+         # The lab's inventory turns pipelining on for its nodes.
+         "-e", json.dumps({"ansible_ssh_pipelining": pipelining})],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    # The ad-hoc line: "node1 | SUCCESS => {...}" (CHANGED, FAILED!); the callback drops "failed".
+    line = done.stdout.find("node1 | ")
+    start = done.stdout.find("{", line) if line >= 0 else -1
+    assert start >= 0, f"no result:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    result: dict[str, Any] = json.JSONDecoder().raw_decode(done.stdout[start:])[0]
+    result["failed"] = done.stdout[line:start].startswith("node1 | FAILED")
+    return result, done.stdout + done.stderr
+
+
+def comparable(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if k not in ("invocation", "_ansible_no_log", "action")}
+
+
+def test_the_release_modules_give_the_same_results_run_directly_or_the_standard_way(lab: Path) -> None:
+    # Over pipelining the role's action plugin runs the module on the node's plain interpreter
+    # (its loader names the code deployer_direct_module); without, Ansible's module wrapper.
+    cases = [
+        ("deployer_release_info", {"base_dir": "/opt/hello"}),
+        ("deployer_release_switch", {"base_dir": "/opt/hello", "version": "0.0.0-never-staged"}),
+        ("deployer_release_unpack", {"url": "http://127.0.0.1:9/x.tar.gz", "sha256": "0" * 64,
+                                     "dest": "/opt/hello/releases/9.9.9", "version": "bad version"}),
+    ]
+    for module, args in cases:
+        direct, direct_log = run_module(lab, module, args, pipelining=True)
+        standard, standard_log = run_module(lab, module, args, pipelining=False)
+        assert "deployer_direct_module" in direct_log
+        assert "deployer_direct_module" not in standard_log
+        assert comparable(direct) == comparable(standard), module
+    assert direct["failed"] and "version" in direct["msg"]
+    # A path only the node can expand goes the standard way.
+    expanded, log = run_module(lab, "deployer_release_info", {"base_dir": "~/../opt/hello"}, pipelining=True)
+    assert "deployer_direct_module" not in log
+    assert expanded["base_dir"] == "/opt/hello" and expanded["current"]

@@ -52,8 +52,6 @@ import json
 import os
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-
 MARKER = ".deployer-release.json"
 
 
@@ -109,12 +107,20 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+ARGUMENT_SPEC: dict[str, Any] = {"base_dir": {"type": "path", "required": True}}
+
+
+def execute(params: dict[str, Any], check_mode: bool = False) -> dict[str, Any]:
+    """The whole task on validated parameters (it only reads, so check mode changes nothing)."""
+    return run(params)
+
+
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={"base_dir": {"type": "path", "required": True}},
-        supports_check_mode=True,
-    )
-    module.exit_json(**run(module.params))
+    # Imported here: the deployer_release action plugin runs execute() on a bare interpreter.
+    from ansible.module_utils.basic import AnsibleModule
+
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module.exit_json(**execute(module.params, check_mode=module.check_mode))
 
 
 if __name__ == "__main__":

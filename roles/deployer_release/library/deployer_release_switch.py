@@ -124,12 +124,11 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import time
 import xmlrpc.client
 from collections.abc import Callable
 from typing import Any
-
-from ansible.module_utils.basic import AnsibleModule
 
 MARKER = ".deployer-release.json"
 VERSION_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,127}$")
@@ -439,41 +438,60 @@ def restart_program(socket_path: str, run_command: CommandRunner, app: str) -> t
         return False, f"{app}: {exc}"
 
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "base_dir": {"type": "path", "required": True},
-            "version": {"type": "str", "required": True},
-            "previous": {"type": "str"},
-            "keep_releases": {"type": "int", "default": 0},
-            "program_file": {"type": "path"},
-            "program_content": {"type": "str"},
-            "restart_app": {"type": "str", "default": ""},
-            "supervisor": {"type": "str", "choices": ["supervisord", "systemd"], "default": "supervisord"},
-            "supervisor_socket": {"type": "path", "default": "/var/run/supervisor.sock"},
-        },
-        supports_check_mode=True,
-    )
+ARGUMENT_SPEC: dict[str, Any] = {
+    "base_dir": {"type": "path", "required": True},
+    "version": {"type": "str", "required": True},
+    "previous": {"type": "str"},
+    "keep_releases": {"type": "int", "default": 0},
+    "program_file": {"type": "path"},
+    "program_content": {"type": "str"},
+    "restart_app": {"type": "str", "default": ""},
+    "supervisor": {"type": "str", "choices": ["supervisord", "systemd"], "default": "supervisord"},
+    "supervisor_socket": {"type": "path", "default": "/var/run/supervisor.sock"},
+}
+
+
+def run_in_c_locale(argv: list[str]) -> tuple[int, str, str]:
+    """Run a command in the C locale, so its output can be read."""
     try:
-        result = run(module.params, check_mode=module.check_mode)
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, check=False,
+            env={**os.environ, "LC_ALL": "C", "LANG": "C"},
+        )
+    except OSError as exc:
+        return 127, "", str(exc)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def execute(params: dict[str, Any], check_mode: bool = False) -> dict[str, Any]:
+    """The whole task on validated parameters: the result, with ``failed`` and ``msg`` when it failed."""
+    try:
+        result = run(params, check_mode=check_mode)
     except (SwitchError, OSError) as exc:
-        module.fail_json(msg=f"cannot switch {module.params['base_dir']}/current: {exc}")
-    app = module.params["restart_app"]
-    if app and not module.check_mode:
+        return {"failed": True, "msg": f"cannot switch {params['base_dir']}/current: {exc}"}
+    app = params["restart_app"]
+    if app and not check_mode:
         started = time.monotonic()
-
-        def run_command(argv: list[str]) -> tuple[int, str, str]:
-            return module.run_command(argv, check_rc=False)
-
-        if module.params["supervisor"] == "systemd":
-            ok, output = restart_systemd(run_command, app, reload=result["program_changed"])
+        if params["supervisor"] == "systemd":
+            ok, output = restart_systemd(run_in_c_locale, app, reload=result["program_changed"])
         else:
-            ok, output = restart_program(module.params["supervisor_socket"], run_command, app)
+            ok, output = restart_program(params["supervisor_socket"], run_in_c_locale, app)
         result.update(
             changed=True, restart_output=output, restart_seconds=round(time.monotonic() - started, 3)
         )
         if not ok:
-            module.fail_json(msg=f"{module.params['supervisor']} did not (re)start {app}: {output}", **result)
+            result.update(failed=True, msg=f"{params['supervisor']} did not (re)start {app}: {output}")
+    return result
+
+
+def main() -> None:
+    # Imported here: the deployer_release action plugin runs execute() on a bare interpreter.
+    from ansible.module_utils.basic import AnsibleModule
+
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    result = execute(module.params, check_mode=module.check_mode)
+    if result.get("failed"):
+        module.fail_json(**result)
     module.exit_json(**result)
 
 

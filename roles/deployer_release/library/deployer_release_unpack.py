@@ -104,8 +104,6 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-
 MARKER = ".deployer-release.json"
 VERSION_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,127}$")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
@@ -355,31 +353,43 @@ def make_dirs(paths: list[str], check_mode: bool = False) -> list[str]:
     return made
 
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "url": {"type": "str", "required": True},
-            "sha256": {"type": "str", "required": True},
-            "size": {"type": "int", "default": 0},
-            "max_size": {"type": "int", "default": 536870912},
-            "dest": {"type": "path", "required": True},
-            "version": {"type": "str", "required": True},
-            "timeout": {"type": "float", "default": 30},
-            "make_dirs": {"type": "list", "elements": "path", "default": []},
-        },
-        supports_check_mode=True,
-    )
+ARGUMENT_SPEC: dict[str, Any] = {
+    "url": {"type": "str", "required": True},
+    "sha256": {"type": "str", "required": True},
+    "size": {"type": "int", "default": 0},
+    "max_size": {"type": "int", "default": 536870912},
+    "dest": {"type": "path", "required": True},
+    "version": {"type": "str", "required": True},
+    "timeout": {"type": "float", "default": 30},
+    "make_dirs": {"type": "list", "elements": "path", "default": []},
+}
+
+
+def execute(params: dict[str, Any], check_mode: bool = False) -> dict[str, Any]:
+    """The whole task on validated parameters: the result, with ``failed`` and ``msg`` when it failed."""
     try:
-        made = make_dirs(module.params["make_dirs"], check_mode=module.check_mode)
-        result = run(module.params, check_mode=module.check_mode)
+        made = make_dirs(params["make_dirs"], check_mode=check_mode)
+        result = run(params, check_mode=check_mode)
     except UnpackError as exc:
-        module.fail_json(msg=f"cannot stage release {module.params['version']}: {exc}")
+        return {"failed": True, "msg": f"cannot stage release {params['version']}: {exc}"}
     except OSError as exc:
-        module.fail_json(
-            msg=f"cannot stage release {module.params['version']} in {module.params['dest']}: {exc}"
-        )
+        return {
+            "failed": True,
+            "msg": f"cannot stage release {params['version']} in {params['dest']}: {exc}",
+        }
     if made:
         result.update(changed=True, made_dirs=made)
+    return result
+
+
+def main() -> None:
+    # Imported here: the deployer_release action plugin runs execute() on a bare interpreter.
+    from ansible.module_utils.basic import AnsibleModule
+
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    result = execute(module.params, check_mode=module.check_mode)
+    if result.get("failed"):
+        module.fail_json(**result)
     module.exit_json(**result)
 
 

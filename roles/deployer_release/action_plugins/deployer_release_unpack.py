@@ -1,0 +1,1 @@
+_direct_module.py
