@@ -46,6 +46,12 @@ staged_sha256:
   description: The SHA-256 of the tarball each staged version was unpacked from.
   type: dict
   returned: always
+ansible_facts:
+  description: >-
+    The same as the node's facts C(deployer_release_current), C(deployer_release_previous) and
+    C(deployer_release_staged_sha256).
+  type: dict
+  returned: always
 """
 
 import json
@@ -111,8 +117,15 @@ ARGUMENT_SPEC: dict[str, Any] = {"base_dir": {"type": "path", "required": True}}
 
 
 def execute(params: dict[str, Any], check_mode: bool = False) -> dict[str, Any]:
-    """The whole task on validated parameters (it only reads, so check mode changes nothing)."""
-    return run(params)
+    """The whole task on validated parameters (it only reads, so check mode changes nothing).
+    The releases are also the node's facts, so no set_fact task is needed."""
+    result = run(params)
+    result["ansible_facts"] = {
+        "deployer_release_current": result["current"],
+        "deployer_release_previous": result["previous"],
+        "deployer_release_staged_sha256": result["staged_sha256"],
+    }
+    return result
 
 
 def main() -> None:

@@ -116,6 +116,12 @@ restart_seconds:
   description: How long the restart of O(restart_app) took.
   type: float
   returned: when O(restart_app) is set
+ansible_facts:
+  description: >-
+    The node's facts C(deployer_release_current) and C(deployer_release_previous), as the links
+    now are (also when the restart failed).
+  type: dict
+  returned: when the links were checked, not in check mode
 """
 
 import http.client
@@ -469,6 +475,12 @@ def execute(params: dict[str, Any], check_mode: bool = False) -> dict[str, Any]:
         result = run(params, check_mode=check_mode)
     except (SwitchError, OSError) as exc:
         return {"failed": True, "msg": f"cannot switch {params['base_dir']}/current: {exc}"}
+    if not check_mode:
+        # The links as they now are, as the node's facts (also when the restart below fails).
+        result["ansible_facts"] = {
+            "deployer_release_current": result["current"],
+            "deployer_release_previous": result["previous"],
+        }
     app = params["restart_app"]
     if app and not check_mode:
         started = time.monotonic()
