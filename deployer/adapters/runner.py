@@ -108,7 +108,22 @@ class Runner(Protocol):
         ...
 
 
+_TYPE_NOISE = re.compile(r": <class '[^']*'> cannot be converted to an? \w+")
+
+
 def _message(res: Mapping[str, Any]) -> str:
+    # A loop's result says only "One or more items failed": the failed items say what.
+    items = res.get("results")
+    if isinstance(items, list):
+        failed = dict.fromkeys(_message(i) for i in items if isinstance(i, Mapping) and i.get("failed"))
+        if any(failed):
+            return "; ".join(m for m in failed if m)[:500]
+    # validate_argument_spec: every wrong variable (once), not only the last line of its message,
+    # without the name of Ansible's internal string class.
+    errors = res.get("argument_errors")
+    if isinstance(errors, list) and errors:
+        unique = dict.fromkeys(_TYPE_NOISE.sub("", str(e)) for e in errors)
+        return "; ".join(unique)[:500]
     for key in ("msg", "stderr", "reason"):
         v = res.get(key)
         if v:

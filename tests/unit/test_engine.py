@@ -332,3 +332,39 @@ def test_recorded_failure_on_last_node_rolls_back_in_reverse(world: dict[str, Pa
     assert {n: s.phase.value for n, s in outcome.nodes.items()} == dict.fromkeys(NODES, "reverted")
     assert phases(journal, outcome, "node3")[-2:] == ["reverting", "reverted"]
     assert not runner.scripts
+
+
+def test_a_failed_loop_reports_what_its_failed_items_said() -> None:
+    from deployer.adapters.runner import translate
+
+    raw = {
+        "event": "runner_on_failed",
+        "event_data": {
+            "host": "node3",
+            "task": "Check the variables",
+            "res": {
+                "msg": "One or more items failed",
+                "results": [
+                    {"failed": False, "msg": "The arg spec validation passed"},
+                    {
+                        "failed": True,
+                        "msg": "Validation of arguments failed:\nfirst\nsecond",
+                        "argument_errors": ["x is wrong", "y is wrong"],
+                    },
+                    {
+                        "failed": True,
+                        "argument_errors": [
+                            "argument 'z' is of type str and we were unable to convert to float: "
+                            "<class 'ansible.module_utils._internal._datatag._AnsibleTaggedStr'> "
+                            "cannot be converted to a float"
+                        ],
+                    },
+                ],
+            },
+        },
+    }
+    event = translate(raw)
+    assert event is not None
+    assert event.message == (
+        "x is wrong; y is wrong; argument 'z' is of type str and we were unable to convert to float"
+    )
