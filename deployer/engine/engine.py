@@ -431,6 +431,8 @@ class Engine:
     def _run_batch(self, release: Release, batch: Batch, plan: Plan) -> RunResult:
         extravars = dict(self._release_vars(release))
         extravars["deployer_serial"] = len(batch.nodes)
+        # The pre-stage run has checked every node's variables for deploy.yml's steps too.
+        extravars["deployer_variables_checked"] = self.env.strategy.prestage
         # What the pre-stage run has just read, so the batch does not read it again.
         extravars["deployer_known_releases"] = {
             name: {

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import yaml
 
 from deployer.lab import Lab
 
@@ -231,6 +232,19 @@ def test_bad_input_is_refused_and_changes_nothing(make_lab: Callable[..., Lab], 
     assert app_pids(the_lab, lab_ssh) == before
     assert history(the_lab) == []
     assert_all_serving(the_lab, "1.0.0")
+    # A bad value on the last node only stops the deployment before the first node is drained:
+    # the pre-stage run checks every node's variables for every step of the deploy.
+    inventory = yaml.safe_load(the_lab.inventory_path.read_text())
+    hosts = inventory["all"]["children"]["hello_nodes"]["hosts"]
+    hosts["node3"]["deployer_lb_haproxy_poll_interval"] = "soon"
+    the_lab.inventory_path.write_text(yaml.safe_dump(inventory))
+    r = cli(the_lab, "deploy", "--env", "lab", "--version", "1.3.0-errors")
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert "node3" in r.stderr and "deployer_lb_haproxy_poll_interval" in r.stderr, r.stderr
+    assert app_pids(the_lab, lab_ssh) == before
+    assert_all_serving(the_lab, "1.0.0")
+    phases = {phase for _, phase in events(the_lab, history(the_lab)[0]["id"])}
+    assert phases <= {"pending", "staging", "staged", "skipped"}, phases
 
 
 def test_a_node_lost_mid_rollout_stays_out_and_the_rest_is_rolled_back(
