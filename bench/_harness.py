@@ -290,6 +290,15 @@ class DeployRun:
     # Wall clock at the start, and every (start, end) each node spent out of the load balancer.
     started_at: float = 0.0
     lb_intervals: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    # CPU time of the tool's whole process tree (the deployer, ansible-playbook, its forks and
+    # SSH clients), counted as each child is reaped.
+    controller_cpu_seconds: float = 0.0
+
+
+def _children_cpu_seconds() -> float:
+    """User + system CPU of this process's children that have ended."""
+    times = os.times()
+    return times.children_user + times.children_system
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -323,6 +332,7 @@ def run_deployer(lab: BenchLab, config: Path, version: str) -> DeployRun:
     with Sampler(lab.socket) as sampler, tempfile.TemporaryFile() as out:
         started_at = time.time()
         t0 = time.monotonic()
+        cpu0 = _children_cpu_seconds()
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT))
         peak = 0.0
         try:
@@ -332,6 +342,7 @@ def run_deployer(lab: BenchLab, config: Path, version: str) -> DeployRun:
         finally:
             _stop_child(proc)
         seconds = time.monotonic() - t0
+        controller_cpu = _children_cpu_seconds() - cpu0
         out.seek(0)
         text = out.read().decode("utf-8", "replace")
     outcome: dict[str, Any] = {}
@@ -343,6 +354,7 @@ def run_deployer(lab: BenchLab, config: Path, version: str) -> DeployRun:
         tool="deployer", version=version, seconds=seconds, rc=proc.returncode,
         out_of_lb={n: sampler.out_seconds(n) for n in lab.nodes}, peak_rss_mb=peak,
         outcome=outcome, output=text, started_at=started_at, lb_intervals=dict(sampler.intervals),
+        controller_cpu_seconds=controller_cpu,
     )
 
 

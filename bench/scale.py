@@ -41,16 +41,19 @@ def run(*, sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
         prestage = [r.seconds for r in runs if r.playbook == "prestage.yml"]
         out = list(result.out_of_lb.values())
         cores = os.cpu_count() or 1
+        controller = result.controller_cpu_seconds
         say(
             f"  {size:>3} nodes: {result.seconds:6.1f}s total; pre-stage {median(prestage):.1f}s, "
             f"{len(batches)} batches of {max(1, size // 4)}: {spread(batches)} each; "
             f"out of LB {spread(out)}; driver peak {result.peak_rss_mb:.0f} MiB; "
             f"machine CPU busy {busy:.0f}s = {busy / result.seconds / cores:.0%} of {cores} cores, "
-            f"{busy / size:.1f}s per node"
+            f"{busy / size:.1f}s per node, of which the controller (deployer + Ansible) "
+            f"{controller / size:.1f}s"
         )
         results[str(size)] = {
             "seconds": round(result.seconds, 2),
             "cpu_busy_seconds": round(busy, 1),
+            "controller_cpu_seconds": round(controller, 1),
             "prestage_seconds": prestage,
             "batch_seconds": batches,
             "out_of_lb_seconds": out,
