@@ -37,7 +37,7 @@ def run(*, sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
             result = check(run_deployer(lab, config, version))
             busy = _cpu_busy_seconds() - busy
             runs = runner_runs(lab.dir / "state-scale", since)
-        batches = [r.seconds for r in runs if r.playbook == "deploy.yml"]
+        batches = [r.seconds for r in runs if r.playbook in ("deploy.yml", "deploy_batch.yml")]
         prestage = [r.seconds for r in runs if r.playbook == "prestage.yml"]
         out = list(result.out_of_lb.values())
         cores = os.cpu_count() or 1

@@ -36,7 +36,7 @@ __all__ = [
 
 P = NodePhase
 
-# Which task file of which role puts a node in which phase (see playbooks/deploy.yml).
+# Which task file of which role puts a node in which phase (see playbooks/tasks/roll_node.yml).
 PHASE_BY_TASK_FILE: Mapping[tuple[str, str], NodePhase] = {
     ("deployer_release", "stage"): P.STAGING,
     ("deployer_lb_haproxy", "drain"): P.DRAINING,
@@ -431,9 +431,7 @@ class Engine:
     def _run_batch(self, release: Release, batch: Batch, plan: Plan) -> RunResult:
         extravars = dict(self._release_vars(release))
         extravars["deployer_serial"] = len(batch.nodes)
-        # The pre-stage run has checked every node's variables for deploy.yml's steps too.
-        extravars["deployer_variables_checked"] = self.env.strategy.prestage
-        # What the pre-stage run has just read, so the batch does not read it again.
+        # What the pre-stage (or probe) run has just read, so the batch does not read it again.
         extravars["deployer_known_releases"] = {
             name: {
                 "current": self._facts[name].current,
@@ -445,7 +443,10 @@ class Engine:
         }
         result = self.runner.run(
             RunRequest(
-                playbook="deploy.yml", inventory=self.env.inventory, hosts=list(batch.nodes),
+                # After pre-staging (nodes read, staged and their variables checked) a batch
+                # only deploys; without it, deploy.yml also stages and checks.
+                playbook="deploy_batch.yml" if self.env.strategy.prestage else "deploy.yml",
+                inventory=self.env.inventory, hosts=list(batch.nodes),
                 extravars=extravars, forks=max(plan.forks, len(batch.nodes)),
             ),
             self._on_event,

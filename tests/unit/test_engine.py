@@ -58,7 +58,7 @@ def good_batch(hosts: list[str]) -> tuple[str, list[RunnerEvent], str]:
     for role, file in [("deployer_lb_haproxy", "drain"), ("deployer_release", "activate"),
                        ("deployer_smoke", "main"), ("deployer_lb_haproxy", "enable")]:
         events += [ev("task_start", h, role, file) for h in hosts]
-    return ("deploy.yml", [*events, stats(hosts)], "successful")
+    return ("deploy_batch.yml", [*events, stats(hosts)], "successful")
 
 
 def bad_batch(host: str) -> tuple[str, list[RunnerEvent], str]:
@@ -74,7 +74,7 @@ def bad_batch(host: str) -> tuple[str, list[RunnerEvent], str]:
         ev("ok", host, None, None, facts={"deployer_node_outcome": "reverted"}),
         ev("failed", host, None, None, message="reverted after a failed smoke check"),
     ]
-    return ("deploy.yml", [*events, stats([host], failed=[host])], "failed")
+    return ("deploy_batch.yml", [*events, stats([host], failed=[host])], "failed")
 
 
 def revert_batch(hosts: list[str]) -> tuple[str, list[RunnerEvent], str]:
@@ -239,6 +239,23 @@ def test_batches_of_a_percentage_with_a_canary(world: dict[str, Path]) -> None:
     assert outcome.plan is not None and outcome.plan.batches[0].canary
     assert [list(r.hosts) for r in runner.requests[1:]] == [["node1"], ["node2", "node3"]]
     assert runner.requests[2].forks >= 2
+
+
+def test_without_prestaging_the_batches_read_stage_and_check_the_nodes_themselves(
+    world: dict[str, Path],
+) -> None:
+    probe = survey(dict.fromkeys(NODES, "1.0.0"))
+    batch = good_batch(["node1", "node2", "node3"])
+    engine, runner, _ = make_engine(
+        world, [("probe.yml", *probe[1:]), ("deploy.yml", *batch[1:])],
+        prestage=False, batch_size="100%", min_healthy="0",
+    )
+    outcome = engine.deploy("1.1.0")
+    assert outcome.status == "succeeded"
+    assert [r.playbook for r in runner.requests] == ["probe.yml", "deploy.yml"]
+    # Nothing was staged beforehand, so the batch does not claim it was.
+    known = runner.requests[1].extravars["deployer_known_releases"]
+    assert all(k["staged_sha256"] == {} for k in known.values())
 
 
 def test_stop_request_finishes_the_batch_and_stops(world: dict[str, Path]) -> None:
