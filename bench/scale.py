@@ -1,4 +1,5 @@
-"""(d) Scale: 4, 16 and 48 nodes in batches of 25% (so four batches each). Per-batch wall time
+"""(d) Scale: 4, 16 and 48 nodes in batches of 25% (so four batches each), then the 48 nodes
+again in batches of 4 (25% of 16), to tell the fleet's size from the batch's own size. Per-batch wall time
 (one runner run per batch, from ansible-runner's files) should stay flat as the fleet grows; the
 driver's peak memory is the ``deployer`` process's own VmHWM (not its ansible children). The
 machine's busy CPU time during the deploy (from /proc/stat: controller, nodes and apps together)
@@ -11,7 +12,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._harness import bench_lab, check, median, run_deployer, runner_runs, say, spread
+from ._harness import (
+    BenchLab,
+    DeployRun,
+    RunFiles,
+    bench_lab,
+    check,
+    median,
+    run_deployer,
+    runner_runs,
+    say,
+    spread,
+)
 
 _TICK = float(os.sysconf("SC_CLK_TCK"))
 
@@ -23,24 +35,40 @@ def _cpu_busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / _TICK
 
 SIZES = (4, 16, 48)
+FIXED_BATCH = 4
+
+
+def _deploy(lab: BenchLab, name: str, batch_size: str) -> tuple[DeployRun, float, list[RunFiles]]:
+    """One deployment of a fresh release: the run, the machine's busy CPU during it, its runs."""
+    config = lab.config(name, batch_size=batch_size, min_healthy="1")
+    version = lab.publish()
+    since = time.time()
+    busy = _cpu_busy_seconds()
+    result = check(run_deployer(lab, config, version))
+    busy = _cpu_busy_seconds() - busy
+    return result, busy, runner_runs(lab.dir / f"state-{name}", since)
+
+
+def _batches(runs: list[RunFiles]) -> list[float]:
+    return [r.seconds for r in runs if r.playbook in ("deploy.yml", "deploy_batch.yml")]
 
 
 def run(*, sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
     say(f"== scale: {', '.join(map(str, sizes))} nodes, batches of 25%")
     results: dict[str, Any] = {}
+    cores = os.cpu_count() or 1
     for size in sizes:
         with bench_lab(size) as lab:
-            config = lab.config("scale", batch_size="25%", min_healthy="1")
-            version = lab.publish()
-            since = time.time()
-            busy = _cpu_busy_seconds()
-            result = check(run_deployer(lab, config, version))
-            busy = _cpu_busy_seconds() - busy
-            runs = runner_runs(lab.dir / "state-scale", since)
-        batches = [r.seconds for r in runs if r.playbook in ("deploy.yml", "deploy_batch.yml")]
+            result, busy, runs = _deploy(lab, "scale", "25%")
+            # A fleet larger than 4 batches of FIXED_BATCH again in batches of FIXED_BATCH (what
+            # 25% is at 4 * FIXED_BATCH nodes): does the fleet's size itself slow a batch down,
+            # or only the batch's own size?
+            fixed = None
+            if size > 4 * FIXED_BATCH:
+                fixed, _, fixed_runs = _deploy(lab, "scale-fixed", str(FIXED_BATCH))
+        batches = _batches(runs)
         prestage = [r.seconds for r in runs if r.playbook == "prestage.yml"]
         out = list(result.out_of_lb.values())
-        cores = os.cpu_count() or 1
         controller = result.controller_cpu_seconds
         say(
             f"  {size:>3} nodes: {result.seconds:6.1f}s total; pre-stage {median(prestage):.1f}s, "
@@ -59,4 +87,11 @@ def run(*, sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
             "out_of_lb_seconds": out,
             "driver_peak_rss_mib": round(result.peak_rss_mb, 1),
         }
+        if fixed is not None:
+            fixed_batches = _batches(fixed_runs)
+            say(
+                f"       the same {size} nodes in batches of {FIXED_BATCH}: {len(fixed_batches)} batches, "
+                f"{spread(fixed_batches)} each; driver peak {fixed.peak_rss_mb:.0f} MiB"
+            )
+            results[str(size)][f"batch_seconds_in_batches_of_{FIXED_BATCH}"] = fixed_batches
     return results
