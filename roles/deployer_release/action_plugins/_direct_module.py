@@ -15,7 +15,6 @@ expand (``~``, ``$VAR``), the module runs the standard way. Either way the resul
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shlex
 from pathlib import Path
@@ -42,20 +41,15 @@ LOADER = (
     "sys.stdout.write(json.dumps(g[\"execute\"](r[\"params\"],r[\"check_mode\"])))\n"
 )
 
-_modules: dict[str, tuple[ModuleType, str]] = {}
-
-
 def load_module(name: str) -> tuple[ModuleType, str]:
-    """The module file as a Python module (for its ARGUMENT_SPEC), and its source text."""
-    if name not in _modules:
-        path = _LIBRARY / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(f"_deployer_direct_{name}", path)
-        if spec is None or spec.loader is None:
-            raise ImportError(f"cannot load {path}")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _modules[name] = (module, path.read_text(encoding="utf-8"))
-    return _modules[name]
+    """The module file as a Python module (for its ARGUMENT_SPEC), and its source text, read once.
+    (Ansible runs each task in a fresh fork, so there is nothing to keep between calls.)"""
+    path = _LIBRARY / f"{name}.py"
+    source = path.read_text(encoding="utf-8")
+    module = ModuleType(f"_deployer_direct_{name}")
+    module.__file__ = str(path)
+    exec(compile(source, str(path), "exec"), module.__dict__)
+    return module, source
 
 
 def expands_on_node(spec: dict[str, Any], raw: dict[str, Any], validated: dict[str, Any]) -> bool:
