@@ -1,6 +1,6 @@
 """Process bookkeeping for the lab: identify processes by PID *and* start time (so a recycled
-PID is never mistaken for ours), find every process living in a node's mount namespace, stop
-processes and wait for them. A zombie counts as dead: orphans here can wait a while to be reaped."""
+PID is never mistaken for ours), stop processes and wait for them. A zombie counts as dead:
+orphans here can wait a while to be reaped."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 __all__ = [
     "ProcessRef",
     "mount_namespace_of",
-    "pids_in_mount_namespace",
     "port_accepts",
     "port_is_free",
     "stop_processes",
@@ -72,20 +71,6 @@ def mount_namespace_of(pid: int) -> str | None:
         return os.readlink(f"/proc/{pid}/ns/mnt")
     except OSError:
         return None
-
-
-def pids_in_mount_namespace(namespace: str) -> list[int]:
-    """Every live process in the mount namespace ``namespace`` (as from mount_namespace_of).
-
-    A namespace identity cannot be reused while any process still lives in it, so matching on
-    it never picks up a stranger's process."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and mount_namespace_of(int(entry)) == namespace:
-            pid = int(entry)
-            if _is_running(pid):
-                found.append(pid)
-    return found
 
 
 def _signal(pid: int, sig: int) -> None:

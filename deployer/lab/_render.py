@@ -14,6 +14,7 @@ from ._spec import LabSpec
 
 __all__ = [
     "NodeLayout",
+    "cgroup_launcher_script",
     "deployer_config",
     "haproxy_config",
     "inventory",
@@ -60,6 +61,18 @@ class NodeLayout:
     @property
     def host_key(self) -> Path:
         return self.root / "ssh_host_ed25519_key"
+
+
+def cgroup_launcher_script() -> str:
+    """Moves itself into a cgroup, then becomes the command: the command and everything it
+    starts belong to that cgroup from their first instruction."""
+    return """#!/bin/sh
+# Usage: in-cgroup CGROUP_PROCS_FILE COMMAND [ARG]...
+set -eu
+echo "$$" > "$1"
+shift
+exec "$@"
+"""
 
 
 def node_init_script() -> str:

@@ -250,10 +250,7 @@ def test_bad_input_is_refused_and_changes_nothing(make_lab: Callable[..., Lab], 
 def test_a_node_lost_mid_rollout_stays_out_and_the_rest_is_rolled_back(
     make_lab: Callable[..., Lab],
 ) -> None:
-    from deployer.lab._procs import pids_in_mount_namespace, stop_processes
-
     the_lab = make_lab(nodes=3, seed="1.0.0")
-    node2_ns = json.loads((the_lab.dir / "lab.json").read_text())["nodes"][1]["mount_namespace"]
     proc = start_deploy(the_lab, "1.1.0")
     assert proc.stderr is not None
     seen = ""
@@ -261,7 +258,7 @@ def test_a_node_lost_mid_rollout_stays_out_and_the_rest_is_rolled_back(
         seen += line
         if "node2" in line and "draining" in line:
             # The VM dies once drained: sshd, supervisord, the app, every session.
-            stop_processes(pids_in_mount_namespace(node2_ns), timeout=5)
+            the_lab.crash_node("node2")
             break
     rest = proc.communicate(timeout=600)[1]
     assert proc.returncode == 11, seen + rest  # failed, and a node may be out of service

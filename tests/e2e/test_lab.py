@@ -18,6 +18,7 @@ import pytest
 
 from deployer.adapters.haproxy import HAProxyRuntime
 from deployer.lab import SAMPLE_RELEASES, Lab, LabSpec
+from deployer.lab._procs import ProcessRef
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -194,7 +195,6 @@ def test_down_leaves_no_process_mount_or_socket(
     state = _lab_state(the_lab)
     nodes = state["nodes"]
     assert isinstance(nodes, list)
-    namespaces = {n["mount_namespace"] for n in nodes}
     net = nodes[0]["address"].rsplit(".", 1)[0] + "."
     # An SSH master kept open by ControlPersist holds a session (and so the node) alive.
     control_path = the_lab.dir.parent / f"cp-{uuid.uuid4().hex[:8]}"
@@ -206,15 +206,15 @@ def test_down_leaves_no_process_mount_or_socket(
     )
     assert master.returncode == 0, master.stderr
     assert _listening(net), "the lab should listen before it is torn down"
+    lab_cgroup = _cgroup_dir(the_lab)
+    in_lab = _cgroup_processes(lab_cgroup)  # sshd, sessions, supervisord, apps, HAProxy, nginx
+    assert len(in_lab) >= 2 * 4 + 2, in_lab
 
     the_lab.down()
 
     assert not [name for name, pid in pids.items() if _running(pid)]
-    left_in_nodes = [
-        int(p) for p in os.listdir("/proc")
-        if p.isdigit() and _running(int(p)) and _readlink(f"/proc/{p}/ns/mnt") in namespaces
-    ]
-    assert left_in_nodes == []
+    assert not [ref for ref in in_lab if ref.alive()]
+    assert not lab_cgroup.exists()
     assert _listening(net) == []
     for address in (state["spec"]["frontend"], state["spec"]["store"]):  # type: ignore[index]
         assert _listening(address) == []
@@ -226,11 +226,23 @@ def test_down_leaves_no_process_mount_or_socket(
     assert _processes_mentioning(str(control_path)) == []
 
 
-def _readlink(path: str) -> str | None:
-    try:
-        return os.readlink(path)
-    except OSError:
-        return None
+def _cgroup_dir(the_lab: Lab) -> Path:
+    from deployer.lab._cgroup import cgroup2_root
+
+    name = _lab_state(the_lab)["cgroup"]
+    assert isinstance(name, str) and name.startswith("deployer-lab/"), name
+    return cgroup2_root() / name
+
+
+def _cgroup_processes(directory: Path) -> list[ProcessRef]:
+    """Every process in a cgroup and the cgroups below it (PID and start time)."""
+    refs = []
+    for procs in directory.rglob("cgroup.procs"):
+        for pid in procs.read_text().split():
+            ref = ProcessRef.of(int(pid))
+            if ref is not None:
+                refs.append(ref)
+    return refs
 
 
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")

@@ -1,0 +1,75 @@
+"""The lab's shared services: HAProxy in front of the nodes and nginx serving the artefact
+store. Both start through the lab's cgroup launcher, into the lab's ``services`` cgroup."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from .._errors import LabError
+from ._cgroup import Cgroup
+from ._procs import ProcessRef, port_accepts, stop_processes, wait_until
+from ._render import NodeLayout, haproxy_config, nginx_config
+from ._spec import LabSpec
+from ._sys import START_TIMEOUT, SYSTEM_ENV, atomic_write, run, tail
+
+__all__ = ["start_haproxy", "start_nginx"]
+
+
+def _wait_started(
+    proc: subprocess.Popen[bytes], what: str, log_path: Path, ready: Callable[[], bool]
+) -> ProcessRef:
+    def check() -> bool:
+        if proc.poll() is not None:
+            raise LabError(f"{what} exited at start (code {proc.returncode}): {tail(log_path)}")
+        return bool(ready())
+
+    if not wait_until(check, timeout=START_TIMEOUT):
+        stop_processes([proc.pid])
+        raise LabError(f"{what} did not get ready in {START_TIMEOUT:.0f} s: {tail(log_path)}")
+    ref = ProcessRef.of(proc.pid)
+    if ref is None:
+        raise LabError(f"{what} exited right after start: {tail(log_path)}")
+    return ref
+
+
+def start_haproxy(
+    spec: LabSpec, nodes: list[NodeLayout], *, work: Path, admin_socket: Path,
+    launcher: Path, cgroup: Cgroup,
+) -> ProcessRef:
+    config = work / "haproxy.cfg"
+    atomic_write(config, haproxy_config(spec, nodes, admin_socket=admin_socket))
+    admin_socket.unlink(missing_ok=True)
+    run(["haproxy", "-c", "-q", "-f", str(config)], what=f"checking {config}")
+    log_path = work / "haproxy.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [str(launcher), str(cgroup.procs_file), "haproxy", "-db", "-f", str(config)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, env=SYSTEM_ENV, cwd=str(work),
+        )
+    host, port = spec.frontend_address
+    return _wait_started(
+        proc, "HAProxy", log_path,
+        lambda: admin_socket.exists() and port_accepts(host, port, timeout=0.2),
+    )
+
+
+def start_nginx(
+    spec: LabSpec, *, work: Path, store_dir: Path, launcher: Path, cgroup: Cgroup
+) -> ProcessRef:
+    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (work / "tmp" / sub).mkdir(parents=True, exist_ok=True)
+    config = work / "nginx.conf"
+    atomic_write(config, nginx_config(spec, store_dir=store_dir, work_dir=work))
+    log_path = work / "nginx.out"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [str(launcher), str(cgroup.procs_file),
+             "nginx", "-e", str(work / "error.log"), "-p", str(work), "-c", str(config)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, env=SYSTEM_ENV, cwd=str(work),
+        )
+    host, port = spec.store_address
+    return _wait_started(proc, "nginx", work / "error.log", lambda: port_accepts(host, port, timeout=0.2))
