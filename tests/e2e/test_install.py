@@ -108,6 +108,7 @@ def test_the_wheel_and_the_collection_work_installed_outside_the_checkout(
     assert not any(Path(p).is_relative_to(ROOT) for p in where), where
     assert (Path(where[2]) / "build.py").is_file()
     assert VERSION in _run([venv / "bin" / "deployer", "--version"], cwd=work, env=env).stdout
+    assert (venv / "bin" / "deployer-demo").is_file()
     _run([venv / "bin" / "ansible-galaxy", "collection", "install", "-p", collections, tarball],
          cwd=work, env=env)
 
