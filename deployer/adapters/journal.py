@@ -3,6 +3,10 @@ plus the per-environment lock that keeps two deployments of one environment apar
 
 Every phase change is committed as it happens, so after a crash the journal still says which
 nodes were out of the load balancer and what they were doing.
+
+Schema versions (``PRAGMA user_version``): 1, the first; 2 adds ``deployments.deployer_version``,
+the version of deployer that ran each deployment (empty for those recorded before). Opening a
+journal migrates it in place; rows already there stay readable.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import __version__
 from .._errors import LockHeldError
 
 __all__ = ["DeploymentRecord", "Journal", "LockInfo", "NodeEvent", "process_alive"]
@@ -38,7 +43,8 @@ CREATE TABLE IF NOT EXISTS deployments (
     pid INTEGER NOT NULL,
     command TEXT NOT NULL,
     summary TEXT NOT NULL DEFAULT '',
-    details TEXT NOT NULL DEFAULT '{}'  -- JSON: manifest digest, plan, ...
+    details TEXT NOT NULL DEFAULT '{}', -- JSON: manifest digest, plan, ...
+    deployer_version TEXT NOT NULL DEFAULT ''  -- the deployer that ran it (schema 2)
 );
 CREATE TABLE IF NOT EXISTS node_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -61,6 +67,11 @@ CREATE TABLE IF NOT EXISTS locks (
     acquired_at REAL NOT NULL
 );
 """
+SCHEMA_VERSION = 2
+# Columns added since schema 1, in order: (table, column, definition).
+_ADDED_COLUMNS = (
+    ("deployments", "deployer_version", "TEXT NOT NULL DEFAULT ''"),
+)
 
 
 def _pid_start(pid: int) -> str:
@@ -99,6 +110,7 @@ class DeploymentRecord:
     command: str
     summary: str
     details: dict[str, Any]
+    deployer_version: str = ""  # empty for deployments recorded before schema 2
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,7 +118,7 @@ class DeploymentRecord:
             "version": self.version, "status": self.status,
             "start": _iso(self.started_at), "end": _iso(self.ended_at) if self.ended_at else None,
             "actor": self.actor, "host": self.host, "pid": self.pid, "command": self.command,
-            "summary": self.summary,
+            "summary": self.summary, "deployer_version": self.deployer_version,
         }
 
 
@@ -169,6 +181,18 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a journal written by an older deployer to :data:`SCHEMA_VERSION`."""
+        if self._db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            return
+        with self._tx() as db:
+            for table, column, definition in _ADDED_COLUMNS:
+                present = {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}
+                if column not in present:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._db.close()
@@ -241,9 +265,10 @@ class Journal:
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO deployments (env, app, kind, version, status, started_at, actor, host,"
-                " pid, command, details) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+                " pid, command, details, deployer_version)"
+                " VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
                 (env, app, kind, version, time.time(), actor(), socket.gethostname(),
-                 os.getpid(), command, json.dumps(details or {}, sort_keys=True)),
+                 os.getpid(), command, json.dumps(details or {}, sort_keys=True), __version__),
             )
             return int(cur.lastrowid or 0)
 
@@ -309,6 +334,7 @@ class Journal:
 
     @staticmethod
     def _record(row: sqlite3.Row) -> DeploymentRecord:
-        d = dict(row)
+        # Columns a newer deployer added are left out, so this one still reads its journal.
+        d = {k: v for k, v in dict(row).items() if k in DeploymentRecord.__dataclass_fields__}
         d["details"] = json.loads(d.get("details") or "{}")
         return DeploymentRecord(**d)

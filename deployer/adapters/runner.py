@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from .._resources import content_dir
+
 __all__ = [
     "AnsibleRunner",
     "RecordingRunner",
@@ -30,14 +32,6 @@ __all__ = [
     "RunnerEvent",
     "content_dir",
 ]
-
-
-def content_dir() -> Path:
-    """The directory holding ``playbooks/`` and ``roles/`` (the repo, or $DEPLOYER_CONTENT_DIR)."""
-    env = os.environ.get("DEPLOYER_CONTENT_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2]
 
 
 _TASK_FILE = re.compile(r"roles/(?P<role>[^/]+)/tasks/(?P<file>[^/:]+)\.ya?ml")

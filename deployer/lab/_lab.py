@@ -87,8 +87,9 @@ def _check_prerequisites() -> None:
 
 
 def _examples_dir() -> Path:
-    repo = Path(__file__).resolve().parents[2]
-    return repo / "examples" / "hello-service"
+    from .._resources import examples_dir
+
+    return examples_dir()
 
 
 class Lab:
@@ -383,7 +384,8 @@ class Lab:
         if not build_script.is_file():
             raise LabError(
                 f"the sample service is missing: {build_script} not found",
-                hint="run deployer from its source checkout (pip install -e .)",
+                hint="reinstall deployer from its wheel, or set DEPLOYER_CONTENT_DIR to a directory"
+                " holding examples/hello-service",
             )
         assert state.release_key is not None
         store = open_store(f"file://{self.store_dir}")

@@ -15,7 +15,10 @@ from typing import Any
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 
-_MODULE_FILE = Path(__file__).resolve().parents[1] / "library" / "deployer_haproxy.py"
+# The module sits in the role's library/, or in plugins/modules/ within the collection.
+_PLUGINS = Path(__file__).resolve().parents[1]
+_LIBRARY = _PLUGINS / "library" if (_PLUGINS / "library").is_dir() else _PLUGINS / "modules"
+_MODULE_FILE = _LIBRARY / "deployer_haproxy.py"
 _LOCAL_TRANSPORTS = frozenset({"local", "ansible.builtin.local"})
 _module: ModuleType | None = None
 
@@ -40,7 +43,7 @@ class ActionModule(ActionBase):
         if getattr(self._connection, "transport", "") not in _LOCAL_TRANSPORTS:
             result.update(
                 self._execute_module(
-                    module_name="deployer_haproxy", module_args=self._task.args, task_vars=task_vars
+                    module_name=self._task.action, module_args=self._task.args, task_vars=task_vars
                 )
             )
             return result

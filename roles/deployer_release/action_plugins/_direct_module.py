@@ -26,7 +26,10 @@ from ansible.executor.interpreter_discovery import discover_interpreter
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 
-_LIBRARY = Path(__file__).resolve().parents[1] / "library"
+# The modules sit in the role's library/ next to this action_plugins/ directory, or in
+# plugins/modules/ next to plugins/action/ when the role is part of the collection.
+_PLUGINS = Path(__file__).resolve().parents[1]
+_LIBRARY = _PLUGINS / "library" if (_PLUGINS / "library").is_dir() else _PLUGINS / "modules"
 _DISCOVERED = "discovered_interpreter_python"
 
 # Runs on the node: the module's source is executed under a name other than __main__, so its
