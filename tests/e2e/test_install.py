@@ -10,12 +10,12 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from conftest import next_lab_spec
 
 import deployer
 from deployer.lab import Lab
@@ -79,7 +79,7 @@ def _collection_playbook(lab: Lab, node: str, version: str) -> dict[str, Any]:
 
 
 def test_the_wheel_and_the_collection_work_installed_outside_the_checkout(
-    tmp_path_factory: pytest.TempPathFactory, make_lab: Callable[..., Lab]
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     if os.geteuid() != 0 or shutil.which("haproxy") is None:
         pytest.skip("the lab needs root and haproxy")
@@ -112,8 +112,22 @@ def test_the_wheel_and_the_collection_work_installed_outside_the_checkout(
     _run([venv / "bin" / "ansible-galaxy", "collection", "install", "-p", collections, tarball],
          cwd=work, env=env)
 
-    # A deployment from the installed wheel.
-    lab = make_lab(nodes=2, seed="1.0.0")
+    # A lab built by the installed wheel (its sample service comes from the wheel's content),
+    # then a deployment from it.
+    spec = next_lab_spec(nodes=2, seed="1.0.0")
+    lab = Lab(work / "lab")
+    try:
+        _run([venv / "bin" / "deployer", "lab", "up", "--dir", lab.dir, "--nodes", "2",
+              "--net", spec.net, "--frontend", spec.frontend, "--store", spec.store,
+              "--seed", "1.0.0"], cwd=work, env=env)
+        _deploy_and_roll_with_the_collection(lab, work, venv, env, collections)
+    finally:
+        _run([venv / "bin" / "deployer", "lab", "down", "--dir", lab.dir], cwd=work, env=env)
+
+
+def _deploy_and_roll_with_the_collection(
+    lab: Lab, work: Path, venv: Path, env: dict[str, str], collections: Path
+) -> None:
     config = ["--config", str(lab.config_path), "--env", "lab"]
     _run([venv / "bin" / "deployer", "deploy", *config, "--version", "1.1.0"], cwd=work, env=env)
     status = json.loads(_run([venv / "bin" / "deployer", "status", *config, "--json"],
