@@ -36,6 +36,17 @@ def lab() -> None:
 @click.option("--store", default="127.0.0.1:8081", show_default=True, help="Artefact store HTTP address.")
 @click.option("--app", default="hello", show_default=True, help="Application name.")
 @click.option("--seed", default=None, metavar="VERSION", help="Install this release on every node.")
+@click.option("--legs", is_flag=True,
+              help="Blue-green: two legs of --nodes nodes each; live traffic to one, a preview route "
+              "to the other.")
+@click.option("--preview", default="127.0.0.1:8082", show_default=True,
+              help="HAProxy frontend reaching the idle leg (with --legs).")
+@click.option("--metrics", default="127.0.0.1:8404", show_default=True,
+              help="HAProxy's Prometheus exporter.")
+@click.option("--prometheus", "with_prometheus", is_flag=True,
+              help="Also run a Prometheus server scraping HAProxy.")
+@click.option("--prometheus-address", default="127.0.0.1:9090", show_default=True,
+              help="Where that Prometheus listens.")
 def up(
     nodes: int,
     lab_dir: Path | None,
@@ -45,10 +56,17 @@ def up(
     store: str,
     app: str,
     seed: str | None,
+    legs: bool,
+    preview: str,
+    metrics: str,
+    with_prometheus: bool,
+    prometheus_address: str,
 ) -> None:
     """Build the lab (or restart whatever part of it has died)."""
     spec = LabSpec(
-        nodes=nodes, net=net, ssh_port=ssh_port, frontend=frontend, store=store, app=app, seed=seed
+        nodes=nodes, net=net, ssh_port=ssh_port, frontend=frontend, store=store, app=app, seed=seed,
+        legs=legs, preview=preview, metrics=metrics,
+        prometheus=prometheus_address if with_prometheus else None,
     )
     the_lab = Lab(lab_dir or default_lab_dir())
     started = time.monotonic()
@@ -79,18 +97,27 @@ def _render(status: LabStatus) -> None:
         console.print(f"no lab in {status.dir} (run `deployer lab up`)")
         return
     table = Table(title=f"lab {status.dir}")
-    for column in ("node", "address", "ssh", "sshd", "supervisord", "version", "healthy", "haproxy"):
+    legs = any(n.leg for n in status.nodes)
+    columns = ("node", *(("leg",) if legs else ()), "address", "ssh", "sshd", "supervisord",
+               "version", "healthy", "haproxy")
+    for column in columns:
         table.add_column(column)
     for n in status.nodes:
         lb = n.lb_state or "-"
         colour = "green" if lb.startswith("UP") else "yellow" if lb in ("-", "DRAIN") else "red"
+        leg = [f"{n.leg}{' (live)' if n.leg == status.live_leg else ''}"] if legs else []
         table.add_row(
-            n.name, n.address, str(n.ssh_port), _yes_no(n.sshd_up), _yes_no(n.supervisord_up),
+            n.name, *leg, n.address, str(n.ssh_port), _yes_no(n.sshd_up), _yes_no(n.supervisord_up),
             n.app_version or "-", _yes_no(n.app_healthy), f"[{colour}]{lb}[/]",
         )
     out.print(table)
     out.print(f"haproxy:   {'up' if status.haproxy_up else 'DOWN'}  frontend {status.frontend_url}"
               f"  runtime API {status.haproxy_socket}")
+    if status.preview_url:
+        out.print(f"preview:   {status.preview_url}  (the idle leg; live: {status.live_leg or 'unknown'})")
+    out.print(f"metrics:   {status.metrics_url}")
+    if status.prometheus_url:
+        out.print(f"prometheus: {'up' if status.prometheus_up else 'DOWN'}  {status.prometheus_url}")
     out.print(f"store:     {'up' if status.store_up else 'DOWN'}  {status.store_url}"
               f"  (publishes to {status.store_dir})")
     out.print(f"releases:  {', '.join(status.published) or 'none'}")

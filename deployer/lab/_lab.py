@@ -35,7 +35,7 @@ from ._render import (
     node_init_script,
     program_file,
 )
-from ._services import start_haproxy, start_nginx
+from ._services import start_haproxy, start_nginx, start_prometheus
 from ._spec import LabSpec
 from ._state import LabState, LabStatus, NodeState, NodeStatus
 from ._sys import atomic_write, http_status, run
@@ -72,13 +72,16 @@ _MAX_SOCKET_PATH = 107
 RELEASE_MARKER = ".deployer-release.json"
 
 
-def _check_prerequisites() -> None:
+def _check_prerequisites(spec: LabSpec | None = None) -> None:
     if os.geteuid() != 0:
         raise PrerequisiteError(
             "the lab needs root (it creates mount namespaces and binds node addresses): "
             "run it as root, e.g. `sudo deployer lab up`"
         )
-    missing = sorted({pkg for cmd, pkg in _REQUIRED_COMMANDS.items() if not os.access(cmd, os.X_OK)})
+    required = dict(_REQUIRED_COMMANDS)
+    if spec is not None and spec.prometheus is not None:
+        required["/usr/bin/prometheus"] = "prometheus"
+    missing = sorted({pkg for cmd, pkg in required.items() if not os.access(cmd, os.X_OK)})
     if missing:
         raise PrerequisiteError(
             f"the lab needs these Debian packages: {', '.join(missing)}",
@@ -188,7 +191,7 @@ class Lab:
 
     def up(self, spec: LabSpec) -> LabState:
         """Build the lab described by ``spec``, or restart whatever part of it has died."""
-        _check_prerequisites()
+        _check_prerequisites(spec)
         if len(str(self.haproxy_socket)) > _MAX_SOCKET_PATH:
             raise LabError(
                 f"the lab directory {self.dir} is too deep for a unix socket path: "
@@ -233,7 +236,7 @@ class Lab:
         if not state.nodes:
             state.nodes = [
                 NodeState(name=spec.node_name(i), address=spec.node_address(i), ssh_port=0)
-                for i in range(1, spec.nodes + 1)
+                for i in range(1, spec.total_nodes + 1)
             ]
         return state
 
@@ -298,6 +301,10 @@ class Lab:
                 spec, work=self.dir / "nginx", store_dir=self.store_dir, launcher=launcher,
                 cgroup=services,
             )
+        if spec.prometheus is not None and not (state.prometheus and state.prometheus.alive()):
+            state.prometheus = start_prometheus(
+                spec, work=self.dir / "prometheus", launcher=launcher, cgroup=services
+            )
         self._save_state(state)
 
         atomic_write(
@@ -313,6 +320,7 @@ class Lab:
                 store_url=f"http://{spec.store}/",
                 trusted_key=Path(state.release_public_key).relative_to(self.dir),
                 haproxy_socket=self.haproxy_socket,
+                legs_map_path=self.legs_map,
             ),
         )
         if spec.seed is not None:
@@ -320,8 +328,14 @@ class Lab:
 
     def _check_service_ports(self, state: LabState) -> None:
         checks = []
+        spec = state.spec
         if not (state.haproxy and state.haproxy.alive()):
-            checks.append(("--frontend", state.spec.frontend_address))
+            checks.append(("--frontend", spec.frontend_address))
+            checks.append(("--metrics", spec.metrics_address))
+            if spec.legs:
+                checks.append(("--preview", spec.preview_address))
+        if spec.prometheus_address and not (state.prometheus and state.prometheus.alive()):
+            checks.append(("--prometheus", spec.prometheus_address))
         if not (state.nginx and state.nginx.alive()):
             checks.append(("--store", state.spec.store_address))
         for flag, (host, port) in checks:
@@ -477,11 +491,35 @@ class Lab:
             program_file(state.spec, address=node.address, version=version),
         )
 
+    @property
+    def legs_map(self) -> Path:
+        """A blue-green lab's HAProxy map: which backend (leg) takes live traffic."""
+        return self.dir / "haproxy" / "legs.map"
+
     def _lb_states(self, spec: LabSpec) -> dict[str, str]:
         from ..adapters.haproxy import HAProxyRuntime
 
-        servers = HAProxyRuntime(str(self.haproxy_socket), timeout=2.0).servers(spec.app)
-        return {name: server.label for name, server in servers.items()}
+        runtime = HAProxyRuntime(str(self.haproxy_socket), timeout=2.0)
+        states = {}
+        for backend in [spec.backend(leg) for leg in ("blue", "green")] if spec.legs else [spec.app]:
+            states.update({name: s.label for name, s in runtime.servers(backend).items()})
+        return states
+
+    def _live_leg(self, spec: LabSpec) -> str | None:
+        """The leg HAProxy sends live traffic to (read through the runtime API)."""
+        from ..adapters.haproxy import HAProxyRuntime
+
+        try:
+            text = HAProxyRuntime(str(self.haproxy_socket), timeout=2.0).command(
+                f"show map {self.legs_map}"
+            )
+        except DeployerError:
+            return None
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[1] == "live":
+                return next((leg for leg in ("blue", "green") if spec.backend(leg) == parts[2]), None)
+        return None
 
     def _wait_lb_up(self, state: LabState) -> None:
         names = {n.name for n in state.nodes}
@@ -516,14 +554,16 @@ class Lab:
     def _stop(self, state: LabState, cgroup_root: Path) -> None:
         """Stop what ``state`` records: the services, then each node's cgroup; then remove the
         lab's cgroup (and with it anything still in it, such as nginx's workers)."""
-        services = [r.pid for r in (state.haproxy, state.nginx) if r is not None and r.alive()]
+        services = [
+            r.pid for r in (state.haproxy, state.nginx, state.prometheus) if r is not None and r.alive()
+        ]
         left = stop_processes(services)
         if left:
             raise LabError(f"these lab processes would not stop: {', '.join(map(str, left))}")
         self._node_processes(state, cgroup_root).stop(state.nodes)
         if state.cgroup is not None:
             Cgroup(cgroup_root, state.cgroup).stop()
-        state.haproxy = state.nginx = None
+        state.haproxy = state.nginx = state.prometheus = None
         listening = [(n.address, n.ssh_port) for n in state.nodes if n.ssh_port]
         wait_until(lambda: all(port_is_free(a, p) for a, p in listening), timeout=5)
         busy = [f"{a}:{p}" for a, p in listening if not port_is_free(a, p)]
@@ -544,7 +584,7 @@ class Lab:
         self._node_processes(state, cgroup2_root()).crash(node)
 
     def _remove_files(self) -> None:
-        for name in ("nodes", "haproxy", "nginx", "keys", "store", "bin", "state"):
+        for name in ("nodes", "haproxy", "nginx", "prometheus", "keys", "store", "bin", "state"):
             shutil.rmtree(self.dir / name, ignore_errors=True)
         for path in (self.state_path, self.config_path, self.inventory_path):
             path.unlink(missing_ok=True)
@@ -564,9 +604,12 @@ class Lab:
         spec = state.spec
         haproxy_up = bool(state.haproxy and state.haproxy.alive())
         lb_states: dict[str, str] = {}
+        live_leg = None
         if haproxy_up:
             with contextlib.suppress(DeployerError):
                 lb_states = self._lb_states(spec)
+            if spec.legs:
+                live_leg = self._live_leg(spec)
 
         def node_status(node: NodeState) -> NodeStatus:
             current = self._node_layout(node).root / "opt" / "current"
@@ -582,6 +625,7 @@ class Lab:
                 name=node.name, address=node.address, ssh_port=node.ssh_port, sshd_up=sshd_up,
                 supervisord_up=bool(node.supervisord and node.supervisord.alive()),
                 app_version=version, app_healthy=health == 200, lb_state=lb_states.get(node.name),
+                leg=spec.leg_of(int(node.name.removeprefix("node"))),
             )
 
         with ThreadPoolExecutor(max_workers=16) as pool:
@@ -597,4 +641,11 @@ class Lab:
             frontend_url=f"http://{front_host}:{front_port}/",
             haproxy_socket=self.haproxy_socket, keys_dir=self.keys_dir, published=state.published,
             cgroup=state.cgroup,
+            metrics_url="http://{}:{}/metrics".format(*spec.metrics_address),
+            preview_url="http://{}:{}/".format(*spec.preview_address) if spec.legs else None,
+            live_leg=live_leg,
+            prometheus_url=(
+                "http://{}:{}/".format(*spec.prometheus_address) if spec.prometheus_address else None
+            ),
+            prometheus_up=bool(state.prometheus and state.prometheus.alive()),
         )

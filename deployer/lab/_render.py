@@ -18,9 +18,11 @@ __all__ = [
     "deployer_config",
     "haproxy_config",
     "inventory",
+    "legs_map",
     "nginx_config",
     "node_init_script",
     "program_file",
+    "prometheus_config",
     "sshd_config",
 ]
 
@@ -121,11 +123,48 @@ Subsystem sftp internal-sftp
 """
 
 
-def haproxy_config(spec: LabSpec, nodes: list[NodeLayout], *, admin_socket: Path) -> str:
+def legs_map(spec: LabSpec) -> str:
+    """The HAProxy map naming the live leg's backend (and the preview's): one runtime-API
+    command (`set map FILE live BACKEND`) moves all live traffic at once."""
+    return f"live {spec.backend('blue')}\npreview {spec.backend('green')}\n"
+
+
+def haproxy_config(
+    spec: LabSpec, nodes: list[NodeLayout], *, admin_socket: Path, legs_map_path: Path
+) -> str:
     host, port = spec.frontend_address
-    servers = "\n".join(
-        f"    server {n.name} {n.address}:{spec.app_port}" for n in nodes
-    )
+    metrics_host, metrics_port = spec.metrics_address
+
+    def backend(name: str, members: list[NodeLayout]) -> str:
+        servers = "\n".join(f"    server {n.name} {n.address}:{spec.app_port}" for n in members)
+        return f"""
+backend {name}
+    balance roundrobin
+    option httpchk GET /health
+    http-check expect status 200
+    default-server check inter 500ms fastinter 100ms downinter 500ms rise 1 fall 2
+{servers}
+"""
+
+    if spec.legs:
+        blue, green = nodes[: spec.nodes], nodes[spec.nodes :]
+        preview_host, preview_port = spec.preview_address
+        routing = f"""frontend {spec.app}_front
+    bind {host}:{port}
+    use_backend %[str(live),map({legs_map_path},{spec.backend("blue")})]
+
+# The idle leg, for smoke tests before it takes live traffic.
+frontend {spec.app}_preview
+    bind {preview_host}:{preview_port}
+    use_backend %[str(preview),map({legs_map_path},{spec.backend("green")})]
+"""
+        backends = backend(spec.backend("blue"), blue) + backend(spec.backend("green"), green)
+    else:
+        routing = f"""frontend {spec.app}_front
+    bind {host}:{port}
+    default_backend {spec.app}
+"""
+        backends = backend(spec.app, nodes)
     return f"""# HAProxy in front of the lab nodes. Strict on purpose: no retries and no redispatch,
 # so a request cut by a careless restart shows up as an error.
 global
@@ -141,16 +180,26 @@ defaults
     timeout server 60s
     timeout http-request 10s
 
-frontend {spec.app}_front
-    bind {host}:{port}
-    default_backend {spec.app}
+{routing}
+# HAProxy's own counters for Prometheus (and anyone else) to read.
+frontend metrics
+    bind {metrics_host}:{metrics_port}
+    http-request use-service prometheus-exporter if {{ path /metrics }}
+    no log
+{backends}"""
 
-backend {spec.app}
-    balance roundrobin
-    option httpchk GET /health
-    http-check expect status 200
-    default-server check inter 500ms fastinter 100ms downinter 500ms rise 1 fall 2
-{servers}
+
+def prometheus_config(spec: LabSpec) -> str:
+    """Prometheus scraping HAProxy's exporter every second (the lab's soaks are short)."""
+    host, port = spec.metrics_address
+    return f"""# Prometheus of the local lab, written by `deployer lab up --prometheus`.
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: haproxy
+    static_configs:
+      - targets: ["{host}:{port}"]
 """
 
 
@@ -191,39 +240,43 @@ http {{
 def inventory(
     spec: LabSpec, nodes: list[NodeLayout], *, private_key: Path, known_hosts: Path
 ) -> str:
-    hosts: dict[str, Any] = {
-        n.name: {
-            "ansible_host": n.address,
-            "ansible_port": n.ssh_port,
-            "deployer_app_host": n.address,
-            "deployer_lb_server": n.name,
-        }
-        for n in nodes
-    }
-    data = {
-        "all": {
-            "children": {
-                spec.group: {
-                    "hosts": hosts,
-                    "vars": {
-                        "ansible_user": "root",
-                        "ansible_ssh_private_key_file": str(private_key),
-                        "ansible_ssh_common_args": (
-                            f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes"
-                        ),
-                        "ansible_python_interpreter": "/usr/bin/python3",
-                        "ansible_ssh_pipelining": True,
-                    },
-                }
+    def hosts(members: list[NodeLayout]) -> dict[str, Any]:
+        return {
+            n.name: {
+                "ansible_host": n.address,
+                "ansible_port": n.ssh_port,
+                "deployer_app_host": n.address,
+                "deployer_lb_server": n.name,
             }
+            for n in members
         }
+
+    group: dict[str, Any] = {
+        "vars": {
+            "ansible_user": "root",
+            "ansible_ssh_private_key_file": str(private_key),
+            "ansible_ssh_common_args": (
+                f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes"
+            ),
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "ansible_ssh_pipelining": True,
+        },
     }
+    if spec.legs:
+        group["children"] = {
+            spec.leg_group("blue"): {"hosts": hosts(nodes[: spec.nodes])},
+            spec.leg_group("green"): {"hosts": hosts(nodes[spec.nodes :])},
+        }
+    else:
+        group["hosts"] = hosts(nodes)
+    data = {"all": {"children": {spec.group: group}}}
     header = "# The local lab fleet, written by `deployer lab up`.\n"
     return header + yaml.safe_dump(data, sort_keys=False)
 
 
 def deployer_config(
-    spec: LabSpec, *, inventory_path: Path, store_url: str, trusted_key: Path, haproxy_socket: Path
+    spec: LabSpec, *, inventory_path: Path, store_url: str, trusted_key: Path, haproxy_socket: Path,
+    legs_map_path: Path,
 ) -> str:
     data = {
         "state_dir": "state",
@@ -256,6 +309,19 @@ def deployer_config(
             }
         },
     }
+    if spec.legs:
+        lab: dict[str, Any] = data["environments"]["lab"]  # type: ignore[index]
+        lab["load_balancer"]["backend"] = spec.backend("blue")
+        lab["load_balancer"]["legs_map"] = str(legs_map_path)
+        lab["strategy"] = {
+            "kind": "blue-green",
+            "legs": {
+                leg: {"group": spec.leg_group(leg), "backend": spec.backend(leg)}
+                for leg in ("blue", "green")
+            },
+            "preview_url": "http://{}:{}/".format(*spec.preview_address),
+            "after_soak": "keep",
+        }
     header = "# deployer configuration for the local lab, written by `deployer lab up`.\n"
     return header + yaml.safe_dump(data, sort_keys=False)
 

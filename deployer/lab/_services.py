@@ -1,5 +1,6 @@
-"""The lab's shared services: HAProxy in front of the nodes and nginx serving the artefact
-store. Both start through the lab's cgroup launcher, into the lab's ``services`` cgroup."""
+"""The lab's shared services: HAProxy in front of the nodes, nginx serving the artefact store
+and, on request, Prometheus scraping HAProxy. All start through the lab's cgroup launcher, into
+the lab's ``services`` cgroup."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from pathlib import Path
 from .._errors import LabError
 from ._cgroup import Cgroup
 from ._procs import ProcessRef, port_accepts, stop_processes, wait_until
-from ._render import NodeLayout, haproxy_config, nginx_config
+from ._render import NodeLayout, haproxy_config, legs_map, nginx_config, prometheus_config
 from ._spec import LabSpec
 from ._sys import START_TIMEOUT, SYSTEM_ENV, atomic_write, run, tail
 
-__all__ = ["start_haproxy", "start_nginx"]
+__all__ = ["start_haproxy", "start_nginx", "start_prometheus"]
 
 
 def _wait_started(
@@ -39,7 +40,11 @@ def start_haproxy(
     launcher: Path, cgroup: Cgroup,
 ) -> ProcessRef:
     config = work / "haproxy.cfg"
-    atomic_write(config, haproxy_config(spec, nodes, admin_socket=admin_socket))
+    map_path = work / "legs.map"
+    if spec.legs and not map_path.is_file():
+        # Kept when HAProxy restarts: the live leg is whatever the last switch wrote there.
+        atomic_write(map_path, legs_map(spec))
+    atomic_write(config, haproxy_config(spec, nodes, admin_socket=admin_socket, legs_map_path=map_path))
     admin_socket.unlink(missing_ok=True)
     run(["haproxy", "-c", "-q", "-f", str(config)], what=f"checking {config}")
     log_path = work / "haproxy.log"
@@ -49,10 +54,13 @@ def start_haproxy(
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, env=SYSTEM_ENV, cwd=str(work),
         )
-    host, port = spec.frontend_address
+    listening = [spec.frontend_address, spec.metrics_address]
+    if spec.legs:
+        listening.append(spec.preview_address)
     return _wait_started(
         proc, "HAProxy", log_path,
-        lambda: admin_socket.exists() and port_accepts(host, port, timeout=0.2),
+        lambda: admin_socket.exists()
+        and all(port_accepts(host, port, timeout=0.2) for host, port in listening),
     )
 
 
@@ -73,3 +81,22 @@ def start_nginx(
         )
     host, port = spec.store_address
     return _wait_started(proc, "nginx", work / "error.log", lambda: port_accepts(host, port, timeout=0.2))
+
+
+def start_prometheus(spec: LabSpec, *, work: Path, launcher: Path, cgroup: Cgroup) -> ProcessRef:
+    address = spec.prometheus_address
+    assert address is not None
+    (work / "data").mkdir(parents=True, exist_ok=True)
+    config = work / "prometheus.yml"
+    atomic_write(config, prometheus_config(spec))
+    log_path = work / "prometheus.log"
+    host, port = address
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [str(launcher), str(cgroup.procs_file), "/usr/bin/prometheus",
+             f"--config.file={config}", f"--storage.tsdb.path={work / 'data'}",
+             f"--web.listen-address={host}:{port}", "--storage.tsdb.retention.time=1d"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, env=SYSTEM_ENV, cwd=str(work),
+        )
+    return _wait_started(proc, "Prometheus", log_path, lambda: port_accepts(host, port, timeout=0.2))

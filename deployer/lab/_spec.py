@@ -39,6 +39,7 @@ def split_address(value: str, *, what: str) -> tuple[str, int]:
 class LabSpec:
     """The shape of a lab: node count, addresses, ports, application and optional seed release."""
 
+    # Nodes in the fleet; with ``legs``, nodes in each of the two legs.
     nodes: int = 3
     # First three octets of the node addresses: node N is <net>.N.
     net: str = "127.0.1"
@@ -50,10 +51,22 @@ class LabSpec:
     app_port: int = 8000
     # A published release installed on every node at creation, as if baked into the VM image.
     seed: str | None = None
+    # Blue-green: two legs (blue = the first ``nodes`` nodes, green = the next ``nodes``), each
+    # its own HAProxy backend; live traffic goes to the leg a runtime-API map names, and the
+    # ``preview`` frontend reaches the other (idle) leg.
+    legs: bool = False
+    preview: str = "127.0.0.1:8082"
+    # HAProxy's Prometheus exporter (always on), and a Prometheus server scraping it, if any.
+    metrics: str = "127.0.0.1:8404"
+    prometheus: str | None = None
 
     def __post_init__(self) -> None:
-        if not 1 <= self.nodes <= MAX_NODES:
-            raise UsageError(f"--nodes: must be between 1 and {MAX_NODES} (got {self.nodes})")
+        if not 1 <= self.total_nodes <= MAX_NODES:
+            most = MAX_NODES // 2 if self.legs else MAX_NODES
+            raise UsageError(
+                f"--nodes: must be between 1 and {most}{' per leg' if self.legs else ''} "
+                f"(got {self.nodes})"
+            )
         parts = self.net.split(".")
         if len(parts) != 3 or not all(p.isdigit() and int(p) < 256 for p in parts):
             raise UsageError(f"--net: {self.net!r} must be three octets such as 127.0.1")
@@ -67,15 +80,41 @@ class LabSpec:
                 f"--app: {self.app!r} must be lower-case letters, digits, '-' or '_', "
                 "starting with a letter"
             )
-        frontend = split_address(self.frontend, what="--frontend")
-        store = split_address(self.store, what="--store")
-        if frontend == store:
-            raise UsageError(f"--frontend and --store must differ (both {self.frontend})")
+        addresses = {"--frontend": split_address(self.frontend, what="--frontend"),
+                     "--store": split_address(self.store, what="--store"),
+                     "--metrics": split_address(self.metrics, what="--metrics")}
+        if self.legs:
+            addresses["--preview"] = split_address(self.preview, what="--preview")
+        if self.prometheus is not None:
+            addresses["--prometheus"] = split_address(self.prometheus, what="--prometheus")
+        seen: dict[tuple[str, int], str] = {}
+        for flag, address in addresses.items():
+            if address in seen:
+                raise UsageError(f"{seen[address]} and {flag} must differ (both {address[0]}:{address[1]})")
+            seen[address] = flag
         if self.seed is not None:
             validate_version(self.seed, where="--seed")
 
+    @property
+    def total_nodes(self) -> int:
+        return self.nodes * 2 if self.legs else self.nodes
+
     def node_name(self, index: int) -> str:
         return f"node{index}"
+
+    def leg_of(self, index: int) -> str | None:
+        """``blue`` or ``green`` for node ``index`` of a blue-green lab, else None."""
+        if not self.legs:
+            return None
+        return "blue" if index <= self.nodes else "green"
+
+    def backend(self, leg: str | None) -> str:
+        """The HAProxy backend of a leg (or of the whole fleet)."""
+        return f"{self.app}_{leg}" if leg else self.app
+
+    def leg_group(self, leg: str) -> str:
+        """The inventory group of a leg's nodes."""
+        return f"{self.app}_{leg}"
 
     def node_address(self, index: int) -> str:
         return f"{self.net}.{index}"
@@ -87,6 +126,18 @@ class LabSpec:
     @property
     def store_address(self) -> tuple[str, int]:
         return split_address(self.store, what="--store")
+
+    @property
+    def preview_address(self) -> tuple[str, int]:
+        return split_address(self.preview, what="--preview")
+
+    @property
+    def metrics_address(self) -> tuple[str, int]:
+        return split_address(self.metrics, what="--metrics")
+
+    @property
+    def prometheus_address(self) -> tuple[str, int] | None:
+        return None if self.prometheus is None else split_address(self.prometheus, what="--prometheus")
 
     @property
     def group(self) -> str:

@@ -59,6 +59,7 @@ class LabState:
     nodes: list[NodeState] = field(default_factory=list)
     haproxy: ProcessRef | None = None
     nginx: ProcessRef | None = None
+    prometheus: ProcessRef | None = None
     release_key: str | None = None
     release_public_key: str | None = None
     published: list[str] = field(default_factory=list)
@@ -73,6 +74,7 @@ class LabState:
             "nodes": [n.to_dict() for n in self.nodes],
             "haproxy": self.haproxy.to_dict() if self.haproxy else None,
             "nginx": self.nginx.to_dict() if self.nginx else None,
+            "prometheus": self.prometheus.to_dict() if self.prometheus else None,
             "release_key": self.release_key,
             "release_public_key": self.release_public_key,
             "published": self.published,
@@ -86,6 +88,7 @@ class LabState:
             nodes=[NodeState.from_dict(n) for n in data.get("nodes", [])],
             haproxy=ProcessRef.from_dict(data["haproxy"]) if data.get("haproxy") else None,
             nginx=ProcessRef.from_dict(data["nginx"]) if data.get("nginx") else None,
+            prometheus=ProcessRef.from_dict(data["prometheus"]) if data.get("prometheus") else None,
             release_key=data.get("release_key"),
             release_public_key=data.get("release_public_key"),
             published=list(data.get("published", [])),
@@ -93,7 +96,7 @@ class LabState:
         )
 
     def processes(self) -> list[ProcessRef]:
-        refs = [self.haproxy, self.nginx]
+        refs = [self.haproxy, self.nginx, self.prometheus]
         for node in self.nodes:
             refs += [node.sshd, node.supervisord]
         return [r for r in refs if r is not None]
@@ -111,10 +114,13 @@ class NodeStatus:
     app_healthy: bool
     # HAProxy's view of the node (UP, DOWN, MAINT, DRAIN, ...), or None when unknown.
     lb_state: str | None
+    # blue or green in a blue-green lab, else None.
+    leg: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "leg": self.leg,
             "address": self.address,
             "ssh_port": self.ssh_port,
             "sshd_up": self.sshd_up,
@@ -143,6 +149,13 @@ class LabStatus:
     published: list[str]
     # Where the lab's processes live (see deployer/lab/_cgroup.py), or None with no lab.
     cgroup: str | None = None
+    metrics_url: str | None = None
+    # Blue-green labs: the idle leg's frontend and the leg taking live traffic.
+    preview_url: str | None = None
+    live_leg: str | None = None
+    # Labs with Prometheus (`lab up --prometheus`).
+    prometheus_url: str | None = None
+    prometheus_up: bool = False
 
     @property
     def healthy(self) -> bool:
@@ -168,4 +181,9 @@ class LabStatus:
             "keys_dir": str(self.keys_dir),
             "published": self.published,
             "cgroup": self.cgroup,
+            "metrics_url": self.metrics_url,
+            "preview_url": self.preview_url,
+            "live_leg": self.live_leg,
+            "prometheus_url": self.prometheus_url,
+            "prometheus_up": self.prometheus_up,
         }

@@ -41,7 +41,11 @@ def next_lab_spec(**overrides: Any) -> LabSpec:
                 "net": net,
                 "frontend": f"127.0.0.1:{free_port()}",
                 "store": f"127.0.0.1:{free_port()}",
+                "preview": f"127.0.0.1:{free_port()}",
+                "metrics": f"127.0.0.1:{free_port()}",
             }
+            if overrides.get("prometheus") is True:  # any free port
+                overrides = {**overrides, "prometheus": f"127.0.0.1:{free_port()}"}
             fields.update(overrides)
             return LabSpec(**fields)
     raise RuntimeError("no free loopback network left for a test lab")

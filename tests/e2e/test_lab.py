@@ -304,3 +304,36 @@ def test_a_lab_under_the_home_directory_works(
     finally:
         the_lab.down()
         shutil.rmtree(the_lab.dir, ignore_errors=True)
+
+
+def test_a_blue_green_lab_moves_live_traffic_in_one_command_and_prometheus_scrapes_haproxy(
+    make_lab: Callable[..., Lab],
+) -> None:
+    the_lab = make_lab(nodes=2, seed="1.0.0", legs=True, prometheus=True)
+    status = the_lab.status()
+    assert [(n.name, n.leg) for n in status.nodes] == [
+        ("node1", "blue"), ("node2", "blue"), ("node3", "green"), ("node4", "green")]
+    assert status.live_leg == "blue" and status.prometheus_up and status.preview_url
+
+    def served_by(url: str) -> set[str]:
+        seen = set()
+        for _ in range(8):
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                seen.add(resp.read().decode().split()[2])
+        return seen
+
+    assert served_by(status.frontend_url or "") == {"node1", "node2"}
+    assert served_by(status.preview_url or "") == {"node3", "node4"}
+    runtime = HAProxyRuntime(str(the_lab.haproxy_socket))
+    runtime.command(f"set map {the_lab.legs_map} live hello_green")
+    assert served_by(status.frontend_url or "") == {"node3", "node4"}
+    assert the_lab.status().live_leg == "green"
+
+    query = f"{status.prometheus_url}api/v1/query?query=haproxy_server_http_responses_total"
+    deadline = time.monotonic() + 30
+    servers: set[str] = set()
+    while time.monotonic() < deadline and servers != {"node1", "node2", "node3", "node4"}:
+        result = _get_json(query)["data"]["result"]  # type: ignore[index]
+        servers = {r["metric"]["server"] for r in result}  # type: ignore[index]
+        time.sleep(0.5)
+    assert servers == {"node1", "node2", "node3", "node4"}
