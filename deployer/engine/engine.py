@@ -713,11 +713,12 @@ class Engine:
     ) -> Outcome:
         out_of_service: list[str] = []
         fix: list[str] = []
-        try:
-            states = self.lb_states()
-        except Exception as exc:  # the LB itself may be the problem; say so, keep going
-            states = {}
-            self.reporter.message(f"could not read the load balancer: {exc}")
+        states: dict[str, ServerState] = {}
+        if any(st.phase not in UNTOUCHED for st in self._status.values()):
+            try:
+                states = self.lb_states()
+            except Exception as exc:  # the LB itself may be the problem; say so, keep going
+                self.reporter.message(f"could not read the load balancer: {exc}")
         left_alone = [f"{n} ({s.label})" for n, s in self._held.items()]
         for st in self._status.values():
             if st.phase in UNTOUCHED:
