@@ -159,11 +159,34 @@ class LoadBalancerConfig(_Model):
     socket: str
     backend: str
     # The Ansible host that can reach the socket (the load balancer itself on a real fleet).
-    host: str = "localhost"
+    host: str | None = None
+    # Several load balancers in front of the same nodes (e.g. an HA pair), instead of `host`:
+    # drains and enables go to every one, and a node counts as in service only if it is on all.
+    hosts: list[str] | None = Field(None, min_length=1)
+    # How the controller reads the runtime API: `direct` (the socket path on this machine, or
+    # tcp://), `ssh` (a small program run on each load-balancer host over SSH, with the
+    # inventory's connection settings), or `auto`: direct for localhost or a tcp:// address,
+    # ssh otherwise.
+    connect: Literal["auto", "direct", "ssh"] = "auto"
     # Seconds to wait for in-flight sessions to finish before a node is put in maintenance.
     drain_timeout: float = Field(30.0, ge=0, le=3600)
     # Seconds to wait for HAProxy to report a node UP after it is put back.
     up_timeout: float = Field(30.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _one_way_to_name_hosts(self) -> LoadBalancerConfig:
+        if self.host is not None and self.hosts is not None:
+            raise ValueError("set either host or hosts, not both")
+        if self.hosts is not None and len(set(self.hosts)) != len(self.hosts):
+            raise ValueError("hosts must not repeat a host")
+        return self
+
+    @property
+    def all_hosts(self) -> list[str]:
+        """Every load-balancer host, in the order given (``host`` alone: one)."""
+        if self.hosts is not None:
+            return list(self.hosts)
+        return [self.host or "localhost"]
 
 
 class StrategyConfig(_Model):
@@ -183,6 +206,10 @@ class StrategyConfig(_Model):
     forks: int | None = Field(None, ge=1, le=500)
     # Pull, verify and unpack on every node in parallel before the first batch.
     prestage: bool = True
+    # Nodes that someone else put in MAINT or DRAIN on the load balancer: refuse to deploy
+    # (the default), or skip them and leave them as they are. Either way they count as out of
+    # service for min_healthy and are never put back into service by a deployment.
+    operator_maintenance: Literal["refuse", "skip"] = "refuse"
 
     @field_validator("batch_size", "canary", "min_healthy", mode="before")
     @classmethod

@@ -15,8 +15,14 @@ branch to an exit code and prints its message without a traceback::
     ├── LockHeldError                  exit 6  another deployment holds the environment's lock
     ├── LoadBalancerError              exit 7  the load balancer refused or could not be reached
     ├── LabError                       exit 8  the local lab could not be built or inspected
-    ├── DeploymentFailed               exit 10 the rollout failed; nodes were reverted/rolled back
-    │   └── FleetAtRiskError           exit 11 a node may be out of service: see the journal
+    ├── DeploymentFailed               exit 10 the rollout failed after changing nodes; they were
+    │   │                                      reverted or rolled back (or left, on_failure: halt)
+    │   ├── DeploymentRefused          exit 9  refused before any node left the load balancer
+    │   │                                      (unreachable node, capacity floor, an operator's
+    │   │                                      maintenance, load balancer unreadable, pre-stage
+    │   │                                      failed): nothing in service was changed
+    │   └── FleetAtRiskError           exit 11 a node this deployment took out may still be out
+    │                                          of service: see the journal
     └── Interrupted                    exit 130 the operator stopped the run (Ctrl-C / SIGTERM)
 """
 
@@ -28,6 +34,7 @@ __all__ = [
     "ConfigError",
     "DeployerError",
     "DeploymentFailed",
+    "DeploymentRefused",
     "FleetAtRiskError",
     "ImmutableArtefactError",
     "Interrupted",
@@ -126,6 +133,12 @@ class LabError(DeployerError):
 
 class DeploymentFailed(DeployerError):
     exit_code = 10
+
+
+class DeploymentRefused(DeploymentFailed):
+    """Stopped before any node was taken out of the load balancer; nothing in service changed."""
+
+    exit_code = 9
 
 
 class FleetAtRiskError(DeploymentFailed):

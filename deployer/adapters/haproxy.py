@@ -1,50 +1,96 @@
-"""A small client for HAProxy's runtime API (the ``stats socket ... level admin``).
+"""Clients for HAProxy's runtime API (the ``stats socket ... level admin``).
 
 Used by the controller for read-only views (status, plan, capacity checks) and for the safety net
 that puts nodes back into service after an interrupted run. The playbooks drive the same API
 through the ``deployer_haproxy`` module of the ``deployer_lb_haproxy`` role.
+
+- :class:`HAProxyRuntime`: a unix socket on this machine, or ``tcp://host:port``;
+- :class:`HAProxyOverSSH`: a unix socket (or ``tcp://`` address) that only the load-balancer host
+  reaches: each read runs one small Python program there over SSH;
+- :class:`LoadBalancerGroup`: several load balancers in front of the same servers (an HA pair),
+  acting as one.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import socket
-from dataclasses import dataclass
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from functools import cached_property
 
 from .._errors import LoadBalancerError
+from .loadbalancer import ADMIN_STATES, LoadBalancer, ServerState
+from .ssh import SshTarget
 
-__all__ = ["HAProxyRuntime", "ServerState"]
+__all__ = ["HAProxyOverSSH", "HAProxyRuntime", "LoadBalancerGroup", "ServerState"]
+
+_STATES = frozenset(ADMIN_STATES)
 
 
-@dataclass(frozen=True)
-class ServerState:
-    backend: str
-    server: str
-    # HAProxy's status column: UP, DOWN, MAINT, DRAIN, "UP 1/2", "no check", ...
-    status: str
-    # Admin state as set through the runtime API: ready, drain or maint.
-    admin: str
-    sessions: int
+def _state_command(backend: str, server: str, state: str) -> str:
+    if state not in _STATES:
+        raise ValueError(state)
+    return f"set server {backend}/{server} state {state}"
 
-    @property
-    def in_service(self) -> bool:
-        """True when the server takes new traffic: ready and passing its checks."""
-        return self.admin == "ready" and self.status.split()[0] in ("UP", "no")
 
-    @property
-    def label(self) -> str:
-        if self.admin != "ready":
-            return self.admin.upper()
-        return self.status
+def _parse_servers(where: str, backend: str, stat: str, servers_state: str) -> dict[str, ServerState]:
+    """Join ``show stat`` and ``show servers state BACKEND`` into one state per server."""
+    admin = _admin_states(servers_state)
+    reader = csv.DictReader(io.StringIO(stat.lstrip("# ")))
+    found: dict[str, ServerState] = {}
+    for row in reader:
+        if row.get("pxname") != backend or row.get("svname") in ("FRONTEND", "BACKEND"):
+            continue
+        name = row["svname"]
+        status = row.get("status", "")
+        found[name] = ServerState(
+            backend=backend,
+            server=name,
+            status=status,
+            admin=admin.get(name, "maint" if status.startswith("MAINT") else "ready"),
+            sessions=int(row.get("scur") or 0),
+        )
+    if not found:
+        raise LoadBalancerError(f"HAProxy at {where} has no backend named {backend!r}")
+    return found
+
+
+def _admin_states(text: str) -> dict[str, str]:
+    # `show servers state` column srv_admin_state is a bit field: 0x01 forced maint,
+    # 0x02/0x04 inherited maint, 0x08 forced drain, 0x10 inherited drain.
+    lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    header = next((ln for ln in text.splitlines() if ln.startswith("# be_id")), "")
+    cols = header.lstrip("# ").split()
+    states: dict[str, str] = {}
+    for ln in lines[1:] if lines and lines[0][0].isdigit() and " " not in lines[0] else lines:
+        parts = ln.split()
+        if len(parts) != len(cols) or not cols:
+            continue
+        row = dict(zip(cols, parts, strict=True))
+        bits = int(row.get("srv_admin_state", "0"))
+        if bits & 0x07:
+            states[row["srv_name"]] = "maint"
+        elif bits & 0x18:
+            states[row["srv_name"]] = "drain"
+        else:
+            states[row["srv_name"]] = "ready"
+    return states
 
 
 class HAProxyRuntime:
-    """Talk to one HAProxy over a unix socket path or ``tcp://host:port``."""
+    """Talk to one HAProxy over a unix socket path or ``tcp://host:port`` from this machine."""
 
     def __init__(self, address: str, *, timeout: float = 5.0) -> None:
         self.address = address
         self.timeout = timeout
+
+    @property
+    def where(self) -> str:
+        return self.address
 
     def _connect(self) -> socket.socket:
         try:
@@ -82,50 +128,172 @@ class HAProxyRuntime:
     def servers(self, backend: str) -> dict[str, ServerState]:
         """The state of every server of ``backend``, keyed by server name."""
         stat = self.command("show stat")
-        admin = self._admin_states(backend)
-        reader = csv.DictReader(io.StringIO(stat.lstrip("# ")))
-        found: dict[str, ServerState] = {}
-        for row in reader:
-            if row.get("pxname") != backend or row.get("svname") in ("FRONTEND", "BACKEND"):
-                continue
-            name = row["svname"]
-            status = row.get("status", "")
-            found[name] = ServerState(
-                backend=backend,
-                server=name,
-                status=status,
-                admin=admin.get(name, "maint" if status.startswith("MAINT") else "ready"),
-                sessions=int(row.get("scur") or 0),
-            )
-        if not found:
-            raise LoadBalancerError(f"HAProxy at {self.address} has no backend named {backend!r}")
-        return found
-
-    def _admin_states(self, backend: str) -> dict[str, str]:
-        # `show servers state` column srv_admin_state is a bit field: 0x01 forced maint,
-        # 0x02/0x04 inherited maint, 0x08 forced drain, 0x10 inherited drain.
-        text = self.command(f"show servers state {backend}")
-        lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
-        header = next((ln for ln in text.splitlines() if ln.startswith("# be_id")), "")
-        cols = header.lstrip("# ").split()
-        states: dict[str, str] = {}
-        for ln in lines[1:] if lines and lines[0][0].isdigit() and " " not in lines[0] else lines:
-            parts = ln.split()
-            if len(parts) != len(cols) or not cols:
-                continue
-            row = dict(zip(cols, parts, strict=True))
-            bits = int(row.get("srv_admin_state", "0"))
-            if bits & 0x07:
-                states[row["srv_name"]] = "maint"
-            elif bits & 0x18:
-                states[row["srv_name"]] = "drain"
-            else:
-                states[row["srv_name"]] = "ready"
-        return states
+        return _parse_servers(self.address, backend, stat, self.command(f"show servers state {backend}"))
 
     def set_state(self, backend: str, server: str, state: str) -> None:
-        if state not in ("ready", "drain", "maint"):
-            raise ValueError(state)
-        answer = self.command(f"set server {backend}/{server} state {state}").strip()
+        answer = self.command(_state_command(backend, server, state)).strip()
         if answer:
             raise LoadBalancerError(f"HAProxy refused to set {backend}/{server} to {state}: {answer}")
+
+
+# Runs on the load-balancer host with its own Python 3 (standard library only, old versions
+# too): sends each command of argv[1] (JSON) on its own connection to the runtime API and
+# prints the answers as JSON.
+_REMOTE_PROGRAM = r"""
+import json, socket, sys
+req = json.loads(sys.argv[1])
+addr, answers = req["socket"], []
+try:
+    for line in req["commands"]:
+        if addr.startswith("tcp://"):
+            host, _, port = addr[6:].rpartition(":")
+            s = socket.create_connection((host, int(port)), req["timeout"])
+        else:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(req["timeout"])
+            s.connect(addr)
+        s.sendall(line.encode() + b"\n")
+        chunks = []
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+        s.close()
+        answers.append(b"".join(chunks).decode("utf-8", "replace"))
+except Exception as exc:
+    print(json.dumps({"error": "%s: %s" % (type(exc).__name__, exc)}))
+else:
+    print(json.dumps({"answers": answers}))
+"""
+
+
+class HAProxyOverSSH:
+    """The runtime API of an HAProxy whose socket only its own host reaches: every read or change
+    runs one small program on that host over SSH (one connection for all of a read's commands).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        address: str,
+        target: Callable[[], SshTarget],
+        *,
+        timeout: float = 5.0,
+    ) -> None:
+        self.host = host
+        self.address = address
+        self._target_factory = target
+        self.timeout = timeout
+
+    @property
+    def where(self) -> str:
+        return f"{self.address} on {self.host} (over SSH)"
+
+    @cached_property
+    def target(self) -> SshTarget:
+        return self._target_factory()
+
+    def commands(self, lines: Sequence[str]) -> list[str]:
+        """Send runtime API commands from the load-balancer host; their answers in order."""
+        request = json.dumps({"socket": self.address, "commands": list(lines), "timeout": self.timeout})
+        argv = self.target.argv([self.target.python, "-c", _REMOTE_PROGRAM, request])
+        limit = self.timeout * len(lines) + self.target.connect_timeout + 10
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=limit, check=False)
+        except subprocess.TimeoutExpired:
+            raise LoadBalancerError(
+                f"the HAProxy runtime API at {self.where} did not answer within {limit:g}s"
+            ) from None
+        except OSError as exc:
+            raise LoadBalancerError(f"cannot run {self.target.ssh!r} to reach {self.host}: {exc}") from None
+        if done.returncode != 0:
+            raise LoadBalancerError(
+                f"cannot reach the HAProxy runtime API at {self.where}: "
+                f"{_ssh_failure(done.returncode, done.stderr)}",
+                hint=_ssh_hint(self.host, done.stderr),
+            )
+        try:
+            answer = json.loads(done.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise LoadBalancerError(
+                f"unexpected answer from {self.host} while reading HAProxy: {done.stdout[-300:]!r} "
+                f"{done.stderr[-300:]!r}"
+            ) from None
+        if "error" in answer:
+            raise LoadBalancerError(
+                f"cannot reach the HAProxy runtime API at {self.where}: {answer['error']}",
+                hint="is HAProxy running there, and is load_balancer.socket right in the config?",
+            )
+        return [str(a) for a in answer["answers"]]
+
+    def servers(self, backend: str) -> dict[str, ServerState]:
+        stat, state = self.commands(["show stat", f"show servers state {backend}"])
+        return _parse_servers(self.where, backend, stat, state)
+
+    def set_state(self, backend: str, server: str, state: str) -> None:
+        (answer,) = self.commands([_state_command(backend, server, state)])
+        if answer.strip():
+            raise LoadBalancerError(
+                f"HAProxy at {self.where} refused to set {backend}/{server} to {state}: {answer.strip()}"
+            )
+
+
+def _ssh_failure(code: int, stderr: str) -> str:
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip() and not ln.startswith("Warning:")]
+    return "; ".join(lines[-3:]) or f"ssh exited {code}"
+
+
+def _ssh_hint(host: str, stderr: str) -> str:
+    if "Host key verification failed" in stderr or "host key" in stderr.lower():
+        return (f"add {host}'s host key to the known_hosts file the inventory names "
+                f"(e.g. ssh-keyscan {host} >> ~/.ssh/known_hosts, after checking its fingerprint)")
+    if "sudo" in stderr:
+        return f"the deploy user needs password-less sudo on {host} to read the runtime socket"
+    return (f"check that this machine reaches {host} over SSH as the inventory says "
+            "(address, port, user, key), and that it has python3")
+
+
+class LoadBalancerGroup:
+    """Several load balancers in front of the same servers (e.g. an HA pair), acting as one:
+    changes go to every one of them, and a server is in service only if it is on all of them."""
+
+    def __init__(self, members: Sequence[LoadBalancer]) -> None:
+        if not members:
+            raise ValueError("a load-balancer group needs at least one member")
+        self.members = list(members)
+
+    @property
+    def where(self) -> str:
+        return " and ".join(m.where for m in self.members)
+
+    def servers(self, backend: str) -> dict[str, ServerState]:
+        views = [(m, m.servers(backend)) for m in self.members]
+        names: list[str] = []
+        for _, view in views:
+            names += [n for n in view if n not in names]
+        merged: dict[str, ServerState] = {}
+        for name in names:
+            # A server that some member does not know is not in service there: leave it out,
+            # so that whoever needs it says it is missing.
+            if all(name in view for _, view in views):
+                merged[name] = _merge([(m.where, view[name]) for m, view in views])
+        return merged
+
+    def set_state(self, backend: str, server: str, state: str) -> None:
+        for member in self.members:
+            member.set_state(backend, server, state)
+
+
+def _merge(states: Sequence[tuple[str, ServerState]]) -> ServerState:
+    """One view of a server from several load balancers: the least in service wins."""
+
+    def badness(s: ServerState) -> tuple[int, int]:
+        return ADMIN_STATES.index(s.admin) if s.admin in ADMIN_STATES else 2, 0 if s.in_service else 1
+
+    worst = max((s for _, s in states), key=badness)
+    total = sum(s.sessions for _, s in states)
+    if all(badness(s) == badness(worst) and s.status == worst.status for _, s in states):
+        return replace(worst, sessions=total, where="")
+    at = ", ".join(w for w, s in states if badness(s) == badness(worst))
+    return replace(worst, sessions=total, where=at)

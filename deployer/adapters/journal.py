@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS deployments (
     app TEXT NOT NULL,
     kind TEXT NOT NULL,               -- deploy | rollback | recover
     version TEXT NOT NULL,            -- the target release
-    status TEXT NOT NULL,             -- running | succeeded | failed | rolled_back | cancelled
+    status TEXT NOT NULL,             -- running | succeeded | failed | rolled_back | cancelled | refused
     started_at REAL NOT NULL,
     ended_at REAL,
     actor TEXT NOT NULL,              -- user@host
@@ -322,6 +322,17 @@ class Journal:
         for ev in self.node_events(deployment_id):
             last[ev.node] = ev
         return last
+
+    def latest_node_events(self, env: str) -> dict[str, NodeEvent]:
+        """Each node's most recent event in any deployment (or recover) of ``env``."""
+        rows = self._db.execute(
+            "SELECT e.deployment_id, e.node, e.phase, e.at, e.from_version, e.to_version, e.detail"
+            " FROM node_events e JOIN deployments d ON d.id = e.deployment_id"
+            " WHERE d.env = ? AND e.id IN (SELECT MAX(e2.id) FROM node_events e2"
+            " JOIN deployments d2 ON d2.id = e2.deployment_id WHERE d2.env = ? GROUP BY e2.node)",
+            (env, env),
+        ).fetchall()
+        return {r["node"]: NodeEvent(**dict(r)) for r in rows}
 
     def mark_abandoned(self, env: str) -> list[DeploymentRecord]:
         """Mark 'running' deployments whose process is gone as failed; return them."""

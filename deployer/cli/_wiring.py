@@ -10,23 +10,47 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .._config import Config, EnvironmentConfig
-from ..adapters.haproxy import HAProxyRuntime
-from ..adapters.inventory import load_nodes
+from ..adapters.haproxy import HAProxyOverSSH, HAProxyRuntime, LoadBalancerGroup
+from ..adapters.inventory import load_nodes, ssh_target
 from ..adapters.journal import Journal
+from ..adapters.loadbalancer import LoadBalancer
 from ..adapters.runner import AnsibleRunner, RecordingRunner, Runner
-from ..engine.engine import Engine, LoadBalancer, Release, Reporter
+from ..adapters.ssh import SshTarget
+from ..engine.engine import Engine, Release, Reporter
+
+_CONTROLLER = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 def journal_for(config: Config) -> Journal:
     return Journal(Path(config.state_dir) / "journal.sqlite")
 
 
-def load_balancer_for(env: EnvironmentConfig) -> LoadBalancer | None:
-    """The runtime API client, when the socket is reachable from this controller."""
-    sock = env.load_balancer.socket
-    if sock.startswith("tcp://") or os.path.exists(sock):
-        return HAProxyRuntime(sock)
-    return None
+def load_balancer_for(env: EnvironmentConfig) -> LoadBalancer:
+    """The runtime API client for the environment's load balancer(s): the socket (or tcp://
+    address) dialled from here, or reached on each load-balancer host over SSH (see
+    ``load_balancer.connect``); several hosts act as one."""
+    lb = env.load_balancer
+    members: list[LoadBalancer] = []
+    for host in lb.all_hosts:
+        direct = lb.connect == "direct" or (
+            lb.connect == "auto" and (host in _CONTROLLER or lb.socket.startswith("tcp://"))
+        )
+        if direct:
+            members.append(HAProxyRuntime(lb.socket))
+        else:
+            members.append(HAProxyOverSSH(host, lb.socket, _target_of(env, host)))
+    return members[0] if len(members) == 1 else LoadBalancerGroup(members)
+
+
+def _target_of(env: EnvironmentConfig, host: str) -> Callable[[], SshTarget]:
+    """How to reach ``host`` over SSH, read from the inventory when first needed."""
+
+    def resolve() -> SshTarget:
+        target = ssh_target(env.inventory, host)
+        # A host Ansible runs locally: the same command, without SSH.
+        return target or SshTarget(host=host, address=host, local=True)
+
+    return resolve
 
 
 def release_verifier(env: EnvironmentConfig) -> Callable[[str], Release]:

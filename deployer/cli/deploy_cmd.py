@@ -105,6 +105,8 @@ def _print_outcome(outcome: Outcome, as_json: bool) -> None:
         f"[bold {colour}]{outcome.status}[/] in {outcome.ended - outcome.started:.1f}s: "
         f"{escape(outcome.summary)}"
     )
+    for line in outcome.left_alone:
+        console.print(f"  left as it was (not deployer's to change): {escape(line)}")
     for fix in outcome.fix_commands:
         console.print(f"  fix: [bold]{fix}[/]")
 
@@ -247,7 +249,7 @@ def history(
         table.add_column(col)
     table.add_column("summary", overflow="fold", ratio=1)
     colours = {"succeeded": "green", "failed": "red", "rolled_back": "yellow",
-               "cancelled": "yellow", "running": "cyan"}
+               "cancelled": "yellow", "running": "cyan", "refused": "yellow"}
     for r in records:
         d = r.to_dict()
         took = f"{r.ended_at - r.started_at:.0f}s" if r.ended_at else "-"
@@ -272,18 +274,24 @@ def plan(env_name: str, version: str, as_json: bool, config_path: Path | None) -
     env = config.environment(env_name)
     backend = env.load_balancer.backend
     servers = {n.name: n.lb_server for n in engine.nodes}
-    ops = [
-        f"set server {backend}/{{server}} state drain; wait for 0 sessions "
-        f"(<= {env.load_balancer.drain_timeout:g}s); state maint",
-        f"switch to {version}, restart ({env.app.supervisor}), smoke {env.app.health.path} "
-        f"(<= {env.app.health.deadline:g}s)",
-        f"set server {backend}/{{server}} state ready; wait until UP",
-    ]
+    on = ", ".join(env.load_balancer.all_hosts)
+
+    def operations(server: str) -> list[str]:
+        return [
+            f"on {on}: set server {backend}/{server} state drain; wait for 0 sessions "
+            f"(<= {env.load_balancer.drain_timeout:g}s); state maint",
+            f"switch to {version}, restart ({env.app.supervisor}), smoke {env.app.health.path} "
+            f"(<= {env.app.health.deadline:g}s)",
+            f"on {on}: set server {backend}/{server} state ready; wait until UP",
+        ]
+
+    ops = operations("<server>")
     data = {
         "env": env_name, "version": version, "sha256": release.sha256, **the_plan.to_dict(),
         "current": {n: f.current or None for n, f in facts.items()},
         "load_balancer": {n: (lb[s].label if s in lb else None) for n, s in servers.items()},
         "per_node_operations": ops,
+        "lb_servers": servers,
         "prestage": env.strategy.prestage,
         "on_failure": env.strategy.on_failure,
     }
@@ -301,32 +309,54 @@ def plan(env_name: str, version: str, as_json: bool, config_path: Path | None) -
     for b in the_plan.batches:
         label = "canary batch" if b.canary else "batch"
         out.print(f"{label} {b.index}: {', '.join(b.nodes)}")
-    out.print("per node:")
-    for op in ops:
-        out.print(f"  - {op}")
+    example = the_plan.targets[0] if the_plan.targets else engine.nodes[0].name
+    out.print(f"per node, e.g. {example} (likewise for each node, with its own server):")
+    for op in operations(servers[example]):
+        out.print(f"  - {escape(op)}")
     for note in the_plan.notes:
         out.print(f"note: {note}")
     if not the_plan.targets:
         out.print("nothing to do")
 
 
+# The journal's last word on a node that deployer took out and has not put back.
+_TAKEN_OUT = frozenset({
+    NodePhase.DRAINING.value, NodePhase.DEPLOYING.value, NodePhase.SMOKE.value,
+    NodePhase.REJOINING.value, NodePhase.REVERTING.value, NodePhase.FAILED.value, "out_of_service",
+})
+
+
 @click.command()
 @env_option
 @config_option
 def recover(env_name: str, config_path: Path | None) -> None:
-    """Put healthy nodes that were left out of the load balancer back into service."""
+    """Put healthy nodes that deployer left out of the load balancer back into service.
+
+    Only nodes the journal says a deployment took out; a node someone else put in maintenance
+    is left as it is."""
     config = get_config(config_path)
     engine = build_engine(config, env_name, reporter=ConsoleReporter())
-    if engine.lb is None:
-        raise LoadBalancerError("the load balancer's runtime API is not reachable from here")
     backend = config.environment(env_name).load_balancer.backend
     states = engine.lb_states()
-    out_nodes = [n for n in engine.nodes if n.lb_server in states and states[n.lb_server].admin != "ready"]
+    journal = journal_for(config)
+    journal.mark_abandoned(env_name)
+    last = journal.latest_node_events(env_name)
+    out_nodes = []
+    for n in engine.nodes:
+        s = states.get(n.lb_server)
+        if s is None or s.admin == "ready":
+            continue
+        ev = last.get(n.name)
+        if ev is not None and ev.phase in _TAKEN_OUT:
+            out_nodes.append(n)
+        else:
+            console.print(
+                f"{n.name}: {escape(s.label)} on the load balancer, not set by deployer; left as it is"
+            )
     if not out_nodes:
-        console.print("every node is in the load balancer; nothing to recover")
+        console.print("no node that deployer took out of the load balancer is out; nothing to recover")
         return
     facts = engine.probe()
-    journal = journal_for(config)
     journal.acquire_lock(env_name)
     try:
         dep = journal.start_deployment(env=env_name, app=engine.env.app.name, kind="recover",

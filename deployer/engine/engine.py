@@ -7,19 +7,27 @@ store opener. Every node phase change is journalled as it happens.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from .._config import EnvironmentConfig
-from .._errors import ConfigError, DeploymentFailed, FleetAtRiskError, Interrupted
+from .._errors import (
+    ConfigError,
+    DeploymentFailed,
+    DeploymentRefused,
+    FleetAtRiskError,
+    Interrupted,
+    LoadBalancerError,
+)
 from .._versions import validate_version
-from ..adapters.haproxy import ServerState
 from ..adapters.inventory import Node
 from ..adapters.journal import Journal
+from ..adapters.loadbalancer import LoadBalancer, ServerState
 from ..adapters.runner import Runner, RunnerEvent, RunRequest, RunResult
 from .plan import Batch, Plan, batch_limits, make_plan
 from .states import OUT_OF_SERVICE, NodePhase, can_move
@@ -47,10 +55,8 @@ PHASE_BY_TASK_FILE: Mapping[tuple[str, str], NodePhase] = {
 }
 
 
-class LoadBalancer(Protocol):
-    def servers(self, backend: str) -> dict[str, ServerState]: ...
-
-    def set_state(self, backend: str, server: str, state: str) -> None: ...
+# Phases of a node this deployment has not taken out of the load balancer (yet).
+UNTOUCHED = frozenset({P.PENDING, P.STAGING, P.STAGED, P.SKIPPED})
 
 
 @dataclass(frozen=True)
@@ -96,7 +102,7 @@ class Outcome:
     deployment_id: int
     kind: str
     version: str
-    status: str  # succeeded | failed | rolled_back | cancelled
+    status: str  # succeeded | failed | rolled_back | cancelled | refused
     nodes: dict[str, NodeStatus]
     summary: str
     plan: Plan | None = None
@@ -104,6 +110,10 @@ class Outcome:
     fix_commands: list[str] = field(default_factory=list)
     started: float = 0.0
     ended: float = 0.0
+    # Nodes someone else took out of the load balancer, left as they were (one line each).
+    left_alone: list[str] = field(default_factory=list)
+    # What to do next when the deployment was refused or failed.
+    hint: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -115,6 +125,8 @@ class Outcome:
             "duration_s": round(self.ended - self.started, 3),
             "out_of_service": self.out_of_service,
             "fix": self.fix_commands,
+            "left_alone": self.left_alone,
+            "hint": self.hint or None,
             "nodes": {
                 n: {
                     "phase": s.phase.value, "from": s.from_version, "to": s.to_version,
@@ -152,7 +164,7 @@ class Engine:
         runner: Runner,
         journal: Journal,
         verify_release: StoreVerifier,
-        lb: LoadBalancer | None = None,
+        lb: LoadBalancer,
         reporter: Reporter | None = None,
         command: str = "",
         config_file: str = "config",
@@ -173,6 +185,9 @@ class Engine:
         self._facts: dict[str, NodeFacts] = {}
         self._deployment_id = 0
         self._collapse_to: NodePhase | None = None
+        # Nodes someone else put in MAINT/DRAIN, with their state: never touched by this run.
+        self._held: dict[str, ServerState] = {}
+        self._hint = ""
 
     # -- operator control -----------------------------------------------------------------
 
@@ -194,11 +209,15 @@ class Engine:
         return facts
 
     def _survey(
-        self, playbook: str, extravars: Mapping[str, Any], cancelled: Callable[[], bool]
+        self, playbook: str, extravars: Mapping[str, Any], cancelled: Callable[[], bool],
+        *, exclude: Iterable[str] = (),
     ) -> tuple[dict[str, NodeFacts], RunResult]:
-        """Run a playbook on every node that reports releases and health (probe.yml, or
-        prestage.yml, which also stages the release) and collect what each node said."""
-        facts = {n.name: NodeFacts() for n in self.nodes}
+        """Run a playbook on every node (but ``exclude``) that reports releases and health
+        (probe.yml, or prestage.yml, which also stages the release) and collect what each node
+        said."""
+        left_out = set(exclude)
+        nodes = [n for n in self.nodes if n.name not in left_out]
+        facts = {n.name: NodeFacts() for n in nodes}
 
         def on_event(ev: RunnerEvent) -> None:
             self._on_event(ev)  # phases and causes, when a deployment is under way
@@ -216,9 +235,9 @@ class Engine:
             RunRequest(
                 playbook=playbook,
                 inventory=self.env.inventory,
-                hosts=[n.name for n in self.nodes],
+                hosts=[n.name for n in nodes],
                 extravars=extravars,
-                forks=max(1, len(self.nodes)),
+                forks=max(1, len(nodes)),
             ),
             on_event,
             cancelled,
@@ -232,20 +251,82 @@ class Engine:
         return facts, result
 
     def lb_states(self) -> dict[str, ServerState]:
-        if self.lb is None:
-            return {}
+        """Every server of the backend; raises LoadBalancerError when it cannot be read."""
         return self.lb.servers(self.env.load_balancer.backend)
 
     def plan(self, version: str) -> tuple[Plan, dict[str, NodeFacts], dict[str, ServerState]]:
         """What a deploy of ``version`` would do, changing nothing."""
         validate_version(version)
-        facts = self.probe()
         lb = self.lb_states()
-        targets = [n.name for n in self.nodes if not self._already_there(n, version, facts, lb)]
+        facts = self.probe()
+        held = self.held_by_others(lb)
+        targets = [
+            n.name for n in self.nodes
+            if n.name not in held and not self._already_there(n, version, facts, lb)
+        ]
         plan = make_plan(
-            [n.name for n in self.nodes], targets, self.env.strategy, source=self.config_file
+            [n.name for n in self.nodes], targets, self.env.strategy, source=self.config_file,
+            unavailable=len(held),
         )
-        return plan, facts, lb
+        notes = list(plan.notes)
+        missing = self._missing_servers(lb)
+        if missing:
+            notes.append(f"deploy will refuse: {missing}")
+        if held:
+            what = _held_text(held)
+            if self.env.strategy.operator_maintenance == "refuse":
+                notes.append(
+                    f"deploy will refuse: {what} (strategy.operator_maintenance: refuse)"
+                )
+            else:
+                notes.append(f"left as they are and not deployed to: {what}")
+        return dataclasses.replace(plan, notes=tuple(notes)), facts, lb
+
+    def held_by_others(self, states: Mapping[str, ServerState]) -> dict[str, ServerState]:
+        """Nodes in MAINT or DRAIN on the load balancer that this deployment did not put there."""
+        held = {}
+        for node in self.nodes:
+            s = states.get(node.lb_server)
+            st = self._status.get(node.name)
+            if s is not None and s.admin != "ready" and (st is None or st.phase in UNTOUCHED):
+                held[node.name] = s
+        return held
+
+    def _missing_servers(self, states: Mapping[str, ServerState]) -> str:
+        missing = [f"{n.name} (server {n.lb_server!r})" for n in self.nodes if n.lb_server not in states]
+        if not missing:
+            return ""
+        return (
+            f"the load balancer ({self.lb.where}) has no server for "
+            f"{', '.join(missing)} in backend {self.env.load_balancer.backend!r}"
+        )
+
+    def _read_lb(self, when: str) -> dict[str, ServerState]:
+        """The load balancer's view of every node, or a DeploymentFailed saying why not."""
+        try:
+            states = self.lb_states()
+        except LoadBalancerError as exc:
+            raise DeploymentFailed(
+                f"cannot read the load balancer {when}: {exc}",
+                hint=exc.hint or "check load_balancer in the config",
+            ) from None
+        missing = self._missing_servers(states)
+        if missing:
+            raise DeploymentFailed(
+                missing,
+                hint=f"fix load_balancer.backend in {self.config_file}, or set deployer_lb_server "
+                "for the node in the inventory",
+            )
+        return states
+
+    def _refuse_if_held(self, held: Mapping[str, ServerState]) -> None:
+        if held and self.env.strategy.operator_maintenance == "refuse":
+            raise DeploymentFailed(
+                f"not deployed: {_held_text(held)}; deployer does not touch a node someone else "
+                "took out of the load balancer",
+                hint="wait until they are back in service, or set strategy.operator_maintenance: "
+                f"skip in {self.config_file} to deploy to the other nodes and leave them as they are",
+            )
 
     def _already_there(
         self, node: Node, version: str, facts: Mapping[str, NodeFacts],
@@ -280,28 +361,41 @@ class Engine:
         started = time.time()
         dep = self._deployment_id
         self._status = {n.name: NodeStatus(node=n, to_version=release.version) for n in self.nodes}
+        self._held = {}
+        self._hint = ""
         outcome_status = "succeeded"
         summary = ""
         plan: Plan | None = None
         try:
+            # The load balancer is read before any node is: without it there is no capacity
+            # floor and no telling an operator's maintenance from ours, so no deployment.
+            self._held = self.held_by_others(self._read_lb("before touching any node"))
+            self._refuse_if_held(self._held)
             prestage = self.env.strategy.prestage
             if prestage:
                 # One run reads every node and pulls, verifies and unpacks the release on it
                 # while it keeps serving (a no-op where it is already staged).
                 self.reporter.message(
-                    f"reading {len(self.nodes)} node(s) and pre-staging {release.version} "
+                    f"reading {len(self.nodes) - len(self._held)} node(s) and pre-staging {release.version} "
                     "(they keep serving)"
                 )
                 facts, result = self._survey(
-                    "prestage.yml", self._release_vars(release), self._stop.is_set
+                    "prestage.yml", self._release_vars(release), self._stop.is_set,
+                    exclude=self._held,
                 )
                 if result.status == "canceled":
                     raise Interrupted("stopped by the operator while pre-staging (no node was drained)")
             else:
-                self.reporter.message(f"reading the state of {len(self.nodes)} node(s)")
-                facts, result = self._survey("probe.yml", self._base_vars(), self._abort.is_set)
+                self.reporter.message(
+                    f"reading the state of {len(self.nodes) - len(self._held)} node(s)"
+                )
+                facts, result = self._survey(
+                    "probe.yml", self._base_vars(), self._abort.is_set, exclude=self._held
+                )
             self._facts = facts
-            lb = self.lb_states()
+            lb = self._read_lb("after reading the nodes")
+            self._held.update(self.held_by_others(lb))
+            self._refuse_if_held(self._held)
             for name, f in facts.items():
                 self._status[name].from_version = f.current
             unreachable = [n for n, f in facts.items() if f.health_detail == "unreachable"]
@@ -318,18 +412,24 @@ class Engine:
                 raise DeploymentFailed(
                     f"pre-staging {release.version} failed ({details or result.status})"
                 )
+            for name, s in self._held.items():
+                self._leave_alone(name, s)
             targets = [
-                n.name for n in self.nodes if not self._already_there(n, release.version, facts, lb)
+                n.name for n in self.nodes
+                if n.name not in self._held
+                and not self._already_there(n, release.version, facts, lb)
             ]
             plan = make_plan(
-                [n.name for n in self.nodes], targets, self.env.strategy, source=self.config_file
+                [n.name for n in self.nodes], targets, self.env.strategy, source=self.config_file,
+                unavailable=len(self._held),
             )
             self.journal.update_details(
                 dep, plan=plan.to_dict(),
                 from_versions={n: s.from_version for n, s in self._status.items()},
             )
             for name in plan.skipped:
-                self._move(name, P.SKIPPED, f"already on {release.version}")
+                if name not in self._held:
+                    self._move(name, P.SKIPPED, f"already on {release.version}")
             for name in plan.targets:
                 self._move(name, P.STAGED if prestage else P.PENDING)
             if not plan.targets:
@@ -340,7 +440,9 @@ class Engine:
             for batch in plan.batches:
                 if self._stop.is_set():
                     raise Interrupted("stopped by the operator before the next batch")
-                self._check_capacity(batch, plan)
+                batch = self._check_capacity(batch, plan)
+                if not batch.nodes:
+                    continue
                 self.reporter.batch(batch, len(plan.batches))
                 result = self._run_batch(release, batch, plan)
                 done.extend(n for n in batch.nodes if self._status[n].phase is P.DONE)
@@ -352,7 +454,10 @@ class Engine:
                     raise DeploymentFailed(self._failure_text(failed, release.version) + why)
                 if self.env.strategy.pause_between_batches and batch is not plan.batches[-1]:
                     self._pause(self.env.strategy.pause_between_batches)
-            summary = f"{len(plan.targets)} node(s) now run {release.version}"
+            updated = [n for n in plan.targets if self._status[n].phase is P.DONE]
+            summary = f"{len(updated)} node(s) now run {release.version}"
+            if self._held:
+                summary += f"; left as they are: {', '.join(self._held)}"
         except Interrupted as exc:
             outcome_status = "cancelled"
             summary = str(exc)
@@ -364,9 +469,13 @@ class Engine:
         except DeploymentFailed as exc:
             summary = str(exc)
             outcome_status = "failed"
-            untouched = (P.PENDING, P.STAGING, P.STAGED, P.SKIPPED)
-            if all(st.phase in untouched for st in self._status.values()):
+            self._hint = exc.hint or ""
+            if all(st.phase in UNTOUCHED for st in self._status.values()):
+                outcome_status = "refused"
                 summary += "; no node was changed"
+                for name, st in self._status.items():
+                    if st.phase is not P.SKIPPED:
+                        self._move(name, P.SKIPPED, f"not deployed: {exc}")
             elif self._abort.is_set():
                 outcome_status = "cancelled"
             elif not self._make_interrupted_batch_safe():
@@ -404,29 +513,43 @@ class Engine:
             parts.append(f"{name}: {st.cause or 'failed'} — {what}")
         return f"{version} failed on " + "; ".join(parts)
 
+    def _leave_alone(self, name: str, state: ServerState) -> None:
+        """Skip a node someone else took out of the load balancer, saying so."""
+        note = f"left as it is: {state.label} on the load balancer, not set by deployer"
+        self._move(name, P.SKIPPED, note)
+        self.reporter.message(f"{name}: {note}")
+
     def _nothing_changed(self, why: str) -> None:
         """Close every node of a deployment that stopped before any drain."""
         for name, st in self._status.items():
             detail = f"{why}: {st.cause}" if st.cause else why
             self._move(name, P.SKIPPED, detail)
 
-    def _check_capacity(self, batch: Batch, plan: Plan) -> None:
-        if self.lb is None or plan.min_healthy == 0:
-            return
-        states = self.lb_states()
-        by_server = {n.name: states.get(n.lb_server) for n in self.nodes}
-        outside = [
-            n for n, s in by_server.items() if n not in batch.nodes and s is not None and s.in_service
-        ]
-        removes_capacity = any(
-            (s := by_server.get(n)) is not None and s.in_service for n in batch.nodes
-        )
+    def _check_capacity(self, batch: Batch, plan: Plan) -> Batch:
+        """Read the load balancer before a batch: leave out (or refuse) nodes someone else has
+        taken out since, and stop if the batch would take the fleet below its capacity floor.
+        Returns the batch to run."""
+        states = self._read_lb(f"before batch {batch.index}")
+        held = {n: s for n, s in self.held_by_others(states).items() if n in batch.nodes}
+        if held:
+            self._refuse_if_held(held)
+            self._held.update(held)
+            for name, s in held.items():
+                self._leave_alone(name, s)
+            batch = dataclasses.replace(batch, nodes=tuple(n for n in batch.nodes if n not in held))
+        by_server = {n.name: states[n.lb_server] for n in self.nodes}
+        outside = [n for n, s in by_server.items() if n not in batch.nodes and s.in_service]
+        removes_capacity = any(by_server[n].in_service for n in batch.nodes)
         if removes_capacity and len(outside) < plan.min_healthy:
+            out = [f"{n} ({s.label})" for n, s in by_server.items() if not s.in_service]
             raise DeploymentFailed(
                 f"capacity floor: only {len(outside)} node(s) would stay in service during batch "
-                f"{batch.index} (floor {plan.min_healthy}); stopped before touching "
-                + ", ".join(batch.nodes)
+                f"{batch.index} (floor {plan.min_healthy}; out of service now: "
+                f"{', '.join(out) or 'none'}); stopped before touching " + ", ".join(batch.nodes),
+                hint="wait until enough nodes are back in service, or lower strategy.min_healthy "
+                f"in {self.config_file}",
             )
+        return batch
 
     def _run_batch(self, release: Release, batch: Batch, plan: Plan) -> RunResult:
         extravars = dict(self._release_vars(release))
@@ -590,12 +713,16 @@ class Engine:
     ) -> Outcome:
         out_of_service: list[str] = []
         fix: list[str] = []
-        try:
-            states = self.lb_states()
-        except Exception as exc:  # the LB itself may be the problem; say so, keep going
-            states = {}
-            self.reporter.message(f"could not read the load balancer: {exc}")
+        states: dict[str, ServerState] = {}
+        if any(st.phase not in UNTOUCHED for st in self._status.values()):
+            try:
+                states = self.lb_states()
+            except Exception as exc:  # the LB itself may be the problem; say so, keep going
+                self.reporter.message(f"could not read the load balancer: {exc}")
+        left_alone = [f"{n} ({s.label})" for n, s in self._held.items()]
         for st in self._status.values():
+            if st.phase in UNTOUCHED:
+                continue  # not taken out by this deployment: not its to report or fix
             s = states.get(st.node.lb_server)
             # The load balancer's word wins; without it, trust the node's last phase.
             out = not s.in_service if s is not None else st.phase in OUT_OF_SERVICE
@@ -615,6 +742,7 @@ class Engine:
             deployment_id=self._deployment_id, kind=kind, version=version, status=status,
             nodes=dict(self._status), summary=summary, plan=plan,
             out_of_service=out_of_service, fix_commands=fix, started=started, ended=time.time(),
+            left_alone=left_alone, hint=self._hint,
         )
         return outcome
 
@@ -643,7 +771,8 @@ class Engine:
             "deployer_health_run_from": h.run_from,
             "deployer_lb_socket": lb.socket,
             "deployer_lb_backend": lb.backend,
-            "deployer_lb_host": lb.host,
+            "deployer_lb_host": lb.all_hosts[0],
+            "deployer_lb_hosts": lb.all_hosts,
             "deployer_lb_drain_timeout": lb.drain_timeout,
             "deployer_lb_up_timeout": lb.up_timeout,
             "deployer_version": "",
@@ -694,4 +823,11 @@ def raise_for(outcome: Outcome) -> None:
         )
     if outcome.status == "cancelled":
         raise Interrupted(outcome.summary)
-    raise DeploymentFailed(outcome.summary)
+    if outcome.status == "refused":
+        raise DeploymentRefused(outcome.summary, hint=outcome.hint or None)
+    raise DeploymentFailed(outcome.summary, hint=outcome.hint or None)
+
+
+def _held_text(held: Mapping[str, ServerState]) -> str:
+    names = ", ".join(f"{n} ({s.label})" for n, s in held.items())
+    return f"{names} {'is' if len(held) == 1 else 'are'} out of the load balancer, put there by someone else"

@@ -51,9 +51,10 @@ class Plan:
 
 
 def batch_limits(
-    strategy: StrategyConfig, total: int, *, source: str = "config"
+    strategy: StrategyConfig, total: int, *, source: str = "config", unavailable: int = 0
 ) -> tuple[int, int, list[str]]:
-    """(batch size, capacity floor, notes) for a fleet of ``total`` nodes."""
+    """(batch size, capacity floor, notes) for a fleet of ``total`` nodes, ``unavailable`` of
+    which are out of service and stay so (e.g. an operator's maintenance)."""
     batch_size = min(resolve_count(strategy.batch_size, total), max(1, total))
     min_healthy = resolve_count(strategy.min_healthy, total, minimum=0)
     if total == 1:
@@ -65,8 +66,9 @@ def batch_limits(
             f"service in a fleet of {total}",
             file=source, field="strategy.min_healthy", value=strategy.min_healthy,
         )
-    # Shrink batches so that the rest of the fleet always meets the floor.
-    allowed = total - min_healthy
+    # Shrink batches so that the rest of the fleet always meets the floor (at least one node
+    # per batch: the capacity check before each batch refuses what cannot be done).
+    allowed = max(1, total - min_healthy - unavailable)
     notes = []
     if batch_size > allowed:
         notes.append(
@@ -77,12 +79,16 @@ def batch_limits(
 
 
 def make_plan(
-    fleet: Sequence[str], targets: Sequence[str], strategy: StrategyConfig, *, source: str = "config"
+    fleet: Sequence[str], targets: Sequence[str], strategy: StrategyConfig, *,
+    source: str = "config", unavailable: int = 0,
 ) -> Plan:
-    """Batches over ``targets`` (in fleet order); raises ConfigError if the floor cannot hold."""
+    """Batches over ``targets`` (in fleet order); raises ConfigError if the floor cannot hold.
+    ``unavailable`` nodes of the fleet are out of service and stay so: batches shrink for them."""
     total = len(fleet)
     ordered = [n for n in fleet if n in set(targets)]
-    batch_size, min_healthy, notes = batch_limits(strategy, total, source=source)
+    batch_size, min_healthy, notes = batch_limits(
+        strategy, total, source=source, unavailable=unavailable
+    )
     batches: list[Batch] = []
     rest = list(ordered)
     if strategy.canary and rest:

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deployer import DeploymentFailed, LockHeldError, load_config
+from deployer import DeploymentFailed, DeploymentRefused, LockHeldError, load_config
 from deployer.adapters.inventory import load_nodes
 from deployer.adapters.journal import Journal
+from deployer.adapters.loadbalancer import FakeLoadBalancer
 from deployer.adapters.runner import ReplayRunner, RunnerEvent
 from deployer.artefacts import build_artefact, generate_keypair, open_store, sign_manifest
 from deployer.cli._wiring import release_verifier
-from deployer.engine.engine import Engine, Outcome
+from deployer.engine.engine import Engine, Outcome, raise_for
 
 NODES = ["node1", "node2", "node3"]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -117,6 +118,7 @@ def world(tmp_path: Path) -> dict[str, Path]:
 
 
 def make_engine(world: dict[str, Path], scripts: list[tuple[str, list[RunnerEvent], str]] | ReplayRunner,
+                lb: FakeLoadBalancer | None = None,
                 **strategy: object) -> tuple[Engine, ReplayRunner, Journal]:
     cfg = load_config(world["config"])
     env = cfg.environment("lab")
@@ -125,7 +127,8 @@ def make_engine(world: dict[str, Path], scripts: list[tuple[str, list[RunnerEven
     runner = scripts if isinstance(scripts, ReplayRunner) else ReplayRunner(scripts)
     journal = Journal(cfg.state_dir / "journal.sqlite")
     engine = Engine(env_name="lab", env=env, nodes=load_nodes(env.inventory, env.group), runner=runner,
-                    journal=journal, verify_release=release_verifier(env), lb=None)
+                    journal=journal, verify_release=release_verifier(env),
+                    lb=lb or FakeLoadBalancer("hello", NODES))
     return engine, runner, journal
 
 
@@ -213,7 +216,7 @@ def test_prestage_failure_changes_nothing(world: dict[str, Path]) -> None:
         ev("failed", "node2", "deployer_release", "stage", message="sha256 mismatch")])
     engine, runner, _ = make_engine(world, [failing])
     outcome = engine.deploy("1.1.0")
-    assert outcome.status == "failed"
+    assert outcome.status == "refused"
     assert "sha256 mismatch" in outcome.summary
     assert [r.playbook for r in runner.requests] == ["prestage.yml"]
     assert not outcome.out_of_service
@@ -225,8 +228,12 @@ def test_unreachable_node_during_probe_changes_nothing(world: dict[str, Path]) -
                              stats(["node1", "node2"], dark=["node3"])], "failed")
     engine, runner, _ = make_engine(world, [dark])
     outcome = engine.deploy("1.1.0")
-    assert outcome.status == "failed" and "node3" in outcome.summary
+    assert outcome.status == "refused" and "node3" in outcome.summary
     assert len(runner.requests) == 1
+    # Nothing was changed: the exit code says "refused", not "reverted" or "out of service".
+    with pytest.raises(DeploymentRefused) as refused:
+        raise_for(outcome)
+    assert refused.value.exit_code == 9
 
 
 def test_batches_of_a_percentage_with_a_canary(world: dict[str, Path]) -> None:

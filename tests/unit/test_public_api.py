@@ -13,7 +13,8 @@ from deployer import _errors
 def test_top_level_exports() -> None:
     assert sorted(deployer.__all__) == sorted([
         "ArtefactError", "ArtefactNotFoundError", "Config", "ConfigError", "DeployerError",
-        "DeploymentFailed", "EnvironmentConfig", "FleetAtRiskError", "ImmutableArtefactError",
+        "DeploymentFailed", "DeploymentRefused", "EnvironmentConfig", "FleetAtRiskError",
+        "ImmutableArtefactError",
         "Interrupted", "LabError", "LoadBalancerError", "LockHeldError", "PrerequisiteError",
         "UsageError", "VerificationError", "VersionError", "__version__", "load_config",
         "validate_version",
