@@ -28,6 +28,7 @@ __all__ = [
     "Config",
     "EnvironmentConfig",
     "HealthCheckConfig",
+    "LegConfig",
     "LoadBalancerConfig",
     "StoreConfig",
     "StrategyConfig",
@@ -172,6 +173,12 @@ class LoadBalancerConfig(_Model):
     drain_timeout: float = Field(30.0, ge=0, le=3600)
     # Seconds to wait for HAProxy to report a node UP after it is put back.
     up_timeout: float = Field(30.0, gt=0, le=3600)
+    # Blue-green: the HAProxy map (its path as HAProxy loaded it) whose `live_key` entry names the
+    # backend taking live traffic (`use_backend %[str(live),map(FILE)]`) and whose `preview_key`
+    # entry names the backend of the preview route. One `set map` moves all live traffic.
+    legs_map: str | None = None
+    live_key: str = Field("live", pattern=r"^[A-Za-z0-9_.-]+$")
+    preview_key: str | None = Field("preview", pattern=r"^[A-Za-z0-9_.-]+$")
 
     @model_validator(mode="after")
     def _one_way_to_name_hosts(self) -> LoadBalancerConfig:
@@ -189,8 +196,29 @@ class LoadBalancerConfig(_Model):
         return [self.host or "localhost"]
 
 
+class LegConfig(_Model):
+    """One leg of a blue-green environment: its nodes and its load-balancer backend."""
+
+    # The inventory group holding the leg's nodes.
+    group: str
+    # The leg's backend on the load balancer.
+    backend: str = Field(pattern=r"^[A-Za-z0-9_.:-]+$")
+
+
 class StrategyConfig(_Model):
     """How a rollout is cut into batches and what happens when one fails."""
+
+    # rolling: batches through one fleet. blue-green: two legs; release to the idle leg,
+    # smoke-test it through the preview route, move live traffic in one load-balancer
+    # operation, soak, and move it back at once on trouble.
+    kind: Literal["rolling", "blue-green"] = "rolling"
+    # blue-green: exactly two legs, by name (e.g. blue and green).
+    legs: dict[str, LegConfig] | None = None
+    # blue-green: the URL of the preview route (reaches the idle leg), for the leg's smoke test.
+    preview_url: str | None = Field(None, pattern=r"^https?://")
+    # blue-green, after a good soak: `uplift` also releases to the old leg; `keep` leaves it on
+    # the previous release as the fallback (`deployer rollback` is then one switch).
+    after_soak: Literal["uplift", "keep"] = "keep"
 
     # Nodes per batch: a count ("2") or a share of the fleet ("25%").
     batch_size: str = "1"
@@ -210,6 +238,25 @@ class StrategyConfig(_Model):
     # (the default), or skip them and leave them as they are. Either way they count as out of
     # service for min_healthy and are never put back into service by a deployment.
     operator_maintenance: Literal["refuse", "skip"] = "refuse"
+
+    @model_validator(mode="after")
+    def _legs_for_blue_green(self) -> StrategyConfig:
+        if self.kind != "blue-green":
+            if self.legs is not None:
+                raise ValueError("legs are for kind: blue-green")
+            return self
+        if self.legs is None or len(self.legs) != 2:
+            raise ValueError("kind: blue-green needs exactly two legs, e.g. blue and green")
+        for name in self.legs:
+            if not _NAME.match(name):
+                raise ValueError(f"leg name {name!r} must be lower-case letters, digits, '-' or '_'")
+        groups = [leg.group for leg in self.legs.values()]
+        backends = [leg.backend for leg in self.legs.values()]
+        if len(set(groups)) != 2 or len(set(backends)) != 2:
+            raise ValueError("the two legs must have different groups and different backends")
+        if self.preview_url is None:
+            raise ValueError("kind: blue-green needs preview_url (the route to the idle leg)")
+        return self
 
     @field_validator("batch_size", "canary", "min_healthy", mode="before")
     @classmethod
@@ -237,6 +284,15 @@ class EnvironmentConfig(_Model):
     strategy: StrategyConfig = StrategyConfig()
     # Extra variables passed to every playbook run (e.g. ansible_python_interpreter).
     extra_vars: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _blue_green_needs_a_legs_map(self) -> EnvironmentConfig:
+        if self.strategy.kind == "blue-green" and not self.load_balancer.legs_map:
+            raise ValueError(
+                "strategy kind blue-green needs load_balancer.legs_map (the HAProxy map that "
+                "names the live backend)"
+            )
+        return self
 
 
 class Config(_Model):

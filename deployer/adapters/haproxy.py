@@ -37,6 +37,55 @@ def _state_command(backend: str, server: str, state: str) -> str:
     return f"set server {backend}/{server} state {state}"
 
 
+def _map_entry(where: str, map_file: str, key: str, answer: str) -> str | None:
+    """The value of ``key`` in a ``show map FILE`` answer (lines: ``<id> <key> <value>``)."""
+    text = answer.strip()
+    if text.lower().startswith(("unknown map", "missing", "unknown")):
+        raise LoadBalancerError(
+            f"HAProxy at {where} has no map {map_file!r}: {text.splitlines()[0]}",
+            hint="load_balancer.legs_map must be the map file exactly as HAProxy's config names it",
+        )
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] == key:
+            return parts[2]
+    return None
+
+
+def _map_commands(map_file: str, key: str, backend: str, current: str | None) -> str:
+    for value, what in ((map_file, "map file"), (key, "map key"), (backend, "backend")):
+        if not value or any(c.isspace() or c in ";#\\" for c in value):
+            raise LoadBalancerError(f"refusing a runtime-API command with this {what}: {value!r}")
+    verb = "set" if current is not None else "add"
+    return f"{verb} map {map_file} {key} {backend}"
+
+
+def _persist_map(map_file: str, key: str, backend: str) -> None:
+    """Write the new route into the map file too, where this machine can, so that an HAProxy
+    restart keeps it (the runtime API changes only HAProxy's memory)."""
+    import os
+
+    path = map_file
+    if not os.path.isfile(path) or not os.access(path, os.W_OK):
+        return
+    lines = []
+    found = False
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == key:
+                lines.append(f"{key} {backend}\n")
+                found = True
+            else:
+                lines.append(line if line.endswith("\n") else line + "\n")
+    if not found:
+        lines.append(f"{key} {backend}\n")
+    tmp = f"{path}.deployer-tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.writelines(lines)
+    os.replace(tmp, path)
+
+
 def _parse_servers(where: str, backend: str, stat: str, servers_state: str) -> dict[str, ServerState]:
     """Join ``show stat`` and ``show servers state BACKEND`` into one state per server."""
     admin = _admin_states(servers_state)
@@ -134,6 +183,17 @@ class HAProxyRuntime:
         answer = self.command(_state_command(backend, server, state)).strip()
         if answer:
             raise LoadBalancerError(f"HAProxy refused to set {backend}/{server} to {state}: {answer}")
+
+    def route(self, map_file: str, key: str) -> str | None:
+        return _map_entry(self.address, map_file, key, self.command(f"show map {map_file}"))
+
+    def set_route(self, map_file: str, key: str, backend: str) -> None:
+        line = _map_commands(map_file, key, backend, self.route(map_file, key))
+        answer = self.command(line).strip()
+        if answer:
+            raise LoadBalancerError(f"HAProxy at {self.address} refused {line!r}: {answer}")
+        if not self.address.startswith("tcp://"):
+            _persist_map(map_file, key, backend)
 
 
 # Runs on the load-balancer host with its own Python 3 (standard library only, old versions
@@ -238,6 +298,16 @@ class HAProxyOverSSH:
                 f"HAProxy at {self.where} refused to set {backend}/{server} to {state}: {answer.strip()}"
             )
 
+    def route(self, map_file: str, key: str) -> str | None:
+        (answer,) = self.commands([f"show map {map_file}"])
+        return _map_entry(self.where, map_file, key, answer)
+
+    def set_route(self, map_file: str, key: str, backend: str) -> None:
+        line = _map_commands(map_file, key, backend, self.route(map_file, key))
+        (answer,) = self.commands([line])
+        if answer.strip():
+            raise LoadBalancerError(f"HAProxy at {self.where} refused {line!r}: {answer.strip()}")
+
 
 def _ssh_failure(code: int, stderr: str) -> str:
     lines = [ln for ln in stderr.strip().splitlines() if ln.strip() and not ln.startswith("Warning:")]
@@ -283,6 +353,20 @@ class LoadBalancerGroup:
     def set_state(self, backend: str, server: str, state: str) -> None:
         for member in self.members:
             member.set_state(backend, server, state)
+
+    def route(self, map_file: str, key: str) -> str | None:
+        routes = {m.where: m.route(map_file, key) for m in self.members}
+        if len(set(routes.values())) > 1:
+            seen = "; ".join(f"{where}: {r or 'unset'}" for where, r in routes.items())
+            raise LoadBalancerError(
+                f"the load balancers disagree on where {key!r} of {map_file} goes ({seen})",
+                hint="make them agree (the same `set map` on each) before deploying",
+            )
+        return next(iter(routes.values()))
+
+    def set_route(self, map_file: str, key: str, backend: str) -> None:
+        for member in self.members:
+            member.set_route(map_file, key, backend)
 
 
 def _merge(states: Sequence[tuple[str, ServerState]]) -> ServerState:

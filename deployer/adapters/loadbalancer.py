@@ -56,6 +56,15 @@ class LoadBalancer(Protocol):
         """Set ``server``'s admin state (ready, drain or maint) everywhere it is served."""
         ...
 
+    def route(self, map_file: str, key: str) -> str | None:
+        """The backend a routing map sends ``key`` to (e.g. the live leg), or None if unset."""
+        ...
+
+    def set_route(self, map_file: str, key: str, backend: str) -> None:
+        """Point ``key`` of a routing map at ``backend``: one operation per load balancer, so
+        every new request after it goes to the new backend and none is cut."""
+        ...
+
 
 class FakeLoadBalancer:
     """A load balancer in memory, for tests at the seam: servers UP unless told otherwise,
@@ -71,10 +80,16 @@ class FakeLoadBalancer:
         self.reads = 0
         self.unreadable = unreadable
         self._where = where
+        self.maps: dict[str, dict[str, str]] = {}
+        self.backends: dict[str, dict[str, str]] = {}
 
     @property
     def where(self) -> str:
         return self._where
+
+    def add_backend(self, backend: str, servers: Iterable[str]) -> None:
+        """Another backend (e.g. a second leg), its servers UP and ready."""
+        self.backends[backend] = dict.fromkeys(servers, "ready")
 
     def servers(self, backend: str) -> dict[str, ServerState]:
         from .._errors import LoadBalancerError
@@ -82,6 +97,12 @@ class FakeLoadBalancer:
         self.reads += 1
         if self.unreadable:
             raise LoadBalancerError(f"cannot reach the load balancer at {self.where}: {self.unreadable}")
+        if backend in self.backends:
+            return {
+                name: ServerState(backend=backend, server=name, status="MAINT" if a == "maint" else "UP",
+                                  admin=a, sessions=0)
+                for name, a in self.backends[backend].items()
+            }
         if backend != self.backend:
             raise LoadBalancerError(f"{self.where} has no backend named {backend!r}")
         return {
@@ -95,5 +116,15 @@ class FakeLoadBalancer:
     def set_state(self, backend: str, server: str, state: str) -> None:
         if state not in ADMIN_STATES:
             raise ValueError(state)
-        self.admin[server] = state
+        if backend in self.backends:
+            self.backends[backend][server] = state
+        else:
+            self.admin[server] = state
         self.changes.append((server, state))
+
+    def route(self, map_file: str, key: str) -> str | None:
+        return self.maps.get(map_file, {}).get(key)
+
+    def set_route(self, map_file: str, key: str, backend: str) -> None:
+        self.maps.setdefault(map_file, {})[key] = backend
+        self.changes.append((f"{map_file}:{key}", backend))

@@ -188,6 +188,9 @@ class Engine:
         # Nodes someone else put in MAINT/DRAIN, with their state: never touched by this run.
         self._held: dict[str, ServerState] = {}
         self._hint = ""
+        # False while this engine rolls one step of a larger deployment (a blue-green leg):
+        # the caller finishes that deployment in the journal.
+        self._owns_deployment = True
 
     # -- operator control -----------------------------------------------------------------
 
@@ -356,6 +359,14 @@ class Engine:
             return self._run_deploy(release, kind)
         finally:
             self.journal.release_lock(self.env_name)
+
+    def deploy_step(self, deployment_id: int, release: Release, kind: str) -> Outcome:
+        """Roll ``release`` (already verified) through this engine's nodes as one step of a
+        larger deployment, such as a blue-green leg: node phases are journalled under
+        ``deployment_id``, which the caller holds the lock for and finishes."""
+        self._deployment_id = deployment_id
+        self._owns_deployment = False
+        return self._run_deploy(release, kind)
 
     def _run_deploy(self, release: Release, kind: str) -> Outcome:
         started = time.time()
@@ -737,7 +748,8 @@ class Engine:
         if out_of_service:
             fix.append(f"deployer recover --env {self.env_name}")
             fix.append(f"deployer rollback --env {self.env_name}")
-        self.journal.finish_deployment(self._deployment_id, status, summary)
+        if self._owns_deployment:
+            self.journal.finish_deployment(self._deployment_id, status, summary)
         outcome = Outcome(
             deployment_id=self._deployment_id, kind=kind, version=version, status=status,
             nodes=dict(self._status), summary=summary, plan=plan,
