@@ -9,15 +9,35 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 from .._config import Config, load_config
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Width of output that is not a terminal (a pipe, a CI log): wide enough that nothing wraps.
+PIPE_WIDTH = 4096
+
+
+class _Console(Console):
+    """A rich console that does not wrap lines when it writes to a pipe or a file: CI logs and
+    ``| grep`` get whole lines. A terminal (or an explicit COLUMNS) keeps its own width."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        dims = super().size
+        if self._width is None and not self.is_terminal:
+            return ConsoleDimensions(PIPE_WIDTH, dims.height)
+        return dims
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+
 # Progress and tables go to stderr so that --json output on stdout stays machine-readable.
-console = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+console = _Console(stderr=True, highlight=False)
+out = _Console(highlight=False)
 
 
 def print_json(data: object) -> None:
