@@ -23,17 +23,23 @@ PIPE_WIDTH = 4096
 
 class _Console(Console):
     """A rich console that does not wrap lines when it writes to a pipe or a file: CI logs and
-    ``| grep`` get whole lines. A terminal (or an explicit COLUMNS) keeps its own width."""
+    ``| grep`` get whole lines, whatever COLUMNS says (shells and tools export it for their own
+    terminal). A terminal keeps its width."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._size_set = False
 
     @property
     def size(self) -> ConsoleDimensions:
         dims = super().size
-        if self._width is None and not self.is_terminal:
+        if not self._size_set and not self.is_terminal:
             return ConsoleDimensions(PIPE_WIDTH, dims.height)
         return dims
 
     @size.setter
     def size(self, new_size: tuple[int, int]) -> None:
+        self._size_set = True
         self._width, self._height = new_size
 
 
