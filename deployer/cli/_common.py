@@ -79,9 +79,10 @@ class ConfigSource(NamedTuple):
 def resolve_config_path(explicit: Path | None, *, lab_fallback: bool = False) -> ConfigSource:
     """Pick the config file: --config, $DEPLOYER_CONFIG, then ./deployer.yml.
 
-    Only the lab's own commands and the demo pass ``lab_fallback``: then the local lab's config
-    is the last resort. Anything else without a config is refused, naming where it looked (on a
-    shared host, the local lab may be someone else's)."""
+    With ``lab_fallback`` (for code that works on the local lab on purpose; the demo instead
+    sets $DEPLOYER_CONFIG for its commands) the local lab's config is the last resort. Without
+    it, no config is refused, naming where it looked: on a shared host, the local lab may be
+    someone else's."""
     if explicit is not None:
         return ConfigSource(explicit, "--config")
     from_env = os.environ.get("DEPLOYER_CONFIG")
