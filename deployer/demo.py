@@ -31,7 +31,13 @@ def _deployer(*args: str, check: bool = True) -> int:
 
 
 def main() -> None:
+    from .lab import default_lab_dir
+
     nodes = os.environ.get("DEMO_NODES", "3")
+    # The demo runs on the lab it builds: its commands use the lab's config (outside the demo
+    # and the lab commands, deployer never falls back to it).
+    lab_config = default_lab_dir() / "deployer.yml"
+    os.environ["DEPLOYER_CONFIG"] = str(lab_config)
     console.rule("[bold]deployer demo")
     _deployer("lab", "up", "--nodes", nodes)
     _deployer("lab", "status")
@@ -63,8 +69,10 @@ def main() -> None:
     _deployer("status", "--env", "lab")
     _deployer("history", "--env", "lab")
     console.print(
-        "\nThe lab stays up: try `deployer plan --env lab --version 1.0.0`, "
-        "`deployer rollback --env lab`, or `deployer lab down` when done."
+        f"\nThe lab stays up: `export DEPLOYER_CONFIG={lab_config}`, then try "
+        "`deployer plan --env lab --version 1.0.0`, `deployer rollback --env lab`, or "
+        "`deployer lab down` when done.",
+        soft_wrap=True,
     )
     if rc == 0:
         console.print("[bold red]unexpected: the bad release was accepted[/]")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .._errors import ConfigError
 from .ssh import SshTarget
+from .ssh_masters import known_hosts_file
 
 __all__ = ["Node", "load_nodes", "ssh_target"]
 
@@ -18,6 +19,10 @@ class Node:
     address: str  # ansible_host
     app_host: str  # the address the app listens on and is checked on
     lb_server: str  # the server's name in the load balancer
+    # How SSH reaches the node, for hints: its port (ansible_port) and the known_hosts file the
+    # inventory names (UserKnownHostsFile in its ansible_ssh_*_args), when it sets them.
+    ssh_port: int | None = None
+    known_hosts: str | None = None
 
 
 def load_nodes(inventory: Path, group: str) -> list[Node]:
@@ -26,6 +31,7 @@ def load_nodes(inventory: Path, group: str) -> list[Node]:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        from ansible.inventory.helpers import get_group_vars
         from ansible.inventory.manager import InventoryManager
         from ansible.parsing.dataloader import DataLoader
         from ansible.utils.display import Display
@@ -48,12 +54,16 @@ def load_nodes(inventory: Path, group: str) -> list[Node]:
     for host in hosts:
         hv = host.get_vars()
         address = str(hv.get("ansible_host", host.name))
+        merged = {**get_group_vars(host.get_groups()), **hv}  # SSH settings are often per group
+        port = merged.get("ansible_port", merged.get("ansible_ssh_port"))
         nodes.append(
             Node(
                 name=host.name,
                 address=address,
                 app_host=str(hv.get("deployer_app_host", address)),
                 lb_server=str(hv.get("deployer_lb_server", host.name)),
+                ssh_port=int(str(port)) if str(port).isdigit() else None,
+                known_hosts=known_hosts_file(merged),
             )
         )
     return nodes

@@ -8,6 +8,7 @@ nodes, like an HTTP client's mock transport.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .._resources import content_dir
+from .ssh_masters import SSH_PERSIST_ARGS, SshMasters
 
 __all__ = [
     "AnsibleRunner",
@@ -30,6 +32,7 @@ __all__ = [
     "RunResult",
     "Runner",
     "RunnerEvent",
+    "close_runner",
     "content_dir",
 ]
 
@@ -181,8 +184,20 @@ def _hosts(stats: Mapping[str, Any], key: str) -> frozenset[str]:
     return frozenset(h for h, n in (stats.get(key) or {}).items() if n)
 
 
+def close_runner(runner: Runner) -> None:
+    """Release what a runner keeps between runs (SSH masters), if it keeps anything."""
+    close = getattr(runner, "close", None)
+    if callable(close):
+        close()
+
+
 class AnsibleRunner:
-    """Run playbooks through ansible-runner, tuned for speed over SSH."""
+    """Run playbooks through ansible-runner, tuned for speed over SSH.
+
+    SSH masters persist between the runs of one runner (the batches of a deployment); their
+    control sockets live in a directory of this runner's own (see :mod:`deployer.adapters.ssh_masters`)
+    and :meth:`close` shuts them. The inventory's own SSH settings come first and win.
+    """
 
     def __init__(
         self,
@@ -190,18 +205,33 @@ class AnsibleRunner:
         content: Path | None = None,
         artifacts_root: Path | None = None,
         keep_artifacts: bool = True,
+        state_dir: Path | None = None,
     ) -> None:
         self.content = content or content_dir()
         self.artifacts_root = artifacts_root
         self.keep_artifacts = keep_artifacts
+        root = state_dir or (artifacts_root.parent if artifacts_root else Path(".deployer"))
+        self.ssh = SshMasters(root)
+        self._atexit = False
+
+    def close(self) -> None:
+        """Close the SSH masters of this runner's runs (safe to call more than once)."""
+        self.ssh.close()
 
     def _envvars(self, request: RunRequest) -> dict[str, str]:
-        cp_dir = Path(tempfile.gettempdir()) / "deployer-cp"
-        cp_dir.mkdir(mode=0o700, exist_ok=True)
+        cp_dir = self.ssh.directory
+        if not self._atexit:  # a backstop for callers that never close the runner
+            atexit.register(self.close)
+            self._atexit = True
         env = {
             "ANSIBLE_ROLES_PATH": str(self.content / "roles"),
             "ANSIBLE_PIPELINING": "True",
-            "ANSIBLE_SSH_ARGS": "-C -o ControlMaster=auto -o ControlPersist=300s",
+            # Nothing before the inventory's ansible_ssh_common_args: ssh keeps the first value
+            # of an option, so the inventory's settings win and ours fill in what it leaves out.
+            "ANSIBLE_SSH_ARGS": "",
+            "ANSIBLE_SSH_EXTRA_ARGS": SSH_PERSIST_ARGS,
+            "ANSIBLE_SFTP_EXTRA_ARGS": SSH_PERSIST_ARGS,
+            "ANSIBLE_SCP_EXTRA_ARGS": SSH_PERSIST_ARGS,
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(cp_dir),
             "ANSIBLE_GATHERING": "explicit",
             "ANSIBLE_RETRY_FILES_ENABLED": "False",
@@ -350,3 +380,6 @@ class RecordingRunner:
         })
         self.path.write_text(json.dumps(self.scripts, indent=1, sort_keys=True, default=str) + "\n")
         return result
+
+    def close(self) -> None:
+        close_runner(self.inner)

@@ -3,21 +3,49 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import click
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
-from .._config import Config, load_config
+from .._config import DEFAULT_CONFIG_NAME, Config, load_config
+from .._errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Width of output that is not a terminal (a pipe, a CI log): wide enough that nothing wraps.
+PIPE_WIDTH = 4096
+
+
+class _Console(Console):
+    """A rich console that does not wrap lines when it writes to a pipe or a file: CI logs and
+    ``| grep`` get whole lines, whatever COLUMNS says (shells and tools export it for their own
+    terminal). A terminal keeps its width."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._size_set = False
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        dims = super().size
+        if not self._size_set and not self.is_terminal:
+            return ConsoleDimensions(PIPE_WIDTH, dims.height)
+        return dims
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._size_set = True
+        self._width, self._height = new_size
+
+
 # Progress and tables go to stderr so that --json output on stdout stays machine-readable.
-console = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+console = _Console(stderr=True, highlight=False)
+out = _Console(highlight=False)
 
 
 def print_json(data: object) -> None:
@@ -25,13 +53,13 @@ def print_json(data: object) -> None:
 
 
 def config_option(func: F) -> F:
-    """Add --config (default: DEPLOYER_CONFIG, ./deployer.yml, then the local lab's config)."""
+    """Add --config (default: $DEPLOYER_CONFIG, then ./deployer.yml)."""
     return click.option(
         "--config",
         "config_path",
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
-        help="Configuration file (default: $DEPLOYER_CONFIG, ./deployer.yml, or the lab's).",
+        help="Configuration file (default: $DEPLOYER_CONFIG, else ./deployer.yml).",
     )(func)
 
 
@@ -41,24 +69,50 @@ def env_option(func: F) -> F:
     )(func)
 
 
-def resolve_config_path(explicit: Path | None) -> Path | None:
-    """Pick the config file: --config, $DEPLOYER_CONFIG, ./deployer.yml, then the default lab's."""
-    import os
+class ConfigSource(NamedTuple):
+    """The config file a command uses and how it was found."""
 
+    path: Path
+    found_by: str  # "--config", "$DEPLOYER_CONFIG", "./deployer.yml" or "the local lab"
+
+
+def resolve_config_path(explicit: Path | None, *, lab_fallback: bool = False) -> ConfigSource:
+    """Pick the config file: --config, $DEPLOYER_CONFIG, then ./deployer.yml.
+
+    With ``lab_fallback`` (for code that works on the local lab on purpose; the demo instead
+    sets $DEPLOYER_CONFIG for its commands) the local lab's config is the last resort. Without
+    it, no config is refused, naming where it looked: on a shared host, the local lab may be
+    someone else's."""
     if explicit is not None:
-        return explicit
-    if os.environ.get("DEPLOYER_CONFIG"):
-        return Path(os.environ["DEPLOYER_CONFIG"])
-    local = Path("deployer.yml")
+        return ConfigSource(explicit, "--config")
+    from_env = os.environ.get("DEPLOYER_CONFIG")
+    if from_env:
+        return ConfigSource(Path(from_env), "$DEPLOYER_CONFIG")
+    local = Path(DEFAULT_CONFIG_NAME)
     if local.is_file():
-        return local
+        return ConfigSource(local.resolve(), f"./{DEFAULT_CONFIG_NAME}")
     from ..lab import default_lab_dir
 
-    lab_cfg = default_lab_dir() / "deployer.yml"
-    if lab_cfg.is_file():
-        return lab_cfg
-    return local
+    lab_cfg = default_lab_dir() / DEFAULT_CONFIG_NAME
+    if lab_fallback and lab_cfg.is_file():
+        return ConfigSource(lab_cfg, "the local lab")
+    lab_note = (
+        f"; the local lab's config ({lab_cfg}) is used only by the lab and the demo"
+        if lab_cfg.is_file() else ""
+    )
+    raise ConfigError(
+        "no configuration file: --config was not given, $DEPLOYER_CONFIG is not set and there "
+        f"is no {DEFAULT_CONFIG_NAME} in {Path.cwd()}{lab_note}",
+        hint=f"pass --config FILE, or set DEPLOYER_CONFIG=FILE, or run from the directory "
+        f"holding {DEFAULT_CONFIG_NAME}",
+    )
 
 
-def get_config(explicit: Path | None) -> Config:
-    return load_config(resolve_config_path(explicit))
+def get_config(explicit: Path | None, *, lab_fallback: bool = False) -> Config:
+    """Load the config for a command; says on stderr which file it is when not given with
+    --config."""
+    source = resolve_config_path(explicit, lab_fallback=lab_fallback)
+    if source.found_by != "--config":
+        console.print(f"deployer: using config {source.path} (from {source.found_by})",
+                      soft_wrap=True, markup=False)
+    return load_config(source.path)

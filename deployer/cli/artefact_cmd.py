@@ -165,4 +165,5 @@ def artefact_list(store_url: str, app: str | None, as_json: bool) -> None:
         console.print("no releases", soft_wrap=True)
         return
     for m in manifests:
-        out.print(f"{m.app}\t{m.version}\t{m.created}\t{m.sha256}\t{m.size}", markup=False)
+        out.print(f"{m.app}\t{m.version}\t{m.created}\t{m.sha256}\t{m.size}", markup=False,
+                  soft_wrap=True)

@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 from rich.markup import escape
 from rich.table import Table
 
+from .._config import Config
 from .._errors import DeployerError, LoadBalancerError
 from .._versions import validate_version
-from ..engine.engine import Engine, NodeStatus, Outcome, Reporter, raise_for
+from ..adapters.inventory import Node
+from ..adapters.runner import close_runner
+from ..adapters.ssh_masters import host_key_hint, is_host_key_failure
+from ..engine.engine import (
+    Engine,
+    NodeFacts,
+    NodeStatus,
+    Outcome,
+    Reporter,
+    raise_for,
+)
 from ..engine.plan import Batch
 from ..engine.states import NodePhase
 from ._common import config_option, console, env_option, get_config, out, print_json
@@ -111,6 +123,35 @@ def _print_outcome(outcome: Outcome, as_json: bool) -> None:
         console.print(f"  fix: [bold]{fix}[/]")
 
 
+@contextmanager
+def _engine(config: Config, env_name: str, *, reporter: Reporter | None = None) -> Iterator[Engine]:
+    """The environment's engine for one command; its SSH masters are closed when it ends."""
+    engine = build_engine(config, env_name, reporter=reporter)
+    try:
+        yield engine
+    finally:
+        close_runner(engine.runner)
+
+
+def _host_key_fix(reasons: Iterable[tuple[Node, str]]) -> str | None:
+    """How to fix the first node that failed on its SSH host key (None if none did)."""
+    for node, reason in reasons:
+        if is_host_key_failure(reason):
+            return f"{node.name}: {host_key_hint(node.address, node.ssh_port, node.known_hosts)}"
+    return None
+
+
+def _raise_for(outcome: Outcome) -> None:
+    """raise_for, with the fix when nodes could not be reached because of their host key."""
+    try:
+        raise_for(outcome)
+    except DeployerError as exc:
+        fix = _host_key_fix((st.node, st.cause or st.detail) for st in outcome.nodes.values())
+        if fix:
+            exc.hint = f"{exc.hint}; {fix}" if exc.hint else fix
+        raise
+
+
 def _run_with_signals(engine: Engine, action: str, version: str) -> Outcome:
     with _stop_on_signals(engine):
         if action == "deploy":
@@ -128,10 +169,10 @@ def deploy(env_name: str, version: str, as_json: bool, quiet: bool, config_path:
     """Roll VERSION through the environment, batch by batch, reverting on failure."""
     validate_version(version, where="--version")
     config = get_config(config_path)
-    engine = build_engine(config, env_name, reporter=ConsoleReporter(quiet=quiet))
-    outcome = _run_with_signals(engine, "deploy", version)
+    with _engine(config, env_name, reporter=ConsoleReporter(quiet=quiet)) as engine:
+        outcome = _run_with_signals(engine, "deploy", version)
     _print_outcome(outcome, as_json)
-    raise_for(outcome)
+    _raise_for(outcome)
 
 
 @click.command()
@@ -147,13 +188,13 @@ def rollback(
     if to_version is not None:
         validate_version(to_version, where="--to")
     config = get_config(config_path)
-    engine = build_engine(config, env_name, reporter=ConsoleReporter(quiet=quiet))
-    target = to_version or engine.rollback_target()
-    if not quiet:
-        console.print(f"rolling {env_name} back to {target}")
-    outcome = _run_with_signals(engine, "rollback", target)
+    with _engine(config, env_name, reporter=ConsoleReporter(quiet=quiet)) as engine:
+        target = to_version or engine.rollback_target()
+        if not quiet:
+            console.print(f"rolling {env_name} back to {target}")
+        outcome = _run_with_signals(engine, "rollback", target)
     _print_outcome(outcome, as_json)
-    raise_for(outcome)
+    _raise_for(outcome)
 
 
 @click.command()
@@ -163,13 +204,13 @@ def rollback(
 def status(env_name: str, as_json: bool, config_path: Path | None) -> None:
     """Each node: version, load-balancer state, health."""
     config = get_config(config_path)
-    engine = build_engine(config, env_name)
-    facts = engine.probe()
-    try:
-        lb = engine.lb_states()
-        lb_error = ""
-    except LoadBalancerError as exc:
-        lb, lb_error = {}, str(exc)
+    with _engine(config, env_name) as engine:
+        facts = engine.probe()
+        try:
+            lb = engine.lb_states()
+            lb_error = ""
+        except LoadBalancerError as exc:
+            lb, lb_error = {}, str(exc)
     rows = []
     for node in engine.nodes:
         f = facts[node.name]
@@ -184,6 +225,7 @@ def status(env_name: str, as_json: bool, config_path: Path | None) -> None:
             "healthy": f.healthy,
             "detail": f.health_detail,
         })
+    unread = [n for n in engine.nodes if facts[n.name].health_detail == "unreachable"]
     journal = journal_for(config)
     lock = journal.lock_info(env_name)
     if as_json:
@@ -192,21 +234,47 @@ def status(env_name: str, as_json: bool, config_path: Path | None) -> None:
             "locked_by": None if lock is None else {"pid": lock.pid, "host": lock.host,
                                                      "deployment": lock.deployment_id},
         })
-        return
+    else:
+        _print_status_table(config, env_name, rows, facts)
+        if lb_error:
+            console.print(f"[yellow]load balancer:[/] {escape(lb_error)}", soft_wrap=True)
+        if lock is not None:
+            console.print(f"locked by deployment {lock.deployment_id} ({lock.actor}, pid {lock.pid})")
+    if unread:
+        raise DeployerError(
+            f"could not read {', '.join(n.name for n in unread)}: "
+            + "; ".join(f"{n.name}: {_short(facts[n.name].unreachable_reason) or 'unreachable'}"
+                        for n in unread),
+            hint=_host_key_fix((n, facts[n.name].unreachable_reason) for n in unread)
+            or "check that the nodes are up and that this user reaches them over SSH",
+        )
+
+
+def _short(reason: str, limit: int = 80) -> str:
+    """The gist of an SSH failure, for a table cell."""
+    text = " ".join(reason.replace("Failed to connect to the host via ssh:", "").split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _print_status_table(
+    config: Config, env_name: str, rows: list[dict[str, Any]], facts: dict[str, NodeFacts]
+) -> None:
     table = Table(title=f"{env_name}: {config.environment(env_name).app.name}")
-    for col in ("node", "address", "version", "load balancer", "healthy"):
+    for col in ("node", "address", "version", "load balancer", "healthy", "detail"):
         table.add_column(col)
     for r in rows:
         h = r["healthy"]
         healthy = "[green]yes[/]" if h is True else "[red]no[/]" if h is False else "[dim]unknown[/]"
         lbs = str(r["load_balancer"])
         lbs = f"[green]{lbs}[/]" if lbs.startswith("UP") else f"[yellow]{lbs}[/]"
-        table.add_row(str(r["node"]), str(r["address"]), str(r["version"] or "-"), lbs, healthy)
+        f = facts[str(r["node"])]
+        if f.health_detail == "unreachable":
+            detail = f"[red]unreachable[/]: {escape(_short(f.unreachable_reason))}"
+        else:
+            detail = "" if h is True else escape(_short(f.health_detail))
+        table.add_row(str(r["node"]), str(r["address"]), str(r["version"] or "-"), lbs, healthy,
+                      detail)
     out.print(table)
-    if lb_error:
-        console.print(f"[yellow]load balancer:[/] {lb_error}")
-    if lock is not None:
-        console.print(f"locked by deployment {lock.deployment_id} ({lock.actor}, pid {lock.pid})")
 
 
 @click.command()
@@ -268,9 +336,9 @@ def plan(env_name: str, version: str, as_json: bool, config_path: Path | None) -
     """Show the batches, load-balancer operations and capacity floor; changes nothing."""
     validate_version(version, where="--version")
     config = get_config(config_path)
-    engine = build_engine(config, env_name)
-    release = engine.verify_release(version)
-    the_plan, facts, lb = engine.plan(version)
+    with _engine(config, env_name) as engine:
+        release = engine.verify_release(version)
+        the_plan, facts, lb = engine.plan(version)
     env = config.environment(env_name)
     backend = env.load_balancer.backend
     servers = {n.name: n.lb_server for n in engine.nodes}
@@ -335,7 +403,11 @@ def recover(env_name: str, config_path: Path | None) -> None:
     Only nodes the journal says a deployment took out; a node someone else put in maintenance
     is left as it is."""
     config = get_config(config_path)
-    engine = build_engine(config, env_name, reporter=ConsoleReporter())
+    with _engine(config, env_name, reporter=ConsoleReporter()) as engine:
+        _recover(config, env_name, engine)
+
+
+def _recover(config: Config, env_name: str, engine: Engine) -> None:
     backend = config.environment(env_name).load_balancer.backend
     states = engine.lb_states()
     journal = journal_for(config)

@@ -76,7 +76,11 @@ def up(
         f"lab up: {len(state.nodes)} node(s) in {time.monotonic() - started:.1f} s; "
         f"frontend {the_lab.frontend_url}, store {the_lab.store_url}"
     )
-    console.print(f"config: {the_lab.config_path}  (try: deployer lab status)")
+    console.print(f"config: {the_lab.config_path}", soft_wrap=True)
+    console.print(
+        f"use it with: export DEPLOYER_CONFIG={the_lab.config_path}  (or --config on each command)",
+        soft_wrap=True,
+    )
 
 
 @lab.command()

@@ -1,5 +1,10 @@
 """Entry point of the ``deployer`` command: registers the command groups and maps errors to
-exit codes (see :mod:`deployer._errors`). User errors print one clear message, never a traceback."""
+exit codes (see :mod:`deployer._errors`). User errors print one clear message, never a traceback,
+in one form whatever raised them::
+
+    deployer: error: <what is wrong>
+    deployer: hint: <how to fix it>
+"""
 
 from __future__ import annotations
 
@@ -34,20 +39,36 @@ def _register() -> None:
 _register()
 
 
+def report_error(message: str, hint: str | None = None) -> None:
+    """Print an error (and its hint) to stderr in deployer's one error format."""
+    console.print(f"deployer: [bold red]error:[/] {escape(message)}", soft_wrap=True)
+    if hint:
+        console.print(f"deployer: [dim]hint:[/] {escape(hint)}", soft_wrap=True)
+
+
+def _usage_hint(exc: click.UsageError) -> str | None:
+    ctx = exc.ctx
+    if ctx is None:
+        return None
+    usage = ctx.get_usage().replace("Usage: ", "usage: ", 1)
+    return f"{' '.join(usage.split())}; see '{ctx.command_path} --help'"
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="deployer", standalone_mode=False)
     except DeployerError as exc:
-        console.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
-        if exc.hint:
-            console.print(f"[dim]hint:[/] {escape(exc.hint)}", soft_wrap=True)
+        report_error(exc.message, exc.hint)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         console.print("aborted")
         sys.exit(130)
+    except click.UsageError as exc:
+        report_error(exc.format_message(), _usage_hint(exc))
+        sys.exit(2)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+        report_error(exc.format_message())
+        sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
@@ -58,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         import traceback
 
-        console.print("[bold red]internal error[/] (a bug in deployer; details follow)")
+        console.print("deployer: [bold red]internal error[/] (a bug in deployer; details follow)")
         console.print(traceback.format_exc(), markup=False)
         sys.exit(70)
     sys.exit(0)

@@ -76,6 +76,8 @@ class NodeFacts:
     previous: str = ""
     healthy: bool | None = None
     health_detail: str = ""
+    # Why the node could not be reached (ssh's own words), when it could not.
+    unreachable_reason: str = ""
 
 
 @dataclass
@@ -224,6 +226,8 @@ class Engine:
 
         def on_event(ev: RunnerEvent) -> None:
             self._on_event(ev)  # phases and causes, when a deployment is under way
+            if ev.kind == "unreachable" and ev.host in facts:
+                facts[ev.host].unreachable_reason = ev.message
             if ev.host not in facts or ev.kind not in ("ok", "failed"):
                 return
             f = facts[ev.host]

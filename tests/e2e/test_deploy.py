@@ -268,8 +268,9 @@ def test_a_node_lost_mid_rollout_stays_out_and_the_rest_is_rolled_back(
     ev = events(the_lab, last["id"])
     assert ("node2", "failed") in ev and ("node2", "out_of_service") in ev
     assert [p for n, p in ev if n == "node1"][-2:] == ["reverting", "reverted"]
-    status = json.loads(cli(the_lab, "status", "--env", "lab", "--json", check=True).stdout)
-    nodes = {n["node"]: n for n in status["nodes"]}
+    r = cli(the_lab, "status", "--env", "lab", "--json")
+    assert r.returncode == 1 and "could not read node2" in r.stderr, r.stderr  # node2 is gone
+    nodes = {n["node"]: n for n in json.loads(r.stdout)["nodes"]}
     assert nodes["node2"]["load_balancer"] == "MAINT"  # never put back while unreachable
     assert {n: (nodes[n]["version"], lb_word(nodes[n]["load_balancer"])) for n in ("node1", "node3")} == {
         "node1": ("1.0.0", "UP"), "node3": ("1.0.0", "UP")}

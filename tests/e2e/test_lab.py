@@ -134,12 +134,12 @@ def test_status_reports_nodes_services_and_files(lab: Lab) -> None:
             assert resp.status == 200
 
 
-def test_config_is_found_by_the_cli_without_flags(lab: Lab) -> None:
+def test_the_lab_config_is_used_by_lab_commands_only_never_silently(lab: Lab) -> None:
     env = dict(os.environ, DEPLOYER_LAB_DIR=str(lab.dir))
     env.pop("DEPLOYER_CONFIG", None)
     code = (
         "from deployer.cli._common import get_config; "
-        "c = get_config(None); e = c.environment('lab'); "
+        "c = get_config(None, lab_fallback=True); e = c.environment('lab'); "
         "print(c.source, e.group, e.load_balancer.socket, e.store.url)"
     )
     proc = subprocess.run(
@@ -150,6 +150,14 @@ def test_config_is_found_by_the_cli_without_flags(lab: Lab) -> None:
     assert proc.stdout.split() == [
         str(lab.config_path), "hello_nodes", str(lab.haproxy_socket), lab.store_url,
     ]
+    assert str(lab.config_path) in proc.stderr  # says which config it used
+    # Any other command, with no config named and none here: refused, never the lab's.
+    refused = subprocess.run(
+        [sys.executable, "-m", "deployer", "status", "--env", "lab"], capture_output=True,
+        text=True, env=env, cwd="/", timeout=60, check=False,
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert "deployer: error:" in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_up_twice_leaves_one_lab(make_lab: Callable[..., Lab]) -> None:

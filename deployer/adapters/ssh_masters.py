@@ -1,0 +1,187 @@
+"""SSH connection sharing for playbook runs: where the control sockets live, and closing them.
+
+Ansible keeps one SSH master connection per node (``ControlMaster``/``ControlPersist``) so that
+the batches of a deployment do not pay for a new handshake per task. Those masters belong to one
+deployer process: their sockets live in a directory of their own under the state directory
+(``<state_dir>/ssh/<run>/``, private to the user running deployer), and :meth:`SshMasters.close`
+asks each master to exit when the command ends, so no master outlives the deployment (nor a host
+key that changed since).
+
+A unix socket path must fit in 107 bytes. When the state directory's path is too long for that,
+the sockets go to ``/tmp/deployer-<uid>/<hash of the state dir>/<run>/`` instead (0700).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shlex
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from .._errors import PrerequisiteError
+
+__all__ = [
+    "MAX_SOCKET_PATH",
+    "SSH_PERSIST_ARGS",
+    "SshMasters",
+    "control_root",
+    "host_key_hint",
+    "is_host_key_failure",
+    "known_hosts_file",
+]
+
+# sun_path holds 108 bytes including the final NUL.
+MAX_SOCKET_PATH = 107
+# Room a socket needs below its run directory: "/" + Ansible's 10-character name, plus the
+# ".<16 random characters>" suffix ssh adds while it creates the socket.
+_SOCKET_NAME_ROOM = 1 + 10 + 17
+# The run directory's own name ("/" + mkdtemp's 8 characters).
+_RUN_DIR_ROOM = 1 + 8
+# A persistent master per node, opened by the first task and reused by every later one. These
+# come after the inventory's own ssh arguments, so an inventory that sets ControlMaster,
+# ControlPersist or ControlPath itself is obeyed (ssh takes the first value it is given).
+SSH_PERSIST_ARGS = "-C -o ControlMaster=auto -o ControlPersist=300s"
+
+
+def _fits(root: Path) -> bool:
+    return len(os.fsencode(str(root))) + _RUN_DIR_ROOM + _SOCKET_NAME_ROOM <= MAX_SOCKET_PATH
+
+
+def _private_dir(path: Path) -> Path:
+    """Create ``path`` (0700) or check that an existing one is ours and private."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise PrerequisiteError(
+            f"{path} is not a directory owned by this user; refusing to keep SSH control "
+            "sockets there",
+            hint=f"remove {path} (or set state_dir to another directory) and run again",
+        )
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
+def control_root(state_dir: Path, *, tmp: Path | None = None) -> Path:
+    """The directory under which each run keeps its SSH control sockets, for ``state_dir``:
+    ``<state_dir>/ssh`` when its path is short enough for a unix socket, else a short hashed
+    directory under the system's temporary directory, per user."""
+    state_dir = Path(os.path.abspath(state_dir))
+    preferred = state_dir / "ssh"
+    if _fits(preferred):
+        return preferred
+    digest = hashlib.sha256(os.fsencode(str(state_dir))).hexdigest()[:12]
+    base = Path(tmp or tempfile.gettempdir()) / f"deployer-{os.geteuid()}"
+    fallback = base / digest
+    if not _fits(fallback):  # a temporary directory with a very long path
+        fallback = Path("/tmp") / f"deployer-{os.geteuid()}" / digest
+    return fallback
+
+
+class SshMasters:
+    """The SSH control sockets of one deployer run: created on first use, closed at the end."""
+
+    def __init__(self, state_dir: Path, *, tmp: Path | None = None) -> None:
+        self.root = control_root(state_dir, tmp=tmp)
+        # The per-user directory under the temporary directory, when the state dir's is too long.
+        self._shared_base = None if self.root.name == "ssh" else self.root.parent
+        self._dir: Path | None = None
+
+    @property
+    def directory(self) -> Path:
+        """This run's own directory (created, 0700, on first use)."""
+        if self._dir is None:
+            if self._shared_base is not None:
+                _private_dir(self._shared_base)
+            _private_dir(self.root)
+            self._dir = Path(tempfile.mkdtemp(prefix="", dir=self.root))
+        return self._dir
+
+    @property
+    def opened(self) -> bool:
+        return self._dir is not None
+
+    def sockets(self) -> list[Path]:
+        if self._dir is None or not self._dir.is_dir():
+            return []
+        return sorted(p for p in self._dir.iterdir() if p.is_socket())
+
+    def close(self) -> None:
+        """Ask every master of this run to exit, then remove the run's directory."""
+        if self._dir is None:
+            return
+        for sock in self.sockets():
+            # A master that does not answer dies with its ControlPersist timeout.
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run(
+                    ["ssh", "-O", "exit", "-o", f"ControlPath={sock}", "deployer-master"],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL, timeout=10, check=False,
+                )
+        shutil.rmtree(self._dir, ignore_errors=True)
+        self._dir = None
+
+
+# -- host keys ----------------------------------------------------------------------------------
+
+_HOST_KEY_FAILURES = (
+    "host key verification failed",
+    "remote host identification has changed",
+    "no ecdsa host key is known",
+    "no ed25519 host key is known",
+    "no rsa host key is known",
+    "host key for",
+)
+
+
+def is_host_key_failure(reason: str) -> bool:
+    text = reason.lower()
+    return any(marker in text for marker in _HOST_KEY_FAILURES)
+
+
+def _ssh_option(args: str, name: str) -> str | None:
+    """The first value of ``-o Name=value`` (or ``-oName value``) in ssh arguments."""
+    try:
+        words = shlex.split(args)
+    except ValueError:
+        return None
+    for i, word in enumerate(words):
+        opt = word[2:] if word.startswith("-o") and len(word) > 2 else None
+        if word == "-o" and i + 1 < len(words):
+            opt = words[i + 1]
+        if opt is None:
+            continue
+        key, _, value = opt.replace(" ", "=", 1).partition("=")
+        if key.strip().lower() == name.lower():
+            return value.strip().strip('"')
+    return None
+
+
+def known_hosts_file(host_vars: Mapping[str, object]) -> str | None:
+    """The known_hosts file the inventory points ssh at (UserKnownHostsFile), if it does."""
+    for var in ("ansible_ssh_args", "ansible_ssh_common_args", "ansible_ssh_extra_args"):
+        value = host_vars.get(var)
+        if isinstance(value, str):
+            found = _ssh_option(value, "UserKnownHostsFile")
+            if found:
+                return found.split()[0]
+    return None
+
+
+def host_key_hint(address: str, port: int | None, known_hosts: str | None) -> str:
+    """How to record a node's host key, for an error message."""
+    target = known_hosts or "~/.ssh/known_hosts"
+    custom_port = port is not None and port != 22
+    port_flag = f"-p {port} " if custom_port else ""
+    entry = f"[{address}]:{port}" if custom_port else address
+    return (
+        f"the node's SSH host key is not in {target} (or it changed): check its fingerprint "
+        f"out of band, then record it with 'ssh-keyscan {port_flag}{address} >> {target}' "
+        f"(a changed key: first remove the old one with 'ssh-keygen -R {entry} -f {target}')"
+    )
