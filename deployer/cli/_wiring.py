@@ -16,6 +16,7 @@ from ..adapters.journal import Journal
 from ..adapters.loadbalancer import LoadBalancer
 from ..adapters.runner import AnsibleRunner, RecordingRunner, Runner
 from ..adapters.ssh import SshTarget
+from ..engine.bluegreen import BlueGreen
 from ..engine.engine import Engine, Release, Reporter
 
 _CONTROLLER = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -100,4 +101,42 @@ def build_engine(
         reporter=reporter,
         command=shlex.join(["deployer", *sys.argv[1:]]),
         config_file=str(config.source or "config"),
+    )
+
+
+def build_deployment(
+    config: Config,
+    env_name: str,
+    *,
+    reporter: Reporter | None = None,
+    runner: Runner | None = None,
+) -> Engine | BlueGreen:
+    """What deploys to the environment: the rolling engine, or blue-green over two legs (each
+    leg rolled by an engine of its own, all its nodes at once: an idle leg takes no live
+    traffic)."""
+    env = config.environment(env_name)
+    if env.strategy.kind != "blue-green":
+        return build_engine(config, env_name, reporter=reporter, runner=runner)
+    assert env.strategy.legs is not None
+    whole = build_engine(config, env_name, reporter=reporter, runner=runner)
+    leg_strategy = env.strategy.model_copy(update={
+        "kind": "rolling", "legs": None, "batch_size": "100%", "canary": None, "min_healthy": "0",
+    })
+    legs = {}
+    for name, leg in env.strategy.legs.items():
+        leg_env = env.model_copy(update={
+            "group": leg.group,
+            "load_balancer": env.load_balancer.model_copy(update={"backend": leg.backend}),
+            "strategy": leg_strategy,
+        })
+        legs[name] = Engine(
+            env_name=env_name, env=leg_env, nodes=load_nodes(env.inventory, leg.group),
+            runner=whole.runner, journal=whole.journal, verify_release=whole.verify_release,
+            lb=whole.lb, reporter=whole.reporter, command=whole.command,
+            config_file=whole.config_file,
+        )
+    return BlueGreen(
+        env_name=env_name, env=env, leg_engines=legs, journal=whole.journal,
+        verify_release=whole.verify_release, lb=whole.lb, reporter=whole.reporter,
+        command=whole.command, config_file=whole.config_file,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections.abc import Iterable, Iterator
@@ -20,6 +21,7 @@ from .._versions import validate_version
 from ..adapters.inventory import Node
 from ..adapters.runner import close_runner
 from ..adapters.ssh_masters import host_key_hint, is_host_key_failure
+from ..engine.bluegreen import BlueGreen
 from ..engine.engine import (
     Engine,
     NodeFacts,
@@ -31,7 +33,7 @@ from ..engine.engine import (
 from ..engine.plan import Batch
 from ..engine.states import NodePhase
 from ._common import config_option, console, env_option, get_config, out, print_json
-from ._wiring import build_engine, journal_for
+from ._wiring import build_deployment, build_engine, journal_for
 
 _PHASE_STYLE = {
     NodePhase.DONE: "green", NodePhase.REVERTED: "yellow", NodePhase.FAILED: "bold red",
@@ -74,7 +76,7 @@ class ConsoleReporter(Reporter):
 
 
 @contextmanager
-def _stop_on_signals(engine: Engine) -> Iterator[None]:
+def _stop_on_signals(engine: Engine | BlueGreen) -> Iterator[None]:
     """Ctrl-C/SIGTERM once: finish the batch safely and stop. Twice: abort at once."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -133,6 +135,18 @@ def _engine(config: Config, env_name: str, *, reporter: Reporter | None = None) 
         close_runner(engine.runner)
 
 
+@contextmanager
+def _deployment(
+    config: Config, env_name: str, *, reporter: Reporter | None = None
+) -> Iterator[Engine | BlueGreen]:
+    """What deploys to the environment (rolling engine or blue-green), for one command."""
+    deployment = build_deployment(config, env_name, reporter=reporter)
+    try:
+        yield deployment
+    finally:
+        close_runner(deployment.runner)
+
+
 def _host_key_fix(reasons: Iterable[tuple[Node, str]]) -> str | None:
     """How to fix the first node that failed on its SSH host key (None if none did)."""
     for node, reason in reasons:
@@ -152,7 +166,7 @@ def _raise_for(outcome: Outcome) -> None:
         raise
 
 
-def _run_with_signals(engine: Engine, action: str, version: str) -> Outcome:
+def _run_with_signals(engine: Engine | BlueGreen, action: str, version: str) -> Outcome:
     with _stop_on_signals(engine):
         if action == "deploy":
             return engine.deploy(version)
@@ -169,7 +183,7 @@ def deploy(env_name: str, version: str, as_json: bool, quiet: bool, config_path:
     """Roll VERSION through the environment, batch by batch, reverting on failure."""
     validate_version(version, where="--version")
     config = get_config(config_path)
-    with _engine(config, env_name, reporter=ConsoleReporter(quiet=quiet)) as engine:
+    with _deployment(config, env_name, reporter=ConsoleReporter(quiet=quiet)) as engine:
         outcome = _run_with_signals(engine, "deploy", version)
     _print_outcome(outcome, as_json)
     _raise_for(outcome)
@@ -188,7 +202,7 @@ def rollback(
     if to_version is not None:
         validate_version(to_version, where="--to")
     config = get_config(config_path)
-    with _engine(config, env_name, reporter=ConsoleReporter(quiet=quiet)) as engine:
+    with _deployment(config, env_name, reporter=ConsoleReporter(quiet=quiet)) as engine:
         target = to_version or engine.rollback_target()
         if not quiet:
             console.print(f"rolling {env_name} back to {target}")
@@ -211,11 +225,14 @@ def status(env_name: str, as_json: bool, config_path: Path | None) -> None:
             lb_error = ""
         except LoadBalancerError as exc:
             lb, lb_error = {}, str(exc)
+    blue_green = config.environment(env_name).strategy.kind == "blue-green"
+    legs = _legs_of(config, env_name, lb) if blue_green else None
     rows = []
     for node in engine.nodes:
         f = facts[node.name]
         s = lb.get(node.lb_server)
         rows.append({
+            **({"leg": legs["leg_of"].get(node.name)} if legs else {}),
             "node": node.name,
             "address": node.address,
             "version": f.current or None,
@@ -231,11 +248,15 @@ def status(env_name: str, as_json: bool, config_path: Path | None) -> None:
     if as_json:
         print_json({
             "env": env_name, "nodes": rows, "load_balancer_error": lb_error or None,
+            **({"blue_green": {k: v for k, v in legs.items() if k != "leg_of"}} if legs else {}),
             "locked_by": None if lock is None else {"pid": lock.pid, "host": lock.host,
                                                      "deployment": lock.deployment_id},
         })
     else:
         _print_status_table(config, env_name, rows, facts)
+        if legs:
+            out.print(f"live leg: {legs['live'] or 'unknown'}; preview (the idle leg): "
+                      f"{legs['preview_url']}" + (f"; {legs['error']}" if legs["error"] else ""))
         if lb_error:
             console.print(f"[yellow]load balancer:[/] {escape(lb_error)}", soft_wrap=True)
         if lock is not None:
@@ -250,6 +271,31 @@ def status(env_name: str, as_json: bool, config_path: Path | None) -> None:
         )
 
 
+def _legs_of(config: Config, env_name: str, lb: dict[str, Any]) -> dict[str, Any]:
+    """A blue-green environment's legs: which is live, each one's backend and nodes; adds the
+    servers of every leg's backend to ``lb`` (changes nothing)."""
+    bg = build_deployment(config, env_name)
+    assert isinstance(bg, BlueGreen)
+    try:
+        live: str | None = bg.live_leg()
+        error = ""
+    except DeployerError as exc:
+        live, error = None, str(exc)
+    leg_of: dict[str, str] = {}
+    legs: dict[str, dict[str, Any]] = {}
+    for name, leg_engine in bg.leg_engines.items():
+        with contextlib.suppress(LoadBalancerError):
+            lb.update(leg_engine.lb_states())
+        leg = bg.legs[name]
+        members = [n.name for n in leg_engine.nodes]
+        legs[name] = {"backend": leg.backend, "group": leg.group, "live": name == live,
+                      "nodes": members}
+        leg_of.update(dict.fromkeys(members, name))
+    close_runner(bg.runner)
+    return {"live": live, "preview_url": bg.env.strategy.preview_url, "legs": legs,
+            "error": error, "leg_of": leg_of}
+
+
 def _short(reason: str, limit: int = 80) -> str:
     """The gist of an SSH failure, for a table cell."""
     text = " ".join(reason.replace("Failed to connect to the host via ssh:", "").split())
@@ -260,7 +306,9 @@ def _print_status_table(
     config: Config, env_name: str, rows: list[dict[str, Any]], facts: dict[str, NodeFacts]
 ) -> None:
     table = Table(title=f"{env_name}: {config.environment(env_name).app.name}")
-    for col in ("node", "address", "version", "load balancer", "healthy", "detail"):
+    with_legs = any("leg" in r for r in rows)
+    for col in ("node", *(("leg",) if with_legs else ()), "address", "version", "load balancer",
+                "healthy", "detail"):
         table.add_column(col)
     for r in rows:
         h = r["healthy"]
@@ -272,8 +320,9 @@ def _print_status_table(
             detail = f"[red]unreachable[/]: {escape(_short(f.unreachable_reason))}"
         else:
             detail = "" if h is True else escape(_short(f.health_detail))
-        table.add_row(str(r["node"]), str(r["address"]), str(r["version"] or "-"), lbs, healthy,
-                      detail)
+        leg = [str(r.get("leg") or "-")] if with_legs else []
+        table.add_row(str(r["node"]), *leg, str(r["address"]), str(r["version"] or "-"), lbs,
+                      healthy, detail)
     out.print(table)
 
 
@@ -336,6 +385,9 @@ def plan(env_name: str, version: str, as_json: bool, config_path: Path | None) -
     """Show the batches, load-balancer operations and capacity floor; changes nothing."""
     validate_version(version, where="--version")
     config = get_config(config_path)
+    if config.environment(env_name).strategy.kind == "blue-green":
+        _plan_blue_green(config, env_name, version, as_json)
+        return
     with _engine(config, env_name) as engine:
         release = engine.verify_release(version)
         the_plan, facts, lb = engine.plan(version)
@@ -385,6 +437,47 @@ def plan(env_name: str, version: str, as_json: bool, config_path: Path | None) -
         out.print(f"note: {note}")
     if not the_plan.targets:
         out.print("nothing to do")
+
+
+def _plan_blue_green(config: Config, env_name: str, version: str, as_json: bool) -> None:
+    env = config.environment(env_name)
+    lb = env.load_balancer
+    with _deployment(config, env_name) as bg:
+        assert isinstance(bg, BlueGreen)
+        release = bg.verify_release(version)
+        live = bg.live_leg()
+        idle = bg.idle_of(live)
+        facts = {leg: bg.leg_engines[leg].probe() for leg in bg.legs}
+    on = ", ".join(lb.all_hosts)
+    idle_nodes = list(facts[idle])
+    steps = [
+        f"release {version} to the idle leg {idle} ({', '.join(idle_nodes)}), all nodes at once "
+        f"(pre-stage, switch, restart, smoke {env.app.health.path} on each; they take no live traffic)",
+        f"smoke the leg through the preview route {env.strategy.preview_url}",
+        f"on {on}: set map {lb.legs_map} {lb.live_key} {bg.legs[idle].backend}  "
+        f"(one operation: live traffic moves from {live} to {idle})",
+        "soak under analysis; on a breach: set map back to "
+        f"{bg.legs[live].backend} at once" if bg.soak else "no soak configured (no analysis)",
+        f"after the soak: {env.strategy.after_soak}"
+        + (f" ({live} receives {version} too)" if env.strategy.after_soak == "uplift"
+           else f" ({live} stays on its release as the fallback)"),
+    ]
+    data = {
+        "env": env_name, "version": version, "sha256": release.sha256, "strategy": "blue-green",
+        "live": live, "idle": idle,
+        "legs": {leg: {n: f.current or None for n, f in fs.items()} for leg, fs in facts.items()},
+        "steps": steps,
+    }
+    if as_json:
+        print_json(data)
+        return
+    out.print(f"[bold]plan[/]: blue-green deploy of {version} to {env_name} (signature verified, "
+              f"sha256 {release.sha256[:16]}...)")
+    for leg, fs in facts.items():
+        versions = ", ".join(sorted({f.current or "-" for f in fs.values()}))
+        out.print(f"leg {leg}{' (live)' if leg == live else ''}: {', '.join(fs)} on {versions}")
+    for i, step in enumerate(steps, 1):
+        out.print(f"{i}. {escape(step)}")
 
 
 # The journal's last word on a node that deployer took out and has not put back.

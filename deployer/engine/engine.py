@@ -116,9 +116,12 @@ class Outcome:
     left_alone: list[str] = field(default_factory=list)
     # What to do next when the deployment was refused or failed.
     hint: str = ""
+    # What a strategy adds (blue-green: the legs, the switches, the soak's verdict).
+    details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            **self.details,
             "deployment": self.deployment_id,
             "kind": self.kind,
             "version": self.version,
