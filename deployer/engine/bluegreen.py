@@ -243,12 +243,14 @@ class BlueGreen:
             details.update(live_before=live, idle=idle)
             self._check_live_serves(live)
             idle_engine = self.leg_engines[idle]
-            facts = idle_engine.probe()
-            ready = all(f.current == release.version and f.healthy for f in facts.values())
-            self.journal.update_details(dep, legs={"live": live, "idle": idle}, from_versions={
-                n: f.current for n, f in facts.items()
-            })
-            if ready and kind == "rollback":
+            self.journal.update_details(dep, legs={"live": live, "idle": idle})
+            # A rollback to what the idle leg still holds is a switch alone; a deployment reads
+            # the idle leg in its own pre-stage run.
+            facts = idle_engine.probe() if kind == "rollback" else {}
+            ready = bool(facts) and all(
+                f.current == release.version and f.healthy for f in facts.values()
+            )
+            if ready:
                 self.reporter.message(
                     f"leg {idle} already runs {release.version} and is healthy: one switch"
                 )
@@ -265,6 +267,7 @@ class BlueGreen:
                         f"leg {idle}: {step.summary}; live traffic stayed on {live}",
                         outcomes, details, started, hint=step.hint,
                     )
+                facts = {n: NodeFacts(current=st.from_version) for n, st in step.nodes.items()}
             try:
                 self._preview_smoke(idle, release)
             except DeploymentFailed as exc:
