@@ -15,6 +15,7 @@ branch to an exit code and prints its message without a traceback::
     ├── LockHeldError                  exit 6  another deployment holds the environment's lock
     ├── LoadBalancerError              exit 7  the load balancer refused or could not be reached
     ├── LabError                       exit 8  the local lab could not be built or inspected
+    ├── AnalysisError                  exit 9  a metric source cannot be queried (unreachable, bad query)
     ├── DeploymentFailed               exit 10 the rollout failed; nodes were reverted/rolled back
     │   └── FleetAtRiskError           exit 11 a node may be out of service: see the journal
     └── Interrupted                    exit 130 the operator stopped the run (Ctrl-C / SIGTERM)
@@ -23,6 +24,7 @@ branch to an exit code and prints its message without a traceback::
 from __future__ import annotations
 
 __all__ = [
+    "AnalysisError",
     "ArtefactError",
     "ArtefactNotFoundError",
     "ConfigError",
@@ -122,6 +124,12 @@ class LoadBalancerError(DeployerError):
 
 class LabError(DeployerError):
     exit_code = 8
+
+
+class AnalysisError(DeployerError):
+    """A metric source of the soak analysis cannot be reached or rejects a query."""
+
+    exit_code = 9
 
 
 class DeploymentFailed(DeployerError):
