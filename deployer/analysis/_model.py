@@ -159,7 +159,10 @@ class Breach:
         )
 
     def line(self) -> str:
-        what = self.indicator + (f" of the {self.group} servers" if self.group not in ("", "all") else "")
+        if self.source == "smoke":
+            what = f"{self.rule} ({self.indicator})"
+        else:
+            what = self.indicator + (f" of the {self.group} servers" if self.group not in ("", "all") else "")
         if self.status_is_no_data:
             text = f"{what}: no data"
         else:
@@ -173,7 +176,7 @@ class Breach:
         if self.breaches > 1:
             text += f" ({self.breaches} rounds in a row)"
         if self.detail:
-            text += f": {self.detail}"
+            text += ": " + " / ".join(ln.strip() for ln in self.detail.splitlines() if ln.strip())
         return text
 
     @property
