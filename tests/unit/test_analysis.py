@@ -381,3 +381,18 @@ def test_public_names() -> None:
     for name in deployer.analysis.__all__:
         assert hasattr(deployer.analysis, name), name
     assert Path(deployer.analysis.__file__).parent.name == "analysis"
+
+
+def test_the_commented_analysis_section_of_the_example_is_valid() -> None:
+    import yaml
+
+    text = (Path(__file__).resolve().parents[2] / "examples" / "deployer.yml").read_text()
+    lines = text.splitlines()
+    start = lines.index("    # analysis:")
+    block = []
+    for line in lines[start + 1:]:
+        if not line.startswith("    #   "):
+            break
+        block.append(line[len("    #   "):])
+    cfg = parse_analysis_config(yaml.safe_load("\n".join(block)), file="examples/deployer.yml")
+    assert cfg.sources.prometheus is not None and len(cfg.rules) == 3 and cfg.compare
