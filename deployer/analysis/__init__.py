@@ -16,6 +16,7 @@ Layers, each replaceable on its own:
 
 from __future__ import annotations
 
+from .._errors import AnalysisError
 from ._build import build_soak
 from ._config import AnalysisConfig, parse_analysis_config
 from ._haproxy import HAPROXY_INDICATORS, HAProxySource, RuntimeCommand, parse_show_stat
@@ -40,6 +41,7 @@ from ._source import FakeSource, MetricSource
 __all__ = [
     "HAPROXY_INDICATORS",
     "AnalysisConfig",
+    "AnalysisError",
     "Breach",
     "Clock",
     "CommandCheck",

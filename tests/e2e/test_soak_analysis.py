@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from deployer._errors import AnalysisError
 from deployer.adapters.haproxy import HAProxyRuntime
 from deployer.analysis import (
+    AnalysisError,
     CommandCheck,
     ComparisonRule,
     HAProxySource,
