@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from ._errors import ConfigError
+from .analysis._config import AnalysisConfig
 
 __all__ = [
     "AppConfig",
@@ -282,6 +283,8 @@ class EnvironmentConfig(_Model):
     trusted_keys: list[Path] = Field(min_length=1)
     load_balancer: LoadBalancerConfig
     strategy: StrategyConfig = StrategyConfig()
+    # Soak analysis after the canary or each batch (deployer.analysis); null: none.
+    analysis: AnalysisConfig | None = None
     # Extra variables passed to every playbook run (e.g. ansible_python_interpreter).
     extra_vars: dict[str, Any] = Field(default_factory=dict)
 

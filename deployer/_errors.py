@@ -15,6 +15,8 @@ branch to an exit code and prints its message without a traceback::
     ├── LockHeldError                  exit 6  another deployment holds the environment's lock
     ├── LoadBalancerError              exit 7  the load balancer refused or could not be reached
     ├── LabError                       exit 8  the local lab could not be built or inspected
+    ├── AnalysisError                  exit 12 a metric source of the soak analysis cannot be queried
+    │                                          (unreachable, bad query)
     ├── DeploymentFailed               exit 10 the rollout failed after changing nodes; they were
     │   │                                      reverted or rolled back (or left, on_failure: halt)
     │   ├── DeploymentRefused          exit 9  refused before any node left the load balancer
@@ -29,6 +31,7 @@ branch to an exit code and prints its message without a traceback::
 from __future__ import annotations
 
 __all__ = [
+    "AnalysisError",
     "ArtefactError",
     "ArtefactNotFoundError",
     "ConfigError",
@@ -129,6 +132,12 @@ class LoadBalancerError(DeployerError):
 
 class LabError(DeployerError):
     exit_code = 8
+
+
+class AnalysisError(DeployerError):
+    """A metric source of the soak analysis cannot be reached or rejects a query."""
+
+    exit_code = 12
 
 
 class DeploymentFailed(DeployerError):

@@ -130,3 +130,24 @@ def test_capacity_floor_that_cannot_hold_is_refused(tmp_path: Path) -> None:
     strategy = env.strategy.model_copy(update={"batch_size": "50%", "min_healthy": "75%"})
     plan = make_plan(["a", "b", "c", "d"], ["a", "b", "c", "d"], strategy)
     assert [len(b.nodes) for b in plan.batches] == [1, 1, 1, 1] and plan.notes
+
+
+def test_an_analysis_section_is_validated_with_the_rest(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, GOOD)).environment("lab").analysis is None
+    with_analysis = GOOD + """\
+    analysis:
+      when: after_each_batch
+      rules: [{indicator: http_5xx_share, max: 2%}]
+      smoke: {http: [{url: "{target_url}/health"}]}
+"""
+    analysis = load_config(write(tmp_path, with_analysis)).environment("lab").analysis
+    assert analysis is not None and analysis.when == "after_each_batch"
+    assert analysis.rules[0].max == pytest.approx(0.02) and analysis.interval == 2.0
+    bad = GOOD + """\
+    analysis:
+      rules: [{indicator: http_5xx_share, max: 150%}]
+"""
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, bad))
+    assert caught.value.field == "environments.lab.analysis.rules.0"
+    assert "max: threshold out of range" in str(caught.value)
