@@ -287,6 +287,11 @@ class HAProxyOverSSH:
             )
         return [str(a) for a in answer["answers"]]
 
+    def command(self, line: str) -> str:
+        """One runtime API command, from the load-balancer host."""
+        (answer,) = self.commands([line])
+        return answer
+
     def servers(self, backend: str) -> dict[str, ServerState]:
         stat, state = self.commands(["show stat", f"show servers state {backend}"])
         return _parse_servers(self.where, backend, stat, state)

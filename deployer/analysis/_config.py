@@ -4,6 +4,7 @@
 
     analysis:
       when: after_canary          # or after_each_batch
+      target_url: http://lb1:80   # the service as users reach it ({target_url} in smoke tests)
       duration: 60                # seconds of soak
       interval: 2                 # seconds between rounds
       window: 30                  # seconds of data a rule looks at (default for every rule)
@@ -250,6 +251,9 @@ def _default_rules() -> list[RuleConfig]:
 
 class AnalysisConfig(_Model):
     when: Literal["after_canary", "after_each_batch"] = "after_canary"
+    # The service as its users reach it (the load balancer's frontend): {target_url} in smoke
+    # tests and DEPLOYER_TARGET_URL for smoke commands.
+    target_url: str | None = Field(None, pattern=r"^https?://")
     duration: float = Field(60.0, gt=0, le=86400)
     interval: float = Field(2.0, gt=0, le=3600)
     window: float = Field(30.0, gt=0, le=86400)

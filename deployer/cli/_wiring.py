@@ -18,6 +18,7 @@ from ..adapters.runner import AnsibleRunner, RecordingRunner, Runner
 from ..adapters.ssh import SshTarget
 from ..engine.bluegreen import BlueGreen
 from ..engine.engine import Engine, Release, Reporter
+from ..engine.soaking import Soaks
 
 _CONTROLLER = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -52,6 +53,17 @@ def _target_of(env: EnvironmentConfig, host: str) -> Callable[[], SshTarget]:
         return target or SshTarget(host=host, address=host, local=True)
 
     return resolve
+
+
+def soaks_for(env_name: str, env: EnvironmentConfig, lb: LoadBalancer) -> Soaks | None:
+    """Soak analysis for the environment (its analysis: section), or None when it has none.
+    HAProxy's counters are read through the same client as the rest of the load balancer
+    (with several load balancers, the first one's)."""
+    if env.analysis is None:
+        return None
+    first = lb.members[0] if isinstance(lb, LoadBalancerGroup) else lb
+    runtime = first if isinstance(first, HAProxyRuntime | HAProxyOverSSH) else None
+    return Soaks(env.analysis, runtime=runtime, env_name=env_name)
 
 
 def release_verifier(env: EnvironmentConfig) -> Callable[[str], Release]:
@@ -101,6 +113,7 @@ def build_engine(
         reporter=reporter,
         command=shlex.join(["deployer", *sys.argv[1:]]),
         config_file=str(config.source or "config"),
+        soaks=soaks_for(env_name, env, lb),
     )
 
 
@@ -134,9 +147,9 @@ def build_deployment(
             runner=whole.runner, journal=whole.journal, verify_release=whole.verify_release,
             lb=whole.lb, reporter=whole.reporter, command=whole.command,
             config_file=whole.config_file,
-        )
+        )  # no soak inside a leg: the leg is soaked once it is live
     return BlueGreen(
         env_name=env_name, env=env, leg_engines=legs, journal=whole.journal,
         verify_release=whole.verify_release, lb=whole.lb, reporter=whole.reporter,
-        command=whole.command, config_file=whole.config_file,
+        command=whole.command, config_file=whole.config_file, soaks=whole.soaks,
     )

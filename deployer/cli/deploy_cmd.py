@@ -457,7 +457,7 @@ def _plan_blue_green(config: Config, env_name: str, version: str, as_json: bool)
         f"on {on}: set map {lb.legs_map} {lb.live_key} {bg.legs[idle].backend}  "
         f"(one operation: live traffic moves from {live} to {idle})",
         "soak under analysis; on a breach: set map back to "
-        f"{bg.legs[live].backend} at once" if bg.soak else "no soak configured (no analysis)",
+        f"{bg.legs[live].backend} at once" if bg.soaks else "no soak configured (no analysis)",
         f"after the soak: {env.strategy.after_soak}"
         + (f" ({live} receives {version} too)" if env.strategy.after_soak == "uplift"
            else f" ({live} stays on its release as the fallback)"),

@@ -47,6 +47,8 @@ def lab() -> None:
               help="Also run a Prometheus server scraping HAProxy.")
 @click.option("--prometheus-address", default="127.0.0.1:9090", show_default=True,
               help="Where that Prometheus listens.")
+@click.option("--soak", type=float, default=12.0, show_default=True,
+              help="Seconds of soak analysis in the lab's config (0: none).")
 def up(
     nodes: int,
     lab_dir: Path | None,
@@ -61,12 +63,13 @@ def up(
     metrics: str,
     with_prometheus: bool,
     prometheus_address: str,
+    soak: float,
 ) -> None:
     """Build the lab (or restart whatever part of it has died)."""
     spec = LabSpec(
         nodes=nodes, net=net, ssh_port=ssh_port, frontend=frontend, store=store, app=app, seed=seed,
         legs=legs, preview=preview, metrics=metrics,
-        prometheus=prometheus_address if with_prometheus else None,
+        prometheus=prometheus_address if with_prometheus else None, soak=soak,
     )
     the_lab = Lab(lab_dir or default_lab_dir())
     started = time.monotonic()

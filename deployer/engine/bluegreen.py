@@ -20,11 +20,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 from .._config import EnvironmentConfig
 from .._errors import (
+    AnalysisError,
     ConfigError,
     DeployerError,
     DeploymentFailed,
@@ -35,28 +36,11 @@ from .._errors import (
 from .._versions import validate_version
 from ..adapters.journal import Journal
 from ..adapters.loadbalancer import LoadBalancer, ServerState
+from ..analysis import Verdict
 from .engine import Engine, NodeFacts, Outcome, Release, Reporter, StoreVerifier
+from .soaking import Soaks
 
-__all__ = ["BlueGreen", "LegView", "SoakJudge", "SoakResult"]
-
-
-@dataclass(frozen=True)
-class SoakResult:
-    """What a soak concluded: ``ok`` or not, and on a breach what was seen, where and when."""
-
-    ok: bool
-    summary: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-class SoakJudge(Protocol):
-    """Watches live traffic on the new leg (``new``: its server names) against the old leg
-    (``baseline``) for the soak period, stopping early on a breach or when ``stopped`` is set."""
-
-    def __call__(
-        self, *, version: str, new: Mapping[str, str], baseline: Mapping[str, str],
-        stopped: threading.Event,
-    ) -> SoakResult: ...
+__all__ = ["BlueGreen", "LegView"]
 
 
 @dataclass(frozen=True)
@@ -101,7 +85,7 @@ class BlueGreen:
         reporter: Reporter | None = None,
         command: str = "",
         config_file: str = "config",
-        soak: SoakJudge | None = None,
+        soaks: Soaks | None = None,
         preview_get: Callable[[str, float], tuple[int, bytes]] | None = None,
     ) -> None:
         if env.strategy.legs is None or env.load_balancer.legs_map is None:
@@ -116,7 +100,7 @@ class BlueGreen:
         self.reporter = reporter or Reporter()
         self.command = command
         self.config_file = config_file
-        self.soak = soak
+        self.soaks = soaks
         self._preview_get = preview_get or _http_get
         self._map = env.load_balancer.legs_map
         self._stop = threading.Event()
@@ -242,6 +226,7 @@ class BlueGreen:
             idle = self.idle_of(live)
             details.update(live_before=live, idle=idle)
             self._check_live_serves(live)
+            self._check_analysis(idle)
             idle_engine = self.leg_engines[idle]
             self.journal.update_details(dep, legs={"live": live, "idle": idle})
             # A rollback to what the idle leg still holds is a switch alone; a deployment reads
@@ -278,17 +263,17 @@ class BlueGreen:
             self._switch(live, idle, release, details, back=False)
             verdict = self._soak(idle, live, release)
             if verdict is not None:
-                details["soak"] = {"ok": verdict.ok, "summary": verdict.summary, **verdict.details}
-            if verdict is not None and not verdict.ok:
+                details["soak"] = verdict.to_dict()
+            if verdict is not None and verdict.failed:
                 self._switch(idle, live, release, details, back=True)
                 self.journal.record_phase(
                     dep, f"{idle} leg", "failed", to_version=release.version,
-                    detail=f"soak breached: {verdict.summary}",
+                    detail=f"soak breached: {verdict.line()}",
                 )
                 self._revert_leg(idle, facts, release, outcomes)
                 return self._finish(
                     kind, release, "rolled_back",
-                    f"{release.version} failed its soak on {idle}: {verdict.summary}; "
+                    f"{release.version} failed its soak on {idle}: {verdict.line()}; "
                     f"live traffic switched back to {live}",
                     outcomes, details, started,
                 )
@@ -401,25 +386,39 @@ class BlueGreen:
         )
         self.reporter.message(text)
 
-    def _soak(self, new_leg: str, old_leg: str, release: Release) -> SoakResult | None:
-        if self.soak is None:
+    def _check_analysis(self, leg: str) -> None:
+        """Every metric source of the soak answers before any node is touched."""
+        if self.soaks is None:
+            return
+        try:
+            self.soaks.check(self.legs[leg].backend)
+        except (AnalysisError, LoadBalancerError) as exc:
+            raise DeploymentRefused(
+                f"soak analysis cannot start: {exc}", hint=exc.hint or "fix the analysis: section "
+                f"of {self.config_file} or the metric source, then deploy again",
+            ) from None
+
+    def _soak(self, new_leg: str, old_leg: str, release: Release) -> Verdict | None:
+        """Soak the new live leg; its servers are the ones watched (the old leg, idle now,
+        takes no live traffic to compare with)."""
+        if self.soaks is None:
             return None
-
-        def servers(leg: str) -> dict[str, str]:
-            return {n.name: n.lb_server for n in self.leg_engines[leg].nodes}
-
-        self.reporter.message(f"soaking {release.version} on {new_leg} under live traffic")
-        verdict = self.soak(
-            version=release.version, new=servers(new_leg), baseline=servers(old_leg),
+        new = [n.lb_server for n in self.leg_engines[new_leg].nodes]
+        self.reporter.message(
+            f"soaking {release.version} on {new_leg} under live traffic for up to "
+            f"{self.soaks.config.duration:g}s"
+        )
+        verdict = self.soaks.run(
+            version=release.version, backend=self.legs[new_leg].backend, new=new, old=(),
             stopped=self._stop,
         )
-        if self._stop.is_set() and verdict.ok:
+        if self._stop.is_set() and not verdict.failed:
             raise Interrupted("stopped by the operator during the soak; live traffic switched back")
         self.journal.record_phase(
-            self._deployment_id, f"{new_leg} leg", "soaked" if verdict.ok else "soak_failed",
-            to_version=release.version, detail=verdict.summary,
+            self._deployment_id, f"{new_leg} leg", "soak_failed" if verdict.failed else "soaked",
+            to_version=release.version, detail=verdict.line(),
         )
-        self.reporter.message(f"soak: {verdict.summary}")
+        self.reporter.message(f"soak: {verdict.line()}")
         return verdict
 
     def _revert_leg(

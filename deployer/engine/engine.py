@@ -17,6 +17,7 @@ from typing import Any
 
 from .._config import EnvironmentConfig
 from .._errors import (
+    AnalysisError,
     ConfigError,
     DeploymentFailed,
     DeploymentRefused,
@@ -29,7 +30,9 @@ from ..adapters.inventory import Node
 from ..adapters.journal import Journal
 from ..adapters.loadbalancer import LoadBalancer, ServerState
 from ..adapters.runner import Runner, RunnerEvent, RunRequest, RunResult
+from ..analysis import Soak, Verdict
 from .plan import Batch, Plan, batch_limits, make_plan
+from .soaking import Soaks
 from .states import OUT_OF_SERVICE, NodePhase, can_move
 
 __all__ = [
@@ -173,6 +176,7 @@ class Engine:
         reporter: Reporter | None = None,
         command: str = "",
         config_file: str = "config",
+        soaks: Soaks | None = None,
     ) -> None:
         self.env_name = env_name
         self.env = env
@@ -196,6 +200,10 @@ class Engine:
         # False while this engine rolls one step of a larger deployment (a blue-green leg):
         # the caller finishes that deployment in the journal.
         self._owns_deployment = True
+        # Soak analysis (the environment's analysis: section), and the soak left watching
+        # while later batches roll.
+        self.soaks = soaks
+        self._watch: Soak | None = None
 
     # -- operator control -----------------------------------------------------------------
 
@@ -389,6 +397,7 @@ class Engine:
             # floor and no telling an operator's maintenance from ours, so no deployment.
             self._held = self.held_by_others(self._read_lb("before touching any node"))
             self._refuse_if_held(self._held)
+            self._check_analysis()
             prestage = self.env.strategy.prestage
             if prestage:
                 # One run reads every node and pulls, verifies and unpacks the release on it
@@ -470,6 +479,7 @@ class Engine:
                     failed = [n for n in batch.nodes if self._status[n].phase is not P.DONE]
                     why = f" ({result.error})" if result.error else ""
                     raise DeploymentFailed(self._failure_text(failed, release.version) + why)
+                self._analyse(batch, plan, release)
                 if self.env.strategy.pause_between_batches and batch is not plan.batches[-1]:
                     self._pause(self.env.strategy.pause_between_batches)
             updated = [n for n in plan.targets if self._status[n].phase is P.DONE]
@@ -511,6 +521,7 @@ class Engine:
             ):
                 outcome_status = "failed"
         except BaseException as exc:  # crash or second Ctrl-C: record, never hide
+            self._end_watch()
             outcome_status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
             outcome = self._finish(kind, release.version, outcome_status, f"aborted: {exc}", plan, started)
             for line in outcome.out_of_service:
@@ -519,6 +530,83 @@ class Engine:
                 self.reporter.message(f"fix: {fix}")
             raise
         return self._finish(kind, release.version, outcome_status, summary, plan, started)
+
+    # -- soak analysis --------------------------------------------------------------------
+
+    def _check_analysis(self) -> None:
+        """Every metric source of the soak answers before any node is touched."""
+        if self.soaks is None:
+            return
+        try:
+            self.soaks.check(self.env.load_balancer.backend)
+        except (AnalysisError, LoadBalancerError) as exc:
+            raise DeploymentFailed(
+                f"soak analysis cannot start: {exc}", hint=exc.hint or "fix the analysis: section "
+                f"of {self.config_file} or the metric source, then deploy again",
+            ) from None
+
+    def _groups(self, version: str) -> tuple[list[str], list[str]]:
+        """Load-balancer servers on the new release (updated here, or already on it) and on the
+        old one (the baseline), leaving out nodes someone else took out."""
+        new: list[str] = []
+        old: list[str] = []
+        for name, st in self._status.items():
+            if name in self._held:
+                continue
+            on_new = st.phase is P.DONE or (st.phase is P.SKIPPED and st.from_version == version)
+            (new if on_new else old).append(st.node.lb_server)
+        return new, old
+
+    def _analyse(self, batch: Batch, plan: Plan, release: Release) -> None:
+        """After a batch: soak (after the canary batch, or every batch), or look at the soak
+        watching while batches roll; a breach fails the deployment like a failed smoke check."""
+        if self.soaks is None:
+            return
+        new, old = self._groups(release.version)
+        first, last = batch is plan.batches[0], batch is plan.batches[-1]
+        backend = self.env.load_balancer.backend
+        if first or self.soaks.when == "after_each_batch":
+            self._end_watch()
+            self.reporter.message(
+                f"soaking {release.version} on {', '.join(new)} for up to "
+                f"{self.soaks.config.duration:g}s (baseline: {', '.join(old) or 'none'})"
+            )
+            verdict = self.soaks.run(
+                version=release.version, backend=backend, new=new, old=old, stopped=self._abort
+            )
+            self._judged(verdict, release, f"after batch {batch.index}")
+            if not last:
+                self._watch = self.soaks.watch(version=release.version, backend=backend, new=new, old=old)
+            return
+        if self._watch is not None:
+            if self._watch.breached():
+                watch, self._watch = self._watch, None
+                self._judged(watch.stop(), release, f"while batch {batch.index} rolled")
+            elif self._watch.haproxy is not None:
+                self._watch.haproxy.set_groups({"new": new, "old": old})
+        if last:
+            self._end_watch(release)
+
+    def _end_watch(self, release: Release | None = None) -> None:
+        watch, self._watch = self._watch, None
+        if watch is None:
+            return
+        verdict = watch.stop()
+        if release is not None:
+            self._judged(verdict, release, "while the later batches rolled")
+
+    def _judged(self, verdict: Verdict, release: Release, when: str) -> None:
+        """Record a soak's verdict; raise DeploymentFailed when it failed."""
+        line = verdict.line()
+        self.journal.record_phase(
+            self._deployment_id, "analysis", "soak_failed" if verdict.failed else "soaked",
+            to_version=release.version, detail=f"{when}: {line}",
+        )
+        self.journal.update_details(self._deployment_id, analysis=verdict.to_dict())
+        self.reporter.message(f"{when}: {line}")
+        if verdict.failed:
+            self._end_watch()
+            raise DeploymentFailed(f"{release.version} failed its soak {when}: {line}")
 
     def _failure_text(self, failed: Iterable[str], version: str) -> str:
         parts = []
@@ -729,6 +817,7 @@ class Engine:
     def _finish(
         self, kind: str, version: str, status: str, summary: str, plan: Plan | None, started: float
     ) -> Outcome:
+        self._end_watch()  # a soak still watching ends with the deployment
         out_of_service: list[str] = []
         fix: list[str] = []
         states: dict[str, ServerState] = {}

@@ -309,8 +309,25 @@ def deployer_config(
             }
         },
     }
+    lab: dict[str, Any] = data["environments"]["lab"]  # type: ignore[index]
+    if spec.soak > 0:
+        # Catches the sample service's 1.3.0-errors (healthy, then 500 on `/` a few seconds
+        # after it starts), with or without other traffic: the further smoke test through the
+        # frontend is traffic of its own. A quiet lab has no other data: that passes.
+        lab["analysis"] = {
+            "when": "after_canary",
+            "target_url": "http://{}:{}".format(*spec.frontend_address),
+            "duration": spec.soak,
+            "interval": 1,
+            "window": 5,
+            "failure_limit": 2,
+            "min_samples": 10,
+            "no_data": "pass",
+            "rules": [{"indicator": "http_5xx_share", "max": 0.01}],
+            "smoke": {"interval": 1, "failure_limit": 1,
+                      "http": [{"url": "{target_url}/", "expect_status": 200}]},
+        }
     if spec.legs:
-        lab: dict[str, Any] = data["environments"]["lab"]  # type: ignore[index]
         lab["load_balancer"]["backend"] = spec.backend("blue")
         lab["load_balancer"]["legs_map"] = str(legs_map_path)
         lab["strategy"] = {

@@ -59,6 +59,9 @@ class LabSpec:
     # HAProxy's Prometheus exporter (always on), and a Prometheus server scraping it, if any.
     metrics: str = "127.0.0.1:8404"
     prometheus: str | None = None
+    # Seconds of soak analysis in the lab's deployer.yml (after the canary batch, or after the
+    # blue-green switch); 0 leaves analysis out.
+    soak: float = 12.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.total_nodes <= MAX_NODES:
@@ -94,6 +97,8 @@ class LabSpec:
             seen[address] = flag
         if self.seed is not None:
             validate_version(self.seed, where="--seed")
+        if not 0 <= self.soak <= 3600:
+            raise UsageError(f"--soak: must be between 0 and 3600 seconds (got {self.soak:g})")
 
     @property
     def total_nodes(self) -> int:
@@ -152,7 +157,9 @@ class LabSpec:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
     def shape(self) -> dict[str, Any]:
-        """Everything but the seed: a running lab cannot change these without `lab down`."""
+        """Everything but the seed and the soak (which only the config file carries): a running
+        lab cannot change these without `lab down`."""
         data = self.to_dict()
         data.pop("seed")
+        data.pop("soak")
         return data

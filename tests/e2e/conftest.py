@@ -43,6 +43,8 @@ def next_lab_spec(**overrides: Any) -> LabSpec:
                 "store": f"127.0.0.1:{free_port()}",
                 "preview": f"127.0.0.1:{free_port()}",
                 "metrics": f"127.0.0.1:{free_port()}",
+                # No soak unless a test asks: most deploy tests judge something else.
+                "soak": 0.0,
             }
             if overrides.get("prometheus") is True:  # any free port
                 overrides = {**overrides, "prometheus": f"127.0.0.1:{free_port()}"}

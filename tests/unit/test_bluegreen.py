@@ -4,18 +4,19 @@ report what a leg engine would. The real thing, on the lab: tests/e2e/test_blue_
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from deployer import DeploymentRefused
 from deployer._config import EnvironmentConfig
+from deployer._errors import AnalysisError
 from deployer.adapters.inventory import Node
 from deployer.adapters.journal import Journal
 from deployer.adapters.loadbalancer import FakeLoadBalancer, ServerState
-from deployer.engine.bluegreen import BlueGreen, SoakResult
+from deployer.engine.bluegreen import BlueGreen
 from deployer.engine.engine import NodeFacts, NodeStatus, Outcome, Release
 from deployer.engine.states import NodePhase
 
@@ -55,6 +56,37 @@ class FakeLeg:
         return "0.9.0"
 
 
+class FakeVerdict:
+    def __init__(self, failed: bool, line: str) -> None:
+        self.failed = failed
+        self._line = line
+
+    def line(self) -> str:
+        return self._line
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"outcome": "failed" if self.failed else "passed", "line": self._line}
+
+
+class FakeSoaks:
+    """The soak analysis' answers: every source readable (or not), and a verdict."""
+
+    def __init__(self, verdict: FakeVerdict, *, unreadable: str = "") -> None:
+        self.verdict = verdict
+        self.unreadable = unreadable
+        self.config = SimpleNamespace(duration=10.0)
+        self.runs: list[dict[str, Any]] = []
+
+    def check(self, backend: str) -> None:
+        if self.unreadable:
+            raise AnalysisError(self.unreadable)
+
+    def run(self, *, version: str, backend: str, new: Any, old: Any,
+            stopped: threading.Event | None = None) -> FakeVerdict:
+        self.runs.append({"version": version, "backend": backend, "new": list(new), "old": list(old)})
+        return self.verdict
+
+
 def env(tmp_path: Path, after_soak: str = "keep") -> EnvironmentConfig:
     return EnvironmentConfig.model_validate({
         "inventory": tmp_path / "inventory.yml", "group": "hello_nodes",
@@ -88,7 +120,7 @@ def make(tmp_path: Path, *, soak: Any = None, preview: int = 200, after_soak: st
 
     bg = BlueGreen(env_name="lab", env=env(tmp_path, after_soak), leg_engines=legs,  # type: ignore[arg-type]
                    journal=Journal(tmp_path / "journal.sqlite"), verify_release=verify, lb=lb,
-                   soak=soak, preview_get=get)
+                   soaks=soak, preview_get=get)
     return bg, lb, legs
 
 
@@ -113,22 +145,32 @@ def test_uplift_releases_to_the_old_leg_after_the_soak(tmp_path: Path) -> None:
 
 
 def test_a_breached_soak_switches_back_at_once_and_restores_the_idle_leg(tmp_path: Path) -> None:
-    seen: dict[str, Any] = {}
-
-    def soak(*, version: str, new: Mapping[str, str], baseline: Mapping[str, str],
-             stopped: threading.Event) -> SoakResult:
-        seen.update(version=version, new=dict(new), baseline=dict(baseline))
-        return SoakResult(ok=False, summary="5xx share 100% > 1% over 10s (40 requests)")
-
-    bg, lb, legs = make(tmp_path, soak=soak)
+    soaks = FakeSoaks(FakeVerdict(True, "analysis failed: http_5xx_share 100% > 1% over 10 s"))
+    bg, lb, legs = make(tmp_path, soak=soaks)
     outcome = bg.deploy("1.3.0-errors")
     assert outcome.status == "rolled_back"
-    assert "5xx share 100%" in outcome.summary and "switched back to blue" in outcome.summary
+    assert "http_5xx_share 100%" in outcome.summary and "switched back to blue" in outcome.summary
     assert live_switches(lb) == ["hello_green", "hello_blue"]
-    assert seen == {"version": "1.3.0-errors", "new": {"node3": "node3", "node4": "node4"},
-                    "baseline": {"node1": "node1", "node2": "node2"}}
+    assert soaks.runs == [{"version": "1.3.0-errors", "backend": "hello_green",
+                           "new": ["node3", "node4"], "old": []}]
     assert legs["green"].steps == ["1.3.0-errors", "1.0.0"]  # put back on its release
     assert [s["back"] for s in outcome.details["blue_green"]["switches"]] == [False, True]
+
+
+def test_a_passed_soak_keeps_the_new_leg_live(tmp_path: Path) -> None:
+    bg, lb, _legs = make(tmp_path, soak=FakeSoaks(FakeVerdict(False, "analysis passed")))
+    outcome = bg.deploy("1.1.0")
+    assert outcome.status == "succeeded"
+    assert live_switches(lb) == ["hello_green"]
+    assert outcome.details["blue_green"]["soak"]["outcome"] == "passed"
+
+
+def test_an_unreadable_metric_source_refuses_before_anything(tmp_path: Path) -> None:
+    soaks = FakeSoaks(FakeVerdict(False, ""), unreadable="Prometheus at 127.0.0.1:9 is unreachable")
+    bg, lb, legs = make(tmp_path, soak=soaks)
+    outcome = bg.deploy("1.1.0")
+    assert outcome.status == "refused" and "Prometheus" in outcome.summary
+    assert lb.changes == [] and legs["green"].steps == []
 
 
 def test_a_leg_failing_its_preview_smoke_never_takes_live_traffic(tmp_path: Path) -> None:
