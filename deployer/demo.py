@@ -2,8 +2,10 @@
 
 Publishes (through `deployer lab up`) signed releases of the sample service, deploys 1.0.0,
 rolls to 1.1.0 under load through HAProxy (counting failed requests), tries the bad
-1.2.0-badhealth (reverted automatically), then shows status and history. Every step is a real
-`deployer` command, printed before it runs.
+1.2.0-badhealth (reverted automatically) and 1.3.0-errors (healthy at first, caught by the soak
+after the canary batch), then shows status and history; then a blue-green lab: a release
+switched live in one operation, a bad one switched back during its soak, and a rollback that is
+one switch. Every step is a real `deployer` command, printed before it runs.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ import sys
 
 from rich.console import Console
 
-from .lab._load import LoadGenerator
+from .lab import default_lab_dir
+from .lab._load import LoadGenerator, LoadReport
 
 console = Console(highlight=False)
+# The blue-green lab sits beside the rolling one, on addresses and ports of its own.
+_BLUE_GREEN_DIR = default_lab_dir().parent / "lab-blue-green"
 
 
 def _deployer(*args: str, check: bool = True) -> int:
@@ -65,27 +70,81 @@ def main() -> None:
     colour = "green" if report.failed == 0 else "red"
     console.print(f"[bold {colour}]load during the failed rollout:[/] {report.line()}")
 
-    console.rule("4. where the fleet stands")
-    _deployer("status", "--env", "lab")
-    _deployer("history", "--env", "lab")
-    console.print(
-        f"\nThe lab stays up: `export DEPLOYER_CONFIG={lab_config}`, then try "
-        "`deployer plan --env lab --version 1.0.0`, `deployer rollback --env lab`, or "
-        "`deployer lab down` when done.",
-        soft_wrap=True,
-    )
     if rc == 0:
         console.print("[bold red]unexpected: the bad release was accepted[/]")
         sys.exit(1)
 
+    console.rule("4. a release that fails after its smoke check: 1.3.0-errors (500s a few "
+                 "seconds after it starts), caught by the soak after the canary batch")
+    rc, report = _under_load(_frontend_url(), "deploy", "--env", "lab", "--version", "1.3.0-errors")
+    console.print(f"deploy exited {rc} (non-zero: caught during its soak and rolled back)")
+    console.print(f"load during the soak: {report.line()} (only the canary served it, briefly)")
+    if rc == 0:
+        console.print("[bold red]unexpected: the failing release was accepted[/]")
+        sys.exit(1)
 
-def _lab_value(key: str) -> str:
+    console.rule("5. where the fleet stands")
+    _deployer("status", "--env", "lab")
+    _deployer("history", "--env", "lab")
+
+    _blue_green()
+    console.print(
+        f"\nBoth labs stay up. Rolling: `export DEPLOYER_CONFIG={lab_config}`; blue-green: "
+        f"`--config {_BLUE_GREEN_DIR / 'deployer.yml'}`. Try `deployer plan --env lab --version "
+        "1.0.0`, `deployer rollback --env lab`, or `deployer lab down [--dir DIR]` when done.",
+        soft_wrap=True,
+    )
+
+
+def _under_load(frontend: str, *args: str) -> tuple[int, LoadReport]:
+    load = LoadGenerator(frontend, concurrency=8, max_requests=50_000, max_seconds=240)
+    load.start()
+    rc = _deployer(*args, check=False)
+    return rc, load.stop()
+
+
+def _blue_green() -> None:
+    """A second lab with two legs: live traffic moves in one operation, and back."""
+    lab_dir = str(_BLUE_GREEN_DIR)
+    config = str(_BLUE_GREEN_DIR / "deployer.yml")
+    console.rule("6. blue-green: a second lab, legs blue (live) and green (idle, behind a preview route)")
+    _deployer("lab", "up", "--dir", lab_dir, "--legs", "--nodes", "2", "--seed", "1.0.0",
+              "--net", "127.0.2", "--frontend", "127.0.0.1:8180", "--store", "127.0.0.1:8181",
+              "--preview", "127.0.0.1:8182", "--metrics", "127.0.0.1:8405")
+    frontend = _lab_value("frontend_url", lab_dir)
+    _deployer("plan", "--env", "lab", "--version", "1.1.0", "--config", config)
+    rc, report = _under_load(frontend, "deploy", "--env", "lab", "--version", "1.1.0", "--config", config)
+    colour = "green" if report.failed == 0 and rc == 0 else "red"
+    console.print(f"[bold {colour}]load during the blue-green release:[/] {report.line()}")
+    if rc != 0:
+        sys.exit(rc)
+
+    console.rule("7. blue-green: 1.3.0-errors goes live on the idle leg, fails its soak, and "
+                 "traffic switches back at once")
+    rc, report = _under_load(frontend, "deploy", "--env", "lab", "--version", "1.3.0-errors",
+                             "--config", config)
+    console.print(f"deploy exited {rc} (non-zero: switched back during the soak)")
+    console.print(f"load: {report.line()} (failures only between the first 500 and the switch-back)")
+    if rc == 0:
+        console.print("[bold red]unexpected: the failing release was accepted[/]")
+        sys.exit(1)
+
+    console.rule("8. blue-green: rollback to 1.0.0 is one switch (the idle leg still holds it)")
+    rc, report = _under_load(frontend, "rollback", "--env", "lab", "--config", config)
+    colour = "green" if report.failed == 0 and rc == 0 else "red"
+    console.print(f"[bold {colour}]load during the rollback:[/] {report.line()}")
+    _deployer("status", "--env", "lab", "--config", config)
+    _deployer("history", "--env", "lab", "--config", config)
+
+
+def _lab_value(key: str, lab_dir: str | None = None) -> str:
     import json
 
     from .lab import default_lab_dir
 
     out = subprocess.run(
-        [sys.executable, "-m", "deployer", "lab", "status", "--json", "--dir", str(default_lab_dir())],
+        [sys.executable, "-m", "deployer", "lab", "status", "--json", "--dir",
+         lab_dir or str(default_lab_dir())],
         capture_output=True, text=True, check=True,
     ).stdout
     value = json.loads(out)
