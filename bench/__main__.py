@@ -1,4 +1,4 @@
-"""``python -m bench [overhead|downtime|restore|scale ...] [--json FILE]``: run benchmarks on
+"""``python -m bench [overhead|downtime|restore|scale|bluegreen ...] [--json FILE]``: run benchmarks on
 labs of their own and print their figures; with no name, run them all."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from . import downtime, overhead, restore, scale
+from . import bluegreen, downtime, overhead, restore, scale
 from ._harness import machine, say
 
 BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "downtime": downtime.run,
     "restore": restore.run,
     "scale": scale.run,
+    "bluegreen": bluegreen.run,
 }
 
 

@@ -178,22 +178,27 @@ class BenchLab:
 
 
 @contextlib.contextmanager
-def bench_lab(nodes: int, *, keep: bool = False) -> Iterator[BenchLab]:
-    """A fresh lab of ``nodes`` nodes seeded with 1.0.0; torn down afterwards."""
+def bench_lab(
+    nodes: int, *, keep: bool = False, legs: bool = False, soak: float = 0.0
+) -> Iterator[BenchLab]:
+    """A fresh lab of ``nodes`` nodes (per leg, with ``legs``) seeded with 1.0.0; torn down
+    afterwards. No soak analysis in its config unless ``soak`` seconds are asked for."""
     root = Path(tempfile.mkdtemp(prefix=f"bench-{nodes}n-", dir="/tmp"))
     spec = LabSpec(
-        nodes=nodes, net=_free_net(nodes), frontend=f"127.0.0.1:{free_port()}",
-        store=f"127.0.0.1:{free_port()}", seed=SEED,
+        nodes=nodes, net=_free_net(nodes * (2 if legs else 1)), frontend=f"127.0.0.1:{free_port()}",
+        store=f"127.0.0.1:{free_port()}", seed=SEED, legs=legs, soak=soak,
+        preview=f"127.0.0.1:{free_port()}", metrics=f"127.0.0.1:{free_port()}",
     )
     lab = Lab(root / "lab")
     t0 = time.monotonic()
     try:
         lab.up(spec)
         say(f"  lab: {nodes} node(s) on {spec.net}.0/24 up in {time.monotonic() - t0:.1f}s ({lab.dir})")
-        names = [spec.node_name(i) for i in range(1, nodes + 1)]
+        count = spec.total_nodes
+        names = [spec.node_name(i) for i in range(1, count + 1)]
         yield BenchLab(
             lab=lab, nodes=names,
-            addresses={spec.node_name(i): spec.node_address(i) for i in range(1, nodes + 1)},
+            addresses={spec.node_name(i): spec.node_address(i) for i in range(1, count + 1)},
             frontend_url=f"http://{spec.frontend}/", store_url=f"http://{spec.store}/",
         )
     finally:
@@ -389,8 +394,10 @@ def run_baseline(lab: BenchLab, version: str) -> DeployRun:
 
 
 def open_ssh_masters(lab: BenchLab, config: Path) -> None:
-    """Open the SSH masters both tools keep between runs (ControlPersist), unmeasured:
-    ``deployer status`` for deployer's, an ``ansible -m ping`` with the plain playbook's settings."""
+    """Open the SSH masters the plain playbook keeps between runs (ControlPersist), unmeasured,
+    with an ``ansible -m ping`` with its settings. deployer closes its masters when each command
+    ends (they are per command), so every deployer run is measured from cold connections; the
+    ``deployer status`` here only warms the nodes' own caches the same way for both tools."""
     subprocess.run(
         [sys.executable, "-m", "deployer", "status", "--env", "lab", "--config", str(config), "--json"],
         capture_output=True, check=True, cwd=str(ROOT),
