@@ -185,15 +185,19 @@ class BlueGreen:
         return views
 
     def rollback_target(self) -> str:
-        """The release the idle leg holds when it differs from the live one (a single switch);
-        otherwise the release before the last deployment."""
+        """The release before the current one in the environment's successful history (so a
+        second rollback goes further back, never forward); without history, the release the
+        idle leg holds when it differs from the live one. When the idle leg holds the target,
+        the rollback is a single switch."""
         live = self.live_leg()
-        idle = self.leg_engines[self.idle_of(live)].probe()
-        live_versions = {f.current for f in self.leg_engines[live].probe().values()}
-        idle_versions = {f.current for f in idle.values()}
-        if len(idle_versions) == 1 and idle_versions != live_versions and "" not in idle_versions:
-            return idle_versions.pop()
-        return self.leg_engines[live].rollback_target()
+        try:
+            return self.leg_engines[live].rollback_target()
+        except ConfigError:
+            idle = {f.current for f in self.leg_engines[self.idle_of(live)].probe().values()}
+            live_versions = {f.current for f in self.leg_engines[live].probe().values()}
+            if len(idle) == 1 and idle != live_versions and "" not in idle:
+                return idle.pop()
+            raise
 
     # -- deploying --------------------------------------------------------------------------
 

@@ -902,14 +902,38 @@ class Engine:
     # -- rollback -------------------------------------------------------------------------
 
     def rollback_target(self) -> str:
-        """The release to go back to: what the nodes ran before the last deployment."""
-        for rec in self.journal.deployments(self.env_name, limit=50):
-            if rec.status not in ("succeeded", "cancelled") or rec.kind not in ("deploy", "rollback"):
-                continue
-            froms = [v for v in (rec.details.get("from_versions") or {}).values() if v]
-            froms = [v for v in froms if v != rec.version]
+        """The release before the current one in this environment's successful history.
+
+        Each successful deployment puts its release on top of that history and each successful
+        rollback goes back down to its release, so rolling back twice goes further back, never
+        forward again. With no history yet, the nodes' own `previous` release."""
+        records = [
+            r for r in reversed(self.journal.deployments(self.env_name, limit=500))
+            if r.status == "succeeded" and r.kind in ("deploy", "rollback")
+        ]
+        if records:
+            stack: list[str] = []
+            first = records[0]
+            froms = [v for v in (first.details.get("from_versions") or {}).values()
+                     if v and v != first.version]
             if froms:
-                return str(Counter(froms).most_common(1)[0][0])
+                stack.append(str(Counter(froms).most_common(1)[0][0]))
+            for rec in records:
+                if rec.kind == "deploy":
+                    if not stack or stack[-1] != rec.version:
+                        stack.append(rec.version)
+                    continue
+                while stack and stack[-1] != rec.version:
+                    stack.pop()
+                if not stack:
+                    stack.append(rec.version)
+            if len(stack) >= 2:
+                return stack[-2]
+            raise ConfigError(
+                f"no release before {stack[-1]} in the successful history of environment "
+                f"{self.env_name!r}",
+                hint="name one with --to VERSION",
+            )
         facts = self.probe()
         previous = [f.previous for f in facts.values() if f.previous]
         if previous:

@@ -33,6 +33,8 @@ class FakeLeg:
         self.backend = backend
         self.steps: list[str] = []
         self.fail_with = ""
+        # What the environment's successful history says to go back to.
+        self.history_target = "1.0.0"
 
     def probe(self) -> dict[str, NodeFacts]:
         return {n.name: NodeFacts(current=self.version, healthy=True) for n in self.nodes}
@@ -53,7 +55,7 @@ class FakeLeg:
         return Outcome(deployment_id, kind, release.version, "succeeded", nodes, "ok")
 
     def rollback_target(self) -> str:
-        return "0.9.0"
+        return self.history_target
 
 
 class FakeVerdict:

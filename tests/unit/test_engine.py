@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deployer import DeploymentFailed, DeploymentRefused, LockHeldError, load_config
+from deployer import ConfigError, DeploymentFailed, DeploymentRefused, LockHeldError, load_config
 from deployer.adapters.inventory import load_nodes
 from deployer.adapters.journal import Journal
 from deployer.adapters.loadbalancer import FakeLoadBalancer
@@ -392,3 +392,27 @@ def test_a_failed_loop_reports_what_its_failed_items_said() -> None:
     assert event.message == (
         "x is wrong; y is wrong; argument 'z' is of type str and we were unable to convert to float"
     )
+
+
+def test_rollback_goes_down_the_successful_history_and_never_forward_again(
+    world: dict[str, Path],
+) -> None:
+    engine, _, journal = make_engine(world, [])
+
+    def record(kind: str, version: str, status: str = "succeeded", frm: str = "") -> None:
+        dep = journal.start_deployment(env="lab", app="hello", kind=kind, version=version,
+                                       command="test", details={"from_versions": {"node1": frm}})
+        journal.finish_deployment(dep, status)
+
+    record("deploy", "1.0.0", frm="0.9.0")
+    record("deploy", "1.1.0", frm="1.0.0")
+    record("deploy", "1.2.0", status="rolled_back", frm="1.1.0")  # failed: not in the history
+    record("deploy", "1.2.1", frm="1.1.0")
+    assert engine.rollback_target() == "1.1.0"
+    record("rollback", "1.1.0", frm="1.2.1")
+    assert engine.rollback_target() == "1.0.0"  # the second rollback goes further back
+    record("rollback", "1.0.0", frm="1.1.0")
+    assert engine.rollback_target() == "0.9.0"
+    record("rollback", "0.9.0", frm="1.0.0")
+    with pytest.raises(ConfigError, match=r"no release before 0\.9\.0"):
+        engine.rollback_target()
