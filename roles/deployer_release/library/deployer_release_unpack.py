@@ -127,8 +127,8 @@ import grp
 import hashlib
 import json
 import os
-import pwd
 import posixpath
+import pwd
 import re
 import shutil
 import subprocess
