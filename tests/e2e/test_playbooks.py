@@ -359,8 +359,8 @@ EQUIVALENCE_PLAYBOOK = """
 
     - name: Fail to download from a URL holding a secret
       deployer_release_unpack:
-        <<: *unpack_100
         url: "http://127.0.0.1:9/hello.tar.gz?X-Token=PLANTED-SECRET-7f3a"
+        sha256: "{{ sha_100 }}"
         dest: "{{ base }}/releases/9.9.9"
         version: 9.9.9
       register: unpack_secret

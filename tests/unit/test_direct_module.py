@@ -5,6 +5,7 @@ compared with Ansible's wrapper on a real node in tests/e2e/test_playbooks.py.""
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -72,3 +73,39 @@ def test_the_no_log_url_is_censored_as_ansibles_wrapper_does() -> None:
     censored = remove_values(result, validated._no_log_values)
     assert "PLANTED" not in repr(censored)
     assert censored["msg"] == "cannot download ********: refused"
+
+
+def test_a_result_naming_a_path_gets_what_ansibles_wrapper_adds(tmp_path: Path) -> None:
+    from ansible.module_utils.basic import AnsibleModule
+
+    class Wrapper:
+        """AnsibleModule's add_path_info without building a module (SELinux off, as here)."""
+
+        def user_and_group(self, path: str) -> tuple[int, int]:
+            return AnsibleModule.user_and_group(self, path)
+
+        def selinux_enabled(self) -> bool:
+            return False
+
+    finish: dict[str, Any] = {}
+    exec(plugin.FINISH, finish)
+    (tmp_path / "dir").mkdir(mode=0o750)
+    (tmp_path / "file").write_text("x" * 10)
+    os.link(tmp_path / "file", tmp_path / "hard")
+    (tmp_path / "link").symlink_to("dir")
+    (tmp_path / "single").write_text("")
+    for name in ("dir", "file", "hard", "link", "single", "missing"):
+        for key in ("dest", "path"):
+            direct = finish["add_path_info"]({key: str(tmp_path / name), "changed": False})
+            standard = AnsibleModule.add_path_info(Wrapper(), {key: str(tmp_path / name), "changed": False})
+            assert direct == standard, (name, key)
+    assert finish["add_path_info"]({"changed": True}) == {"changed": True}
+
+
+def test_the_node_censors_no_log_values_as_ansible_does() -> None:
+    finish: dict[str, Any] = {}
+    exec(plugin.FINISH, finish)
+    secret = "https://store/x.tar.gz?sig=PLANTED"
+    result = {"failed": True, "msg": f"cannot download {secret}: refused", "url": secret,
+              "list": [secret, 1, None], "nested": {"note": f"{secret}!"}}
+    assert finish["censor"](result, [secret]) == remove_values(result, {secret})

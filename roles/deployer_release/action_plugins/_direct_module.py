@@ -46,8 +46,67 @@ LOADER = (
     "r=json.loads(sys.stdin.buffer.read())\n"
     "g={\"__name__\":\"deployer_direct_module\"}\n"
     "exec(compile(r[\"source\"],r[\"path\"],\"exec\"),g)\n"
-    "sys.stdout.write(json.dumps(g[\"execute\"](r[\"params\"],r[\"check_mode\"])))\n"
+    "f={\"__name__\":\"deployer_direct_finish\"}\n"
+    "exec(r[\"finish\"],f)\n"
+    "o=f[\"add_path_info\"](g[\"execute\"](r[\"params\"],r[\"check_mode\"]))\n"
+    "sys.stdout.write(json.dumps(f[\"censor\"](o,r[\"no_log\"])))\n"
 )
+
+# Sent with the module and run on the node after it, as AnsibleModule's exit_json and fail_json
+# do: add_path_info adds what they add to a result naming an existing ``path`` or ``dest`` (its
+# owner, mode, state and size); censor hides the values of no_log options before the result
+# leaves the node (Ansible logs a module's raw output at -vvv). The controller censors again
+# with Ansible's own remove_values.
+FINISH = """
+import grp, os, pwd, stat
+
+
+def censor(value, secrets):
+    if isinstance(value, str):
+        if value in secrets:
+            return "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+        for secret in secrets:
+            value = value.replace(secret, "********")
+        return value
+    if isinstance(value, dict):
+        return {censor(k, secrets): censor(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [censor(v, secrets) for v in value]
+    return value
+
+
+def add_path_info(result):
+    path = result.get("path", result.get("dest"))
+    if path is None or not os.path.exists(path):
+        return result
+    st = os.lstat(os.path.expandvars(os.path.expanduser(path)))
+    result["uid"], result["gid"] = st.st_uid, st.st_gid
+    try:
+        result["owner"] = pwd.getpwuid(st.st_uid)[0]
+    except KeyError:
+        result["owner"] = str(st.st_uid)
+    try:
+        result["group"] = grp.getgrgid(st.st_gid)[0]
+    except KeyError:
+        result["group"] = str(st.st_gid)
+    result["mode"] = "0%03o" % stat.S_IMODE(st.st_mode)
+    if os.path.islink(path):
+        result["state"] = "link"
+    elif os.path.isdir(path):
+        result["state"] = "directory"
+    elif os.stat(path).st_nlink > 1:
+        result["state"] = "hard"
+    else:
+        result["state"] = "file"
+    try:
+        import selinux
+        if selinux.is_selinux_enabled() == 1:
+            result["secontext"] = selinux.lgetfilecon_raw(path)[1]
+    except (ImportError, OSError):
+        pass
+    result["size"] = st.st_size
+    return result
+"""
 
 def load_module(name: str) -> tuple[ModuleType, str]:
     """The module file as a Python module (for its ARGUMENT_SPEC), and its source text, read once.
@@ -125,6 +184,8 @@ class ActionModule(ActionBase):
                 "path": str(_LIBRARY / f"{name}.py"),
                 "params": params,
                 "check_mode": bool(self._play_context.check_mode),
+                "finish": FINISH,
+                "no_log": sorted(str(v) for v in getattr(validated, "_no_log_values", set()) if v),
             }
         ).encode("utf-8")
         cmd = f"{self._compute_environment_string()} {interpreter} -I -c {shlex.quote(LOADER)}".strip()
