@@ -33,9 +33,10 @@ NAMESPACE = "deployer"
 NAME = "vm"
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
 _ROLE_SKIP = shutil.ignore_patterns(
-    "library", "action_plugins", "molecule", "__pycache__", "*.pyc", ".ansible", ".pytest_cache"
+    "library", "action_plugins", "filter_plugins", "molecule", "__pycache__", "*.pyc", ".ansible",
+    ".pytest_cache",
 )
-_PLUGIN_DIRS = (("library", "modules"), ("action_plugins", "action"))
+_PLUGIN_DIRS = (("library", "modules"), ("action_plugins", "action"), ("filter_plugins", "filter"))
 
 _README = """\
 # Ansible collection {namespace}.{name}
@@ -109,6 +110,18 @@ def _qualify(role: Path, modules: list[str]) -> None:
             tasks.write_text(qualified)
 
 
+def _qualify_filters(role: Path, filters: list[str]) -> None:
+    """Call the collection's filters by full name in the role's templates (a collection's
+    filters are found by full name only; each filter file holds the one filter it is named after)."""
+    names = "|".join(re.escape(f) for f in filters)
+    use = re.compile(rf"(?<=\|)(?P<space>\s*)(?P<name>{names})\b")
+    for template in sorted((role / "templates").glob("*.j2")):
+        text = template.read_text()
+        qualified = use.sub(rf"\g<space>{NAMESPACE}.{NAME}.\g<name>", text)
+        if qualified != text:
+            template.write_text(qualified)
+
+
 def _role_summary(role: Path) -> str:
     meta = yaml.safe_load((role / "meta" / "main.yml").read_text()) or {}
     return str((meta.get("galaxy_info") or {}).get("description", "")).strip()
@@ -124,6 +137,7 @@ def assemble(dest: Path, *, content: Path | None = None, version: str = __versio
         raise DeployerError(f"{dest} is not empty", hint="give a new or empty directory")
     manifest = galaxy_manifest(version)
     modules: list[str] = []
+    filters: list[str] = []
     for role in roles:
         shutil.copytree(role, dest / "roles" / role.name, ignore=_ROLE_SKIP)
         for role_dir, kind in _PLUGIN_DIRS:
@@ -137,9 +151,14 @@ def assemble(dest: Path, *, content: Path | None = None, version: str = __versio
                 shutil.copyfile(plugin.resolve(), target)
                 if kind == "modules":
                     modules.append(plugin.stem)
+                elif kind == "filter":
+                    filters.append(plugin.stem)
     if modules:
         for role in roles:
             _qualify(dest / "roles" / role.name, modules)
+    if filters:
+        for role in roles:
+            _qualify_filters(dest / "roles" / role.name, filters)
     (dest / "meta").mkdir()
     (dest / "meta" / "runtime.yml").write_text('---\nrequires_ansible: ">=2.16.0"\n')
     (dest / "galaxy.yml").write_text("---\n" + yaml.dump(manifest, Dumper=_Dumper, sort_keys=False))

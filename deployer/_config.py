@@ -39,6 +39,9 @@ __all__ = [
 
 DEFAULT_CONFIG_NAME = "deployer.yml"
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+# What HAProxy accepts as a proxy or server name; the name is written into runtime-API commands,
+# where ';' or a newline would start another command.
+_HAPROXY_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _COUNT_OR_PERCENT = re.compile(r"^(?:[1-9][0-9]*|(?:100|[1-9][0-9]?)%)$")
 _SIZE = re.compile(r"^([0-9]+)\s*([KMG]i?B|B)?$", re.IGNORECASE)
 _SIZE_UNITS = {
@@ -204,6 +207,13 @@ class LegConfig(_Model):
     group: str
     # The leg's backend on the load balancer.
     backend: str = Field(pattern=r"^[A-Za-z0-9_.:-]+$")
+
+    @field_validator("backend")
+    @classmethod
+    def _backend_name(cls, v: str) -> str:
+        if not _HAPROXY_NAME.match(v):
+            raise ValueError("must be an HAProxy backend name: letters, digits, '.', ':', '_' or '-'")
+        return v
 
 
 class StrategyConfig(_Model):

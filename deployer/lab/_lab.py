@@ -481,6 +481,7 @@ class Lab:
             staging = target.with_name(f".{version}.tmp")
             shutil.rmtree(staging, ignore_errors=True)
             shutil.copytree(release, staging, symlinks=True)
+            staging.chmod(0o755)  # a temporary directory's 0700: the app (nobody) must read it
             os.replace(staging, target)
         link = layout.root / "opt" / ".current.tmp"
         link.unlink(missing_ok=True)

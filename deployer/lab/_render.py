@@ -27,6 +27,10 @@ __all__ = [
 ]
 
 
+# The account the lab's application runs as (see inventory()).
+LAB_RUN_AS = {"deployer_run_user": "nobody", "deployer_run_group": "nogroup", "deployer_create_user": False}
+
+
 @dataclass(frozen=True)
 class NodeLayout:
     """Where one node's private directories live on the host, and where they appear inside."""
@@ -260,6 +264,10 @@ def inventory(
             ),
             "ansible_python_interpreter": "/usr/bin/python3",
             "ansible_ssh_pipelining": True,
+            # The app runs unprivileged. Nodes share the host's /etc/passwd, so the role must
+            # not create a user: the lab uses nobody, its state under /opt/<app>.
+            **LAB_RUN_AS,
+            "deployer_state_dir": f"/opt/{spec.app}/state",
         },
     }
     if spec.legs:
@@ -353,6 +361,7 @@ def program_file(spec: LabSpec, *, address: str, version: str) -> str:
 command=/opt/{app}/current/bin/run
 directory=/opt/{app}/current
 environment={env}
+user={LAB_RUN_AS["deployer_run_user"]}
 autostart=true
 autorestart=true
 startsecs=0

@@ -58,6 +58,11 @@ def _collection_playbook(lab: Lab, node: str, version: str) -> dict[str, Any]:
             "deployer_release_url": f"{lab.store_url}hello/{version}/{manifest['tarball']}",
             "deployer_release_sha256": manifest["sha256"],
             "deployer_release_size": manifest["size"],
+            # The lab's nodes share this machine's /etc/passwd: run as nobody, create no user.
+            "deployer_release_run_user": "nobody",
+            "deployer_release_run_group": "nogroup",
+            "deployer_release_create_user": False,
+            "deployer_release_state_dir": "/opt/hello/state",
             "deployer_smoke_expected_version": version,
             "deployer_smoke_delegate_to": "localhost",
             "deployer_lb_haproxy_socket": str(lab.haproxy_socket),

@@ -3,8 +3,10 @@ HAProxy, the artefact store). Slow: one lab for the whole module."""
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import pwd
 import re
 import shutil
 import socket
@@ -150,6 +152,39 @@ def test_deploy_then_upgrade_serves_the_new_release(lab: Path) -> None:
     assert set(haproxy_status(lab).values()) == {"UP"}
 
 
+def on_node(lab_dir: Path, node: str, command: str) -> str:
+    """The output of a shell command run on a lab node over SSH (ad-hoc ``ansible``)."""
+    done = subprocess.run(
+        [str(BIN / "ansible"), "-i", str(lab_dir / "inventory.yml"), node, "-o",
+         "-m", "ansible.builtin.shell", "-a", command],
+        env={**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+             "ANSIBLE_CONFIG": str(ROOT / "playbooks" / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.split("(stdout)", 1)[1].strip() if "(stdout)" in done.stdout else ""
+
+
+def test_the_application_runs_as_an_unprivileged_user(lab: Path) -> None:
+    # The lab's inventory runs the app as nobody:nogroup (the nodes share the host's /etc/passwd).
+    nobody, nogroup = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+    for node in ("node1", "node2", "node3"):
+        pid = int(on_node(lab, node, "supervisorctl pid hello"))
+        # The node is a mount namespace, not a PID namespace: its processes are the host's.
+        status = dict(
+            line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        )
+        assert [int(uid) for uid in status["Uid"].split()] == [nobody] * 4, node
+        assert [int(gid) for gid in status["Gid"].split()] == [nogroup] * 4, node
+        assert "/opt/hello/current/bin/run" in Path(f"/proc/{pid}/cmdline").read_text()
+        # It owns its log and state directories, not its releases.
+        owners = on_node(lab, node, "stat -c '%U:%G %a %n' /var/log/hello /opt/hello/state "
+                         "/opt/hello/releases/1.1.0 /opt/hello/releases/1.1.0/bin/run")
+        lines = owners.split("\\n") if "\\n" in owners else owners.splitlines()
+        assert [line.split()[0] for line in lines] == ["nobody:nogroup"] * 2 + ["root:root"] * 2, owners
+        assert all(int(line.split()[1], 8) & 0o022 == 0 for line in lines[2:]), owners
+
+
 def test_second_identical_deploy_changes_nothing(lab: Path) -> None:
     code, stats = play(lab, "deploy.yml", "1.1.0")
     assert code == 0
@@ -245,3 +280,166 @@ def test_the_release_modules_give_the_same_results_run_directly_or_the_standard_
     expanded, log = run_module(lab, "deployer_release_info", {"base_dir": "~/../opt/hello"}, pipelining=True)
     assert "deployer_direct_module" not in log
     assert expanded["base_dir"] == "/opt/hello" and expanded["current"]
+
+
+# Every successful path of the release modules, and check mode, on a directory of node1's own.
+EQUIVALENCE_PLAYBOOK = """
+- name: Run the release modules through every successful path
+  hosts: node1
+  gather_facts: false
+  vars:
+    base: /opt/hello/equivalence
+    results: {}
+  tasks:
+    - name: Start from nothing
+      ansible.builtin.file:
+        path: "{{ base }}"
+        state: absent
+
+    - name: Unpack in check mode
+      deployer_release_unpack: &unpack_100
+        url: "{{ url_100 }}"
+        sha256: "{{ sha_100 }}"
+        size: "{{ size_100 }}"
+        dest: "{{ base }}/releases/1.0.0"
+        version: 1.0.0
+      check_mode: true
+      register: unpack_check
+
+    - name: Unpack
+      deployer_release_unpack: *unpack_100
+      register: unpack
+
+    - name: Unpack again, a no-op
+      deployer_release_unpack: *unpack_100
+      register: unpack_again
+
+    - name: Unpack another release, with directories for the application's user
+      deployer_release_unpack:
+        url: "{{ url_110 }}"
+        sha256: "{{ sha_110 }}"
+        dest: "{{ base }}/releases/1.1.0"
+        version: 1.1.0
+        make_dirs: ["{{ base }}/log", "{{ base }}/state"]
+        run_user: nobody
+        run_group: nogroup
+      register: unpack_owned
+
+    - name: Switch in check mode
+      deployer_release_switch: &switch_100
+        base_dir: "{{ base }}"
+        version: 1.0.0
+        program_file: "{{ base }}/program.conf"
+        program_content: "[program:equivalence]\\n"
+        run_user: nobody
+      check_mode: true
+      register: switch_check
+
+    - name: Switch
+      deployer_release_switch: *switch_100
+      register: switch
+
+    - name: Switch to the other release, keeping one
+      deployer_release_switch:
+        base_dir: "{{ base }}"
+        version: 1.1.0
+        keep_releases: 1
+      register: switch_next
+
+    - name: Read the releases
+      deployer_release_info:
+        base_dir: "{{ base }}"
+      register: info
+
+    - name: Unpack for root, with a warning
+      deployer_release_unpack:
+        <<: *unpack_100
+        run_user: root
+      register: unpack_root
+
+    - name: Fail to download from a URL holding a secret
+      deployer_release_unpack:
+        url: "http://127.0.0.1:9/hello.tar.gz?X-Token=PLANTED-SECRET-7f3a"
+        sha256: "{{ sha_100 }}"
+        dest: "{{ base }}/releases/9.9.9"
+        version: 9.9.9
+      register: unpack_secret
+      ignore_errors: true
+
+    - name: Read the releases through a variable only the node knows
+      deployer_release_info:
+        base_dir: "$DEPLOYER_EQUIVALENCE_ROOT/hello/equivalence"
+      environment:
+        DEPLOYER_EQUIVALENCE_ROOT: /opt
+      register: info_expanded
+
+    - name: Keep the results
+      ansible.builtin.copy:
+        content: >-
+          {{ {'unpack_check': unpack_check, 'unpack': unpack, 'unpack_again': unpack_again,
+              'unpack_owned': unpack_owned, 'switch_check': switch_check, 'switch': switch,
+              'switch_next': switch_next, 'info': info, 'unpack_root': unpack_root,
+              'unpack_secret': unpack_secret, 'info_expanded': info_expanded} | to_json }}
+        dest: "{{ out }}"
+        mode: "0600"
+      delegate_to: localhost
+"""
+MODULE_STEPS = 10
+
+
+def run_equivalence_playbook(lab_dir: Path, *, pipelining: bool) -> tuple[dict[str, Any], str]:
+    role = ROOT / "roles" / "deployer_release"
+    playbook = lab_dir / "equivalence.yml"
+    playbook.write_text(EQUIVALENCE_PLAYBOOK)
+    out = lab_dir / f"equivalence-{pipelining}.json"
+    variables: dict[str, Any] = {"out": str(out), "ansible_ssh_pipelining": pipelining}
+    for version, suffix in (("1.0.0", "100"), ("1.1.0", "110")):
+        release = extra_vars(lab_dir, version)
+        variables |= {f"url_{suffix}": release["deployer_release_url"],
+                      f"sha_{suffix}": release["deployer_release_sha256"],
+                      f"size_{suffix}": release["deployer_release_size"]}
+    done = subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", str(lab_dir / "inventory.yml"), "-vvv", str(playbook),
+         "-e", json.dumps(variables)],
+        env={**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+             "ANSIBLE_CONFIG": str(ROOT / "playbooks" / "ansible.cfg"),
+             "ANSIBLE_LIBRARY": str(role / "library"),
+             "ANSIBLE_ACTION_PLUGINS": str(role / "action_plugins"),
+             "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default", "ANSIBLE_NOCOLOR": "1"},
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-5000:]
+    return json.loads(out.read_text()), log
+
+
+def test_successful_runs_and_check_mode_give_the_same_results_directly_or_the_standard_way(
+    lab: Path,
+) -> None:
+    direct, direct_log = run_equivalence_playbook(lab, pipelining=True)
+    standard, standard_log = run_equivalence_playbook(lab, pipelining=False)
+    assert direct_log.count("deployer_direct_module") >= MODULE_STEPS
+    assert "deployer_direct_module" not in standard_log
+    for step in direct:
+        assert direct[step] == standard[step], step
+    # The results say what happened, the same both ways.
+    assert direct["unpack_check"]["changed"] and not direct["unpack_check"]["files"]
+    assert direct["unpack"]["changed"] and direct["unpack"]["files"] > 0
+    assert not direct["unpack_again"]["changed"]
+    base = "/opt/hello/equivalence"
+    assert direct["unpack_owned"]["owned_dirs"] == [f"{base}/log", f"{base}/state"]
+    assert direct["switch_check"]["changed"] and "ansible_facts" not in direct["switch_check"]
+    assert direct["switch"]["current"] == "1.0.0" and direct["switch"]["program_changed"]
+    assert direct["switch_next"]["previous"] == "1.0.0" and direct["switch_next"]["pruned"] == []
+    assert (direct["info"]["current"], direct["info"]["previous"]) == ("1.1.0", "1.0.0")
+    # A $VAR the controller does not know is expanded on the node (the standard way).
+    assert "DEPLOYER_EQUIVALENCE_ROOT" not in os.environ
+    assert direct["info_expanded"]["base_dir"] == "/opt/hello/equivalence"
+    assert direct["info_expanded"]["current"] == "1.1.0"
+    # Warnings are kept (Ansible shows them), and the no_log URL is censored everywhere.
+    assert any("runs as root" in w for w in direct["unpack_root"].get("warnings", []))
+    for log in (direct_log, standard_log):
+        assert log.count("[WARNING]: the application runs as root") == 1
+    assert direct["unpack_secret"]["failed"] and "cannot download" in direct["unpack_secret"]["msg"]
+    for text in (json.dumps(direct), json.dumps(standard), direct_log, standard_log):
+        assert "PLANTED-SECRET-7f3a" not in text

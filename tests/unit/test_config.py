@@ -72,6 +72,9 @@ def test_the_commented_example_is_valid(tmp_path: Path) -> None:
         (('"http://127.0.0.1:8081/"', '"ftp://x/"'), "store.url", "ftp://x/"),
         (("backend: hello}", "backend: hello, kind: nginx}"), "load_balancer.kind", "nginx"),
         (("backend: hello}", "backend: hello, colour: red}"), "load_balancer.colour", "red"),
+        # Written into HAProxy runtime-API commands: ';' would add a command.
+        (("backend: hello}", "backend: 'hello;disable'}"), "load_balancer.backend", "hello;disable"),
+        (("backend: hello}", "backend: \"a\\nb\"}"), "load_balancer.backend", "a\\nb"),
     ],
 )
 def test_bad_values_name_the_file_field_and_value(

@@ -148,3 +148,36 @@ def test_unknown_names_and_missing_socket_fail_clearly(lb: dict[str, Any], tmp_p
         haproxy.run({"socket": lb["socket"], "backend": "other", "server": "node1"})
     with pytest.raises(haproxy.RuntimeApiError, match="cannot reach the HAProxy runtime API"):
         haproxy.run({"socket": str(tmp_path / "missing.sock"), "backend": "app", "server": "x"})
+
+
+@pytest.mark.parametrize(
+    ("backend", "server", "bad"),
+    [
+        ("app;disable server app/node2", "node1", "backend"),
+        ("app", "node1\nset server app/node2 state maint", "server"),
+        ("app", "node1 state maint;", "server"),
+        ("", "node1", "backend"),
+        ("app/node2", "node1", "backend"),
+    ],
+)
+def test_backend_and_server_names_are_checked_before_any_command(
+    tmp_path: Path, backend: str, server: str, bad: str
+) -> None:
+    # A listening socket that records what it is sent: nothing must reach it.
+    path = tmp_path / "admin.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.listen(1)
+    listener.settimeout(0.2)
+    try:
+        with pytest.raises(haproxy.RuntimeApiError, match=f"is not a valid HAProxy {bad} name"):
+            haproxy.run({"socket": str(path), "backend": backend, "server": server, "state": "drain"})
+        with pytest.raises(OSError):
+            listener.accept()
+    finally:
+        listener.close()
+
+
+def test_ordinary_names_are_valid() -> None:
+    for name in ("hello", "web-1", "be_app.v2", "10.0.0.1:8080"):
+        assert haproxy.check_name("server", name) == name

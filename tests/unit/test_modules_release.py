@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import http.server
 import io
 import json
 import os
+import pwd
 import tarfile
 import threading
 from collections.abc import Callable, Iterator
@@ -224,3 +226,115 @@ def test_switch_refuses_a_release_that_is_not_staged(tmp_path: Path) -> None:
     with pytest.raises(switch.SwitchError, match="not a valid release version"):
         switch.run({"base_dir": str(tmp_path), "version": "../x"})
     assert not (tmp_path / "current").exists()
+
+
+def test_releases_are_never_writable_by_the_applications_user(
+    store: Callable[[str, bytes], str], tmp_path: Path
+) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, mode, kind in (("data", 0o777, tarfile.DIRTYPE), ("data/shared", 0o666, tarfile.REGTYPE)):
+            entry = tarfile.TarInfo(name)
+            entry.type, entry.mode = kind, mode
+            archive.addfile(entry, io.BytesIO(b"") if kind == tarfile.REGTYPE else None)
+    data = buffer.getvalue()
+    dest = tmp_path / "releases" / "1.0.0"
+    unpack.run(params(store("w.tgz", data), data, dest))
+    assert (dest / "data").stat().st_mode & 0o777 == 0o755
+    assert (dest / "data" / "shared").stat().st_mode & 0o777 == 0o644
+
+
+class Recorder:
+    """Stands in for useradd/groupadd: records the commands, changes nothing."""
+
+    def __init__(self, rc: int = 0) -> None:
+        self.rc = rc
+        self.commands: list[list[str]] = []
+
+    def __call__(self, argv: list[str]) -> tuple[int, str]:
+        self.commands.append(argv)
+        return self.rc, "" if self.rc == 0 else "useradd: permission denied"
+
+
+def test_a_missing_account_is_created_as_a_system_user_without_a_login_shell() -> None:
+    runner = Recorder()
+    created = unpack.ensure_account(
+        "deployer-test-nosuchuser", "deployer-test-nosuchgroup", "/var/lib/hello",
+        create=True, check_mode=False, runner=runner,
+    )
+    assert created == ["group deployer-test-nosuchgroup", "user deployer-test-nosuchuser"]
+    groupadd, useradd = runner.commands
+    assert groupadd == ["groupadd", "--system", "deployer-test-nosuchgroup"]
+    assert useradd[:2] == ["useradd", "--system"] and useradd[-1] == "deployer-test-nosuchuser"
+    assert useradd[useradd.index("--gid") + 1] == "deployer-test-nosuchgroup"
+    assert useradd[useradd.index("--home-dir") + 1] == "/var/lib/hello"
+    assert "--no-create-home" in useradd
+    assert useradd[useradd.index("--shell") + 1].endswith(("nologin", "false"))
+    # In check mode it is only reported; an existing account needs nothing.
+    dry = Recorder()
+    assert unpack.ensure_account("deployer-test-nosuchuser", "root", "", create=True,
+                                 check_mode=True, runner=dry) == ["user deployer-test-nosuchuser"]
+    assert dry.commands == []
+    assert unpack.ensure_account("root", "root", "", create=False, check_mode=False, runner=dry) == []
+
+
+def test_a_missing_account_fails_the_stage_when_it_must_not_be_created(tmp_path: Path) -> None:
+    result = unpack.execute(
+        {"url": "http://127.0.0.1:9/x", "sha256": "0" * 64, "size": 0, "max_size": 1, "timeout": 1,
+         "dest": str(tmp_path / "releases" / "1.0.0"), "version": "1.0.0", "make_dirs": [],
+         "run_user": "deployer-test-nosuchuser", "run_group": "root", "create_user": False},
+        runner=Recorder(),
+    )
+    assert result["failed"] and "user 'deployer-test-nosuchuser' does not exist" in result["msg"]
+    failing = unpack.execute(
+        {"url": "http://127.0.0.1:9/x", "sha256": "0" * 64, "size": 0, "max_size": 1, "timeout": 1,
+         "dest": str(tmp_path / "releases" / "1.0.0"), "version": "1.0.0", "make_dirs": [],
+         "run_user": "deployer-test-nosuchuser", "run_group": "root", "create_user": True},
+        runner=Recorder(rc=1),
+    )
+    assert failing["failed"] and "permission denied" in failing["msg"]
+
+
+def test_the_applications_directories_are_given_to_its_user(
+    store: Callable[[str, bytes], str], tmp_path: Path
+) -> None:
+    data = build_tarball(GOOD)
+    log, state = tmp_path / "log", tmp_path / "state"
+    log.mkdir()
+    args = {**params(store("a.tgz", data), data, tmp_path / "releases" / "1.0.0"),
+            "make_dirs": [str(log), str(state)], "run_user": "nobody", "run_group": "nogroup"}
+    check = unpack.execute(args, check_mode=True, runner=Recorder())
+    assert check["owned_dirs"] == [str(log), str(state)] and not state.exists()
+    if os.geteuid() != 0:
+        pytest.skip("giving a directory to another user needs root")
+    first = unpack.execute(args, runner=Recorder())
+    assert first["made_dirs"] == [str(state)] and first["owned_dirs"] == [str(log), str(state)]
+    nobody = (pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid)
+    assert {(p.stat().st_uid, p.stat().st_gid) for p in (log, state)} == {nobody}
+    release = tmp_path / "releases" / "1.0.0"
+    assert (release.stat().st_uid, (release / "bin" / "run").stat().st_uid) == (0, 0)
+    again = unpack.execute(args, runner=Recorder())
+    assert not again["changed"] and "owned_dirs" not in again and "warnings" not in again
+    root = unpack.execute({**args, "run_user": "root", "run_group": "root"}, runner=Recorder())
+    assert any("runs as root" in w for w in root["warnings"])
+
+
+def test_the_switch_checks_the_applications_account_exists(tmp_path: Path) -> None:
+    release = tmp_path / "releases" / "1.0.0"
+    release.mkdir(parents=True)
+    (release / ".deployer-release.json").write_text('{"version": "1.0.0"}')
+    result = switch.execute(
+        {"base_dir": str(tmp_path), "version": "1.0.0", "restart_app": "",
+         "run_user": "deployer-test-nosuchuser"},
+        check_mode=True,
+    )
+    assert result["failed"] and "user 'deployer-test-nosuchuser' does not exist" in result["msg"]
+    assert switch.execute(
+        {"base_dir": str(tmp_path), "version": "1.0.0", "restart_app": "", "run_user": "root",
+         "run_group": "root"},
+        check_mode=True,
+    )["changed"]
+
+
+def test_the_download_url_is_marked_no_log() -> None:
+    assert unpack.ARGUMENT_SPEC["url"]["no_log"] is True

@@ -1,25 +1,50 @@
-"""The program-file templates of deployer_release, rendered by real Ansible."""
+"""The program-file templates of deployer_release, rendered by real Ansible; the rendered files
+read back by supervisord's own parser and checked by the real ``systemd-analyze verify``."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-TEMPLATES = ROOT / "roles" / "deployer_release" / "templates"
+ROLE = ROOT / "roles" / "deployer_release"
+TEMPLATES = ROLE / "templates"
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+# Reads a program file on stdin with supervisord's own parser (Debian's supervisor package, on
+# the system Python) and prints what supervisord would run.
+SUPERVISOR_PARSE = """
+import json, sys
+from supervisor.options import ServerOptions, UnhosedConfigParser
+options = ServerOptions()
+options.here = "/tmp"
+parser = UnhosedConfigParser()
+parser.expansions = options.environ_expansions
+parser.read_string(sys.stdin.read())
+config = options.process_groups_from_parser(parser)[0].process_configs[0]
+print(json.dumps({"name": config.name, "command": config.command, "uid": config.uid,
+                  "directory": config.directory, "environment": config.environment,
+                  "stdout_logfile": config.stdout_logfile}))
+"""
 
 
-def render(tmp_path: Path, template: str, **extra: object) -> str:
+def render_result(tmp_path: Path, template: str, **extra: object) -> tuple[str | None, str]:
+    """(the rendered file or None when Ansible refused it, Ansible's output)."""
     out = tmp_path / "rendered"
+    out.unlink(missing_ok=True)
     playbook = tmp_path / "render.yml"
     playbook.write_text(
         f"""- hosts: localhost
   gather_facts: false
-  vars_files: [{ROOT}/roles/deployer_release/defaults/main.yml]
+  vars_files: [{ROLE}/defaults/main.yml]
   tasks:
     - ansible.builtin.copy:
         content: "{{{{ lookup('ansible.builtin.template', '{TEMPLATES}/{template}') }}}}"
@@ -35,23 +60,42 @@ def render(tmp_path: Path, template: str, **extra: object) -> str:
         "ansible_python_interpreter": sys.executable,
         **extra,
     }
-    subprocess.run(
-        [
-            str(BIN / "ansible-playbook"),
-            "-i",
-            "localhost,",
-            "-c",
-            "local",
-            str(playbook),
-            "-e",
-            json.dumps(variables),
-        ],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "ANSIBLE_NOCOLOR": "1"},
-        timeout=120,
+    done = subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(playbook),
+         "-e", json.dumps(variables)],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1",
+             "ANSIBLE_FILTER_PLUGINS": str(ROLE / "filter_plugins")},
     )
-    return out.read_text()
+    if done.returncode != 0:
+        return None, done.stdout + done.stderr
+    return out.read_text(), done.stdout
+
+
+def render(tmp_path: Path, template: str, **extra: object) -> str:
+    text, output = render_result(tmp_path, template, **extra)
+    assert text is not None, output
+    return text
+
+
+def refused(tmp_path: Path, template: str, **extra: object) -> str:
+    text, output = render_result(tmp_path, template, **extra)
+    assert text is None, f"rendered although it should be refused:\n{text}"
+    return " ".join(output.split())
+
+
+def supervisor_reads(program: str) -> dict[str, Any]:
+    if not Path(SYSTEM_PYTHON).is_file():
+        pytest.skip("no system Python with Debian's supervisor package")
+    done = subprocess.run(
+        [SYSTEM_PYTHON, "-c", SUPERVISOR_PARSE], input=program, capture_output=True, text=True,
+        timeout=60, check=False,
+    )
+    if "No module named 'supervisor'" in done.stderr:
+        pytest.skip("Debian's supervisor package is not installed")
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
 
 
 def test_supervisord_program_file_has_the_expected_format(tmp_path: Path) -> None:
@@ -61,6 +105,7 @@ def test_supervisord_program_file_has_the_expected_format(tmp_path: Path) -> Non
             "command=/opt/hello/current/bin/run",
             "directory=/opt/hello/current",
             'environment=HOST="127.0.1.3",PORT="8000",APP_VERSION="1.1.0"',
+            "user=hello",
             "autostart=true",
             "autorestart=true",
             "startsecs=0",
@@ -72,11 +117,136 @@ def test_supervisord_program_file_has_the_expected_format(tmp_path: Path) -> Non
     )
 
 
-def test_systemd_unit_has_the_same_command_and_environment(tmp_path: Path) -> None:
+def test_systemd_unit_has_the_same_command_environment_and_user(tmp_path: Path) -> None:
     unit = render(tmp_path, "systemd.service.j2", deployer_release_environment={"MODE": "a%b"})
     lines = unit.splitlines()
     assert "ExecStart=/opt/hello/current/bin/run" in lines
     assert "WorkingDirectory=/opt/hello/current" in lines
-    for pair in ("HOST=127.0.1.3", "PORT=8000", "APP_VERSION=1.1.0", "MODE=a%b"):
+    assert "User=hello" in lines and "Group=hello" in lines
+    for pair in ("HOST=127.0.1.3", "PORT=8000", "APP_VERSION=1.1.0"):
         assert f'Environment="{pair}"' in lines
+    # systemd would expand %b to the boot id: the value is written with %% to stay a%b.
+    assert 'Environment="MODE=a%%b"' in lines
     assert "StandardOutput=append:/var/log/hello/app.log" in lines
+
+
+TRICKY = {
+    "PERCENT": "100% %(here)s %b",
+    "QUOTES": 'say "hi" twice',
+    "APOSTROPHE": "it's",
+    "COMMA": "a,b=c",
+    "BACKSLASH": "C:\\dir\\",
+    "DOLLAR": "$HOME ${PATH}",
+}
+
+
+def test_supervisord_reads_back_exactly_the_values_given(tmp_path: Path) -> None:
+    program = render(
+        tmp_path, "supervisord.conf.j2", deployer_release_environment=TRICKY,
+        deployer_release_run_user="nobody", deployer_release_log_dir=str(tmp_path),
+        deployer_release_base_dir="/opt/my app",
+    )
+    read = supervisor_reads(program)
+    assert read["environment"] == {
+        "HOST": "127.0.1.3", "PORT": "8000", "APP_VERSION": "1.1.0", **TRICKY,
+    }
+    assert read["name"] == "hello" and read["uid"] == 65534
+    assert read["command"] == "'/opt/my app/current/bin/run'"  # one word when supervisord splits it
+    assert read["directory"] == "/opt/my app/current"
+    assert read["stdout_logfile"] == f"{tmp_path}/app.log"
+
+
+@pytest.mark.parametrize(
+    ("extra", "names"),
+    [
+        ({"deployer_release_environment": {"X": "a\nautorestart=false"}}, "deployer_release_environment.X"),
+        ({"deployer_release_environment": {"X": "a ;b"}}, "deployer_release_environment.X"),
+        ({"deployer_release_environment": {"X": "both ' and \""}}, "deployer_release_environment.X"),
+        ({"deployer_release_environment": {"X": '"quoted"'}}, "deployer_release_environment.X"),
+        ({"deployer_release_environment": {"A B": "1"}}, "deployer_release_environment.A B"),
+        ({"deployer_release_run_user": "app\nuser=root"}, "deployer_release_run_user"),
+        ({"deployer_release_log_dir": "/var/log/%(here)s"}, "deployer_release_log_dir"),
+        ({"deployer_release_base_dir": "/opt/x\n[program:evil]"}, "deployer_release_base_dir"),
+    ],
+)
+def test_supervisord_values_that_cannot_be_written_are_refused_by_name(
+    tmp_path: Path, extra: dict[str, object], names: str
+) -> None:
+    message = refused(tmp_path, "supervisord.conf.j2", **extra)
+    assert names in message and "cannot be written into" in message
+
+
+@pytest.mark.parametrize(
+    ("extra", "names"),
+    [
+        ({"deployer_release_environment": {"A B": "1"}}, "deployer_release_environment.A B"),
+        ({"deployer_release_run_group": "staff\nUser=root"}, "deployer_release_run_group"),
+        ({"deployer_release_log_dir": "/var/log/x\nExecStartPre=/bin/evil"}, "deployer_release_log_dir"),
+        ({"deployer_release_entry_point": "bin/run\nUser=root"}, "deployer_release_entry_point"),
+    ],
+)
+def test_systemd_values_that_cannot_be_written_are_refused_by_name(
+    tmp_path: Path, extra: dict[str, object], names: str
+) -> None:
+    assert names in refused(tmp_path, "systemd.service.j2", **extra)
+
+
+def test_systemd_environment_escapes_quotes_backslashes_newlines_and_specifiers(tmp_path: Path) -> None:
+    unit = render(
+        tmp_path, "systemd.service.j2",
+        deployer_release_environment={"A": 'x"y\\z', "B": "line1\nUser=root", "C": "%b $HOME"},
+    )
+    lines = unit.splitlines()
+    assert 'Environment="A=x\\"y\\\\z"' in lines
+    assert 'Environment="B=line1\\nUser=root"' in lines  # one value holding a newline
+    assert 'Environment="C=%%b $HOME"' in lines
+    assert "User=root" not in lines and "User=hello" in lines
+
+
+def systemd_analyze() -> str:
+    binary = shutil.which("systemd-analyze")
+    if binary is None:
+        pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
+    return binary
+
+
+@pytest.mark.parametrize("run_user", ["hello", "root"])
+def test_rendered_units_pass_systemd_analyze_verify(tmp_path: Path, run_user: str) -> None:
+    binary = systemd_analyze()
+    # ExecStart must name an existing executable, under a base directory that needs quoting.
+    base = tmp_path / "opt" / "my app%b"
+    (base / "current" / "bin").mkdir(parents=True)
+    run = base / "current" / "bin" / "run"
+    run.write_text("#!/bin/sh\nexit 0\n")
+    run.chmod(0o755)
+    unit = render(
+        tmp_path, "systemd.service.j2", deployer_release_base_dir=str(base),
+        deployer_release_log_dir=str(tmp_path / "log"), deployer_release_run_user=run_user,
+        deployer_release_environment=TRICKY | {"NEWLINE": "a\nb", "TAB": "a\tb", "BELL": "\a"},
+    )
+    path = tmp_path / "hello.service"
+    path.write_text(unit)
+    done = subprocess.run(
+        [binary, "verify", "--man=no", "--recursive-errors=no", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    if done.returncode != 0 and "Failed to" in done.stderr and "hello.service" not in done.stderr:
+        pytest.skip(f"systemd-analyze cannot run in this sandbox: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == "", done.stderr
+    assert 'ExecStart="' + str(base).replace("%", "%%") + '/current/bin/run"' in unit.splitlines()
+
+
+def test_an_injected_line_would_be_seen_by_systemd_analyze(tmp_path: Path) -> None:
+    # The check above can fail: the same unit with a raw newline in a value is an error.
+    binary = systemd_analyze()
+    run = tmp_path / "run"
+    run.write_text("#!/bin/sh\n")
+    run.chmod(0o755)
+    path = tmp_path / "raw.service"
+    path.write_text(f'[Service]\nExecStart={run}\nEnvironment="A=x\nBogus=1"\n')
+    done = subprocess.run(
+        [binary, "verify", "--man=no", "--recursive-errors=no", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode != 0 or done.stderr.strip(), "systemd-analyze saw nothing wrong"

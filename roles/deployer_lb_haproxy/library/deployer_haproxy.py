@@ -29,11 +29,13 @@ options:
     type: str
     required: true
   backend:
-    description: The HAProxy backend name.
+    description:
+      - The HAProxy backend name (letters, digits, C(.), C(:), C(_), C(-); anything else is
+        refused before a command is sent).
     type: str
     required: true
   server:
-    description: The server name inside O(backend).
+    description: The server name inside O(backend) (checked as O(backend) is).
     type: str
     required: true
   state:
@@ -113,6 +115,7 @@ waited:
 """
 
 import csv
+import re
 import socket
 import time
 from typing import Any
@@ -133,8 +136,23 @@ MAINT_MASK = 0x01
 DRAIN_MASK = 0x08
 
 
+# What HAProxy accepts in a proxy or server name. Names are written into runtime-API commands,
+# where a ';' or a newline would start another command: anything else is refused before any.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
 class RuntimeApiError(Exception):
     """The runtime API could not be reached or refused a command."""
+
+
+def check_name(kind: str, value: str) -> str:
+    """``value`` when it is a valid HAProxy backend or server name, else RuntimeApiError."""
+    if not NAME_PATTERN.match(value):
+        raise RuntimeApiError(
+            f"{kind} {value!r} is not a valid HAProxy {kind} name: use 1 to 128 letters, digits, "
+            "'.', ':', '_' or '-' (nothing else is sent to the runtime API)"
+        )
+    return value
 
 
 class RuntimeApi:
@@ -177,7 +195,7 @@ class RuntimeApi:
         return b"".join(chunks).decode("utf-8", "replace")
 
     def set_server(self, backend: str, server: str, what: str) -> None:
-        command = f"set server {backend}/{server} {what}"
+        command = f"set server {check_name('backend', backend)}/{check_name('server', server)} {what}"
         answer = self.command(command).strip()
         # A successful `set server` answers with an empty line; anything else is a refusal.
         if answer:
@@ -186,7 +204,8 @@ class RuntimeApi:
 
 def read_server(api: RuntimeApi, backend: str, server: str) -> dict[str, Any]:
     """The server's admin flags (from `show servers state`) and stats (from `show stat`)."""
-    state_text = api.command(f"show servers state {backend}")
+    check_name("server", server)
+    state_text = api.command(f"show servers state {check_name('backend', backend)}")
     if state_text.lstrip().startswith(("Can't find backend", "Unknown command")):
         raise RuntimeApiError(f"HAProxy has no backend {backend!r}: {state_text.strip()}")
     columns: list[str] = []

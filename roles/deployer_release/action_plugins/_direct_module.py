@@ -9,8 +9,12 @@ switch runs while the node is out of the load balancer. These modules use the st
 only, so over a pipelining connection this plugin checks the arguments here against the
 module's own ARGUMENT_SPEC and sends the module's source and the arguments on the standard
 input of ``python -I -c <loader>``, which prints one JSON result. Without pipelining, with
-arguments the module would reject (so its own message is shown), or with a path the node must
-expand (``~``, ``$VAR``), the module runs the standard way. Either way the result is the same.
+arguments the module would reject (so its own message is shown), or with a path value holding
+``~`` or ``$`` (Ansible's wrapper expands those on the node, with the node's home directories
+and environment), the module runs the standard way. Either way the result is the same, as
+Ansible's wrapper would give it: the values of ``no_log`` options censored everywhere in it
+(its ``invocation``, its messages), and the warnings and deprecations of the argument checks
+and of the module returned for Ansible to display.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from typing import Any
 
 from ansible import constants as C
 from ansible.executor.interpreter_discovery import discover_interpreter
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator, ValidationResult
+from ansible.module_utils.common.parameters import remove_values
 from ansible.plugins.action import ActionBase
 
 # The modules sit in the role's library/ next to this action_plugins/ directory, or in
@@ -41,8 +46,67 @@ LOADER = (
     "r=json.loads(sys.stdin.buffer.read())\n"
     "g={\"__name__\":\"deployer_direct_module\"}\n"
     "exec(compile(r[\"source\"],r[\"path\"],\"exec\"),g)\n"
-    "sys.stdout.write(json.dumps(g[\"execute\"](r[\"params\"],r[\"check_mode\"])))\n"
+    "f={\"__name__\":\"deployer_direct_finish\"}\n"
+    "exec(r[\"finish\"],f)\n"
+    "o=f[\"add_path_info\"](g[\"execute\"](r[\"params\"],r[\"check_mode\"]))\n"
+    "sys.stdout.write(json.dumps(f[\"censor\"](o,r[\"no_log\"])))\n"
 )
+
+# Sent with the module and run on the node after it, as AnsibleModule's exit_json and fail_json
+# do: add_path_info adds what they add to a result naming an existing ``path`` or ``dest`` (its
+# owner, mode, state and size); censor hides the values of no_log options before the result
+# leaves the node (Ansible logs a module's raw output at -vvv). The controller censors again
+# with Ansible's own remove_values.
+FINISH = """
+import grp, os, pwd, stat
+
+
+def censor(value, secrets):
+    if isinstance(value, str):
+        if value in secrets:
+            return "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+        for secret in secrets:
+            value = value.replace(secret, "********")
+        return value
+    if isinstance(value, dict):
+        return {censor(k, secrets): censor(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [censor(v, secrets) for v in value]
+    return value
+
+
+def add_path_info(result):
+    path = result.get("path", result.get("dest"))
+    if path is None or not os.path.exists(path):
+        return result
+    st = os.lstat(os.path.expandvars(os.path.expanduser(path)))
+    result["uid"], result["gid"] = st.st_uid, st.st_gid
+    try:
+        result["owner"] = pwd.getpwuid(st.st_uid)[0]
+    except KeyError:
+        result["owner"] = str(st.st_uid)
+    try:
+        result["group"] = grp.getgrgid(st.st_gid)[0]
+    except KeyError:
+        result["group"] = str(st.st_gid)
+    result["mode"] = "0%03o" % stat.S_IMODE(st.st_mode)
+    if os.path.islink(path):
+        result["state"] = "link"
+    elif os.path.isdir(path):
+        result["state"] = "directory"
+    elif os.stat(path).st_nlink > 1:
+        result["state"] = "hard"
+    else:
+        result["state"] = "file"
+    try:
+        import selinux
+        if selinux.is_selinux_enabled() == 1:
+            result["secontext"] = selinux.lgetfilecon_raw(path)[1]
+    except (ImportError, OSError):
+        pass
+    result["size"] = st.st_size
+    return result
+"""
 
 def load_module(name: str) -> tuple[ModuleType, str]:
     """The module file as a Python module (for its ARGUMENT_SPEC), and its source text, read once.
@@ -55,16 +119,40 @@ def load_module(name: str) -> tuple[ModuleType, str]:
     return module, source
 
 
-def expands_on_node(spec: dict[str, Any], raw: dict[str, Any], validated: dict[str, Any]) -> bool:
-    """Whether a path argument changed when checked here (``~`` or ``$VAR`` expanded with the
-    controller's values): only the node can expand it."""
+def expands_on_node(spec: dict[str, Any], raw: dict[str, Any]) -> bool:
+    """Whether a path argument holds ``~`` or ``$``: Ansible's wrapper expands it on the node
+    (``~user``, ``$VAR``), with values the controller does not know."""
     for name, option in spec.items():
-        if name not in raw:
+        if name not in raw or raw[name] is None:
             continue
-        is_path = option.get("type") == "path" or option.get("elements") == "path"
-        if is_path and validated.get(name) != raw[name]:
+        if option.get("type") == "path":
+            values = [raw[name]]
+        elif option.get("elements") == "path" and isinstance(raw[name], (list, tuple)):
+            values = list(raw[name])
+        else:
+            continue
+        if any("~" in str(value) or "$" in str(value) for value in values):
             return True
     return False
+
+
+def check_messages(validated: ValidationResult) -> dict[str, list[Any]]:
+    """The warnings and deprecations Ansible's wrapper reports for these arguments (the same
+    texts as AnsibleModule's), as a module result carries them."""
+    messages: dict[str, list[Any]] = {}
+    warnings = [
+        f"Both option {w['option']} and its alias {w['alias']} are set."
+        for w in getattr(validated, "_warnings", [])
+    ]
+    deprecations = [
+        {key: d[key] for key in ("msg", "version", "date", "collection_name") if d.get(key) is not None}
+        for d in getattr(validated, "_deprecations", [])
+    ]
+    if warnings:
+        messages["warnings"] = warnings
+    if deprecations:
+        messages["deprecations"] = deprecations
+    return messages
 
 
 class ActionModule(ActionBase):
@@ -82,7 +170,7 @@ class ActionModule(ActionBase):
             validated.error_messages
             or self._task.delegate_to
             or not self._is_pipelining_enabled("new")
-            or expands_on_node(module.ARGUMENT_SPEC, raw, validated.validated_parameters)
+            or expands_on_node(module.ARGUMENT_SPEC, raw)
         ):
             result.update(
                 self._execute_module(module_name=self._task.action, module_args=raw, task_vars=task_vars)
@@ -96,13 +184,22 @@ class ActionModule(ActionBase):
                 "path": str(_LIBRARY / f"{name}.py"),
                 "params": params,
                 "check_mode": bool(self._play_context.check_mode),
+                "finish": FINISH,
+                "no_log": sorted(str(v) for v in getattr(validated, "_no_log_values", set()) if v),
             }
         ).encode("utf-8")
         cmd = f"{self._compute_environment_string()} {interpreter} -I -c {shlex.quote(LOADER)}".strip()
         res = self._low_level_execute_command(cmd, sudoable=True, in_data=payload)
-        result.update(self._read_result(res))
-        result.setdefault("changed", False)
-        result["invocation"] = {"module_args": params}
+        outcome = self._read_result(res)
+        outcome.setdefault("changed", False)
+        for kind, messages in check_messages(validated).items():
+            outcome[kind] = messages + list(outcome.get(kind) or [])
+        outcome["invocation"] = {"module_args": params}
+        # As AnsibleModule does: no_log values censored in the whole result, messages included.
+        no_log_values = getattr(validated, "_no_log_values", set())
+        if no_log_values:
+            outcome = remove_values(outcome, no_log_values)
+        result.update(outcome)
         if facts:
             result.setdefault("ansible_facts", {}).update(facts)
         return result

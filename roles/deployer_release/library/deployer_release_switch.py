@@ -71,6 +71,14 @@ options:
     description: supervisord's UNIX socket (C([unix_http_server] file) in its configuration).
     type: path
     default: /var/run/supervisor.sock
+  run_user:
+    description:
+      - The user O(program_file) runs the application as; the task fails, changing nothing, when
+        it does not exist on the node (so a preflight in check mode catches it).
+    type: str
+  run_group:
+    description: The group O(program_file) names; checked like O(run_user).
+    type: str
 author: deployer
 """
 
@@ -124,9 +132,11 @@ ansible_facts:
   returned: when the links were checked, not in check mode
 """
 
+import grp
 import http.client
 import json
 import os
+import pwd
 import re
 import shutil
 import socket
@@ -225,6 +235,16 @@ def run(params: dict[str, Any], check_mode: bool = False) -> dict[str, Any]:
     for label, value in (("version", version), ("previous", wanted_previous or "")):
         if value and not VERSION_PATTERN.match(value):
             raise SwitchError(f"{label} {value!r} is not a valid release version")
+    for kind, lookup, name in (("user", pwd.getpwnam, params.get("run_user")),
+                               ("group", grp.getgrnam, params.get("run_group"))):
+        if name:
+            try:
+                lookup(name)
+            except KeyError:
+                raise SwitchError(
+                    f"the application's {kind} {name!r} does not exist on the node (staging creates "
+                    "it when deployer_release_create_user is true)"
+                ) from None
     if not is_staged(base_dir, version):
         raise SwitchError(
             f"release {version} is not staged in {base_dir}/releases/{version} (no complete "
@@ -454,6 +474,8 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "restart_app": {"type": "str", "default": ""},
     "supervisor": {"type": "str", "choices": ["supervisord", "systemd"], "default": "supervisord"},
     "supervisor_socket": {"type": "path", "default": "/var/run/supervisor.sock"},
+    "run_user": {"type": "str"},
+    "run_group": {"type": "str"},
 }
 
 

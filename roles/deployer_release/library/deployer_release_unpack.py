@@ -24,7 +24,9 @@ description:
     FIFO members, and an unpacked size over O(max_size).
 options:
   url:
-    description: Where the node downloads the tarball (http, https or file URL).
+    description:
+      - Where the node downloads the tarball (http, https or file URL).
+      - It may carry a credential (a presigned URL), so it is never shown in results or logs.
     type: str
     required: true
   sha256:
@@ -58,6 +60,25 @@ options:
     type: list
     elements: path
     default: []
+  run_user:
+    description:
+      - The user the application runs as. When given, the directories of O(make_dirs) are owned
+        by it and O(run_group) (created or fixed in the same task); the release itself stays
+        owned by root and read-only to it.
+      - V(root) is accepted with a warning.
+    type: str
+  run_group:
+    description: The group of the directories of O(make_dirs); defaults to O(run_user).
+    type: str
+  create_user:
+    description:
+      - Create O(run_user) (a system user, no login shell, home O(user_home), not created) and
+        O(run_group) when they are missing. When false a missing one fails the task.
+    type: bool
+    default: false
+  user_home:
+    description: The home directory of a user created by O(create_user).
+    type: path
 author: deployer
 """
 
@@ -89,19 +110,33 @@ made_dirs:
   type: list
   elements: str
   returned: when a directory was missing
+owned_dirs:
+  description: The directories of O(make_dirs) given (or that would be given) to O(run_user).
+  type: list
+  elements: str
+  returned: when an owner was changed
+created_accounts:
+  description: The user and group created (or that would be), as C(user NAME) and C(group NAME).
+  type: list
+  elements: str
+  returned: when one was missing
 """
 
 import contextlib
+import grp
 import hashlib
 import json
 import os
 import posixpath
+import pwd
 import re
 import shutil
+import subprocess
 import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 MARKER = ".deployer-release.json"
@@ -228,7 +263,8 @@ def extract(
             raise UnpackError(f"the member {member.name!r} would be written outside the release")
         if member.isdir():
             os.makedirs(target, mode=0o755, exist_ok=True)
-            os.chmod(target, (member.mode & 0o777) | 0o700)
+            # Never writable by the application's user: group and others get no write bit.
+            os.chmod(target, (member.mode & 0o755) | 0o700)
         elif member.isfile():
             source = archive.extractfile(member)
             if source is None:
@@ -240,8 +276,9 @@ def extract(
                 raise UnpackError(f"the tarball holds {member.name!r} twice") from None
             with source, os.fdopen(descriptor, "wb") as out:
                 shutil.copyfileobj(source, out, CHUNK)
-            # Permissions only: no setuid/setgid/sticky bits from an archive.
-            os.chmod(target, member.mode & 0o777)
+            # Permissions only: no setuid/setgid/sticky bits from an archive, and no write bit
+            # for group or others (the application's user must not change its release).
+            os.chmod(target, member.mode & 0o755)
             files += 1
             written += member.size
         else:
@@ -353,8 +390,81 @@ def make_dirs(paths: list[str], check_mode: bool = False) -> list[str]:
     return made
 
 
+CommandRunner = Callable[[list[str]], tuple[int, str]]
+NOLOGIN_SHELLS = ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false")
+
+
+def run_command(argv: list[str]) -> tuple[int, str]:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        return 127, str(exc)
+    return proc.returncode, (proc.stdout + proc.stderr).strip()
+
+
+def _exists(lookup: Callable[[str], Any], name: str) -> bool:
+    try:
+        lookup(name)
+    except KeyError:
+        return False
+    return True
+
+
+def ensure_account(
+    user: str, group: str, home: str, *, create: bool, check_mode: bool, runner: CommandRunner
+) -> list[str]:
+    """Make sure ``user`` and ``group`` exist; returns those created (or that would be)."""
+    missing = []
+    if not _exists(grp.getgrnam, group):
+        missing.append(("group", group))
+    if not _exists(pwd.getpwnam, user):
+        missing.append(("user", user))
+    if missing and not create:
+        names = " and ".join(f"{kind} {name!r}" for kind, name in missing)
+        raise UnpackError(
+            f"the application's {names} does not exist on the node; create it, or let the role "
+            "create it (deployer_release_create_user: true)"
+        )
+    created = []
+    shell = next((s for s in NOLOGIN_SHELLS if os.path.exists(s)), "/bin/false")
+    for kind, name in missing:
+        if kind == "group":
+            argv = ["groupadd", "--system", name]
+        else:
+            argv = ["useradd", "--system", "--gid", group, "--home-dir", home or "/nonexistent",
+                    "--no-create-home", "--shell", shell, name]
+        if not check_mode:
+            rc, output = runner(argv)
+            if rc != 0:
+                raise UnpackError(f"cannot create the {kind} {name!r}: {' '.join(argv)}: rc {rc}: {output}")
+        created.append(f"{kind} {name}")
+    return created
+
+
+def own_dirs(paths: list[str], user: str, group: str, check_mode: bool) -> list[str]:
+    """Give the directories among ``paths`` to user:group; returns those changed (or that would be)."""
+    try:
+        uid = pwd.getpwnam(user).pw_uid
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:  # only in check mode: the account would have been created
+        return list(paths)
+    owned = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:  # check mode: it would have been made
+            owned.append(path)
+            continue
+        if (st.st_uid, st.st_gid) != (uid, gid):
+            if not check_mode:
+                os.chown(path, uid, gid)
+            owned.append(path)
+    return owned
+
+
 ARGUMENT_SPEC: dict[str, Any] = {
-    "url": {"type": "str", "required": True},
+    # no_log: a presigned URL is a credential; Ansible (and the role's action plugin) hide it.
+    "url": {"type": "str", "required": True, "no_log": True},
     "sha256": {"type": "str", "required": True},
     "size": {"type": "int", "default": 0},
     "max_size": {"type": "int", "default": 536870912},
@@ -362,13 +472,36 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "version": {"type": "str", "required": True},
     "timeout": {"type": "float", "default": 30},
     "make_dirs": {"type": "list", "elements": "path", "default": []},
+    "run_user": {"type": "str"},
+    "run_group": {"type": "str"},
+    "create_user": {"type": "bool", "default": False},
+    "user_home": {"type": "path"},
 }
 
+ROOT_WARNING = (
+    "the application runs as root (deployer_release_run_user: root): anything that takes it "
+    "over owns the node; give it an unprivileged user"
+)
 
-def execute(params: dict[str, Any], check_mode: bool = False) -> dict[str, Any]:
-    """The whole task on validated parameters: the result, with ``failed`` and ``msg`` when it failed."""
+
+def execute(
+    params: dict[str, Any], check_mode: bool = False, runner: CommandRunner = run_command
+) -> dict[str, Any]:
+    """The whole task on validated parameters: the result, with ``failed`` and ``msg`` when it
+    failed, and ``warnings`` (messages) when there are any."""
+    user = params.get("run_user")
+    group = params.get("run_group") or user
+    created: list[str] = []
+    owned: list[str] = []
     try:
+        if user and group:
+            created = ensure_account(
+                user, group, params.get("user_home") or "",
+                create=bool(params.get("create_user")), check_mode=check_mode, runner=runner,
+            )
         made = make_dirs(params["make_dirs"], check_mode=check_mode)
+        if user and group:
+            owned = own_dirs(params["make_dirs"], user, group, check_mode)
         result = run(params, check_mode=check_mode)
     except UnpackError as exc:
         return {"failed": True, "msg": f"cannot stage release {params['version']}: {exc}"}
@@ -379,6 +512,12 @@ def execute(params: dict[str, Any], check_mode: bool = False) -> dict[str, Any]:
         }
     if made:
         result.update(changed=True, made_dirs=made)
+    if owned:
+        result.update(changed=True, owned_dirs=owned)
+    if created:
+        result.update(changed=True, created_accounts=created)
+    if user == "root":
+        result["warnings"] = [ROOT_WARNING]
     return result
 
 
@@ -388,6 +527,8 @@ def main() -> None:
 
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     result = execute(module.params, check_mode=module.check_mode)
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
     if result.get("failed"):
         module.fail_json(**result)
     module.exit_json(**result)

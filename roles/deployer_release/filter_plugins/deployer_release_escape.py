@@ -1,0 +1,166 @@
+"""Jinja filter of the deployer_release role: a value made safe for the file it is written into
+(a systemd unit or a supervisord program file), or a clear error naming the variable.
+
+``value | deployer_release_escape(kind, what)``: ``what`` names the variable in the error. Kinds:
+
+- ``systemd``: a setting's value (paths, Description). ``%`` becomes ``%%`` (systemd expands
+  specifiers such as ``%b``); control characters (a newline would start a new setting) are refused.
+- ``systemd_exec``: the command of ``ExecStart=``, one word: as it is when plain, else
+  double-quoted with C escapes, ``%%`` and ``$$`` (systemd expands ``$VAR`` in command lines).
+- ``systemd_env``: a mapping of environment variables, as a list of ``"NAME=value"`` words for
+  ``Environment=``: ``\\``, ``"`` and control characters C-escaped (``\\n``, ``\\x01``), ``%%``.
+- ``supervisord``: a value of a program section. ``%`` becomes ``%%`` (supervisord expands
+  ``%(name)s``); refused: control characters, and ``;`` or ``#`` after a space (its parser cuts
+  an inline comment there).
+- ``supervisord_command``: the command, quoted as supervisord splits it (POSIX shell words).
+- ``supervisord_logfile``: a log file path; supervisord expands it twice, so ``%`` is refused.
+- ``supervisord_env``: a mapping, as a list of ``NAME="value"`` items for ``environment=``.
+  supervisord's parser has no escapes: a value is quoted with the quote it does not hold; one
+  holding both quotes, or starting or ending with one (they are stripped), is refused.
+- ``account``: a user or group name (also ``User=``/``user=``): letters, digits, ``_``, ``-``.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ansible.errors import AnsibleFilterError
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ACCOUNT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+PLAIN_WORD = re.compile(r"^[A-Za-z0-9_./@+=:,-]+$")
+INLINE_COMMENT = re.compile(r"\s[;#]")
+_C_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+class EscapeError(AnsibleFilterError):
+    """A value that cannot be written safely into the file; the message names the variable."""
+
+
+def _refuse(what: str, value: object, where: str, why: str) -> EscapeError:
+    return EscapeError(f"{what}: the value {value!r} cannot be written into {where}: {why}")
+
+
+def _no_control(what: str, value: str, where: str) -> str:
+    if CONTROL.search(value):
+        raise _refuse(what, value, where, "it holds a control character such as a newline")
+    return value
+
+
+def _c_escape(value: str) -> str:
+    out = []
+    for char in value:
+        if char in _C_ESCAPES:
+            out.append(_C_ESCAPES[char])
+        elif CONTROL.match(char):
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _env_items(what: str, value: object, where: str) -> list[tuple[str, str]]:
+    if not isinstance(value, Mapping):
+        raise _refuse(what, value, where, "it must be a mapping of variable names to values")
+    items = []
+    for name, item in value.items():
+        name = str(name)
+        if not ENV_NAME.match(name):
+            raise _refuse(
+                f"{what}.{name}", name, where,
+                "an environment variable name is letters, digits and '_', not starting with a digit",
+            )
+        items.append((name, "" if item is None else str(item)))
+    return items
+
+
+def systemd(value: object, what: str) -> str:
+    return _no_control(what, str(value), "a systemd unit").replace("%", "%%")
+
+
+def systemd_exec(value: object, what: str) -> str:
+    text = _no_control(what, str(value), "a systemd unit")
+    if PLAIN_WORD.match(text):
+        return text
+    return '"' + _c_escape(text).replace("%", "%%").replace("$", "$$") + '"'
+
+
+def systemd_env(value: object, what: str) -> list[str]:
+    return [
+        '"' + _c_escape(f"{name}={item}").replace("%", "%%") + '"'
+        for name, item in _env_items(what, value, "a systemd unit")
+    ]
+
+
+def supervisord(value: object, what: str) -> str:
+    where = "a supervisord program file"
+    text = _no_control(what, str(value), where)
+    if INLINE_COMMENT.search(text):
+        raise _refuse(what, text, where, "supervisord would cut it at ';' or '#' after a space")
+    return text.replace("%", "%%")
+
+
+def supervisord_command(value: object, what: str) -> str:
+    return supervisord(shlex.quote(str(value)), what)
+
+
+def supervisord_logfile(value: object, what: str) -> str:
+    text = str(value)
+    if "%" in text:
+        raise _refuse(what, text, "a supervisord program file", "supervisord expands '%' in log paths")
+    return supervisord(text, what)
+
+
+def supervisord_env(value: object, what: str) -> list[str]:
+    where = "a supervisord program file"
+    pairs = []
+    for name, item in _env_items(what, value, where):
+        label = f"{what}.{name}"
+        supervisord(item, label)  # control characters, inline comments
+        if '"' in item and "'" in item:
+            raise _refuse(label, item, where, "supervisord cannot quote a value holding both ' and \"")
+        if item[:1] in ("'", '"') or item[-1:] in ("'", '"'):
+            raise _refuse(label, item, where, "supervisord strips quotes at either end of a value")
+        quote = "'" if '"' in item else '"'
+        pairs.append(f"{name}={quote}{item.replace('%', '%%')}{quote}")
+    return pairs
+
+
+def account(value: object, what: str) -> str:
+    text = str(value)
+    if not ACCOUNT.match(text):
+        raise _refuse(
+            what, text, "a systemd unit or supervisord program file",
+            "a user or group name is letters, digits, '_', '.' or '-', starting with a letter or '_'",
+        )
+    return text
+
+
+KINDS: dict[str, Callable[[object, str], Any]] = {
+    "systemd": systemd,
+    "systemd_exec": systemd_exec,
+    "systemd_env": systemd_env,
+    "supervisord": supervisord,
+    "supervisord_command": supervisord_command,
+    "supervisord_logfile": supervisord_logfile,
+    "supervisord_env": supervisord_env,
+    "account": account,
+}
+
+
+def deployer_release_escape(value: object, kind: str, what: str = "value") -> Any:
+    try:
+        escape = KINDS[kind]
+    except KeyError:
+        known = ", ".join(KINDS)
+        raise EscapeError(f"deployer_release_escape: unknown kind {kind!r} (one of {known})") from None
+    return escape(value, what)
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Callable[..., Any]]:
+        return {"deployer_release_escape": deployer_release_escape}
