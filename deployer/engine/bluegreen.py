@@ -372,6 +372,7 @@ class BlueGreen:
         self, from_leg: str, to_leg: str, release: Release, details: dict[str, Any], *, back: bool
     ) -> None:
         lb = self.env.load_balancer
+        at = time.time()
         t0 = time.monotonic()
         self.lb.set_route(self._map, lb.live_key, self.legs[to_leg].backend)
         took = time.monotonic() - t0
@@ -382,7 +383,8 @@ class BlueGreen:
                 self.reporter.message(f"could not point the preview route at {from_leg}: {exc}")
         what = "switched back" if back else "switched"
         text = f"live traffic {what} from {from_leg} to {to_leg} in one operation on {self.lb.where}"
-        details["switches"].append({"from": from_leg, "to": to_leg, "back": back, "at": time.time(),
+        # `at`: when the operation was sent (every request routed after it goes to `to`).
+        details["switches"].append({"from": from_leg, "to": to_leg, "back": back, "at": at,
                                     "seconds": round(took, 4)})
         self.journal.record_phase(
             self._deployment_id, "live traffic", "switched_back" if back else "switched",
