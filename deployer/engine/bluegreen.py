@@ -37,7 +37,15 @@ from .._versions import validate_version
 from ..adapters.journal import Journal
 from ..adapters.loadbalancer import LoadBalancer, ServerState
 from ..analysis import Verdict
-from .engine import Engine, NodeFacts, Outcome, Release, Reporter, StoreVerifier
+from .engine import (
+    Engine,
+    NodeFacts,
+    Outcome,
+    Release,
+    Reporter,
+    StoreVerifier,
+    locked_deployment,
+)
 from .soaking import Soaks
 
 __all__ = ["BlueGreen", "LegView"]
@@ -204,21 +212,12 @@ class BlueGreen:
     def deploy(self, version: str, *, kind: str = "deploy") -> Outcome:
         validate_version(version)
         release = self.verify_release(version)
-        self.journal.acquire_lock(self.env_name)
-        try:
-            for gone in self.journal.mark_abandoned(self.env_name):
-                self.reporter.message(
-                    f"deployment {gone.id} ended without finishing; marked failed in the journal"
-                )
-            self._deployment_id = self.journal.start_deployment(
-                env=self.env_name, app=self.env.app.name, kind=kind, version=version,
-                command=self.command,
-                details={"sha256": release.sha256, "url": release.url, "strategy": "blue-green"},
-            )
-            self.journal.attach_lock(self.env_name, self._deployment_id)
+        with locked_deployment(
+            self.journal, self.reporter, env_name=self.env_name, app=self.env.app.name, kind=kind,
+            version=version, command=self.command,
+            details={"sha256": release.sha256, "url": release.url, "strategy": "blue-green"},
+        ) as self._deployment_id:
             return self._run(release, kind)
-        finally:
-            self.journal.release_lock(self.env_name)
 
     def _run(self, release: Release, kind: str) -> Outcome:
         started = time.time()

@@ -11,7 +11,8 @@ import dataclasses
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -360,20 +361,12 @@ class Engine:
         validate_version(version)
         # Verify the release before touching anything: signature, identity, digest.
         release = self.verify_release(version)
-        self.journal.acquire_lock(self.env_name)
-        try:
-            for gone in self.journal.mark_abandoned(self.env_name):
-                self.reporter.message(
-                    f"deployment {gone.id} ended without finishing; marked failed in the journal"
-                )
-            self._deployment_id = self.journal.start_deployment(
-                env=self.env_name, app=self.env.app.name, kind=kind, version=version,
-                command=self.command, details={"sha256": release.sha256, "url": release.url},
-            )
-            self.journal.attach_lock(self.env_name, self._deployment_id)
+        with locked_deployment(
+            self.journal, self.reporter, env_name=self.env_name, app=self.env.app.name, kind=kind,
+            version=version, command=self.command,
+            details={"sha256": release.sha256, "url": release.url},
+        ) as self._deployment_id:
             return self._run_deploy(release, kind)
-        finally:
-            self.journal.release_lock(self.env_name)
 
     def deploy_step(self, deployment_id: int, release: Release, kind: str) -> Outcome:
         """Roll ``release`` (already verified) through this engine's nodes as one step of a
@@ -942,6 +935,26 @@ class Engine:
             f"no earlier release is known for environment {self.env_name!r}",
             hint="name one with --to VERSION",
         )
+
+
+@contextmanager
+def locked_deployment(
+    journal: Journal, reporter: Reporter, *, env_name: str, app: str, kind: str, version: str,
+    command: str, details: dict[str, Any],
+) -> Iterator[int]:
+    """Hold the environment's lock for one deployment, recorded in the journal (its id yielded);
+    deployments that died without finishing are marked failed first."""
+    journal.acquire_lock(env_name)
+    try:
+        for gone in journal.mark_abandoned(env_name):
+            reporter.message(f"deployment {gone.id} ended without finishing; marked failed in the journal")
+        deployment_id = journal.start_deployment(
+            env=env_name, app=app, kind=kind, version=version, command=command, details=details,
+        )
+        journal.attach_lock(env_name, deployment_id)
+        yield deployment_id
+    finally:
+        journal.release_lock(env_name)
 
 
 def raise_for(outcome: Outcome) -> None:
