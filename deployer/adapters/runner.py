@@ -265,13 +265,21 @@ class AnsibleRunner:
             return True  # keep the event, or ansible-runner's stats come back empty
 
         playbook = self.content / "playbooks" / request.playbook
+        # The variables go in a file of the run's own (0600, in a 0700 directory), which
+        # ansible-runner hands to ansible-playbook as `-e @file`: passed as a dict they would
+        # be on its command line, where any local user reads them (`ps`), download URLs too.
+        env_dir = pdd / "env"
+        env_dir.mkdir(mode=0o700)
+        extravars_file = env_dir / "extravars"
+        fd = os.open(extravars_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(dict(request.extravars), fh, default=str)
         try:
             r = ansible_runner.run(
                 private_data_dir=str(pdd),
                 playbook=str(playbook),
                 inventory=str(request.inventory),
                 limit=",".join(request.hosts) if request.hosts else None,
-                extravars=dict(request.extravars),
                 forks=max(1, request.forks),
                 envvars=self._envvars(request),
                 event_handler=handler,

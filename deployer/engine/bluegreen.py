@@ -45,6 +45,7 @@ from .engine import (
     Reporter,
     StoreVerifier,
     locked_deployment,
+    redacted_url,
 )
 from .soaking import Soaks
 
@@ -215,7 +216,8 @@ class BlueGreen:
         with locked_deployment(
             self.journal, self.reporter, env_name=self.env_name, app=self.env.app.name, kind=kind,
             version=version, command=self.command,
-            details={"sha256": release.sha256, "url": release.url, "strategy": "blue-green"},
+            details={"sha256": release.sha256, "url": redacted_url(release.url),
+                     "strategy": "blue-green"},
         ) as self._deployment_id:
             return self._run(release, kind)
 

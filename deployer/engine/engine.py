@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from .._config import EnvironmentConfig
 from .._errors import (
@@ -364,7 +365,7 @@ class Engine:
         with locked_deployment(
             self.journal, self.reporter, env_name=self.env_name, app=self.env.app.name, kind=kind,
             version=version, command=self.command,
-            details={"sha256": release.sha256, "url": release.url},
+            details={"sha256": release.sha256, "url": redacted_url(release.url)},
         ) as self._deployment_id:
             return self._run_deploy(release, kind)
 
@@ -935,6 +936,17 @@ class Engine:
             f"no earlier release is known for environment {self.env_name!r}",
             hint="name one with --to VERSION",
         )
+
+
+def redacted_url(url: str) -> str:
+    """A download URL as the journal keeps it: no query (a presigned URL's signature lives
+    there) and no credentials."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    query = "?<signed query not recorded>" if parts.query else ""
+    return urlunsplit((parts.scheme, host, parts.path, "", "")) + query
 
 
 @contextmanager

@@ -416,3 +416,14 @@ def test_rollback_goes_down_the_successful_history_and_never_forward_again(
     record("rollback", "0.9.0", frm="1.0.0")
     with pytest.raises(ConfigError, match=r"no release before 0\.9\.0"):
         engine.rollback_target()
+
+
+def test_the_journal_keeps_no_signature_or_credentials_of_a_download_url() -> None:
+    from deployer.engine.engine import redacted_url
+
+    presigned = ("https://releases.s3.example:9000/hello/1.1.0/hello-1.1.0.tar.gz"
+                 "?X-Amz-Credential=AKIA%2F&X-Amz-Signature=abc123&X-Amz-Expires=900")
+    assert redacted_url(presigned) == (
+        "https://releases.s3.example:9000/hello/1.1.0/hello-1.1.0.tar.gz?<signed query not recorded>")
+    assert redacted_url("http://user:secret@127.0.0.1:8081/hello/1.0.0/x.tar.gz") == (
+        "http://127.0.0.1:8081/hello/1.0.0/x.tar.gz")
