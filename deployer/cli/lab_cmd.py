@@ -49,6 +49,9 @@ def lab() -> None:
               help="Where that Prometheus listens.")
 @click.option("--soak", type=float, default=12.0, show_default=True,
               help="Seconds of soak analysis in the lab's config (0: none).")
+@click.option("--topology", type=click.Choice(["lab", "production"]), default="lab", show_default=True,
+              help="production: a deploy user with limited sudo, HAProxy on a host of its own "
+              "reached over SSH, nodes pulling the store over HTTP only.")
 def up(
     nodes: int,
     lab_dir: Path | None,
@@ -64,12 +67,13 @@ def up(
     with_prometheus: bool,
     prometheus_address: str,
     soak: float,
+    topology: str,
 ) -> None:
     """Build the lab (or restart whatever part of it has died)."""
     spec = LabSpec(
         nodes=nodes, net=net, ssh_port=ssh_port, frontend=frontend, store=store, app=app, seed=seed,
         legs=legs, preview=preview, metrics=metrics,
-        prometheus=prometheus_address if with_prometheus else None, soak=soak,
+        prometheus=prometheus_address if with_prometheus else None, soak=soak, topology=topology,
     )
     the_lab = Lab(lab_dir or default_lab_dir())
     started = time.monotonic()
@@ -118,8 +122,10 @@ def _render(status: LabStatus) -> None:
             n.app_version or "-", _yes_no(n.app_healthy), f"[{colour}]{lb}[/]",
         )
     out.print(table)
+    where = (f"on its own host {status.lb_host} (runtime API there only, over SSH)"
+             if status.lb_host else f"runtime API {status.haproxy_socket}")
     out.print(f"haproxy:   {'up' if status.haproxy_up else 'DOWN'}  frontend {status.frontend_url}"
-              f"  runtime API {status.haproxy_socket}")
+              f"  {where}")
     if status.preview_url:
         out.print(f"preview:   {status.preview_url}  (the idle leg; live: {status.live_leg or 'unknown'})")
     out.print(f"metrics:   {status.metrics_url}")

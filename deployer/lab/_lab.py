@@ -27,6 +27,7 @@ from .._errors import DeployerError, LabError, PrerequisiteError
 from ._cgroup import Cgroup, cgroup2_root, new_lab_cgroup_name
 from ._nodes import NodeProcesses
 from ._procs import port_accepts, port_is_free, stop_processes, wait_until
+from ._production import DEPLOY_HOME, DEPLOY_USER, LB_CONFIG_DIR, LB_HOST, LB_SOCKET, ProductionHosts
 from ._render import (
     NodeLayout,
     cgroup_launcher_script,
@@ -35,7 +36,7 @@ from ._render import (
     node_init_script,
     program_file,
 )
-from ._services import start_haproxy, start_nginx, start_prometheus
+from ._services import start_haproxy, start_haproxy_on_host, start_nginx, start_prometheus
 from ._spec import LabSpec
 from ._state import LabState, LabStatus, NodeState, NodeStatus
 from ._sys import atomic_write, http_status, run
@@ -81,6 +82,8 @@ def _check_prerequisites(spec: LabSpec | None = None) -> None:
     required = dict(_REQUIRED_COMMANDS)
     if spec is not None and spec.prometheus is not None:
         required["/usr/bin/prometheus"] = "prometheus"
+    if spec is not None and spec.production:
+        required["/usr/bin/sudo"] = "sudo"
     missing = sorted({pkg for cmd, pkg in required.items() if not os.access(cmd, os.X_OK)})
     if missing:
         raise PrerequisiteError(
@@ -238,6 +241,8 @@ class Lab:
                 NodeState(name=spec.node_name(i), address=spec.node_address(i), ssh_port=0)
                 for i in range(1, spec.total_nodes + 1)
             ]
+        if spec.production and state.lb_host is None:
+            state.lb_host = NodeState(name=LB_HOST, address=spec.lb_address, ssh_port=0)
         return state
 
     def _node_processes(self, state: LabState, cgroup_root: Path) -> NodeProcesses:
@@ -247,7 +252,30 @@ class Lab:
             launcher=self.dir / "bin" / "in-cgroup",
             init_script=self.dir / "bin" / "node-init",
             authorized_keys=self.keys_dir / "authorized_keys",
+            host_setup=self._production_setup if state.spec.production else None,
         )
+
+    def _production_setup(self, host: NodeState) -> list[tuple[Path, str]]:
+        """The production-like topology's files for one host, as bind mounts."""
+        lb = host.name == LB_HOST
+        binds = ProductionHosts(self.dir).prepare(
+            host.name, address=host.address, lb_host=lb,
+            authorized_keys=self.keys_dir / "authorized_keys",
+        )
+        if lb:
+            config = self._node_layout(host).root / "haproxy"
+            config.mkdir(parents=True, exist_ok=True)
+            binds.append((config, LB_CONFIG_DIR))
+        return binds
+
+    def admin_socket(self) -> Path:
+        """A path on this machine that reaches HAProxy's runtime socket: the lab's own, or,
+        in the production topology, the one in the load-balancer host's private /run (the lab
+        may look in there; deployer goes through that host over SSH)."""
+        state = self._load_state()
+        if state is not None and state.lb_host is not None and state.lb_host.sshd is not None:
+            return Path(f"/proc/{state.lb_host.sshd.pid}/root{LB_SOCKET}")
+        return self.haproxy_socket
 
     def _up(self, state: LabState, cgroup_root: Path) -> None:
         spec = state.spec
@@ -269,12 +297,12 @@ class Lab:
         # Seeded files are in place before supervisord starts, so it starts the app itself.
         seeded = self._install_seed(state, spec.seed) if spec.seed is not None else []
 
-        to_start = [n for n in state.nodes if not (n.sshd and n.sshd.alive())]
+        to_start = [n for n in state.hosts if not (n.sshd and n.sshd.alive())]
         # What is left of those nodes (an orphaned app, an SSH session) lives in their cgroups.
         nodes.stop(to_start)
         nodes.assign_ports(spec, to_start)
-        nodes.ensure_host_keys(state.nodes)
-        nodes.write_known_hosts(state.nodes, self.known_hosts)
+        nodes.ensure_host_keys(state.hosts)
+        nodes.write_known_hosts(state.hosts, self.known_hosts)
         try:
             nodes.start(spec, to_start)
         finally:
@@ -292,10 +320,19 @@ class Lab:
         services.create()
         launcher = self.dir / "bin" / "in-cgroup"
         if not (state.haproxy and state.haproxy.alive()):
-            state.haproxy = start_haproxy(
-                spec, layouts, work=self.dir / "haproxy", admin_socket=self.haproxy_socket,
-                launcher=launcher, cgroup=services,
-            )
+            if state.lb_host is not None:
+                assert state.lb_host.sshd is not None and state.lb_host.cgroup is not None
+                state.haproxy = start_haproxy_on_host(
+                    spec, layouts, host_root=self._node_layout(state.lb_host).root,
+                    host_pid=state.lb_host.sshd.pid, launcher=launcher,
+                    cgroup=Cgroup(cgroup_root, state.lb_host.cgroup), socket=LB_SOCKET,
+                    config_dir=LB_CONFIG_DIR, socket_gid=ProductionHosts(self.dir).haproxy_gid(),
+                )
+            else:
+                state.haproxy = start_haproxy(
+                    spec, layouts, work=self.dir / "haproxy", admin_socket=self.haproxy_socket,
+                    launcher=launcher, cgroup=services,
+                )
         if not (state.nginx and state.nginx.alive()):
             state.nginx = start_nginx(
                 spec, work=self.dir / "nginx", store_dir=self.store_dir, launcher=launcher,
@@ -309,7 +346,11 @@ class Lab:
 
         atomic_write(
             self.inventory_path,
-            inventory(spec, layouts, private_key=self.private_key, known_hosts=self.known_hosts),
+            inventory(
+                spec, layouts, private_key=self.private_key, known_hosts=self.known_hosts,
+                lb_host=self._node_layout(state.lb_host) if state.lb_host else None,
+                deploy_user=DEPLOY_USER if spec.production else "root",
+            ),
         )
         assert state.release_public_key is not None
         atomic_write(
@@ -319,8 +360,9 @@ class Lab:
                 inventory_path=Path(self.inventory_path.name),
                 store_url=f"http://{spec.store}/",
                 trusted_key=Path(state.release_public_key).relative_to(self.dir),
-                haproxy_socket=self.haproxy_socket,
-                legs_map_path=self.legs_map,
+                haproxy_socket=LB_SOCKET if spec.production else self.haproxy_socket,
+                legs_map_path=f"{LB_CONFIG_DIR}/legs.map" if spec.production else self.legs_map,
+                lb_host=LB_HOST if spec.production else None,
             ),
         )
         if spec.seed is not None:
@@ -361,8 +403,11 @@ class Lab:
         # Bind mounts need a directory to land on; on the host they stay empty, and `down`
         # leaves them: removing one would detach the mounts of any other lab's nodes.
         app = state.spec.app
-        for point in (f"/opt/{app}", f"/etc/{app}", f"/var/log/{app}",
-                      "/etc/supervisor/conf.d", "/var/log/supervisor"):
+        points = [f"/opt/{app}", f"/etc/{app}", f"/var/log/{app}",
+                  "/etc/supervisor/conf.d", "/var/log/supervisor"]
+        if state.spec.production:
+            points.append(DEPLOY_HOME)
+        for point in points:
             os.makedirs(point, exist_ok=True)
 
     # -- releases ----------------------------------------------------------------------------
@@ -500,7 +545,7 @@ class Lab:
     def _lb_states(self, spec: LabSpec) -> dict[str, str]:
         from ..adapters.haproxy import HAProxyRuntime
 
-        runtime = HAProxyRuntime(str(self.haproxy_socket), timeout=2.0)
+        runtime = HAProxyRuntime(str(self.admin_socket()), timeout=2.0)
         states = {}
         for backend in [spec.backend(leg) for leg in ("blue", "green")] if spec.legs else [spec.app]:
             states.update({name: s.label for name, s in runtime.servers(backend).items()})
@@ -511,8 +556,9 @@ class Lab:
         from ..adapters.haproxy import HAProxyRuntime
 
         try:
-            text = HAProxyRuntime(str(self.haproxy_socket), timeout=2.0).command(
-                f"show map {self.legs_map}"
+            legs_map = f"{LB_CONFIG_DIR}/legs.map" if spec.production else self.legs_map
+            text = HAProxyRuntime(str(self.admin_socket()), timeout=2.0).command(
+                f"show map {legs_map}"
             )
         except DeployerError:
             return None
@@ -561,7 +607,7 @@ class Lab:
         left = stop_processes(services)
         if left:
             raise LabError(f"these lab processes would not stop: {', '.join(map(str, left))}")
-        self._node_processes(state, cgroup_root).stop(state.nodes)
+        self._node_processes(state, cgroup_root).stop(state.hosts)
         if state.cgroup is not None:
             Cgroup(cgroup_root, state.cgroup).stop()
         state.haproxy = state.nginx = state.prometheus = None
@@ -649,4 +695,6 @@ class Lab:
                 "http://{}:{}/".format(*spec.prometheus_address) if spec.prometheus_address else None
             ),
             prometheus_up=bool(state.prometheus and state.prometheus.alive()),
+            lb_host=state.lb_host.address if state.lb_host else None,
+            topology=spec.topology,
         )

@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import xmlrpc.client
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,11 @@ class NodeProcesses:
     def __init__(
         self, *, lab_dir: Path, lab_cgroup: Cgroup | None, launcher: Path, init_script: Path,
         authorized_keys: Path,
+        host_setup: Callable[[NodeState], list[tuple[Path, str]]] | None = None,
     ) -> None:
+        # host_setup: the production-like topology's per-host files, as bind mounts; hosts then
+        # keep their shell start-up files and accept the deploy user's own key.
+        self._host_setup = host_setup
         self._lab_dir = lab_dir
         self._lab_cgroup = lab_cgroup
         self._launcher = launcher
@@ -226,10 +231,17 @@ class NodeProcesses:
             for host_dir, point in layout.binds(spec.app):
                 host_dir.mkdir(parents=True, exist_ok=True)
                 binds += [str(host_dir), point]
-            for empty, point in layout.masked_files():
-                empty.touch()
-                binds += [str(empty), point]
-            atomic_write(layout.sshd_config, sshd_config(layout, authorized_keys=self._authorized_keys))
+            if self._host_setup is not None:
+                for host_path, point in self._host_setup(node):
+                    binds += [str(host_path), point]
+            else:
+                for empty, point in layout.masked_files():
+                    empty.touch()
+                    binds += [str(empty), point]
+            atomic_write(layout.sshd_config, sshd_config(
+                layout, authorized_keys=self._authorized_keys,
+                user_keys=self._host_setup is not None,
+            ))
             log_path = layout.root / "node.log"
             with open(log_path, "ab") as log:
                 proc = subprocess.Popen(

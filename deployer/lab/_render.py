@@ -102,14 +102,14 @@ exec /usr/sbin/sshd -D -e -f "$sshd_config"
 """
 
 
-def sshd_config(node: NodeLayout, *, authorized_keys: Path) -> str:
+def sshd_config(node: NodeLayout, *, authorized_keys: Path, user_keys: bool = False) -> str:
     return f"""# sshd of lab node {node.name}
 ListenAddress {node.address}:{node.ssh_port}
 HostKey {node.host_key}
 PidFile none
 PermitRootLogin prohibit-password
 PubkeyAuthentication yes
-AuthorizedKeysFile {authorized_keys}
+AuthorizedKeysFile {authorized_keys}{" .ssh/authorized_keys" if user_keys else ""}
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
@@ -134,7 +134,8 @@ def legs_map(spec: LabSpec) -> str:
 
 
 def haproxy_config(
-    spec: LabSpec, nodes: list[NodeLayout], *, admin_socket: Path, legs_map_path: Path
+    spec: LabSpec, nodes: list[NodeLayout], *, admin_socket: Path | str, legs_map_path: Path | str,
+    socket_access: str = "mode 600",
 ) -> str:
     host, port = spec.frontend_address
     metrics_host, metrics_port = spec.metrics_address
@@ -173,7 +174,7 @@ frontend {spec.app}_preview
 # so a request cut by a careless restart shows up as an error.
 global
     maxconn 4096
-    stats socket {admin_socket} mode 600 level admin expose-fd listeners
+    stats socket {admin_socket} {socket_access} level admin expose-fd listeners
     stats timeout 30s
 
 defaults
@@ -242,7 +243,8 @@ http {{
 
 
 def inventory(
-    spec: LabSpec, nodes: list[NodeLayout], *, private_key: Path, known_hosts: Path
+    spec: LabSpec, nodes: list[NodeLayout], *, private_key: Path, known_hosts: Path,
+    lb_host: NodeLayout | None = None, deploy_user: str = "root",
 ) -> str:
     def hosts(members: list[NodeLayout]) -> dict[str, Any]:
         return {
@@ -255,9 +257,19 @@ def inventory(
             for n in members
         }
 
+    connection = {
+        "ansible_user": deploy_user,
+        "ansible_ssh_private_key_file": str(private_key),
+        "ansible_ssh_common_args": (
+            f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes"
+        ),
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "ansible_ssh_pipelining": True,
+    }
     group: dict[str, Any] = {
         "vars": {
-            "ansible_user": "root",
+            "ansible_user": deploy_user,
+            **({"ansible_become": True} if deploy_user != "root" else {}),
             "ansible_ssh_private_key_file": str(private_key),
             "ansible_ssh_common_args": (
                 f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes"
@@ -277,14 +289,20 @@ def inventory(
         }
     else:
         group["hosts"] = hosts(nodes)
-    data = {"all": {"children": {spec.group: group}}}
+    children: dict[str, Any] = {spec.group: group}
+    if lb_host is not None:
+        # The load balancer's own host: reached as the deploy user, no become (no sudo there).
+        children["lb"] = {"hosts": {lb_host.name: {"ansible_host": lb_host.address,
+                                                   "ansible_port": lb_host.ssh_port,
+                                                   **connection}}}
+    data = {"all": {"children": children}}
     header = "# The local lab fleet, written by `deployer lab up`.\n"
     return header + yaml.safe_dump(data, sort_keys=False)
 
 
 def deployer_config(
-    spec: LabSpec, *, inventory_path: Path, store_url: str, trusted_key: Path, haproxy_socket: Path,
-    legs_map_path: Path,
+    spec: LabSpec, *, inventory_path: Path, store_url: str, trusted_key: Path,
+    haproxy_socket: Path | str, legs_map_path: Path | str, lb_host: str | None = None,
 ) -> str:
     data = {
         "state_dir": "state",
@@ -318,6 +336,11 @@ def deployer_config(
         },
     }
     lab: dict[str, Any] = data["environments"]["lab"]  # type: ignore[index]
+    if lb_host is not None:
+        # Production-like: the runtime API only on the load balancer's host, read over SSH; the
+        # smoke check runs on each node itself.
+        lab["load_balancer"].update(host=lb_host, connect="ssh")
+        lab["app"]["health"]["run_from"] = "node"
     if spec.soak > 0:
         # Catches the sample service's 1.3.0-errors (healthy, then 500 on `/` a few seconds
         # after it starts), with or without other traffic: the further smoke test through the

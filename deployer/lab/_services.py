@@ -15,7 +15,7 @@ from ._render import NodeLayout, haproxy_config, legs_map, nginx_config, prometh
 from ._spec import LabSpec
 from ._sys import START_TIMEOUT, SYSTEM_ENV, atomic_write, run, tail
 
-__all__ = ["start_haproxy", "start_nginx", "start_prometheus"]
+__all__ = ["start_haproxy", "start_haproxy_on_host", "start_nginx", "start_prometheus"]
 
 
 def _wait_started(
@@ -100,3 +100,43 @@ def start_prometheus(spec: LabSpec, *, work: Path, launcher: Path, cgroup: Cgrou
             start_new_session=True, env=SYSTEM_ENV, cwd=str(work),
         )
     return _wait_started(proc, "Prometheus", log_path, lambda: port_accepts(host, port, timeout=0.2))
+
+
+def start_haproxy_on_host(
+    spec: LabSpec, nodes: list[NodeLayout], *, host_root: Path, host_pid: int, launcher: Path,
+    cgroup: Cgroup, socket: str, config_dir: str, socket_gid: int,
+) -> ProcessRef:
+    """HAProxy inside the load balancer's own host (its mount namespace and cgroup): its
+    configuration in the host's ``config_dir``, its runtime socket in the host's private /run."""
+    work = host_root / "haproxy"  # mounted at config_dir inside the host
+    work.mkdir(parents=True, exist_ok=True)
+    inside_map = f"{config_dir}/legs.map"
+    if spec.legs and not (work / "legs.map").is_file():
+        atomic_write(work / "legs.map", legs_map(spec))
+    atomic_write(work / "haproxy.cfg", haproxy_config(
+        spec, nodes, admin_socket=socket, legs_map_path=inside_map,
+        socket_access=f"mode 660 gid {socket_gid}",
+    ))
+    enter = ["nsenter", f"--target={host_pid}", "--mount", "--uts", "--"]
+    run([*enter, "haproxy", "-c", "-q", "-f", f"{config_dir}/haproxy.cfg"],
+        what=f"checking HAProxy's configuration on {host_root.name}")
+    socket_dir = socket.rsplit("/", 1)[0]
+    run([*enter, "mkdir", "-p", "-m", "0755", socket_dir], what=f"creating {socket_dir} on {host_root.name}")
+    seen_socket = Path(f"/proc/{host_pid}/root{socket}")
+    seen_socket.unlink(missing_ok=True)
+    log_path = host_root / "haproxy.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [str(launcher), str(cgroup.procs_file), *enter, "haproxy", "-db", "-f",
+             f"{config_dir}/haproxy.cfg"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, env=SYSTEM_ENV, cwd="/",
+        )
+    listening = [spec.frontend_address, spec.metrics_address]
+    if spec.legs:
+        listening.append(spec.preview_address)
+    return _wait_started(
+        proc, f"HAProxy on {host_root.name}", log_path,
+        lambda: seen_socket.exists()
+        and all(port_accepts(host, port, timeout=0.2) for host, port in listening),
+    )

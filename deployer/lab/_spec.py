@@ -59,13 +59,19 @@ class LabSpec:
     # HAProxy's Prometheus exporter (always on), and a Prometheus server scraping it, if any.
     metrics: str = "127.0.0.1:8404"
     prometheus: str | None = None
+    # lab: everything as root, HAProxy beside the controller. production: a deploy user with
+    # limited sudo, HAProxy on a host of its own reached over SSH, nodes' shell start-up files in
+    # place, nodes pulling the store over HTTP only (see _production.py).
+    topology: str = "lab"
     # Seconds of soak analysis in the lab's deployer.yml (after the canary batch, or after the
     # blue-green switch); 0 leaves analysis out.
     soak: float = 12.0
 
     def __post_init__(self) -> None:
-        if not 1 <= self.total_nodes <= MAX_NODES:
-            most = MAX_NODES // 2 if self.legs else MAX_NODES
+        if self.topology not in ("lab", "production"):
+            raise UsageError(f"--topology: must be lab or production (got {self.topology!r})")
+        if not 1 <= self.total_nodes <= self.max_nodes:
+            most = self.max_nodes // 2 if self.legs else self.max_nodes
             raise UsageError(
                 f"--nodes: must be between 1 and {most}{' per leg' if self.legs else ''} "
                 f"(got {self.nodes})"
@@ -99,6 +105,20 @@ class LabSpec:
             validate_version(self.seed, where="--seed")
         if not 0 <= self.soak <= 3600:
             raise UsageError(f"--soak: must be between 0 and 3600 seconds (got {self.soak:g})")
+
+    @property
+    def production(self) -> bool:
+        return self.topology == "production"
+
+    @property
+    def max_nodes(self) -> int:
+        # The production topology keeps <net>.250 for its load-balancer host.
+        return 249 if self.production else MAX_NODES
+
+    @property
+    def lb_address(self) -> str:
+        """The load-balancer host's address (production topology)."""
+        return f"{self.net}.250"
 
     @property
     def total_nodes(self) -> int:

@@ -60,6 +60,8 @@ class LabState:
     haproxy: ProcessRef | None = None
     nginx: ProcessRef | None = None
     prometheus: ProcessRef | None = None
+    # The load balancer's own host (production topology), started like a node.
+    lb_host: NodeState | None = None
     release_key: str | None = None
     release_public_key: str | None = None
     published: list[str] = field(default_factory=list)
@@ -75,6 +77,7 @@ class LabState:
             "haproxy": self.haproxy.to_dict() if self.haproxy else None,
             "nginx": self.nginx.to_dict() if self.nginx else None,
             "prometheus": self.prometheus.to_dict() if self.prometheus else None,
+            "lb_host": self.lb_host.to_dict() if self.lb_host else None,
             "release_key": self.release_key,
             "release_public_key": self.release_public_key,
             "published": self.published,
@@ -89,15 +92,21 @@ class LabState:
             haproxy=ProcessRef.from_dict(data["haproxy"]) if data.get("haproxy") else None,
             nginx=ProcessRef.from_dict(data["nginx"]) if data.get("nginx") else None,
             prometheus=ProcessRef.from_dict(data["prometheus"]) if data.get("prometheus") else None,
+            lb_host=NodeState.from_dict(data["lb_host"]) if data.get("lb_host") else None,
             release_key=data.get("release_key"),
             release_public_key=data.get("release_public_key"),
             published=list(data.get("published", [])),
             cgroup=data.get("cgroup"),
         )
 
+    @property
+    def hosts(self) -> list[NodeState]:
+        """Every host the lab runs: the nodes, and the load balancer's host if it has one."""
+        return [*self.nodes, *([self.lb_host] if self.lb_host else [])]
+
     def processes(self) -> list[ProcessRef]:
         refs = [self.haproxy, self.nginx, self.prometheus]
-        for node in self.nodes:
+        for node in self.hosts:
             refs += [node.sshd, node.supervisord]
         return [r for r in refs if r is not None]
 
@@ -156,6 +165,9 @@ class LabStatus:
     # Labs with Prometheus (`lab up --prometheus`).
     prometheus_url: str | None = None
     prometheus_up: bool = False
+    # The production topology's load-balancer host (its address), else None.
+    lb_host: str | None = None
+    topology: str = "lab"
 
     @property
     def healthy(self) -> bool:
@@ -186,4 +198,6 @@ class LabStatus:
             "live_leg": self.live_leg,
             "prometheus_url": self.prometheus_url,
             "prometheus_up": self.prometheus_up,
+            "lb_host": self.lb_host,
+            "topology": self.topology,
         }

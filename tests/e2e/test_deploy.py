@@ -79,8 +79,16 @@ def assert_all_serving(the_lab: Lab, version: str) -> None:
     }
 
 
-def test_deploy_plan_rerun_and_rollback(make_lab: Callable[..., Lab], lab_ssh: Ssh) -> None:
-    the_lab = make_lab(nodes=3, seed="1.0.0")
+# The core tests run on both lab topologies: everything as root beside HAProxy, and the
+# production-like one (a deploy user with limited sudo, HAProxy on its own host over SSH).
+BOTH_TOPOLOGIES = pytest.mark.parametrize("topology", ["lab", "production"])
+
+
+@BOTH_TOPOLOGIES
+def test_deploy_plan_rerun_and_rollback(
+    make_lab: Callable[..., Lab], lab_ssh: Ssh, topology: str
+) -> None:
+    the_lab = make_lab(nodes=3, seed="1.0.0", topology=topology)
     assert_all_serving(the_lab, "1.0.0")
 
     # plan changes nothing: same PIDs, same versions, no deployment recorded.
@@ -114,8 +122,11 @@ def test_deploy_plan_rerun_and_rollback(make_lab: Callable[..., Lab], lab_ssh: S
     assert history(the_lab)[0]["kind"] == "rollback"
 
 
-def test_bad_release_is_reverted_on_the_first_node_only(make_lab: Callable[..., Lab], lab_ssh: Ssh) -> None:
-    the_lab = make_lab(nodes=3, seed="1.0.0")
+@BOTH_TOPOLOGIES
+def test_bad_release_is_reverted_on_the_first_node_only(
+    make_lab: Callable[..., Lab], lab_ssh: Ssh, topology: str
+) -> None:
+    the_lab = make_lab(nodes=3, seed="1.0.0", topology=topology)
     before = app_pids(the_lab, lab_ssh)
     r = cli(the_lab, "deploy", "--env", "lab", "--version", "1.2.0-badhealth")
     assert r.returncode == 10, r.stderr
@@ -131,8 +142,11 @@ def test_bad_release_is_reverted_on_the_first_node_only(make_lab: Callable[..., 
     assert "draining" not in [p for n, p in events(the_lab, last["id"]) if n != "node1"]
 
 
-def test_failure_on_the_last_node_rolls_the_others_back(make_lab: Callable[..., Lab]) -> None:
-    the_lab = make_lab(nodes=3, seed="1.0.0")
+@BOTH_TOPOLOGIES
+def test_failure_on_the_last_node_rolls_the_others_back(
+    make_lab: Callable[..., Lab], topology: str
+) -> None:
+    the_lab = make_lab(nodes=3, seed="1.0.0", topology=topology)
     # Game-day fault: only node3 fails its health check, and only on 1.1.0.
     (the_lab.dir / "nodes" / "node3" / "etc" / "fault").write_text("unhealthy 1.1.0\n")
     r = cli(the_lab, "deploy", "--env", "lab", "--version", "1.1.0")
@@ -247,10 +261,11 @@ def test_bad_input_is_refused_and_changes_nothing(make_lab: Callable[..., Lab], 
     assert phases <= {"pending", "staging", "staged", "skipped"}, phases
 
 
+@BOTH_TOPOLOGIES
 def test_a_node_lost_mid_rollout_stays_out_and_the_rest_is_rolled_back(
-    make_lab: Callable[..., Lab],
+    make_lab: Callable[..., Lab], topology: str,
 ) -> None:
-    the_lab = make_lab(nodes=3, seed="1.0.0")
+    the_lab = make_lab(nodes=3, seed="1.0.0", topology=topology)
     proc = start_deploy(the_lab, "1.1.0")
     assert proc.stderr is not None
     seen = ""

@@ -60,8 +60,11 @@ def _under_load(lab: Lab, action: Callable[[], tuple[int, dict[str, Any]]]) -> t
     return report, result
 
 
-def test_no_request_fails_during_a_deploy_nor_during_a_rollback(make_lab: Callable[..., Lab]) -> None:
-    lab = make_lab(nodes=3, seed="1.0.0")
+@pytest.mark.parametrize("topology", ["lab", "production"])
+def test_no_request_fails_during_a_deploy_nor_during_a_rollback(
+    make_lab: Callable[..., Lab], topology: str
+) -> None:
+    lab = make_lab(nodes=3, seed="1.0.0", topology=topology)
     config = _config(lab)
 
     deployed, (rc, outcome) = _under_load(lab, lambda: _deploy(config, "1.1.0"))
