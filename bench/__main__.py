@@ -1,5 +1,6 @@
-"""``python -m bench [overhead|downtime|restore|scale|bluegreen ...] [--json FILE]``: run benchmarks on
-labs of their own and print their figures; with no name, run them all."""
+"""``python -m bench [NAME ...] [--json FILE]``: run benchmarks (overhead, downtime, restore,
+scale, bluegreen, production) on labs of their own and print their figures; with no name, run
+them all."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from . import bluegreen, downtime, overhead, restore, scale
+from . import bluegreen, downtime, overhead, production, restore, scale
 from ._harness import machine, say
 
 BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
@@ -23,6 +24,7 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "restore": restore.run,
     "scale": scale.run,
     "bluegreen": bluegreen.run,
+    "production": production.run,
 }
 
 

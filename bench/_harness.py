@@ -84,7 +84,7 @@ def say(text: str) -> None:
 def _free_net(nodes: int) -> str:
     for octet in NETS:
         net = f"127.0.{octet}"
-        if not any(not port_is_free(f"{net}.{i}", 22) for i in range(1, nodes + 1)):
+        if not any(not port_is_free(f"{net}.{i}", 22) for i in (*range(1, nodes + 1), 250)):
             return net
     raise RuntimeError("no free loopback network left in 127.0.150-190 for a benchmark lab")
 
@@ -106,7 +106,9 @@ class BenchLab:
 
     @property
     def socket(self) -> Path:
-        return self.lab.haproxy_socket
+        """HAProxy's runtime socket as this machine reaches it (on the production topology, in
+        the load balancer host's private /run)."""
+        return self.lab.admin_socket()
 
     def node_pid(self, node: str) -> int:
         """The node's sshd: its mount namespace is the node's view of the files."""
@@ -179,7 +181,8 @@ class BenchLab:
 
 @contextlib.contextmanager
 def bench_lab(
-    nodes: int, *, keep: bool = False, legs: bool = False, soak: float = 0.0
+    nodes: int, *, keep: bool = False, legs: bool = False, soak: float = 0.0,
+    topology: str = "lab",
 ) -> Iterator[BenchLab]:
     """A fresh lab of ``nodes`` nodes (per leg, with ``legs``) seeded with 1.0.0; torn down
     afterwards. No soak analysis in its config unless ``soak`` seconds are asked for."""
@@ -188,6 +191,7 @@ def bench_lab(
         nodes=nodes, net=_free_net(nodes * (2 if legs else 1)), frontend=f"127.0.0.1:{free_port()}",
         store=f"127.0.0.1:{free_port()}", seed=SEED, legs=legs, soak=soak,
         preview=f"127.0.0.1:{free_port()}", metrics=f"127.0.0.1:{free_port()}",
+        topology=topology,
     )
     lab = Lab(root / "lab")
     t0 = time.monotonic()
