@@ -184,6 +184,13 @@ class LoadBalancerConfig(_Model):
     live_key: str = Field("live", pattern=r"^[A-Za-z0-9_.-]+$")
     preview_key: str | None = Field("preview", pattern=r"^[A-Za-z0-9_.-]+$")
 
+    @field_validator("backend")
+    @classmethod
+    def _backend_name(cls, v: str) -> str:
+        if not _HAPROXY_NAME.match(v):
+            raise ValueError("must be an HAProxy backend name: letters, digits, '.', ':', '_' or '-'")
+        return v
+
     @model_validator(mode="after")
     def _one_way_to_name_hosts(self) -> LoadBalancerConfig:
         if self.host is not None and self.hosts is not None:
@@ -205,15 +212,9 @@ class LegConfig(_Model):
 
     # The inventory group holding the leg's nodes.
     group: str
-    # The leg's backend on the load balancer.
-    backend: str = Field(pattern=r"^[A-Za-z0-9_.:-]+$")
-
-    @field_validator("backend")
-    @classmethod
-    def _backend_name(cls, v: str) -> str:
-        if not _HAPROXY_NAME.match(v):
-            raise ValueError("must be an HAProxy backend name: letters, digits, '.', ':', '_' or '-'")
-        return v
+    # The leg's backend on the load balancer (HAProxy's name characters only: it is written
+    # into runtime-API commands).
+    backend: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
 class StrategyConfig(_Model):

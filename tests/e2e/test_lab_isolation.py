@@ -6,6 +6,7 @@ and restart the first lab and check that the second one did not lose a single pr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -70,6 +71,32 @@ def _assert_untouched(the_lab: Lab, before: set[ProcessRef]) -> None:
     assert status.healthy and all(n.app_healthy and n.supervisord_up for n in status.nodes)
 
 
+def _inum(namespace: str) -> int:
+    return int(namespace.strip("mnt:[]"))
+
+
+def _hold_lower_numbers(freed: str, fillers: list[subprocess.Popen[bytes]]) -> None:
+    """Start placeholder processes in new mount namespaces until one gets ``freed``; keep those
+    that got lower numbers, and end that one, so ``freed`` is the lowest free number again."""
+    for _ in range(3000):
+        filler = subprocess.Popen(["unshare", "--mount", "sleep", "600"])
+        namespace = ""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                namespace = os.readlink(f"/proc/{filler.pid}/ns/mnt")
+                if namespace != os.readlink("/proc/self/ns/mnt"):
+                    break
+            time.sleep(0.005)
+        if namespace == freed:
+            filler.kill()
+            filler.wait()
+            return
+        fillers.append(filler)
+        if namespace and _inum(namespace) > _inum(freed):
+            return  # the number went elsewhere meanwhile; the caller tries again
+
+
 def _supervisord_logs(the_lab: Lab) -> str:
     return "".join(
         log.read_text(errors="replace")
@@ -85,15 +112,25 @@ def test_a_lab_that_took_another_labs_namespace_number_survives_that_labs_repair
     freed = _sshd_namespaces(lab_a)["node2"]
     lab_a.crash_node("node2")  # the VM dies: every process of node2, its namespace gone
 
-    # Lab B comes up next and (the kernel allocates the lowest free number) takes node2's old
-    # namespace number; a busy machine may hand it to something else first, so try again.
-    for _ in range(5):
-        lab_b = make_lab(nodes=3, seed="1.0.0")
-        if freed in _sshd_namespaces(lab_b).values():
-            break
-        lab_b.down()
-    else:
-        pytest.fail(f"the kernel never gave {freed} to another lab's node: nothing was tested")
+    # The kernel gives a new namespace the lowest free number, and earlier tests have freed
+    # lower ones: hold those with placeholder namespaces, so that lab B's first node is the
+    # one that takes node2's old number.
+    lab_b = None
+    fillers: list[subprocess.Popen[bytes]] = []
+    try:
+        for _ in range(3):
+            _hold_lower_numbers(freed, fillers)
+            lab_b = make_lab(nodes=3, seed="1.0.0")
+            if freed in _sshd_namespaces(lab_b).values():
+                break
+            lab_b.down()
+            lab_b = None
+    finally:
+        for filler in fillers:
+            filler.kill()
+            filler.wait()
+    if lab_b is None:
+        pytest.fail(f"no node of another lab got {freed}: nothing was tested")
     before = _processes(lab_b)
     assert len(before) >= 3 * 3 + 2  # per node sshd, supervisord, app; HAProxy; nginx
 

@@ -66,7 +66,9 @@ def _switch_to_errors(lab: Lab, node: str, ssh: Callable[..., subprocess.Complet
 def _haproxy_soak(lab: Lab, duration: float, *rules: ThresholdRule | ComparisonRule) -> Soak:
     source = HAProxySource(HAProxyRuntime(str(lab.haproxy_socket)), "hello",
                            groups={"new": ["node2"], "old": ["node1"]})
-    judge = Judge([source], list(rules), policy=Policy(failure_limit=2))
+    # A node being restarted takes no requests for a moment (more on a busy machine): rounds
+    # without data there are expected, so only a long run of them fails these soaks.
+    judge = Judge([source], list(rules), policy=Policy(failure_limit=2, inconclusive_limit=40))
     return Soak(judge, duration=duration, interval=0.5)
 
 
