@@ -56,6 +56,8 @@ def _switch_to_errors(lab: Lab, node: str, ssh: Callable[..., subprocess.Complet
             tar.extractall(tmp, filter="data")
         release = next(p.parent.parent for p in Path(tmp).rglob("bin/run"))
         shutil.copytree(release, opt / "releases" / version, symlinks=True)
+    # Readable by the application's unprivileged user, as the release role leaves it.
+    os.chmod(opt / "releases" / version, 0o755)
     link = opt / ".current.tmp"
     link.symlink_to(f"/opt/hello/releases/{version}")
     os.replace(link, opt / "current")
