@@ -85,7 +85,8 @@ class KeyPair:
 
 
 def _key_id_hex(key_id: bytes) -> str:
-    return key_id[::-1].hex().upper()
+    # minisign prints the id as a 64-bit number ("%" PRIX64): no leading zeros.
+    return f"{int.from_bytes(key_id, 'little'):X}"
 
 
 def _b64_line(raw: str, *, what: str, source: str) -> bytes:

@@ -124,3 +124,10 @@ def test_bad_public_key_files(tmp_path: Path) -> None:
     bad.write_text("untrusted comment: x\n" + base64.b64encode(b"Ed" + bytes(10)).decode() + "\n")
     with pytest.raises(ConfigError, match="not a minisign"):
         load_public_key(bad)
+
+
+def test_a_key_id_reads_as_minisign_prints_it_without_leading_zeros() -> None:
+    from deployer.artefacts._minisign import _key_id_hex
+
+    assert _key_id_hex(bytes.fromhex("d3d9e83ed8fe3503")) == "335FED83EE8D9D3"
+    assert _key_id_hex(bytes.fromhex("0123456789abcdef")) == "EFCDAB8967452301"
