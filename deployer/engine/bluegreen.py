@@ -20,12 +20,10 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from .._config import EnvironmentConfig
 from .._errors import (
-    AnalysisError,
     ConfigError,
     DeployerError,
     DeploymentFailed,
@@ -35,7 +33,7 @@ from .._errors import (
 )
 from .._versions import validate_version
 from ..adapters.journal import Journal
-from ..adapters.loadbalancer import LoadBalancer, ServerState
+from ..adapters.loadbalancer import LoadBalancer
 from ..analysis import Verdict
 from .engine import (
     Engine,
@@ -49,34 +47,7 @@ from .engine import (
 )
 from .soaking import Soaks
 
-__all__ = ["BlueGreen", "LegView"]
-
-
-@dataclass(frozen=True)
-class LegView:
-    """One leg as the load balancer and the nodes show it."""
-
-    name: str
-    group: str
-    backend: str
-    live: bool
-    nodes: dict[str, NodeFacts]
-    servers: dict[str, ServerState]
-
-    @property
-    def versions(self) -> set[str]:
-        return {f.current for f in self.nodes.values()}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "leg": self.name, "group": self.group, "backend": self.backend, "live": self.live,
-            "nodes": {
-                n: {"version": f.current or None, "previous": f.previous or None,
-                    "healthy": f.healthy,
-                    "load_balancer": self.servers[n].label if n in self.servers else None}
-                for n, f in self.nodes.items()
-            },
-        }
+__all__ = ["BlueGreen"]
 
 
 class BlueGreen:
@@ -178,21 +149,6 @@ class BlueGreen:
     def idle_of(self, live: str) -> str:
         return next(name for name in self.legs if name != live)
 
-    def view(self) -> dict[str, LegView]:
-        """Both legs: nodes (version, health) and load-balancer state (changes nothing)."""
-        live = self.live_leg()
-        views = {}
-        for name, leg in self.legs.items():
-            engine = self.leg_engines[name]
-            views[name] = LegView(
-                name=name, group=leg.group, backend=leg.backend, live=name == live,
-                nodes=engine.probe(), servers={
-                    n.name: s for n in engine.nodes
-                    for s in [engine.lb_states().get(n.lb_server)] if s is not None
-                },
-            )
-        return views
-
     def rollback_target(self) -> str:
         """The release before the current one in the environment's successful history (so a
         second rollback goes further back, never forward); without history, the release the
@@ -231,7 +187,8 @@ class BlueGreen:
             idle = self.idle_of(live)
             details.update(live_before=live, idle=idle)
             self._check_live_serves(live)
-            self._check_analysis(idle)
+            if self.soaks is not None:
+                self.soaks.preflight(self.legs[idle].backend, self.config_file)
             idle_engine = self.leg_engines[idle]
             self.journal.update_details(dep, legs={"live": live, "idle": idle})
             # A rollback to what the idle leg still holds is a switch alone; a deployment reads
@@ -392,18 +349,6 @@ class BlueGreen:
             to_version=release.version, detail=text,
         )
         self.reporter.message(text)
-
-    def _check_analysis(self, leg: str) -> None:
-        """Every metric source of the soak answers before any node is touched."""
-        if self.soaks is None:
-            return
-        try:
-            self.soaks.check(self.legs[leg].backend)
-        except (AnalysisError, LoadBalancerError) as exc:
-            raise DeploymentRefused(
-                f"soak analysis cannot start: {exc}", hint=exc.hint or "fix the analysis: section "
-                f"of {self.config_file} or the metric source, then deploy again",
-            ) from None
 
     def _soak(self, new_leg: str, old_leg: str, release: Release) -> Verdict | None:
         """Soak the new live leg; its servers are the ones watched (the old leg, idle now,

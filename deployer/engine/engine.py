@@ -19,7 +19,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .._config import EnvironmentConfig
 from .._errors import (
-    AnalysisError,
     ConfigError,
     DeploymentFailed,
     DeploymentRefused,
@@ -391,7 +390,8 @@ class Engine:
             # floor and no telling an operator's maintenance from ours, so no deployment.
             self._held = self.held_by_others(self._read_lb("before touching any node"))
             self._refuse_if_held(self._held)
-            self._check_analysis()
+            if self.soaks is not None:
+                self.soaks.preflight(self.env.load_balancer.backend, self.config_file)
             prestage = self.env.strategy.prestage
             if prestage:
                 # One run reads every node and pulls, verifies and unpacks the release on it
@@ -526,18 +526,6 @@ class Engine:
         return self._finish(kind, release.version, outcome_status, summary, plan, started)
 
     # -- soak analysis --------------------------------------------------------------------
-
-    def _check_analysis(self) -> None:
-        """Every metric source of the soak answers before any node is touched."""
-        if self.soaks is None:
-            return
-        try:
-            self.soaks.check(self.env.load_balancer.backend)
-        except (AnalysisError, LoadBalancerError) as exc:
-            raise DeploymentFailed(
-                f"soak analysis cannot start: {exc}", hint=exc.hint or "fix the analysis: section "
-                f"of {self.config_file} or the metric source, then deploy again",
-            ) from None
 
     def _groups(self, version: str) -> tuple[list[str], list[str]]:
         """Load-balancer servers on the new release (updated here, or already on it) and on the

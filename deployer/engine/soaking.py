@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection
 
+from .._errors import AnalysisError, DeploymentRefused, LoadBalancerError
 from ..analysis import AnalysisConfig, RuntimeCommand, SmokeContext, Soak, Verdict, build_soak
 
 __all__ = ["Soaks"]
@@ -54,6 +55,17 @@ class Soaks:
         soak = self._build(version="", backend=backend, new=(), old=(), config=quiet)
         soak.start()
         soak.stop()
+
+    def preflight(self, backend: str, config_file: str) -> None:
+        """:meth:`check`, before a deployment touches any node: a source that cannot be read
+        refuses the deployment (nothing changed), saying what to fix."""
+        try:
+            self.check(backend)
+        except (AnalysisError, LoadBalancerError) as exc:
+            raise DeploymentRefused(
+                f"soak analysis cannot start: {exc}", hint=exc.hint or "fix the analysis: section "
+                f"of {config_file} or the metric source, then deploy again",
+            ) from None
 
     def run(
         self, *, version: str, backend: str, new: Collection[str], old: Collection[str],

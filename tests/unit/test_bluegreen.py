@@ -18,6 +18,7 @@ from deployer.adapters.journal import Journal
 from deployer.adapters.loadbalancer import FakeLoadBalancer, ServerState
 from deployer.engine.bluegreen import BlueGreen
 from deployer.engine.engine import NodeFacts, NodeStatus, Outcome, Release
+from deployer.engine.soaking import Soaks
 from deployer.engine.states import NodePhase
 
 MAP = "/etc/haproxy/legs.map"
@@ -82,6 +83,8 @@ class FakeSoaks:
     def check(self, backend: str) -> None:
         if self.unreadable:
             raise AnalysisError(self.unreadable)
+
+    preflight = Soaks.preflight  # the real refusal, around this fake's check
 
     def run(self, *, version: str, backend: str, new: Any, old: Any,
             stopped: threading.Event | None = None) -> FakeVerdict:
