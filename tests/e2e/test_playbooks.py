@@ -176,6 +176,9 @@ def test_the_application_runs_as_an_unprivileged_user(lab: Path) -> None:
         )
         assert [int(uid) for uid in status["Uid"].split()] == [nobody] * 4, node
         assert [int(gid) for gid in status["Gid"].split()] == [nogroup] * 4, node
+        # Started through setpriv --no-new-privs: setuid binaries give it nothing.
+        assert status["NoNewPrivs"].strip() == "1", node
+        assert status["Umask"].strip() == "0027", node
         assert "/opt/hello/current/bin/run" in Path(f"/proc/{pid}/cmdline").read_text()
         # It owns its log and state directories, not its releases.
         owners = on_node(lab, node, "stat -c '%U:%G %a %n' /var/log/hello /opt/hello/state "

@@ -31,7 +31,7 @@ parser.expansions = options.environ_expansions
 parser.read_string(sys.stdin.read())
 config = options.process_groups_from_parser(parser)[0].process_configs[0]
 print(json.dumps({"name": config.name, "command": config.command, "uid": config.uid,
-                  "directory": config.directory, "environment": config.environment,
+                  "directory": config.directory, "environment": config.environment, "umask": config.umask,
                   "stdout_logfile": config.stdout_logfile}))
 """
 
@@ -102,10 +102,11 @@ def test_supervisord_program_file_has_the_expected_format(tmp_path: Path) -> Non
     assert render(tmp_path, "supervisord.conf.j2").rstrip("\n") == "\n".join(
         [
             "[program:hello]",
-            "command=/opt/hello/current/bin/run",
+            "command=setpriv --no-new-privs /opt/hello/current/bin/run",
             "directory=/opt/hello/current",
             'environment=HOST="127.0.1.3",PORT="8000",APP_VERSION="1.1.0"',
             "user=hello",
+            "umask=027",
             "autostart=true",
             "autorestart=true",
             "startsecs=0",
@@ -130,6 +131,43 @@ def test_systemd_unit_has_the_same_command_environment_and_user(tmp_path: Path) 
     assert "StandardOutput=append:/var/log/hello/app.log" in lines
 
 
+def test_systemd_unit_is_sandboxed_with_its_own_directories_writable(tmp_path: Path) -> None:
+    lines = render(tmp_path, "systemd.service.j2").splitlines()
+    for setting in ("NoNewPrivileges=yes", "UMask=027", "ProtectSystem=strict", "ProtectHome=yes",
+                    "PrivateTmp=yes", "RestrictSUIDSGID=yes"):
+        assert setting in lines
+    assert "ReadWritePaths=-/var/log/hello -/var/lib/hello" in lines
+
+
+def test_systemd_hardening_can_be_loosened_setting_by_setting(tmp_path: Path) -> None:
+    lines = render(
+        tmp_path, "systemd.service.j2", deployer_release_no_new_privileges=False,
+        deployer_release_systemd_hardening={"ProtectSystem": "full", "ProtectHome": None,
+                                            "ReadOnlyPaths": ["/etc", "/usr"]},
+    ).splitlines()
+    assert "NoNewPrivileges=no" in lines
+    assert "ProtectSystem=full" in lines and "ReadOnlyPaths=/etc /usr" in lines
+    assert not [line for line in lines if line.startswith(("ProtectHome=", "ReadWritePaths=",
+                                                            "PrivateTmp="))]
+
+
+def test_hardening_settings_that_cannot_be_written_are_refused_by_name(tmp_path: Path) -> None:
+    output = refused(tmp_path, "systemd.service.j2",
+                     deployer_release_systemd_hardening={"Bad Name\nUser": "root"})
+    assert "deployer_release_systemd_hardening.Bad Name" in output
+    output = refused(tmp_path, "supervisord.conf.j2", deployer_release_umask="0x22")
+    assert "deployer_release_umask" in output and "three octal digits" in output
+
+
+def test_supervisord_runs_the_command_without_new_privileges(tmp_path: Path) -> None:
+    nobody = {"deployer_release_run_user": "nobody"}  # supervisord checks the user exists
+    parsed = supervisor_reads(render(tmp_path, "supervisord.conf.j2", **nobody))
+    assert parsed["command"].split() == ["setpriv", "--no-new-privs", "/opt/hello/current/bin/run"]
+    plain = supervisor_reads(render(tmp_path, "supervisord.conf.j2", **nobody,
+                                    deployer_release_no_new_privileges=False))
+    assert plain["command"] == "/opt/hello/current/bin/run"
+
+
 TRICKY = {
     "PERCENT": "100% %(here)s %b",
     "QUOTES": 'say "hi" twice',
@@ -151,7 +189,9 @@ def test_supervisord_reads_back_exactly_the_values_given(tmp_path: Path) -> None
         "HOST": "127.0.1.3", "PORT": "8000", "APP_VERSION": "1.1.0", **TRICKY,
     }
     assert read["name"] == "hello" and read["uid"] == 65534
-    assert read["command"] == "'/opt/my app/current/bin/run'"  # one word when supervisord splits it
+    # The path is one word when supervisord splits the command.
+    assert read["command"] == "setpriv --no-new-privs '/opt/my app/current/bin/run'"
+    assert read["umask"] == 0o027
     assert read["directory"] == "/opt/my app/current"
     assert read["stdout_logfile"] == f"{tmp_path}/app.log"
 

@@ -7,6 +7,8 @@
   specifiers such as ``%b``); control characters (a newline would start a new setting) are refused.
 - ``systemd_exec``: the command of ``ExecStart=``, one word: as it is when plain, else
   double-quoted with C escapes, ``%%`` and ``$$`` (systemd expands ``$VAR`` in command lines).
+- ``systemd_word``: one word of a list setting (``ReadWritePaths=``): as ``systemd_exec`` but
+  ``$`` left alone (only command lines expand variables).
 - ``systemd_env``: a mapping of environment variables, as a list of ``"NAME=value"`` words for
   ``Environment=``: ``\\``, ``"`` and control characters C-escaped (``\\n``, ``\\x01``), ``%%``.
 - ``supervisord``: a value of a program section. ``%`` becomes ``%%`` (supervisord expands
@@ -17,6 +19,10 @@
 - ``supervisord_env``: a mapping, as a list of ``NAME="value"`` items for ``environment=``.
   supervisord's parser has no escapes: a value is quoted with the quote it does not hold; one
   holding both quotes, or starting or ending with one (they are stripped), is refused.
+- ``systemd_settings``: a mapping of extra ``[Service]`` settings, as a list of ``Name=value``
+  lines: names are letters only (``ProtectSystem``), booleans become ``yes``/``no``, a list is
+  space-separated words; values as for ``systemd``.
+- ``umask``: an octal umask such as ``027``.
 - ``account``: a user or group name (also ``User=``/``user=``): letters, digits, ``_``, ``-``.
 """
 
@@ -29,6 +35,8 @@ from typing import Any
 
 from ansible.errors import AnsibleFilterError
 
+SETTING_NAME = re.compile(r"^[A-Z][A-Za-z]+$")
+UMASK = re.compile(r"^0?[0-7]{3}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ACCOUNT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -82,6 +90,13 @@ def systemd(value: object, what: str) -> str:
     return _no_control(what, str(value), "a systemd unit").replace("%", "%%")
 
 
+def systemd_word(value: object, what: str) -> str:
+    text = _no_control(what, str(value), "a systemd unit")
+    if PLAIN_WORD.match(text):
+        return text
+    return '"' + _c_escape(text).replace("%", "%%") + '"'
+
+
 def systemd_exec(value: object, what: str) -> str:
     text = _no_control(what, str(value), "a systemd unit")
     if PLAIN_WORD.match(text):
@@ -94,6 +109,38 @@ def systemd_env(value: object, what: str) -> list[str]:
         '"' + _c_escape(f"{name}={item}").replace("%", "%%") + '"'
         for name, item in _env_items(what, value, "a systemd unit")
     ]
+
+
+def _systemd_word(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def systemd_settings(value: object, what: str) -> list[str]:
+    where = "a systemd unit"
+    if not isinstance(value, Mapping):
+        raise _refuse(what, value, where, "it must be a mapping of setting names to values")
+    lines = []
+    for name, item in value.items():
+        name = str(name)
+        if not SETTING_NAME.match(name):
+            raise _refuse(f"{what}.{name}", name, where, "a setting name is letters only, e.g. ProtectSystem")
+        if item is None:
+            continue  # a setting switched off by an override
+        if isinstance(item, list | tuple):
+            text = " ".join(_systemd_word(word) for word in item)
+        else:
+            text = _systemd_word(item)
+        lines.append(f"{name}={systemd(text, f'{what}.{name}')}")
+    return lines
+
+
+def umask(value: object, what: str) -> str:
+    text = str(value)
+    if not UMASK.match(text):
+        raise _refuse(what, text, "a supervisord program file", "a umask is three octal digits, e.g. 027")
+    return text.zfill(3)[-3:]
 
 
 def supervisord(value: object, what: str) -> str:
@@ -143,7 +190,10 @@ def account(value: object, what: str) -> str:
 KINDS: dict[str, Callable[[object, str], Any]] = {
     "systemd": systemd,
     "systemd_exec": systemd_exec,
+    "systemd_word": systemd_word,
     "systemd_env": systemd_env,
+    "systemd_settings": systemd_settings,
+    "umask": umask,
     "supervisord": supervisord,
     "supervisord_command": supervisord_command,
     "supervisord_logfile": supervisord_logfile,
