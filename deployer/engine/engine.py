@@ -761,6 +761,8 @@ class Engine:
         while time.monotonic() < deadline:
             if self._stop.wait(timeout=min(0.5, max(0.0, deadline - time.monotonic()))):
                 return
+            if self._lease is not None and self._lease.lost:
+                return  # the check before the next batch stops the deployment
 
     # -- events and phases ----------------------------------------------------------------
 
