@@ -207,12 +207,16 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         os.close(fd)  # closing the guard's descriptor releases the flock
 
 
-def main(argv: list[str]) -> int:
+def answer(request: dict[str, Any]) -> dict[str, Any]:
+    """:func:`run`, with a failure as an answer (``{"error": ...}``) rather than an exception."""
     try:
-        answer = run(json.loads(argv[1]))
+        return run(request)
     except Exception as exc:
-        answer = {"error": f"{type(exc).__name__}: {exc}", "host": socket.gethostname()}
-    sys.stdout.write(json.dumps(answer, sort_keys=True) + "\n")
+        return {"error": f"{type(exc).__name__}: {exc}", "host": socket.gethostname()}
+
+
+def main(argv: list[str]) -> int:
+    sys.stdout.write(json.dumps(answer(json.loads(argv[1])), sort_keys=True) + "\n")
     return 0
 
 

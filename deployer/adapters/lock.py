@@ -146,7 +146,9 @@ class LockHost(Protocol):
 
 class ProgramHost:
     """Runs the lock program on the lock's host: over SSH with the inventory's settings for
-    that host, or on this machine (``target`` None, or a local target)."""
+    that host, or on this machine (``target`` None, or a local target). On this machine, as this
+    user, it runs inside this process (the same code, files and ``flock``; no interpreter to
+    start) unless ``spawn`` is set."""
 
     def __init__(
         self,
@@ -155,11 +157,13 @@ class ProgramHost:
         target: SshTarget | Callable[[], SshTarget] | None = None,
         name: str = "",
         timeout: float | None = None,
+        spawn: bool = False,
     ) -> None:
         self.directory = directory
         self._target = target
         self.name = name
         self._timeout = timeout
+        self._spawn = spawn
 
     @property
     def target(self) -> SshTarget | None:
@@ -180,6 +184,9 @@ class ProgramHost:
     def call(self, request: dict[str, Any]) -> dict[str, Any]:
         target = self.target
         remote = target is not None and not target.local
+        here = target is None or (target.local and not target.become_user)
+        if here and not self._spawn:
+            return self._checked(_lock_program.answer({**request, "dir": self.directory}))
         timeout = self._timeout or ((target.connect_timeout if target else 0) + 20.0)
         argv = self._argv(json.dumps({**request, "dir": self.directory}))
         try:
@@ -206,6 +213,9 @@ class ProgramHost:
                 f"cannot reach the lock at {self.where}: {why}",
                 hint=_reach_hint(self.name, remote, done.stderr),
             )
+        return self._checked(answer)
+
+    def _checked(self, answer: dict[str, Any]) -> dict[str, Any]:
         if "error" in answer:
             raise LockError(
                 f"the lock at {self.where} failed: {answer['error']}",

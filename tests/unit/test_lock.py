@@ -230,7 +230,8 @@ def test_the_lease_renews_in_the_background() -> None:
 
 
 def program(tmp_path: Path) -> ProgramHost:
-    return ProgramHost(str(tmp_path / "locks"))
+    """The lock program as it runs on a lock host: ``python3 -``, fed the program's text."""
+    return ProgramHost(str(tmp_path / "locks"), spawn=True)
 
 
 def lock_file(tmp_path: Path, env: str = "prod") -> Path:
@@ -340,11 +341,22 @@ def test_an_unreachable_lock_host_is_a_lock_error() -> None:
         lock.show()
 
 
-def test_the_state_dir_lock_lives_in_the_state_directory(tmp_path: Path) -> None:
-    lock = state_dir_lock(tmp_path / "state", "prod", lease=30)
+def test_the_state_dir_lock_lives_in_the_state_directory_and_meets_the_program(
+    tmp_path: Path, sleeper: subprocess.Popen[bytes]
+) -> None:
+    """On this machine the program's code runs in-process: same files, same flock, same rules
+    as the program started on its own."""
+    lock = state_dir_lock(tmp_path, "prod", lease=30)
+    assert lock.where == f"{tmp_path / 'locks'}/prod.json" and lock.lease == 30
+    other_process = EnvironmentLock(program(tmp_path), "prod", me=Identity.of(sleeper.pid))
+    other_process.acquire()
+    with pytest.raises(LockHeldError, match=f"pid {sleeper.pid}"):
+        lock.acquire()
+    assert other_process.release() is True
     lock.acquire()
-    assert (tmp_path / "state" / "locks" / "prod.json").is_file()
-    assert lock.where == f"{tmp_path / 'state' / 'locks'}/prod.json" and lock.lease == 30
+    assert json.loads(lock_file(tmp_path).read_text())["pid"] == os.getpid()
+    with pytest.raises(LockHeldError, match=f"pid {os.getpid()}"):
+        other_process.acquire()
 
 
 def test_a_record_reads_back_as_it_was_written() -> None:
