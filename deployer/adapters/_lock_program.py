@@ -154,8 +154,17 @@ def _read(path: str) -> dict[str, Any] | None:
         return None
     if not text.strip():
         return None
-    record = json.loads(text)
-    return record if isinstance(record, dict) else None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        record = None
+    if isinstance(record, dict):
+        return record
+    # Not written by this program (it replaces the file whole): a holder nobody can name, whose
+    # lease is over, so that the next deployment takes it over and the log keeps what it held.
+    return {"env": os.path.basename(path)[: -len(".json")], "deployment": None, "owner": "?",
+            "host": "?", "pid": 0, "pid_start": "", "acquired_at": 0.0, "expires_at": 0.0,
+            "unreadable": text[:200]}
 
 
 def _write(path: str, record: dict[str, Any] | None) -> None:

@@ -290,6 +290,16 @@ def test_the_program_takes_over_an_expired_lease_of_another_host(tmp_path: Path)
         lock.acquire()
 
 
+def test_an_unreadable_lock_file_is_taken_over_and_kept_in_the_log(tmp_path: Path) -> None:
+    lock_file(tmp_path).parent.mkdir(parents=True)
+    lock_file(tmp_path).write_text("{half a rec")
+    lock = EnvironmentLock(program(tmp_path), "prod")
+    assert lock.show().expired
+    assert lock.acquire() is not None
+    log = json.loads((tmp_path / "locks" / "prod.log").read_text().splitlines()[-1])
+    assert log["record"]["unreadable"] == "{half a rec"
+
+
 def test_the_program_tells_a_holder_that_was_taken_over(tmp_path: Path) -> None:
     first = EnvironmentLock(program(tmp_path), "prod", me=other(1))
     second = EnvironmentLock(program(tmp_path), "prod", me=other(2, "ci-runner-3"))
