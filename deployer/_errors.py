@@ -13,6 +13,11 @@ branch to an exit code and prints its message without a traceback::
     │   ├── ArtefactNotFoundError      exit 4  no such app/version in the store
     │   └── VerificationError          exit 5  signature, digest or identity check failed
     ├── LockHeldError                  exit 6  another deployment holds the environment's lock
+    ├── LockError                      exit 13 the environment's lock cannot be reached (nothing
+    │   │                                      was changed)
+    │   └── LockLostError              exit 13 a running deployment lost its lock (taken over, or
+    │                                          its host unreachable for longer than the lease)
+    │                                          and stopped between batches
     ├── LoadBalancerError              exit 7  the load balancer refused or could not be reached
     ├── LabError                       exit 8  the local lab could not be built or inspected
     ├── AnalysisError                  exit 12 a metric source of the soak analysis cannot be queried
@@ -43,7 +48,9 @@ __all__ = [
     "Interrupted",
     "LabError",
     "LoadBalancerError",
+    "LockError",
     "LockHeldError",
+    "LockLostError",
     "PrerequisiteError",
     "UsageError",
     "VerificationError",
@@ -124,6 +131,19 @@ class VerificationError(ArtefactError):
 
 class LockHeldError(DeployerError):
     exit_code = 6
+
+
+class LockError(DeployerError):
+    """The environment's lock cannot be read or changed (its host unreachable, its directory
+    not writable)."""
+
+    exit_code = 13
+
+
+class LockLostError(LockError):
+    """A deployment lost its lock while it ran, and stopped at the next safe point."""
+
+    exit_code = 13
 
 
 class LoadBalancerError(DeployerError):

@@ -1,17 +1,17 @@
-"""The journal: an append-only SQLite (WAL) record of deployments and node phase transitions,
-plus the per-environment lock that keeps two deployments of one environment apart.
+"""The journal: an append-only SQLite (WAL) record of deployments and node phase transitions.
+(The lock that keeps two deployments of one environment apart is :mod:`deployer.adapters.lock`.)
 
 Every phase change is committed as it happens, so after a crash the journal still says which
 nodes were out of the load balancer and what they were doing.
 
 Schema versions (``PRAGMA user_version``): 1, the first; 2 adds ``deployments.deployer_version``,
-the version of deployer that ran each deployment (empty for those recorded before). Opening a
-journal migrates it in place; rows already there stay readable.
+the version of deployer that ran each deployment (empty for those recorded before); 3 adds
+``deployments.pid_start``, the start time of the deploying process, so that a reused PID is not
+taken for it. Opening a journal migrates it in place; rows already there stay readable.
 """
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import socket
@@ -24,16 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from .._errors import LockHeldError
+from .process import actor, pid_start, process_alive
 
-__all__ = ["DeploymentRecord", "Journal", "LockInfo", "NodeEvent", "process_alive"]
+__all__ = ["DeploymentRecord", "Journal", "NodeEvent"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     env TEXT NOT NULL,
     app TEXT NOT NULL,
-    kind TEXT NOT NULL,               -- deploy | rollback | recover
+    kind TEXT NOT NULL,               -- deploy | rollback | recover | unlock
     version TEXT NOT NULL,            -- the target release
     status TEXT NOT NULL,             -- running | succeeded | failed | rolled_back | cancelled | refused
     started_at REAL NOT NULL,
@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS deployments (
     command TEXT NOT NULL,
     summary TEXT NOT NULL DEFAULT '',
     details TEXT NOT NULL DEFAULT '{}', -- JSON: manifest digest, plan, ...
-    deployer_version TEXT NOT NULL DEFAULT ''  -- the deployer that ran it (schema 2)
+    deployer_version TEXT NOT NULL DEFAULT '', -- the deployer that ran it (schema 2)
+    pid_start TEXT NOT NULL DEFAULT ''         -- the start time of pid (schema 3)
 );
 CREATE TABLE IF NOT EXISTS node_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -57,41 +58,13 @@ CREATE TABLE IF NOT EXISTS node_events (
     detail TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS node_events_by_deployment ON node_events(deployment_id, id);
-CREATE TABLE IF NOT EXISTS locks (
-    env TEXT PRIMARY KEY,
-    deployment_id INTEGER,
-    pid INTEGER NOT NULL,
-    pid_start TEXT NOT NULL,          -- the holder's start time, so a reused PID is not mistaken
-    host TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    acquired_at REAL NOT NULL
-);
 """
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Columns added since schema 1, in order: (table, column, definition).
 _ADDED_COLUMNS = (
     ("deployments", "deployer_version", "TEXT NOT NULL DEFAULT ''"),
+    ("deployments", "pid_start", "TEXT NOT NULL DEFAULT ''"),
 )
-
-
-def _pid_start(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
-def process_alive(pid: int, start: str | None = None) -> bool:
-    """True if ``pid`` runs (zombies count as dead) and, when given, started at ``start``."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return False
-    if fields[0] in ("Z", "X"):
-        return False
-    return start is None or fields[19] == start
 
 
 @dataclass(frozen=True)
@@ -111,6 +84,7 @@ class DeploymentRecord:
     summary: str
     details: dict[str, Any]
     deployer_version: str = ""  # empty for deployments recorded before schema 2
+    pid_start: str = ""  # the start time of pid; empty for deployments recorded before schema 3
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -140,34 +114,10 @@ class NodeEvent:
         }
 
 
-@dataclass(frozen=True)
-class LockInfo:
-    env: str
-    deployment_id: int | None
-    pid: int
-    pid_start: str
-    host: str
-    actor: str
-    acquired_at: float
-
-    @property
-    def stale(self) -> bool:
-        """A lock is stale when its holder ran on this host and is gone."""
-        return self.host == socket.gethostname() and not process_alive(self.pid, self.pid_start)
-
-
 def _iso(t: float | None) -> str:
     if t is None:
         return ""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-
-
-def actor() -> str:
-    try:
-        user = getpass.getuser()
-    except Exception:  # no passwd entry (containers): fall back to the uid
-        user = str(os.getuid())
-    return f"{user}@{socket.gethostname()}"
 
 
 class Journal:
@@ -207,55 +157,6 @@ class Journal:
             raise
         self._db.execute("COMMIT")
 
-    # -- the environment lock ------------------------------------------------------------
-
-    def acquire_lock(self, env: str, *, take_over_stale: bool = True) -> LockInfo | None:
-        """Take the environment's lock; returns the stale lock taken over, if any."""
-        me = os.getpid()
-        with self._tx() as db:
-            row = db.execute("SELECT * FROM locks WHERE env = ?", (env,)).fetchone()
-            previous = LockInfo(**dict(row)) if row else None
-            if previous is not None:
-                if previous.pid == me and previous.host == socket.gethostname():
-                    return None
-                if not (take_over_stale and previous.stale):
-                    where = f"pid {previous.pid} on {previous.host}"
-                    raise LockHeldError(
-                        f"environment {env!r} is locked by deployment "
-                        f"{previous.deployment_id or '?'} ({previous.actor}, {where}, "
-                        f"since {_iso(previous.acquired_at)})",
-                        hint="wait for it to finish; if that process is gone on another host, "
-                        f"run 'deployer unlock --env {env}'",
-                    )
-                db.execute("DELETE FROM locks WHERE env = ?", (env,))
-            db.execute(
-                "INSERT INTO locks (env, deployment_id, pid, pid_start, host, actor, acquired_at)"
-                " VALUES (?, NULL, ?, ?, ?, ?, ?)",
-                (env, me, _pid_start(me), socket.gethostname(), actor(), time.time()),
-            )
-        return previous
-
-    def attach_lock(self, env: str, deployment_id: int) -> None:
-        with self._tx() as db:
-            db.execute(
-                "UPDATE locks SET deployment_id = ? WHERE env = ? AND pid = ?",
-                (deployment_id, env, os.getpid()),
-            )
-
-    def release_lock(self, env: str) -> None:
-        with self._tx() as db:
-            db.execute("DELETE FROM locks WHERE env = ? AND pid = ?", (env, os.getpid()))
-
-    def lock_info(self, env: str) -> LockInfo | None:
-        row = self._db.execute("SELECT * FROM locks WHERE env = ?", (env,)).fetchone()
-        return LockInfo(**dict(row)) if row else None
-
-    def force_unlock(self, env: str) -> LockInfo | None:
-        with self._tx() as db:
-            row = db.execute("SELECT * FROM locks WHERE env = ?", (env,)).fetchone()
-            db.execute("DELETE FROM locks WHERE env = ?", (env,))
-        return LockInfo(**dict(row)) if row else None
-
     # -- deployments and node events -----------------------------------------------------
 
     def start_deployment(
@@ -265,10 +166,11 @@ class Journal:
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO deployments (env, app, kind, version, status, started_at, actor, host,"
-                " pid, command, details, deployer_version)"
-                " VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
+                " pid, command, details, deployer_version, pid_start)"
+                " VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
                 (env, app, kind, version, time.time(), actor(), socket.gethostname(),
-                 os.getpid(), command, json.dumps(details or {}, sort_keys=True), __version__),
+                 os.getpid(), command, json.dumps(details or {}, sort_keys=True), __version__,
+                 pid_start(os.getpid())),
             )
             return int(cur.lastrowid or 0)
 
@@ -335,10 +237,16 @@ class Journal:
         return {r["node"]: NodeEvent(**dict(r)) for r in rows}
 
     def mark_abandoned(self, env: str) -> list[DeploymentRecord]:
-        """Mark 'running' deployments whose process is gone as failed; return them."""
+        """Mark 'running' deployments whose process is gone from this host as failed; return
+        them. The process is its PID and the PID's start time: a PID the kernel handed to
+        another process since is gone (a record older than schema 3 has no start time; its PID
+        alone is checked). A deployment run from another host is left as it is."""
         gone = []
+        here = socket.gethostname()
         for rec in self.deployments(env, limit=20):
-            if rec.status == "running" and rec.host == socket.gethostname() and not process_alive(rec.pid):
+            if rec.status != "running" or rec.host != here:
+                continue
+            if not process_alive(rec.pid, rec.pid_start or None):
                 self.finish_deployment(rec.id, "failed", "the deploying process ended unexpectedly")
                 gone.append(rec)
         return gone

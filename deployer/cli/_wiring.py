@@ -1,5 +1,6 @@
 """Build an engine for one environment from the config: the only place that picks concrete
-adapters (ansible-runner, HAProxy, the SQLite journal, the artefact store)."""
+adapters (ansible-runner, HAProxy, the SQLite journal, the deployment lock, the artefact
+store)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ..adapters.haproxy import HAProxyOverSSH, HAProxyRuntime, LoadBalancerGroup
 from ..adapters.inventory import load_nodes, ssh_target
 from ..adapters.journal import Journal
 from ..adapters.loadbalancer import LoadBalancer
+from ..adapters.lock import EnvironmentLock, ProgramHost, state_dir_lock
 from ..adapters.runner import AnsibleRunner, RecordingRunner, Runner
 from ..adapters.ssh import SshTarget
 from ..engine.bluegreen import BlueGreen
@@ -25,6 +27,23 @@ _CONTROLLER = frozenset({"localhost", "127.0.0.1", "::1"})
 
 def journal_for(config: Config) -> Journal:
     return Journal(Path(config.state_dir) / "journal.sqlite")
+
+
+def lock_for(config: Config, env_name: str) -> EnvironmentLock:
+    """The environment's deployment lock: on the load balancer's host (``lock.host``, default
+    the first load balancer; over SSH as the inventory says, or here for a local one), or in
+    the state directory."""
+    env = config.environment(env_name)
+    if env.lock_at == "state_dir":
+        return state_dir_lock(Path(config.state_dir), env_name, lease=env.lock.lease)
+    host = env.lock_host
+    target = (
+        SshTarget(host=host, address=host, local=True) if host in _CONTROLLER
+        else _target_of(env, host)
+    )
+    return EnvironmentLock(
+        ProgramHost(env.lock.dir, target=target, name=host), env_name, lease=env.lock.lease
+    )
 
 
 def load_balancer_for(env: EnvironmentConfig) -> LoadBalancer:
@@ -114,6 +133,7 @@ def build_engine(
         command=shlex.join(["deployer", *sys.argv[1:]]),
         config_file=str(config.source or "config"),
         soaks=soaks_for(env_name, env, lb),
+        lock=lock_for(config, env_name),
     )
 
 
@@ -146,10 +166,11 @@ def build_deployment(
             env_name=env_name, env=leg_env, nodes=load_nodes(env.inventory, leg.group),
             runner=whole.runner, journal=whole.journal, verify_release=whole.verify_release,
             lb=whole.lb, reporter=whole.reporter, command=whole.command,
-            config_file=whole.config_file,
+            config_file=whole.config_file, lock=whole.lock,
         )  # no soak inside a leg: the leg is soaked once it is live
     return BlueGreen(
         env_name=env_name, env=env, leg_engines=legs, journal=whole.journal,
         verify_release=whole.verify_release, lb=whole.lb, reporter=whole.reporter,
         command=whole.command, config_file=whole.config_file, soaks=whole.soaks,
+        lock=whole.lock,
     )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
 import signal
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -16,9 +18,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from .._config import Config
-from .._errors import DeployerError, LoadBalancerError
+from .._errors import DeployerError, LoadBalancerError, LockError, UsageError
 from .._versions import validate_version
 from ..adapters.inventory import Node
+from ..adapters.lock import LockView, held
+from ..adapters.process import actor
 from ..adapters.runner import close_runner
 from ..adapters.ssh_masters import host_key_hint, is_host_key_failure
 from ..engine.bluegreen import BlueGreen
@@ -33,7 +37,7 @@ from ..engine.engine import (
 from ..engine.plan import Batch
 from ..engine.states import NodePhase
 from ._common import config_option, console, env_option, get_config, out, print_json
-from ._wiring import build_deployment, build_engine, journal_for
+from ._wiring import build_deployment, build_engine, journal_for, lock_for
 
 _PHASE_STYLE = {
     NodePhase.DONE: "green", NodePhase.REVERTED: "yellow", NodePhase.FAILED: "bold red",
@@ -243,14 +247,18 @@ def status(env_name: str, as_json: bool, config_path: Path | None) -> None:
             "detail": f.health_detail,
         })
     unread = [n for n in engine.nodes if facts[n.name].health_detail == "unreachable"]
-    journal = journal_for(config)
-    lock = journal.lock_info(env_name)
+    lock: LockView | None = None
+    lock_error = ""
+    try:
+        lock = engine.lock.show()
+    except LockError as exc:
+        lock_error = str(exc)
     if as_json:
         print_json({
             "env": env_name, "nodes": rows, "load_balancer_error": lb_error or None,
             **({"blue_green": {k: v for k, v in legs.items() if k != "leg_of"}} if legs else {}),
-            "locked_by": None if lock is None else {"pid": lock.pid, "host": lock.host,
-                                                     "deployment": lock.deployment_id},
+            "locked_by": lock.to_dict() if lock is not None else None,
+            "lock": {"where": engine.lock.where, "error": lock_error or None},
         })
     else:
         _print_status_table(config, env_name, rows, facts)
@@ -259,8 +267,12 @@ def status(env_name: str, as_json: bool, config_path: Path | None) -> None:
                       f"{legs['preview_url']}" + (f"; {legs['error']}" if legs["error"] else ""))
         if lb_error:
             console.print(f"[yellow]load balancer:[/] {escape(lb_error)}", soft_wrap=True)
-        if lock is not None:
-            console.print(f"locked by deployment {lock.deployment_id} ({lock.actor}, pid {lock.pid})")
+        if lock_error:
+            console.print(f"[yellow]lock:[/] {escape(lock_error)}", soft_wrap=True)
+        elif lock is not None and lock.record is not None:
+            state = " [yellow](stale: its holder is gone)[/]" if lock.stale else ""
+            console.print(f"locked by {escape(lock.record.describe())}{state}; the lock is kept "
+                          f"at {escape(lock.where)}", soft_wrap=True)
     if unread:
         raise DeployerError(
             f"could not read {', '.join(n.name for n in unread)}: "
@@ -522,8 +534,7 @@ def _recover(config: Config, env_name: str, engine: Engine) -> None:
         console.print("no node that deployer took out of the load balancer is out; nothing to recover")
         return
     facts = engine.probe()
-    journal.acquire_lock(env_name)
-    try:
+    with held(engine.lock, on_note=lambda text: console.print(escape(text))):
         dep = journal.start_deployment(env=env_name, app=engine.env.app.name, kind="recover",
                                        version="-", command=engine.command)
         left = []
@@ -541,8 +552,6 @@ def _recover(config: Config, env_name: str, engine: Engine) -> None:
                 console.print(f"[red]{node.name}[/]: unhealthy ({f.health_detail}); left out")
         status_ = "failed" if left else "succeeded"
         journal.finish_deployment(dep, status_, f"left out: {', '.join(left)}" if left else "recovered")
-    finally:
-        journal.release_lock(env_name)
     if left:
         raise DeployerError(
             f"{', '.join(left)} still unhealthy and out of service",
@@ -552,16 +561,40 @@ def _recover(config: Config, env_name: str, engine: Engine) -> None:
 
 @click.command()
 @env_option
+@click.option("--force", is_flag=True,
+              help="Remove the lock even if its holder's lease has not expired (needs --reason).")
+@click.option("--reason", default=None, help="Why (kept in the journal and on the lock's host).")
 @config_option
-def unlock(env_name: str, config_path: Path | None) -> None:
-    """Remove an environment's lock (only when its holder is gone on another host)."""
+def unlock(env_name: str, force: bool, reason: str | None, config_path: Path | None) -> None:
+    """Remove an environment's lock whose holder is gone (its lease expired, or its process
+    is gone from this host); --force --reason removes a live holder's lock too."""
+    reason = (reason or "").strip()
+    if force and not reason:
+        raise UsageError(
+            "--force needs --reason: removing a live deployment's lock is recorded with why",
+            hint=f"deployer unlock --env {env_name} --force --reason 'the runner died with the VM'",
+        )
     config = get_config(config_path)
-    config.environment(env_name)
-    lock = journal_for(config).force_unlock(env_name)
-    if lock is None:
-        console.print("not locked")
-    else:
-        console.print(f"removed the lock of deployment {lock.deployment_id} (pid {lock.pid} on {lock.host})")
+    env = config.environment(env_name)
+    lock = lock_for(config, env_name)
+    removed = lock.remove(by=actor(), reason=reason, force=force)
+    if removed is None:
+        console.print(f"environment {env_name!r} is not locked ({escape(lock.where)})")
+        return
+    how = "forced" if force else "removed a stale lock"
+    summary = f"{how}: the lock of {removed.describe()} at {lock.where}"
+    if reason:
+        summary += f"; reason: {reason}"
+    journal = journal_for(config)
+    dep = journal.start_deployment(
+        env=env_name, app=env.app.name, kind="unlock", version="-",
+        command=shlex.join(["deployer", *sys.argv[1:]]),
+        details={"removed": removed.to_dict(), "where": lock.where, "force": force,
+                 "reason": reason},
+    )
+    journal.finish_deployment(dep, "succeeded", summary)
+    console.print(f"removed the lock of {escape(removed.describe())} ({escape(lock.where)}); "
+                  f"recorded as deployment {dep} in the journal")
 
 
 def register(cli: click.Group) -> None:

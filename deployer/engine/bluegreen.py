@@ -34,6 +34,7 @@ from .._errors import (
 from .._versions import validate_version
 from ..adapters.journal import Journal
 from ..adapters.loadbalancer import LoadBalancer
+from ..adapters.lock import DeploymentLock, Lease
 from ..analysis import Verdict
 from .engine import (
     Engine,
@@ -42,9 +43,9 @@ from .engine import (
     Release,
     Reporter,
     StoreVerifier,
-    locked_deployment,
     redacted_url,
 )
+from .locking import default_lock, locked_deployment
 from .soaking import Soaks
 
 __all__ = ["BlueGreen"]
@@ -67,6 +68,7 @@ class BlueGreen:
         config_file: str = "config",
         soaks: Soaks | None = None,
         preview_get: Callable[[str, float], tuple[int, bytes]] | None = None,
+        lock: DeploymentLock | None = None,
     ) -> None:
         if env.strategy.legs is None or env.load_balancer.legs_map is None:
             raise ConfigError("blue-green needs strategy.legs and load_balancer.legs_map", file=config_file)
@@ -87,6 +89,8 @@ class BlueGreen:
         self._abort = threading.Event()
         self._running: Engine | None = None
         self._deployment_id = 0
+        self.lock = lock or default_lock(journal, env_name)
+        self._lease: Lease | None = None
         self._check_legs()
 
     @property
@@ -170,11 +174,12 @@ class BlueGreen:
         validate_version(version)
         release = self.verify_release(version)
         with locked_deployment(
-            self.journal, self.reporter, env_name=self.env_name, app=self.env.app.name, kind=kind,
-            version=version, command=self.command,
+            self.journal, self.lock, self.reporter, env_name=self.env_name,
+            app=self.env.app.name, kind=kind, version=version, command=self.command,
             details={"sha256": release.sha256, "url": redacted_url(release.url),
                      "strategy": "blue-green"},
-        ) as self._deployment_id:
+        ) as held:
+            self._deployment_id, self._lease = held.deployment_id, held.lease
             return self._run(release, kind)
 
     def _run(self, release: Release, kind: str) -> Outcome:
@@ -222,6 +227,7 @@ class BlueGreen:
                 return self._finish(kind, release, "rolled_back", str(exc), outcomes, details, started)
             if self._stop.is_set():
                 raise Interrupted(f"stopped by the operator before the switch; live traffic stayed on {live}")
+            self._keep_lock()
             self._switch(live, idle, release, details, back=False)
             verdict = self._soak(idle, live, release)
             if verdict is not None:
@@ -241,6 +247,7 @@ class BlueGreen:
                 )
             summary = f"{idle} is live on {release.version} (was {live})"
             if self.env.strategy.after_soak == "uplift":
+                self._keep_lock()
                 self.reporter.message(f"uplift: releasing {release.version} to {live} too")
                 step = self._step(self.leg_engines[live], release, kind)
                 outcomes.append(step)
@@ -267,6 +274,11 @@ class BlueGreen:
             self.journal.finish_deployment(dep, "failed", f"aborted: {exc}")
             raise
 
+    def _keep_lock(self) -> None:
+        """Before a step that changes live traffic or another leg: stop if the lock was lost."""
+        if self._lease is not None:
+            self._lease.check()
+
     def _check_live_serves(self, live: str) -> None:
         engine = self.leg_engines[live]
         states = engine.lb_states()
@@ -285,7 +297,7 @@ class BlueGreen:
                 engine.request_stop()
             elif self._stop.is_set():
                 engine.request_stop()
-            return engine.deploy_step(self._deployment_id, release, kind)
+            return engine.deploy_step(self._deployment_id, release, kind, self._lease)
         finally:
             self._running = None
 

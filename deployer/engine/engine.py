@@ -11,8 +11,7 @@ import dataclasses
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -30,8 +29,10 @@ from .._versions import validate_version
 from ..adapters.inventory import Node
 from ..adapters.journal import Journal
 from ..adapters.loadbalancer import LoadBalancer, ServerState
+from ..adapters.lock import DeploymentLock, Lease
 from ..adapters.runner import Runner, RunnerEvent, RunRequest, RunResult
 from ..analysis import Soak, Verdict
+from .locking import default_lock, locked_deployment
 from .plan import Batch, Plan, batch_limits, make_plan
 from .soaking import Soaks
 from .states import OUT_OF_SERVICE, NodePhase, can_move
@@ -178,6 +179,7 @@ class Engine:
         command: str = "",
         config_file: str = "config",
         soaks: Soaks | None = None,
+        lock: DeploymentLock | None = None,
     ) -> None:
         self.env_name = env_name
         self.env = env
@@ -205,6 +207,9 @@ class Engine:
         # while later batches roll.
         self.soaks = soaks
         self._watch: Soak | None = None
+        # The environment's deployment lock, and the lease of it held while deploying.
+        self.lock = lock or default_lock(journal, env_name)
+        self._lease: Lease | None = None
 
     # -- operator control -----------------------------------------------------------------
 
@@ -362,17 +367,21 @@ class Engine:
         # Verify the release before touching anything: signature, identity, digest.
         release = self.verify_release(version)
         with locked_deployment(
-            self.journal, self.reporter, env_name=self.env_name, app=self.env.app.name, kind=kind,
-            version=version, command=self.command,
+            self.journal, self.lock, self.reporter, env_name=self.env_name,
+            app=self.env.app.name, kind=kind, version=version, command=self.command,
             details={"sha256": release.sha256, "url": redacted_url(release.url)},
-        ) as self._deployment_id:
+        ) as held:
+            self._deployment_id, self._lease = held.deployment_id, held.lease
             return self._run_deploy(release, kind)
 
-    def deploy_step(self, deployment_id: int, release: Release, kind: str) -> Outcome:
+    def deploy_step(
+        self, deployment_id: int, release: Release, kind: str, lease: Lease | None = None
+    ) -> Outcome:
         """Roll ``release`` (already verified) through this engine's nodes as one step of a
         larger deployment, such as a blue-green leg: node phases are journalled under
-        ``deployment_id``, which the caller holds the lock for and finishes."""
+        ``deployment_id``, which the caller holds the lock (``lease``) for and finishes."""
         self._deployment_id = deployment_id
+        self._lease = lease
         self._owns_deployment = False
         return self._run_deploy(release, kind)
 
@@ -461,6 +470,10 @@ class Engine:
             for batch in plan.batches:
                 if self._stop.is_set():
                     raise Interrupted("stopped by the operator before the next batch")
+                if self._lease is not None:
+                    # A safe point: every node of the last batch is back. Without the lock,
+                    # touch nothing more (LockLostError ends the deployment, recorded).
+                    self._lease.check()
                 batch = self._check_capacity(batch, plan)
                 if not batch.nodes:
                     continue
@@ -748,6 +761,8 @@ class Engine:
         while time.monotonic() < deadline:
             if self._stop.wait(timeout=min(0.5, max(0.0, deadline - time.monotonic()))):
                 return
+            if self._lease is not None and self._lease.lost:
+                return  # the check before the next batch stops the deployment
 
     # -- events and phases ----------------------------------------------------------------
 
@@ -935,26 +950,6 @@ def redacted_url(url: str) -> str:
         host = f"{host}:{parts.port}"
     query = "?<signed query not recorded>" if parts.query else ""
     return urlunsplit((parts.scheme, host, parts.path, "", "")) + query
-
-
-@contextmanager
-def locked_deployment(
-    journal: Journal, reporter: Reporter, *, env_name: str, app: str, kind: str, version: str,
-    command: str, details: dict[str, Any],
-) -> Iterator[int]:
-    """Hold the environment's lock for one deployment, recorded in the journal (its id yielded);
-    deployments that died without finishing are marked failed first."""
-    journal.acquire_lock(env_name)
-    try:
-        for gone in journal.mark_abandoned(env_name):
-            reporter.message(f"deployment {gone.id} ended without finishing; marked failed in the journal")
-        deployment_id = journal.start_deployment(
-            env=env_name, app=app, kind=kind, version=version, command=command, details=details,
-        )
-        journal.attach_lock(env_name, deployment_id)
-        yield deployment_id
-    finally:
-        journal.release_lock(env_name)
 
 
 def raise_for(outcome: Outcome) -> None:

@@ -27,7 +27,15 @@ from .._errors import DeployerError, LabError, PrerequisiteError
 from ._cgroup import Cgroup, cgroup2_root, new_lab_cgroup_name
 from ._nodes import NodeProcesses
 from ._procs import port_accepts, port_is_free, stop_processes, wait_until
-from ._production import DEPLOY_HOME, DEPLOY_USER, LB_CONFIG_DIR, LB_HOST, LB_SOCKET, ProductionHosts
+from ._production import (
+    DEPLOY_HOME,
+    DEPLOY_USER,
+    LB_CONFIG_DIR,
+    LB_HOST,
+    LB_LOCK_DIR,
+    LB_SOCKET,
+    ProductionHosts,
+)
 from ._render import (
     NodeLayout,
     cgroup_launcher_script,
@@ -121,6 +129,12 @@ class Lab:
     @property
     def store_dir(self) -> Path:
         return self.dir / "store"
+
+    @property
+    def lock_dir(self) -> Path:
+        """Where the lab's deployment locks live (the plain topology; the production one keeps
+        them on its load-balancer host)."""
+        return self.dir / "locks"
 
     @property
     def keys_dir(self) -> Path:
@@ -234,7 +248,7 @@ class Lab:
         state.spec = spec
         if state.cgroup is None:
             state.cgroup = new_lab_cgroup_name(self.dir)
-        for sub in ("nodes", "haproxy", "nginx/tmp", "keys", "store", "bin"):
+        for sub in ("nodes", "haproxy", "nginx/tmp", "keys", "store", "bin", "locks"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         if not state.nodes:
             state.nodes = [
@@ -363,6 +377,7 @@ class Lab:
                 haproxy_socket=LB_SOCKET if spec.production else self.haproxy_socket,
                 legs_map_path=f"{LB_CONFIG_DIR}/legs.map" if spec.production else self.legs_map,
                 lb_host=LB_HOST if spec.production else None,
+                lock_dir=None if spec.production else str(self.lock_dir),
             ),
         )
         if spec.seed is not None:
@@ -406,7 +421,7 @@ class Lab:
         points = [f"/opt/{app}", f"/etc/{app}", f"/var/log/{app}",
                   "/etc/supervisor/conf.d", "/var/log/supervisor"]
         if state.spec.production:
-            points.append(DEPLOY_HOME)
+            points += [DEPLOY_HOME, LB_LOCK_DIR]
         for point in points:
             os.makedirs(point, exist_ok=True)
 

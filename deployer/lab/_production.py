@@ -10,6 +10,9 @@
 - The load balancer on a host of its own (``lb1``): HAProxy runs in that host's namespace, its
   runtime socket in that host's private ``/run``, so only that host reaches it.
 - Nodes cannot read the controller's artefact store directory: they pull over HTTP only.
+- The environment's deployment lock on the load-balancer host, in deployer's default directory
+  (``/var/lib/deployer/locks``, the lab's own, owned by the deploy user), where every controller
+  of the lab meets.
 """
 
 from __future__ import annotations
@@ -19,7 +22,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DEPLOY_HOME", "DEPLOY_USER", "LB_CONFIG_DIR", "LB_HOST", "LB_SOCKET", "ProductionHosts"]
+from .._config import DEFAULT_LOCK_DIR
+
+__all__ = [
+    "DEPLOY_HOME", "DEPLOY_USER", "LB_CONFIG_DIR", "LB_HOST", "LB_LOCK_DIR", "LB_SOCKET",
+    "ProductionHosts",
+]
 
 DEPLOY_USER = "deploy"
 # Ids nothing on a Debian machine uses by default (system ids end at 999, users start at 1000).
@@ -32,6 +40,8 @@ LB_SOCKET = "/run/haproxy/admin.sock"
 LB_CONFIG_DIR = "/etc/haproxy"
 # The deploy user's home inside every host (each host's own directory is mounted there).
 DEPLOY_HOME = f"/home/{DEPLOY_USER}"
+# Where the load-balancer host keeps deployment locks (deployer's default lock.dir).
+LB_LOCK_DIR = DEFAULT_LOCK_DIR
 
 
 def _lines(path: Path) -> list[str]:
@@ -60,6 +70,10 @@ class ProductionHosts:
 
     def home(self, host: str) -> Path:
         return self.lab_dir / "nodes" / host / "home-deploy"
+
+    def lock_dir(self, host: str) -> Path:
+        """The host directory that is ``LB_LOCK_DIR`` inside ``host``."""
+        return self.root / host / "locks"
 
     def prepare(
         self, host: str, *, address: str, lb_host: bool, authorized_keys: Path
@@ -126,6 +140,13 @@ class ProductionHosts:
         ]
         if Path("/etc/sudoers.d").is_dir():
             binds.append((sudoers, "/etc/sudoers.d"))
+        if lb_host:
+            # The deployment locks: the deploy user's to write, without sudo.
+            locks = self.lock_dir(host)
+            locks.mkdir(exist_ok=True)
+            os.chmod(locks, 0o755)
+            os.chown(locks, _DEPLOY_UID, _DEPLOY_UID)
+            binds.append((locks, LB_LOCK_DIR))
         # The controller's store directory is not the nodes' to read: they pull over HTTP.
         empty = self.root / "empty"
         empty.mkdir(exist_ok=True)

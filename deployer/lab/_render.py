@@ -303,6 +303,7 @@ def inventory(
 def deployer_config(
     spec: LabSpec, *, inventory_path: Path, store_url: str, trusted_key: Path,
     haproxy_socket: Path | str, legs_map_path: Path | str, lb_host: str | None = None,
+    lock_dir: str | None = None,
 ) -> str:
     data = {
         "state_dir": "state",
@@ -332,6 +333,9 @@ def deployer_config(
                     "drain_timeout": 30,
                 },
                 "strategy": {"batch_size": "1", "min_healthy": "1", "on_failure": "rollback"},
+                # The deployment lock, on the load balancer's host: every controller using
+                # this lab meets there (its default directory; the plain lab's is its own).
+                "lock": {"at": "load_balancer", **({"dir": lock_dir} if lock_dir else {})},
             }
         },
     }

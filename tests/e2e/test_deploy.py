@@ -175,7 +175,7 @@ def test_a_second_deployment_is_refused_while_one_runs(make_lab: Callable[..., L
         else:
             pytest.fail("the first deployment never took the lock")
         r = cli(the_lab, "deploy", "--env", "lab", "--version", "1.1.0")
-        assert r.returncode == 6 and "locked by deployment" in r.stderr
+        assert r.returncode == 6 and "is locked by" in r.stderr
     finally:
         _out, err = first.communicate(timeout=600)
     assert first.returncode == 0, err

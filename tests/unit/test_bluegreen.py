@@ -34,6 +34,8 @@ class FakeLeg:
         self.backend = backend
         self.steps: list[str] = []
         self.fail_with = ""
+        # Called with the lease of the deployment's lock while the leg rolls.
+        self.during: Any = None
         # What the environment's successful history says to go back to.
         self.history_target = "1.0.0"
 
@@ -46,8 +48,11 @@ class FakeLeg:
     def request_stop(self) -> bool:
         return False
 
-    def deploy_step(self, deployment_id: int, release: Release, kind: str) -> Outcome:
+    def deploy_step(self, deployment_id: int, release: Release, kind: str,
+                    lease: object = None) -> Outcome:
         self.steps.append(release.version)
+        if self.during is not None:
+            self.during(lease)
         nodes = {n.name: NodeStatus(node=n, phase=NodePhase.DONE, from_version=self.version,
                                     to_version=release.version) for n in self.nodes}
         if self.fail_with:
@@ -215,3 +220,25 @@ def test_rollback_to_the_release_the_idle_leg_holds_is_one_switch(tmp_path: Path
     assert outcome.status == "succeeded" and outcome.nodes == {}
     assert live_switches(lb) == ["hello_blue"]
     assert legs["blue"].steps == []
+
+
+def test_a_deployment_that_lost_its_lock_does_not_switch_live_traffic(tmp_path: Path) -> None:
+    from deployer import LockLostError
+    from deployer.adapters.lock import EnvironmentLock, FakeLockHost, Lease
+    from deployer.adapters.process import Identity
+
+    host = FakeLockHost()
+    bg, lb, legs = make(tmp_path)
+    bg.lock = EnvironmentLock(host, "lab", lease=60)
+    intruder = EnvironmentLock(host, "lab", me=Identity("ci@far", "far", 1, "1"))
+
+    def taken_over(lease: Lease) -> None:
+        intruder.remove(by="ops@far", reason="presumed dead", force=True)
+        intruder.acquire()
+        lease.renew_once()
+
+    legs["green"].during = taken_over
+    with pytest.raises(LockLostError, match="ci@far"):
+        bg.deploy("1.1.0")
+    assert legs["green"].steps == ["1.1.0"] and live_switches(lb) == []
+    assert bg.journal.deployments("lab")[0].status == "failed"

@@ -7,16 +7,26 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
-from deployer import ConfigError, DeploymentFailed, DeploymentRefused, LockHeldError, load_config
+from deployer import (
+    ConfigError,
+    DeploymentFailed,
+    DeploymentRefused,
+    LockHeldError,
+    LockLostError,
+    load_config,
+)
 from deployer.adapters.inventory import load_nodes
 from deployer.adapters.journal import Journal
 from deployer.adapters.loadbalancer import FakeLoadBalancer
-from deployer.adapters.runner import ReplayRunner, RunnerEvent
+from deployer.adapters.lock import DeploymentLock, EnvironmentLock, FakeLockHost
+from deployer.adapters.process import Identity
+from deployer.adapters.runner import EventSink, ReplayRunner, RunnerEvent, RunRequest, RunResult
 from deployer.artefacts import build_artefact, generate_keypair, open_store, sign_manifest
 from deployer.cli._wiring import release_verifier
 from deployer.engine.engine import Engine, Outcome, raise_for
@@ -118,7 +128,7 @@ def world(tmp_path: Path) -> dict[str, Path]:
 
 
 def make_engine(world: dict[str, Path], scripts: list[tuple[str, list[RunnerEvent], str]] | ReplayRunner,
-                lb: FakeLoadBalancer | None = None,
+                lb: FakeLoadBalancer | None = None, lock: DeploymentLock | None = None,
                 **strategy: object) -> tuple[Engine, ReplayRunner, Journal]:
     cfg = load_config(world["config"])
     env = cfg.environment("lab")
@@ -128,7 +138,7 @@ def make_engine(world: dict[str, Path], scripts: list[tuple[str, list[RunnerEven
     journal = Journal(cfg.state_dir / "journal.sqlite")
     engine = Engine(env_name="lab", env=env, nodes=load_nodes(env.inventory, env.group), runner=runner,
                     journal=journal, verify_release=release_verifier(env),
-                    lb=lb or FakeLoadBalancer("hello", NODES))
+                    lb=lb or FakeLoadBalancer("hello", NODES), lock=lock)
     return engine, runner, journal
 
 
@@ -150,7 +160,7 @@ def test_success_rolls_one_node_at_a_time(world: dict[str, Path]) -> None:
     assert phases(journal, outcome, "node2") == [
         "staging", "staged", "draining", "deploying", "smoke", "rejoining", "done"]
     assert journal.deployments("lab")[0].status == "succeeded"
-    assert journal.lock_info("lab") is None
+    assert engine.lock.show().record is None  # released
 
 
 def test_bad_release_is_reverted_on_the_first_node_and_stops(world: dict[str, Path]) -> None:
@@ -295,13 +305,12 @@ def test_unsigned_or_unknown_release_is_refused_before_any_run(world: dict[str, 
 
 def test_a_second_deployment_is_refused_by_the_lock(world: dict[str, Path]) -> None:
     cfg = load_config(world["config"])
-    db = cfg.state_dir / "journal.sqlite"
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
             from pathlib import Path
-            from deployer.adapters.journal import Journal
-            Journal(Path({str(db)!r})).acquire_lock("lab")
+            from deployer.adapters.lock import state_dir_lock
+            state_dir_lock(Path({str(cfg.state_dir)!r}), "lab").acquire()
             print("locked", flush=True)
             time.sleep(60)
         """)], stdout=subprocess.PIPE, text=True)
@@ -314,11 +323,47 @@ def test_a_second_deployment_is_refused_by_the_lock(world: dict[str, Path]) -> N
     finally:
         holder.kill()
         holder.wait()
-    # The holder is gone: its lock is stale and is taken over.
+    # The holder is gone (its lease has not expired): its lock is stale and is taken over, and
+    # the deployment says so in the journal.
     engine, runner, journal = make_engine(world, [survey(dict.fromkeys(NODES, "1.1.0"))])
-    assert engine.deploy("1.1.0").status == "succeeded"
-    assert journal.lock_info("lab") is None
+    outcome = engine.deploy("1.1.0")
+    assert outcome.status == "succeeded"
+    assert engine.lock.show().record is None
+    taken = [e for e in journal.node_events(outcome.deployment_id) if e.node == "lock"]
+    assert [e.phase for e in taken] == ["taken_over"] and f"pid {holder.pid}" in taken[0].detail
     assert os.getpid() != holder.pid
+
+
+def test_a_deployment_that_lost_its_lock_stops_before_the_next_batch(world: dict[str, Path]) -> None:
+    """Another controller takes the lock over during batch 1 (forced): the renewal sees it, and
+    the deployment stops before draining another node, every node back in service."""
+    host = FakeLockHost()
+    intruder = EnvironmentLock(host, "lab", me=Identity("ci@far", "far", 1, "1"))
+
+    class TakenOverDuringTheFirstBatch(ReplayRunner):
+        def run(self, request: RunRequest, on_event: EventSink, cancelled: Callable[[], bool]) -> RunResult:
+            result = super().run(request, on_event, cancelled)
+            if request.playbook == "deploy_batch.yml":
+                intruder.remove(by="ops@far", reason="runner presumed dead", force=True)
+                intruder.acquire()
+                assert engine._lease is not None
+                engine._lease.renew_once()  # what the background renewal does every lease/3
+            return result
+
+    runner = TakenOverDuringTheFirstBatch([
+        survey(dict.fromkeys(NODES, "1.0.0")), good_batch(["node1"]), good_batch(["node2"]),
+    ])
+    engine, _, journal = make_engine(world, runner, lock=EnvironmentLock(host, "lab", lease=60))
+    with pytest.raises(LockLostError, match="pid 1") as lost:
+        engine.deploy("1.1.0")
+    assert lost.value.exit_code == 13
+    assert [r.playbook for r in runner.requests] == ["prestage.yml", "deploy_batch.yml"]
+    record = journal.deployments("lab")[0]
+    assert record.status == "failed" and "lost the lock" in record.summary
+    events = journal.node_events(record.id)
+    assert [e.phase for e in events if e.node == "lock"] == ["lost"]
+    assert [e.phase for e in events if e.node == "node2"] == ["staging", "staged"]  # never drained
+    assert host.records["lab"]["owner"] == "ci@far"  # our release left the new holder alone
 
 
 # -- replays of events recorded from real runs on the lab (DEPLOYER_RECORD_EVENTS=...) ------------

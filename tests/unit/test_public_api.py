@@ -15,7 +15,8 @@ def test_top_level_exports() -> None:
         "ArtefactError", "ArtefactNotFoundError", "Config", "ConfigError", "DeployerError",
         "DeploymentFailed", "DeploymentRefused", "EnvironmentConfig", "FleetAtRiskError",
         "ImmutableArtefactError",
-        "Interrupted", "LabError", "LoadBalancerError", "LockHeldError", "PrerequisiteError",
+        "Interrupted", "LabError", "LoadBalancerError", "LockError", "LockHeldError", "LockLostError",
+        "PrerequisiteError",
         "UsageError", "VerificationError", "VersionError", "__version__", "load_config",
         "validate_version",
     ])
