@@ -34,6 +34,7 @@ from ..engine.engine import (
     Reporter,
     raise_for,
 )
+from ..engine.left_out import left_out_by_deployer
 from ..engine.plan import Batch
 from ..engine.states import NodePhase
 from ._common import config_option, console, env_option, get_config, out, print_json
@@ -492,13 +493,6 @@ def _plan_blue_green(config: Config, env_name: str, version: str, as_json: bool)
         out.print(f"{i}. {escape(step)}")
 
 
-# The journal's last word on a node that deployer took out and has not put back.
-_TAKEN_OUT = frozenset({
-    NodePhase.DRAINING.value, NodePhase.DEPLOYING.value, NodePhase.SMOKE.value,
-    NodePhase.REJOINING.value, NodePhase.REVERTING.value, NodePhase.FAILED.value, "out_of_service",
-})
-
-
 @click.command()
 @env_option
 @config_option
@@ -517,14 +511,13 @@ def _recover(config: Config, env_name: str, engine: Engine) -> None:
     states = engine.lb_states()
     journal = journal_for(config)
     journal.mark_abandoned(env_name)
-    last = journal.latest_node_events(env_name)
+    ours = left_out_by_deployer(journal, env_name, [n.name for n in engine.nodes])
     out_nodes = []
     for n in engine.nodes:
         s = states.get(n.lb_server)
         if s is None or s.admin == "ready":
             continue
-        ev = last.get(n.name)
-        if ev is not None and ev.phase in _TAKEN_OUT:
+        if n.name in ours:
             out_nodes.append(n)
         else:
             console.print(

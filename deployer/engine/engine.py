@@ -32,6 +32,7 @@ from ..adapters.loadbalancer import LoadBalancer, ServerState
 from ..adapters.lock import DeploymentLock, Lease
 from ..adapters.runner import Runner, RunnerEvent, RunRequest, RunResult
 from ..analysis import Soak, Verdict
+from .left_out import left_out_by_deployer
 from .locking import default_lock, locked_deployment
 from .plan import Batch, Plan, batch_limits, make_plan
 from .soaking import Soaks
@@ -307,13 +308,17 @@ class Engine:
         return dataclasses.replace(plan, notes=tuple(notes)), facts, lb
 
     def held_by_others(self, states: Mapping[str, ServerState]) -> dict[str, ServerState]:
-        """Nodes in MAINT or DRAIN on the load balancer that this deployment did not put there."""
+        """Nodes in MAINT or DRAIN on the load balancer that deployer did not put there: neither
+        this deployment nor an earlier one that left them out (the journal says which)."""
         held = {}
         for node in self.nodes:
             s = states.get(node.lb_server)
             st = self._status.get(node.name)
             if s is not None and s.admin != "ready" and (st is None or st.phase in UNTOUCHED):
                 held[node.name] = s
+        if held:
+            for name in left_out_by_deployer(self.journal, self.env_name, held):
+                del held[name]
         return held
 
     def _missing_servers(self, states: Mapping[str, ServerState]) -> str:

@@ -7,9 +7,10 @@
        +-> skipped           +-> skipped                                    v
                                                    reverting -> reverted | failed
 
-A node counts as *out of the load balancer* from ``draining`` until it reaches ``done`` or
-``reverted``; ``failed`` nodes may be out of service and are reported with the command to fix
-them. Rolling back an already updated node goes ``done -> reverting -> reverted``.
+Without pre-staging (``strategy.prestage: false``) a batch's run stages the node and drains it:
+``staging -> draining``. A node counts as *out of the load balancer* from ``draining`` until it
+reaches ``done`` or ``reverted``; ``failed`` nodes may be out of service and are reported with
+the command to fix them. Rolling back an already updated node goes ``done -> reverting -> reverted``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ P = NodePhase
 
 _MOVES: dict[NodePhase, frozenset[NodePhase]] = {
     P.PENDING: frozenset({P.STAGING, P.STAGED, P.SKIPPED, P.DRAINING, P.FAILED}),
-    P.STAGING: frozenset({P.STAGED, P.FAILED, P.SKIPPED}),
+    # Without pre-staging, a batch's own run stages each node and then drains it.
+    P.STAGING: frozenset({P.STAGED, P.DRAINING, P.FAILED, P.SKIPPED}),
     P.STAGED: frozenset({P.DRAINING, P.SKIPPED, P.FAILED}),
     P.DRAINING: frozenset({P.DEPLOYING, P.REVERTING, P.FAILED}),
     P.DEPLOYING: frozenset({P.SMOKE, P.REVERTING, P.FAILED}),

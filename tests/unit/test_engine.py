@@ -261,15 +261,21 @@ def test_batches_of_a_percentage_with_a_canary(world: dict[str, Path]) -> None:
 def test_without_prestaging_the_batches_read_stage_and_check_the_nodes_themselves(
     world: dict[str, Path],
 ) -> None:
-    probe = survey(dict.fromkeys(NODES, "1.0.0"))
+    _, surveyed, status = survey(dict.fromkeys(NODES, "1.0.0"))
+    probe = [e for e in surveyed if e.task_file != "stage"]  # probe.yml reads, stages nothing
     batch = good_batch(["node1", "node2", "node3"])
-    engine, runner, _ = make_engine(
-        world, [("probe.yml", *probe[1:]), ("deploy.yml", *batch[1:])],
+    staging = [ev("task_start", h, "deployer_release", "stage") for h in NODES]
+    engine, runner, journal = make_engine(
+        world, [("probe.yml", probe, status), ("deploy.yml", staging + batch[1], batch[2])],
         prestage=False, batch_size="100%", min_healthy="0",
     )
     outcome = engine.deploy("1.1.0")
     assert outcome.status == "succeeded"
+    assert outcome.summary == "3 node(s) now run 1.1.0"
     assert [r.playbook for r in runner.requests] == ["probe.yml", "deploy.yml"]
+    # Every phase of the batch's own run is journalled, its staging included.
+    assert phases(journal, outcome, "node2") == [
+        "staging", "draining", "deploying", "smoke", "rejoining", "done"]
     # Nothing was staged beforehand, so the batch does not claim it was.
     known = runner.requests[1].extravars["deployer_known_releases"]
     assert all(k["staged_sha256"] == {} for k in known.values())

@@ -13,7 +13,9 @@ from test_engine import NODES, good_batch, make_engine, phases, revert_batch, su
 from deployer import DeploymentFailed, DeploymentRefused, FleetAtRiskError
 from deployer.adapters.haproxy import LoadBalancerGroup
 from deployer.adapters.loadbalancer import FakeLoadBalancer, ServerState
-from deployer.engine.engine import raise_for
+from deployer.engine.engine import NodeStatus, raise_for
+from deployer.engine.left_out import left_out_by_deployer
+from deployer.engine.states import NodePhase
 
 world = test_engine.world  # the same config, inventory and signed releases
 
@@ -133,6 +135,42 @@ def test_a_load_balancer_lost_between_batches_fails_the_rollout(world: dict[str,
     with pytest.raises(DeploymentFailed) as failed:
         raise_for(outcome)
     assert not isinstance(failed.value, (DeploymentRefused, FleetAtRiskError))
+
+
+def test_a_node_an_earlier_deployment_left_out_is_deployers_to_put_back(world: dict[str, Path]) -> None:
+    """`deployer rollback` is one of the fixes printed for a node a deployment left out: it must
+    not take that node for an operator's maintenance, even after a refused run skipped it."""
+    lb = maint(FakeLoadBalancer("hello", NODES), "node2")
+    engine, runner, journal = make_engine(
+        world, [survey(dict.fromkeys(NODES, "1.0.0")), good_batch(["node1"]), good_batch(["node2"]),
+                good_batch(["node3"])],
+        lb=lb,
+    )
+    aborted = journal.start_deployment(env="lab", app="hello", kind="deploy", version="1.1.0", command="")
+    journal.record_phase(aborted, "node2", "smoke")
+    journal.record_phase(aborted, "node2", "out_of_service", detail="left out of the load balancer (MAINT)")
+    journal.finish_deployment(aborted, "cancelled", "aborted")
+    refused = journal.start_deployment(env="lab", app="hello", kind="rollback", version="1.0.0", command="")
+    journal.record_phase(refused, "node2", "skipped", detail="not deployed")
+    journal.finish_deployment(refused, "refused", "refused")
+    assert set(left_out_by_deployer(journal, "lab", NODES)) == {"node2"}
+    original = engine.reporter.phase
+
+    def enabled_on_rejoin(status: NodeStatus) -> None:  # what the enable step does to HAProxy
+        original(status)
+        if status.phase is NodePhase.REJOINING:
+            lb.admin[status.node.lb_server] = "ready"
+
+    engine.reporter.phase = enabled_on_rejoin  # type: ignore[method-assign]
+    outcome = engine.deploy("1.1.0")
+    assert outcome.status == "succeeded", outcome.summary
+    assert [list(r.hosts) for r in runner.requests[1:]] == [["node1"], ["node2"], ["node3"]]
+    assert outcome.left_alone == [] and phases(journal, outcome, "node2")[-1] == "done"
+    assert left_out_by_deployer(journal, "lab", NODES) == {}
+    # Someone else's maintenance is still theirs.
+    maint(lb, "node3")
+    engine, runner, journal = make_engine(world, [], lb=lb)
+    assert engine.deploy("1.0.0").status == "refused" and runner.requests == []
 
 
 def test_plan_notes_an_operators_maintenance(world: dict[str, Path]) -> None:

@@ -205,7 +205,8 @@ def test_switch_moves_current_and_previous_and_prunes(tmp_path: Path) -> None:
     )
     assert repeat["changed"] is False
     third = switch.run({"base_dir": str(base), "version": "4", "keep_releases": 1})
-    assert third["pruned"] == ["1", "3"]
+    # 4 is current, 2 previous, and 1 was previous before the switch (the way back): kept.
+    assert third["pruned"] == ["3"]
     assert info.run({"base_dir": str(base)})["current"] == "4"
     undo = switch.run({"base_dir": str(base), "version": "2", "previous": ""})
     assert undo["previous"] == "" and not (base / "previous").exists()
@@ -214,9 +215,27 @@ def test_switch_moves_current_and_previous_and_prunes(tmp_path: Path) -> None:
         "base_dir": str(base),
         "current": "2",
         "previous": "",
-        "staged": ["2", "4"],
-        "staged_sha256": {"2": "", "4": ""},
+        "staged": ["1", "2", "4"],
+        "staged_sha256": {"1": "", "2": "", "4": ""},
     }
+
+
+def test_a_switch_that_prunes_can_still_be_undone_exactly(tmp_path: Path) -> None:
+    """A release failing after its switch is undone with the links as they were (the switch's
+    switched_from and previous_before): pruning must not have removed either release."""
+    base = tmp_path / "app"
+    for age, version in enumerate(("0", "1", "2", "3")):
+        stage(base, version)
+        marker = base / "releases" / version / ".deployer-release.json"
+        os.utime(marker, (1_000_000 + age, 1_000_000 + age))
+    for version in ("0", "1", "2"):
+        switch.run({"base_dir": str(base), "version": version})
+    switched = switch.run({"base_dir": str(base), "version": "3", "keep_releases": 2})
+    assert (switched["switched_from"], switched["previous_before"]) == ("2", "1")
+    assert switched["pruned"] == ["0"]
+    undone = switch.run({"base_dir": str(base), "version": "2", "previous": "1"})
+    assert (undone["current"], undone["previous"]) == ("2", "1")
+    assert sorted(p.name for p in (base / "releases").iterdir()) == ["1", "2", "3"]
 
 
 def test_switch_refuses_a_release_that_is_not_staged(tmp_path: Path) -> None:

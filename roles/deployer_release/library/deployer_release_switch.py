@@ -15,8 +15,10 @@ description:
   - Points C(<base_dir>/previous) at the release C(current) pointed to before the switch, or at
     O(previous) when given (used to undo a switch exactly).
   - Writes O(program_file) when given, after the links.
-  - Then removes the oldest complete releases beyond O(keep_releases), never the current or
-    previous one. Nothing changes when the links are already as wanted.
+  - Then removes the oldest complete releases beyond O(keep_releases), never the current one,
+    the previous one, nor the one C(previous) pointed to before the switch (going back exactly,
+    when the release fails after the switch, needs it). Nothing changes when the links are
+    already as wanted.
 options:
   base_dir:
     description: The application's base directory (for example C(/opt/hello)).
@@ -32,7 +34,10 @@ options:
       - When omitted, C(previous) becomes the release that was current before the switch.
     type: str
   keep_releases:
-    description: How many complete releases to keep; V(0) keeps all.
+    description:
+      - How many complete releases to keep (the newest); V(0) keeps all.
+      - The current release, the previous one and the one C(previous) pointed to before the
+        switch are kept besides.
     type: int
     default: 0
   program_file:
@@ -268,7 +273,9 @@ def run(params: dict[str, Any], check_mode: bool = False) -> dict[str, Any]:
         )
     pruned: list[str] = []
     if keep > 0 and not check_mode:
-        pruned = prune(base_dir, keep, {version, wanted_previous} - {""})
+        # What `previous` named before the switch is kept too: if the release fails after this
+        # switch, going back restores both links as they were.
+        pruned = prune(base_dir, keep, {version, wanted_previous, previous or ""} - {""})
     return {
         "changed": changed or program_changed or bool(pruned),
         "program_changed": program_changed,
