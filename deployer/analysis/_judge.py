@@ -82,15 +82,34 @@ class Judge:
 
     # -- rounds ---------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Take the first sample of every source; a source that cannot be read raises here
-        (:class:`AnalysisError` / :class:`LoadBalancerError`) so a bad setup fails before the
-        soak begins."""
+    def start(self, *, strict: bool = True) -> None:
+        """Take the first sample of every source. ``strict``: a source that cannot be read
+        raises here (:class:`AnalysisError` / :class:`LoadBalancerError`), so a bad setup fails
+        before anything changes. Otherwise (a soak inside a deployment, whose sources were read
+        before it began) that source's rules count a round without data, as in later rounds:
+        the policy, not an exception, decides what happens to the release."""
         now = self.clock.now()
-        for source in self.sources.values():
-            source.collect(now)
+        unreadable: dict[str, str] = {}
+        for name, source in self.sources.items():
+            try:
+                source.collect(now)
+            except (AnalysisError, LoadBalancerError) as exc:
+                if strict:
+                    raise
+                unreadable[name] = str(exc)
         with self._lock:
             self._started = self.clock.wall()
+        for result in self._unreadable_results(unreadable):
+            self.record(result, smoke=False)
+
+    def _unreadable_results(self, unreadable: dict[str, str]) -> list[RuleResult]:
+        return [
+            RuleResult(
+                rule=rule.name, status=Status.NO_DATA, indicator=getattr(rule, "indicator", ""),
+                source=rule.source, detail=unreadable[rule.source],
+            )
+            for rule in self.rules if rule.source in unreadable
+        ]
 
     def evaluate(self) -> list[RuleResult]:
         """One round: sample every source, run every rule, apply the policy."""
@@ -101,15 +120,8 @@ class Judge:
                 source.collect(now)
             except (AnalysisError, LoadBalancerError) as exc:
                 unreadable[name] = str(exc)
-        results = []
-        for rule in self.rules:
-            if rule.source in unreadable:
-                results.append(RuleResult(
-                    rule=rule.name, status=Status.NO_DATA, indicator=getattr(rule, "indicator", ""),
-                    source=rule.source, detail=unreadable[rule.source],
-                ))
-            else:
-                results.append(rule.evaluate(self.sources))
+        results = self._unreadable_results(unreadable)
+        results += [rule.evaluate(self.sources) for rule in self.rules if rule.source not in unreadable]
         with self._lock:
             self._rounds += 1
         for result in results:

@@ -66,12 +66,13 @@ class Soak:
 
     # -- life cycle -----------------------------------------------------------------------
 
-    def start(self) -> Soak:
-        """Take the first sample of every source (raising at once if one cannot be read), then
-        start the background threads and return."""
+    def start(self, *, strict: bool = True) -> Soak:
+        """Take the first sample of every source (``strict``: raising at once if one cannot be
+        read; otherwise counting it as a round without data), then start the background threads
+        and return."""
         if self._threads:
             raise RuntimeError("this soak was already started")
-        self.judge.start()
+        self.judge.start(strict=strict)
         self._deadline = self.clock.now() + self.duration
         self._spawn("soak-analysis", self._analysis_loop)
         for i, check in enumerate(self.smoke):

@@ -73,7 +73,10 @@ class Soaks:
     ) -> Verdict:
         """Soak for the configured duration (or until the first breach, or ``stopped``)."""
         soak = self._build(version=version, backend=backend, new=new, old=old)
-        soak.start()
+        # Not strict: the sources were read before the deployment began (preflight); one that
+        # stops answering now is missing data for the policy to judge, not a crash that would
+        # leave the canary unjudged and unreverted.
+        soak.start(strict=False)
         while soak.running and not (stopped is not None and stopped.is_set()):
             soak.wait(timeout=0.2)
         return soak.stop() if soak.running else soak.wait()
@@ -84,5 +87,5 @@ class Soaks:
         """A soak that keeps watching until stopped (``breached()`` says whether it failed)."""
         config = self.config.model_copy(update={"duration": _WATCH_LIMIT})
         soak = self._build(version=version, backend=backend, new=new, old=old, config=config)
-        soak.start()
+        soak.start(strict=False)  # as in run()
         return soak

@@ -396,3 +396,34 @@ def test_the_commented_analysis_section_of_the_example_is_valid() -> None:
         block.append(line[len("    #   "):])
     cfg = parse_analysis_config(yaml.safe_load("\n".join(block)), file="examples/deployer.yml")
     assert cfg.sources.prometheus is not None and len(cfg.rules) == 3 and cfg.compare
+
+
+class _GoesAway:
+    """A runtime API that answered the preflight and stops answering after ``answers``."""
+
+    def __init__(self, answers: int) -> None:
+        self.left = answers
+
+    def command(self, line: str) -> str:
+        from deployer._errors import LoadBalancerError
+
+        if self.left <= 0:
+            raise LoadBalancerError("HAProxy's runtime API at /run/haproxy.sock is gone")
+        self.left -= 1
+        return _stat({"node1": (10, 0, "UP", 2)})
+
+
+@pytest.mark.parametrize(("no_data", "expected"), [("fail", Outcome.FAILED), ("pass", Outcome.PASSED)])
+def test_a_source_lost_when_a_soak_starts_mid_deployment_is_judged_not_raised(
+    no_data: str, expected: Outcome,
+) -> None:
+    from deployer.engine.soaking import Soaks
+
+    cfg = parse_analysis_config({"duration": 0.4, "interval": 0.1, "failure_limit": 1,
+                                 "no_data": no_data})
+    soaks = Soaks(cfg, runtime=_GoesAway(answers=1), env_name="test")
+    soaks.check("hello")  # the preflight still reads it
+    verdict = soaks.run(version="2.0.0", backend="hello", new=["node1"], old=[])
+    assert verdict.outcome is expected
+    if expected is Outcome.FAILED:
+        assert "runtime API at /run/haproxy.sock is gone" in str(verdict.reason) + str(verdict.breach)
