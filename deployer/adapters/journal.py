@@ -317,12 +317,6 @@ class Journal:
         ).fetchall()
         return [NodeEvent(**dict(r)) for r in rows]
 
-    def last_phases(self, deployment_id: int) -> dict[str, NodeEvent]:
-        last: dict[str, NodeEvent] = {}
-        for ev in self.node_events(deployment_id):
-            last[ev.node] = ev
-        return last
-
     def latest_node_events(self, env: str) -> dict[str, NodeEvent]:
         """Each node's most recent event in any deployment (or recover) of ``env``."""
         rows = self._db.execute(

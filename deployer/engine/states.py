@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["OUT_OF_SERVICE", "TERMINAL", "NodePhase", "can_move"]
+__all__ = ["OUT_OF_SERVICE", "NodePhase", "can_move"]
 
 
 class NodePhase(StrEnum):
@@ -51,7 +51,6 @@ _MOVES: dict[NodePhase, frozenset[NodePhase]] = {
     P.SKIPPED: frozenset({P.REVERTING}),
 }
 
-TERMINAL = frozenset({P.DONE, P.REVERTED, P.FAILED, P.SKIPPED})
 OUT_OF_SERVICE = frozenset({P.DRAINING, P.DEPLOYING, P.SMOKE, P.REJOINING, P.REVERTING, P.FAILED})
 
 

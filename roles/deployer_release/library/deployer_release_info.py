@@ -75,10 +75,6 @@ def linked_version(base_dir: str, name: str) -> str:
     return os.path.basename(resolved)
 
 
-def staged_versions(base_dir: str) -> list[str]:
-    return [name for name, _ in staged_releases(base_dir)]
-
-
 def staged_releases(base_dir: str) -> list[tuple[str, str]]:
     """(version, tarball SHA-256) of each completely staged release, oldest first."""
     releases = os.path.join(base_dir, "releases")
