@@ -9,7 +9,11 @@
 
 A node counts as *out of the load balancer* from ``draining`` until it reaches ``done`` or
 ``reverted``; ``failed`` nodes may be out of service and are reported with the command to fix
-them. Rolling back an already updated node goes ``done -> reverting -> reverted``.
+them. Rolling back an already updated node goes ``done -> reverting -> reverted``. Without
+pre-staging a node is staged and drained in one run: ``staging -> draining``.
+
+A move this table does not allow is still followed and journalled by the engine, with a note
+and a warning (an event was missing or came out of order): see ``Engine._move``.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ P = NodePhase
 
 _MOVES: dict[NodePhase, frozenset[NodePhase]] = {
     P.PENDING: frozenset({P.STAGING, P.STAGED, P.SKIPPED, P.DRAINING, P.FAILED}),
-    P.STAGING: frozenset({P.STAGED, P.FAILED, P.SKIPPED}),
+    # Without pre-staging, one run stages and then drains (deploy.yml).
+    P.STAGING: frozenset({P.STAGED, P.DRAINING, P.FAILED, P.SKIPPED}),
     P.STAGED: frozenset({P.DRAINING, P.SKIPPED, P.FAILED}),
     P.DRAINING: frozenset({P.DEPLOYING, P.REVERTING, P.FAILED}),
     P.DEPLOYING: frozenset({P.SMOKE, P.REVERTING, P.FAILED}),

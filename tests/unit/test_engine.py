@@ -19,7 +19,7 @@ from deployer.adapters.loadbalancer import FakeLoadBalancer
 from deployer.adapters.runner import ReplayRunner, RunnerEvent
 from deployer.artefacts import build_artefact, generate_keypair, open_store, sign_manifest
 from deployer.cli._wiring import release_verifier
-from deployer.engine.engine import Engine, Outcome, raise_for
+from deployer.engine.engine import Engine, Outcome, Reporter, raise_for
 
 NODES = ["node1", "node2", "node3"]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -248,21 +248,56 @@ def test_batches_of_a_percentage_with_a_canary(world: dict[str, Path]) -> None:
     assert runner.requests[2].forks >= 2
 
 
+class RecordingReporter(Reporter):
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.messages.append(text)
+
+
 def test_without_prestaging_the_batches_read_stage_and_check_the_nodes_themselves(
     world: dict[str, Path],
 ) -> None:
-    probe = survey(dict.fromkeys(NODES, "1.0.0"))
+    # probe.yml only reads; deploy.yml stages each node of the batch, then drains it.
+    probe = [e for e in survey(dict.fromkeys(NODES, "1.0.0"))[1] if e.task_file != "stage"]
     batch = good_batch(["node1", "node2", "node3"])
-    engine, runner, _ = make_engine(
-        world, [("probe.yml", *probe[1:]), ("deploy.yml", *batch[1:])],
+    staging = [ev("task_start", h, "deployer_release", "stage") for h in NODES]
+    engine, runner, journal = make_engine(
+        world, [("probe.yml", probe, "successful"), ("deploy.yml", [*staging, *batch[1]], "successful")],
         prestage=False, batch_size="100%", min_healthy="0",
     )
+    engine.reporter = reporter = RecordingReporter()
     outcome = engine.deploy("1.1.0")
     assert outcome.status == "succeeded"
     assert [r.playbook for r in runner.requests] == ["probe.yml", "deploy.yml"]
     # Nothing was staged beforehand, so the batch does not claim it was.
     known = runner.requests[1].extravars["deployer_known_releases"]
     assert all(k["staged_sha256"] == {} for k in known.values())
+    # Every step the run took is in the journal, as expected moves.
+    for node in NODES:
+        assert phases(journal, outcome, node) == [
+            "staging", "draining", "deploying", "smoke", "rejoining", "done"]
+    assert not [m for m in reporter.messages if "unexpected" in m]
+
+
+def test_an_unexpected_phase_change_is_followed_journalled_and_reported(world: dict[str, Path]) -> None:
+    # node1's drain event is missing: it reports deploying while the engine has it staged.
+    batch = [ev("task_start", "node1", role, file) for role, file in [
+        ("deployer_release", "activate"), ("deployer_smoke", "main"), ("deployer_lb_haproxy", "enable")]]
+    engine, _, journal = make_engine(world, [
+        survey({"node1": "1.0.0", "node2": "1.1.0", "node3": "1.1.0"}),
+        ("deploy_batch.yml", [*batch, stats(["node1"])], "successful"),
+    ])
+    engine.reporter = reporter = RecordingReporter()
+    outcome = engine.deploy("1.1.0")
+    assert outcome.status == "succeeded"
+    events = [e for e in journal.node_events(outcome.deployment_id) if e.node == "node1"]
+    assert [e.phase for e in events] == ["staging", "staged", "deploying", "smoke", "rejoining", "done"]
+    assert events[2].detail == "unexpected move from staged to deploying, recorded as reported"
+    assert reporter.messages.count(
+        "warning: node1: unexpected move from staged to deploying, recorded as reported") == 1
+    assert outcome.nodes["node1"].phase.value == "done"
 
 
 def test_stop_request_finishes_the_batch_and_stops(world: dict[str, Path]) -> None:
