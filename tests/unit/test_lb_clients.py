@@ -18,13 +18,14 @@ from deployer.adapters.inventory import ssh_target
 from deployer.adapters.ssh import SshTarget
 from deployer.cli._wiring import load_balancer_for
 
-lb = test_modules_haproxy.lb  # a real HAProxy with servers node1 and node2 in backend "app"
+lb = test_modules_haproxy.lb  # a real HAProxy with servers node1, node2 and node3 in backend "app"
 
 
 def test_the_remote_program_reads_and_changes_haproxy_like_the_local_client(lb: dict[str, Any]) -> None:
     local = HAProxyRuntime(lb["socket"])
     remote = HAProxyOverSSH("lb1", lb["socket"], lambda: SshTarget(host="lb1", address="lb1", local=True))
-    assert {n: s.admin for n, s in remote.servers("app").items()} == {"node1": "ready", "node2": "ready"}
+    assert {n: s.admin for n, s in remote.servers("app").items()} == dict.fromkeys(
+        ("node1", "node2", "node3"), "ready")
     remote.set_state("app", "node2", "maint")
     assert local.servers("app")["node2"].label == "MAINT"
     assert remote.servers("app")["node2"].admin == "maint"
