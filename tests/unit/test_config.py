@@ -132,7 +132,8 @@ def test_capacity_floor_that_cannot_hold_is_refused(tmp_path: Path) -> None:
         make_plan(["a", "b", "c"], ["a", "b", "c"], strategy)
     strategy = env.strategy.model_copy(update={"batch_size": "50%", "min_healthy": "75%"})
     plan = make_plan(["a", "b", "c", "d"], ["a", "b", "c", "d"], strategy)
-    assert [len(b.nodes) for b in plan.batches] == [1, 1, 1, 1] and plan.notes
+    assert [len(b.nodes) for b in plan.batches] == [1, 1, 1, 1]
+    assert plan.notes == ("batch size 2 lowered to 1 to keep 3 node(s) in service",)
 
 
 def test_an_analysis_section_is_validated_with_the_rest(tmp_path: Path) -> None:
