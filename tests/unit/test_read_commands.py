@@ -9,7 +9,6 @@ import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,7 @@ def run(world: dict[str, Path], *args: str) -> Any:
 
 
 @pytest.fixture
-def probe_runner(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+def probe_runner(monkeypatch: pytest.MonkeyPatch) -> None:
     """Commands get a runner that replays one probe.yml run: every node on 1.1.0 and healthy."""
 
     def replay(**_: object) -> ReplayRunner:
@@ -59,7 +58,6 @@ def probe_runner(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
         return ReplayRunner([("probe.yml", [*events, stats(NODES)], "successful")])
 
     monkeypatch.setattr(_wiring, "AnsibleRunner", replay)
-    return lambda: None
 
 
 def journal_with_an_abandoned_deployment(world: dict[str, Path]) -> tuple[Path, int, int]:
@@ -102,7 +100,7 @@ def test_history_reads_the_journal_without_changing_a_byte(world: dict[str, Path
 
 
 def test_status_reads_the_journal_without_changing_a_byte(
-    world: dict[str, Path], probe_runner: Callable[[], None]
+    world: dict[str, Path], probe_runner: None
 ) -> None:
     path, _, _ = journal_with_an_abandoned_deployment(world)
     before = files(path.parent)
@@ -114,7 +112,7 @@ def test_status_reads_the_journal_without_changing_a_byte(
     unchanged(path, before)
 
 
-def test_read_commands_create_no_journal(world: dict[str, Path], probe_runner: Callable[[], None]) -> None:
+def test_read_commands_create_no_journal(world: dict[str, Path], probe_runner: None) -> None:
     state = load_config(world["config"]).state_dir
     listed = run(world, "history", "--json")
     assert listed.exit_code == 0 and json.loads(listed.output) == [], listed.output
@@ -124,7 +122,7 @@ def test_read_commands_create_no_journal(world: dict[str, Path], probe_runner: C
 
 
 def test_an_old_journal_is_read_without_being_migrated(
-    world: dict[str, Path], probe_runner: Callable[[], None]
+    world: dict[str, Path], probe_runner: None
 ) -> None:
     import sqlite3
 
