@@ -99,6 +99,8 @@ class BenchLab:
     frontend_url: str
     store_url: str
     published: int = 0
+    # Wall time of `Lab.up` for this lab (nodes, supervisord, the app seeded, HAProxy, store).
+    up_seconds: float = 0.0
 
     @property
     def dir(self) -> Path:
@@ -197,13 +199,15 @@ def bench_lab(
     t0 = time.monotonic()
     try:
         lab.up(spec)
-        say(f"  lab: {nodes} node(s) on {spec.net}.0/24 up in {time.monotonic() - t0:.1f}s ({lab.dir})")
+        up_seconds = time.monotonic() - t0
+        say(f"  lab: {nodes} node(s) on {spec.net}.0/24 up in {up_seconds:.1f}s ({lab.dir})")
         count = spec.total_nodes
         names = [spec.node_name(i) for i in range(1, count + 1)]
         yield BenchLab(
             lab=lab, nodes=names,
             addresses={spec.node_name(i): spec.node_address(i) for i in range(1, count + 1)},
             frontend_url=f"http://{spec.frontend}/", store_url=f"http://{spec.store}/",
+            up_seconds=up_seconds,
         )
     finally:
         lab.down()

@@ -1,5 +1,6 @@
 """(d) Scale: 4, 16 and 48 nodes in batches of 25% (so four batches each), then the 48 nodes
-again in batches of 4 (25% of 16), to tell the fleet's size from the batch's own size. Per-batch wall time
+again in batches of 4 (25% of 16), to tell the fleet's size from the batch's own size. How
+long each lab took to come up (`lab up`, seeded) is reported too. Per-batch wall time
 (one runner run per batch, from ansible-runner's files) should stay flat as the fleet grows; the
 driver's peak memory is the ``deployer`` process's own VmHWM (not its ansible children). The
 machine's busy CPU time during the deploy (from /proc/stat: controller, nodes and apps together)
@@ -59,6 +60,7 @@ def run(*, sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
     cores = os.cpu_count() or 1
     for size in sizes:
         with bench_lab(size) as lab:
+            up_seconds = lab.up_seconds
             result, busy, runs = _deploy(lab, "scale", "25%")
             # A fleet larger than 4 batches of FIXED_BATCH again in batches of FIXED_BATCH (what
             # 25% is at 4 * FIXED_BATCH nodes): does the fleet's size itself slow a batch down,
@@ -71,7 +73,8 @@ def run(*, sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
         out = list(result.out_of_lb.values())
         controller = result.controller_cpu_seconds
         say(
-            f"  {size:>3} nodes: {result.seconds:6.1f}s total; pre-stage {median(prestage):.1f}s, "
+            f"  {size:>3} nodes: lab up in {up_seconds:.1f}s; {result.seconds:6.1f}s total; "
+            f"pre-stage {median(prestage):.1f}s, "
             f"{len(batches)} batches of {max(1, size // 4)}: {spread(batches)} each; "
             f"out of LB {spread(out)}; driver peak {result.peak_rss_mb:.0f} MiB; "
             f"machine CPU busy {busy:.0f}s = {busy / result.seconds / cores:.0%} of {cores} cores, "
@@ -79,6 +82,7 @@ def run(*, sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
             f"{controller / size:.1f}s"
         )
         results[str(size)] = {
+            "lab_up_seconds": round(up_seconds, 2),
             "seconds": round(result.seconds, 2),
             "cpu_busy_seconds": round(busy, 1),
             "controller_cpu_seconds": round(controller, 1),

@@ -233,9 +233,10 @@ class StrategyConfig(_Model):
     # the previous release as the fallback (`deployer rollback` is then one switch).
     after_soak: Literal["uplift", "keep"] = "keep"
 
-    # Nodes per batch: a count ("2") or a share of the fleet ("25%").
+    # Nodes per batch: a count ("2") or a share of the fleet ("25%"); at least 1.
     batch_size: str = "1"
-    # A first batch of this many nodes (count or percent) before the regular batches; null = none.
+    # A first batch of this many nodes (count or percent) before the regular batches; null or
+    # "0": none.
     canary: str | None = None
     # Fewest nodes that must stay in service at any time (count or percent of the fleet).
     min_healthy: str = "1"
@@ -270,6 +271,13 @@ class StrategyConfig(_Model):
         if self.preview_url is None:
             raise ValueError("kind: blue-green needs preview_url (the route to the idle leg)")
         return self
+
+    @field_validator("batch_size")
+    @classmethod
+    def _at_least_one_node_per_batch(cls, v: str) -> str:
+        if v == "0":
+            raise ValueError("must be at least 1 (a batch of 0 nodes would deploy nothing)")
+        return v
 
     @field_validator("batch_size", "canary", "min_healthy", mode="before")
     @classmethod

@@ -13,8 +13,6 @@ through the ``deployer_haproxy`` module of the ``deployer_lb_haproxy`` role.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import socket
 import subprocess
@@ -23,6 +21,7 @@ from dataclasses import replace
 from functools import cached_property
 
 from .._errors import LoadBalancerError
+from ._haproxy_answers import admin_bits, admin_state, stat_rows
 from .loadbalancer import ADMIN_STATES, LoadBalancer, ServerState
 from .ssh import SshTarget
 
@@ -88,46 +87,21 @@ def _persist_map(map_file: str, key: str, backend: str) -> None:
 
 def _parse_servers(where: str, backend: str, stat: str, servers_state: str) -> dict[str, ServerState]:
     """Join ``show stat`` and ``show servers state BACKEND`` into one state per server."""
-    admin = _admin_states(servers_state)
-    reader = csv.DictReader(io.StringIO(stat.lstrip("# ")))
+    rows = stat_rows(stat, backend)
+    if rows is None:
+        raise LoadBalancerError(f"HAProxy at {where} has no backend named {backend!r}")
+    bits = admin_bits(servers_state, backend)
     found: dict[str, ServerState] = {}
-    for row in reader:
-        if row.get("pxname") != backend or row.get("svname") in ("FRONTEND", "BACKEND"):
-            continue
-        name = row["svname"]
+    for name, row in rows.items():
         status = row.get("status", "")
+        # A server the second answer does not list yet (added in between): its status says.
+        admin = admin_state(bits[name]) if name in bits else (
+            "maint" if status.startswith("MAINT") else "drain" if status.startswith("DRAIN") else "ready")
         found[name] = ServerState(
-            backend=backend,
-            server=name,
-            status=status,
-            admin=admin.get(name, "maint" if status.startswith("MAINT") else "ready"),
+            backend=backend, server=name, status=status, admin=admin,
             sessions=int(row.get("scur") or 0),
         )
-    if not found:
-        raise LoadBalancerError(f"HAProxy at {where} has no backend named {backend!r}")
     return found
-
-
-def _admin_states(text: str) -> dict[str, str]:
-    # `show servers state` column srv_admin_state is a bit field: 0x01 forced maint,
-    # 0x02/0x04 inherited maint, 0x08 forced drain, 0x10 inherited drain.
-    lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
-    header = next((ln for ln in text.splitlines() if ln.startswith("# be_id")), "")
-    cols = header.lstrip("# ").split()
-    states: dict[str, str] = {}
-    for ln in lines[1:] if lines and lines[0][0].isdigit() and " " not in lines[0] else lines:
-        parts = ln.split()
-        if len(parts) != len(cols) or not cols:
-            continue
-        row = dict(zip(cols, parts, strict=True))
-        bits = int(row.get("srv_admin_state", "0"))
-        if bits & 0x07:
-            states[row["srv_name"]] = "maint"
-        elif bits & 0x18:
-            states[row["srv_name"]] = "drain"
-        else:
-            states[row["srv_name"]] = "ready"
-    return states
 
 
 class HAProxyRuntime:

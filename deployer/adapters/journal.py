@@ -4,6 +4,11 @@
 Every phase change is committed as it happens, so after a crash the journal still says which
 nodes were out of the load balancer and what they were doing.
 
+Commands that only read (``status``, ``history``, ``plan``) open it read-only
+(``Journal(path, read_only=True)``): SQLite's ``mode=ro``, no migration, nothing written; a
+deployment whose process is gone without finishing is shown as abandoned
+(:func:`is_abandoned`), and only marked failed by the next command that writes.
+
 Schema versions (``PRAGMA user_version``): 1, the first; 2 adds ``deployments.deployer_version``,
 the version of deployer that ran each deployment (empty for those recorded before); 3 adds
 ``deployments.pid_start``, the start time of the deploying process, so that a reused PID is not
@@ -26,7 +31,7 @@ from typing import Any
 from .. import __version__
 from .process import actor, pid_start, process_alive
 
-__all__ = ["DeploymentRecord", "Journal", "NodeEvent"]
+__all__ = ["ABANDONED_SUMMARY", "DeploymentRecord", "Journal", "NodeEvent", "is_abandoned"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
@@ -114,6 +119,20 @@ class NodeEvent:
         }
 
 
+def is_abandoned(record: DeploymentRecord) -> bool:
+    """A deployment still recorded as running whose process is gone from this host: its PID
+    and the PID's start time (a PID the kernel handed to another process since is gone; a
+    record older than schema 3 has no start time, its PID alone is checked). A deployment run
+    from another host is never judged from here."""
+    return (
+        record.status == "running" and record.host == socket.gethostname()
+        and not process_alive(record.pid, record.pid_start or None)
+    )
+
+
+ABANDONED_SUMMARY = "the deploying process ended unexpectedly"
+
+
 def _iso(t: float | None) -> str:
     if t is None:
         return ""
@@ -121,17 +140,40 @@ def _iso(t: float | None) -> str:
 
 
 class Journal:
-    """One SQLite database per config's state directory."""
+    """One SQLite database per config's state directory; ``read_only`` for commands that only
+    read it (a journal not written yet then reads as an empty one, and is not created)."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
+        self.read_only = read_only
+        if read_only:
+            if path.exists():
+                self._db = sqlite3.connect(
+                    f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0, isolation_level=None
+                )
+                self._db.row_factory = sqlite3.Row
+                self._stand_in_for_missing_tables()
+            else:
+                self._db = sqlite3.connect(":memory:", isolation_level=None)
+                self._db.row_factory = sqlite3.Row
+                self._db.executescript(_SCHEMA)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._migrate()
+
+    def _stand_in_for_missing_tables(self) -> None:
+        """Read-only, a journal written before a table existed reads as if that table were
+        empty: an empty temporary table of the same name (in memory) stands in for it."""
+        present = {r["name"] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        for statement in _SCHEMA.split(";"):
+            words = statement.split()
+            if words[:5] == ["CREATE", "TABLE", "IF", "NOT", "EXISTS"] and words[5] not in present:
+                self._db.execute(statement.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
 
     def _migrate(self) -> None:
         """Bring a journal written by an older deployer to :data:`SCHEMA_VERSION`."""
@@ -149,6 +191,8 @@ class Journal:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        if self.read_only:
+            raise RuntimeError(f"the journal {self.path} was opened read-only")
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
@@ -219,12 +263,6 @@ class Journal:
         ).fetchall()
         return [NodeEvent(**dict(r)) for r in rows]
 
-    def last_phases(self, deployment_id: int) -> dict[str, NodeEvent]:
-        last: dict[str, NodeEvent] = {}
-        for ev in self.node_events(deployment_id):
-            last[ev.node] = ev
-        return last
-
     def latest_node_events(self, env: str) -> dict[str, NodeEvent]:
         """Each node's most recent event in any deployment (or recover) of ``env``."""
         rows = self._db.execute(
@@ -242,12 +280,9 @@ class Journal:
         another process since is gone (a record older than schema 3 has no start time; its PID
         alone is checked). A deployment run from another host is left as it is."""
         gone = []
-        here = socket.gethostname()
         for rec in self.deployments(env, limit=20):
-            if rec.status != "running" or rec.host != here:
-                continue
-            if not process_alive(rec.pid, rec.pid_start or None):
-                self.finish_deployment(rec.id, "failed", "the deploying process ended unexpectedly")
+            if is_abandoned(rec):
+                self.finish_deployment(rec.id, "failed", ABANDONED_SUMMARY)
                 gone.append(rec)
         return gone
 

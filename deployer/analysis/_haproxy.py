@@ -22,8 +22,6 @@ Indicators, per group of servers (``all``, or a group the caller names such as `
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import threading
 from collections.abc import Iterable, Mapping
@@ -31,6 +29,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .._errors import LoadBalancerError
+from ..adapters._haproxy_answers import stat_rows
 from ._model import Measurement
 
 __all__ = ["HAPROXY_INDICATORS", "HAProxySource", "RuntimeCommand", "ServerSample", "parse_show_stat"]
@@ -71,21 +70,18 @@ def _int(value: str | None) -> int:
 
 
 def parse_show_stat(text: str, backend: str) -> dict[str, ServerSample]:
-    """The servers of ``backend`` in the CSV answer of ``show stat``, keyed by name."""
-    reader = csv.DictReader(io.StringIO(text.lstrip("# ")))
-    found: dict[str, ServerSample] = {}
-    for row in reader:
-        if row.get("pxname") != backend or row.get("svname") in (None, "FRONTEND", "BACKEND"):
-            continue
-        name = row["svname"]
-        found[name] = ServerSample(
+    """The servers of ``backend`` in the CSV answer of ``show stat``, keyed by name (read as
+    the load-balancer clients read it: :func:`deployer.adapters._haproxy_answers.stat_rows`)."""
+    return {
+        name: ServerSample(
             server=name,
             counters={c: _int(row.get(c)) for c in _COUNTERS},
-            status=(row.get("status") or "").strip(),
-            check_status=(row.get("check_status") or "").strip(),
+            status=row.get("status", ""),
+            check_status=row.get("check_status", ""),
             rtime_ms=float(_int(row.get("rtime"))),
         )
-    return found
+        for name, row in (stat_rows(text, backend) or {}).items()
+    }
 
 
 @dataclass(frozen=True)

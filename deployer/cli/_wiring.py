@@ -25,8 +25,10 @@ from ..engine.soaking import Soaks
 _CONTROLLER = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
-def journal_for(config: Config) -> Journal:
-    return Journal(Path(config.state_dir) / "journal.sqlite")
+def journal_for(config: Config, *, read_only: bool = False) -> Journal:
+    """The environment's journal; ``read_only`` for commands that only read (status, history,
+    plan): opened read-only and never created or migrated by them."""
+    return Journal(Path(config.state_dir) / "journal.sqlite", read_only=read_only)
 
 
 def lock_for(config: Config, env_name: str) -> EnvironmentLock:
@@ -111,7 +113,10 @@ def build_engine(
     *,
     reporter: Reporter | None = None,
     runner: Runner | None = None,
+    read_only: bool = False,
 ) -> Engine:
+    """The rolling engine; ``read_only`` for a command that only reads (its journal is opened
+    read-only, so it cannot deploy)."""
     env = config.environment(env_name)
     nodes = load_nodes(env.inventory, env.group)
     lb = load_balancer_for(env)
@@ -126,7 +131,7 @@ def build_engine(
         env=env,
         nodes=nodes,
         runner=runner,
-        journal=journal_for(config),
+        journal=journal_for(config, read_only=read_only),
         verify_release=release_verifier(env),
         lb=lb,
         reporter=reporter,
@@ -143,15 +148,16 @@ def build_deployment(
     *,
     reporter: Reporter | None = None,
     runner: Runner | None = None,
+    read_only: bool = False,
 ) -> Engine | BlueGreen:
     """What deploys to the environment: the rolling engine, or blue-green over two legs (each
     leg rolled by an engine of its own, all its nodes at once: an idle leg takes no live
     traffic)."""
     env = config.environment(env_name)
     if env.strategy.kind != "blue-green":
-        return build_engine(config, env_name, reporter=reporter, runner=runner)
+        return build_engine(config, env_name, reporter=reporter, runner=runner, read_only=read_only)
     assert env.strategy.legs is not None
-    whole = build_engine(config, env_name, reporter=reporter, runner=runner)
+    whole = build_engine(config, env_name, reporter=reporter, runner=runner, read_only=read_only)
     leg_strategy = env.strategy.model_copy(update={
         "kind": "rolling", "legs": None, "batch_size": "100%", "canary": None, "min_healthy": "0",
     })

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shlex
 import signal
 import sys
@@ -21,6 +22,7 @@ from .._config import Config
 from .._errors import DeployerError, LoadBalancerError, LockError, UsageError
 from .._versions import validate_version
 from ..adapters.inventory import Node
+from ..adapters.journal import ABANDONED_SUMMARY, DeploymentRecord, is_abandoned
 from ..adapters.lock import LockView, held
 from ..adapters.process import actor
 from ..adapters.runner import close_runner
@@ -131,9 +133,12 @@ def _print_outcome(outcome: Outcome, as_json: bool) -> None:
 
 
 @contextmanager
-def _engine(config: Config, env_name: str, *, reporter: Reporter | None = None) -> Iterator[Engine]:
-    """The environment's engine for one command; its SSH masters are closed when it ends."""
-    engine = build_engine(config, env_name, reporter=reporter)
+def _engine(
+    config: Config, env_name: str, *, reporter: Reporter | None = None, read_only: bool = False
+) -> Iterator[Engine]:
+    """The environment's engine for one command; its SSH masters are closed when it ends.
+    ``read_only`` for a command that only reads (the journal is opened read-only)."""
+    engine = build_engine(config, env_name, reporter=reporter, read_only=read_only)
     try:
         yield engine
     finally:
@@ -142,10 +147,10 @@ def _engine(config: Config, env_name: str, *, reporter: Reporter | None = None) 
 
 @contextmanager
 def _deployment(
-    config: Config, env_name: str, *, reporter: Reporter | None = None
+    config: Config, env_name: str, *, reporter: Reporter | None = None, read_only: bool = False
 ) -> Iterator[Engine | BlueGreen]:
     """What deploys to the environment (rolling engine or blue-green), for one command."""
-    deployment = build_deployment(config, env_name, reporter=reporter)
+    deployment = build_deployment(config, env_name, reporter=reporter, read_only=read_only)
     try:
         yield deployment
     finally:
@@ -223,7 +228,7 @@ def rollback(
 def status(env_name: str, as_json: bool, config_path: Path | None) -> None:
     """Each node: version, load-balancer state, health."""
     config = get_config(config_path)
-    with _engine(config, env_name) as engine:
+    with _engine(config, env_name, read_only=True) as engine:
         facts = engine.probe()
         try:
             lb = engine.lb_states()
@@ -287,7 +292,7 @@ def status(env_name: str, as_json: bool, config_path: Path | None) -> None:
 def _legs_of(config: Config, env_name: str, lb: dict[str, Any]) -> dict[str, Any]:
     """A blue-green environment's legs: which is live, each one's backend and nodes; adds the
     servers of every leg's backend to ``lb`` (changes nothing)."""
-    bg = build_deployment(config, env_name)
+    bg = build_deployment(config, env_name, read_only=True)
     assert isinstance(bg, BlueGreen)
     try:
         live: str | None = bg.live_leg()
@@ -349,15 +354,16 @@ def _print_status_table(
 def history(
     env_name: str, as_json: bool, limit: int, deployment_id: int | None, config_path: Path | None
 ) -> None:
-    """Past deployments: id, version, status, start, end (newest first)."""
+    """Past deployments: id, version, status, start, end (newest first). Reads the journal
+    only: a deployment whose process ended without finishing is shown as abandoned."""
     config = get_config(config_path)
     config.environment(env_name)
-    journal = journal_for(config)
-    journal.mark_abandoned(env_name)
+    journal = journal_for(config, read_only=True)
     if deployment_id is not None:
-        rec = journal.deployment(deployment_id)
-        if rec is None or rec.env != env_name:
+        found = journal.deployment(deployment_id)
+        if found is None or found.env != env_name:
             raise DeployerError(f"no deployment {deployment_id} in environment {env_name!r}")
+        rec = _as_shown(found)
         events = journal.node_events(deployment_id)
         if as_json:
             print_json({**rec.to_dict(), "events": [e.to_dict() for e in events]})
@@ -370,7 +376,7 @@ def history(
                           e.to_version or "-", escape(e.detail[:120]))
         out.print(table)
         return
-    records = journal.deployments(env_name, limit=limit)
+    records = [_as_shown(r) for r in journal.deployments(env_name, limit=limit)]
     if as_json:
         print_json([r.to_dict() for r in records])
         return
@@ -379,7 +385,7 @@ def history(
         table.add_column(col)
     table.add_column("summary", overflow="fold", ratio=1)
     colours = {"succeeded": "green", "failed": "red", "rolled_back": "yellow",
-               "cancelled": "yellow", "running": "cyan", "refused": "yellow"}
+               "cancelled": "yellow", "running": "cyan", "refused": "yellow", "abandoned": "red"}
     for r in records:
         d = r.to_dict()
         took = f"{r.ended_at - r.started_at:.0f}s" if r.ended_at else "-"
@@ -387,6 +393,14 @@ def history(
                       d["start"][5:16].replace("T", " "), took, r.actor.split("@")[0],
                       escape(r.summary[:160]))
     out.print(table)
+
+
+def _as_shown(record: DeploymentRecord) -> DeploymentRecord:
+    """A deployment as `history` shows it: one still recorded as running whose process is gone
+    is abandoned (the next deployment or `recover` records it as failed)."""
+    if not is_abandoned(record):
+        return record
+    return dataclasses.replace(record, status="abandoned", summary=ABANDONED_SUMMARY)
 
 
 @click.command()
@@ -401,7 +415,7 @@ def plan(env_name: str, version: str, as_json: bool, config_path: Path | None) -
     if config.environment(env_name).strategy.kind == "blue-green":
         _plan_blue_green(config, env_name, version, as_json)
         return
-    with _engine(config, env_name) as engine:
+    with _engine(config, env_name, read_only=True) as engine:
         release = engine.verify_release(version)
         the_plan, facts, lb = engine.plan(version)
     env = config.environment(env_name)
@@ -455,7 +469,7 @@ def plan(env_name: str, version: str, as_json: bool, config_path: Path | None) -
 def _plan_blue_green(config: Config, env_name: str, version: str, as_json: bool) -> None:
     env = config.environment(env_name)
     lb = env.load_balancer
-    with _deployment(config, env_name) as bg:
+    with _deployment(config, env_name, read_only=True) as bg:
         assert isinstance(bg, BlueGreen)
         release = bg.verify_release(version)
         live = bg.live_leg()

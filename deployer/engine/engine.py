@@ -798,7 +798,13 @@ class Engine:
         if st.phase is phase:
             return
         if not can_move(st.phase, phase):
-            return
+            # The node did something the state machine does not expect (an event missing or out
+            # of order). Follow what it reported rather than drop it: the engine then acts on
+            # where the node really is (checked against the load balancer at the end), and the
+            # journal, which `recover` reads, keeps the change, with a note.
+            note = f"unexpected move from {st.phase.value} to {phase.value}, recorded as reported"
+            detail = f"{detail}; {note}" if detail else note
+            self.reporter.message(f"warning: {name}: {note}")
         now = time.time()
         if phase is P.DRAINING:
             st.out_since = now

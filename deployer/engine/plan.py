@@ -13,7 +13,7 @@ __all__ = ["Batch", "Plan", "batch_limits", "make_plan", "resolve_count"]
 
 
 def resolve_count(spec: str, total: int, *, minimum: int = 1) -> int:
-    """'3' -> 3, '25%' of 16 -> 4 (rounded up, at least ``minimum``)."""
+    """'3' -> 3, '25%' of 16 -> 4 (rounded up, at least ``minimum``; '0' -> ``minimum``)."""
     if spec.endswith("%"):
         return max(minimum, math.ceil(total * int(spec[:-1]) / 100))
     return max(minimum, int(spec))
@@ -91,8 +91,10 @@ def make_plan(
     )
     batches: list[Batch] = []
     rest = list(ordered)
-    if strategy.canary and rest:
-        n = min(resolve_count(strategy.canary, total), batch_size, len(rest))
+    # canary "0" (like null) means no canary batch.
+    canary = resolve_count(strategy.canary, total, minimum=0) if strategy.canary else 0
+    if canary and rest:
+        n = min(canary, batch_size, len(rest))
         batches.append(Batch(index=1, nodes=tuple(rest[:n]), canary=True))
         rest = rest[n:]
     while rest:

@@ -7,17 +7,20 @@
        +-> skipped           +-> skipped                                    v
                                                    reverting -> reverted | failed
 
-Without pre-staging (``strategy.prestage: false``) a batch's run stages the node and drains it:
-``staging -> draining``. A node counts as *out of the load balancer* from ``draining`` until it
-reaches ``done`` or ``reverted``; ``failed`` nodes may be out of service and are reported with
-the command to fix them. Rolling back an already updated node goes ``done -> reverting -> reverted``.
+A node counts as *out of the load balancer* from ``draining`` until it reaches ``done`` or
+``reverted``; ``failed`` nodes may be out of service and are reported with the command to fix
+them. Rolling back an already updated node goes ``done -> reverting -> reverted``. Without
+pre-staging a node is staged and drained in one run: ``staging -> draining``.
+
+A move this table does not allow is still followed and journalled by the engine, with a note
+and a warning (an event was missing or came out of order): see ``Engine._move``.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["OUT_OF_SERVICE", "TERMINAL", "NodePhase", "can_move"]
+__all__ = ["OUT_OF_SERVICE", "NodePhase", "can_move"]
 
 
 class NodePhase(StrEnum):
@@ -53,7 +56,6 @@ _MOVES: dict[NodePhase, frozenset[NodePhase]] = {
     P.SKIPPED: frozenset({P.REVERTING}),
 }
 
-TERMINAL = frozenset({P.DONE, P.REVERTED, P.FAILED, P.SKIPPED})
 OUT_OF_SERVICE = frozenset({P.DRAINING, P.DEPLOYING, P.SMOKE, P.REJOINING, P.REVERTING, P.FAILED})
 
 

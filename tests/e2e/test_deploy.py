@@ -66,6 +66,14 @@ def events(the_lab: Lab, deployment: int) -> list[tuple[str, str]]:
     return [(e["node"], e["phase"]) for e in json.loads(r.stdout)["events"]]
 
 
+def journal_files(the_lab: Lab) -> dict[str, bytes]:
+    """The journal's file, and its write-ahead log when there is one."""
+    config = yaml.safe_load(the_lab.config_path.read_text())
+    journal = (the_lab.config_path.parent / config["state_dir"] / "journal.sqlite").resolve()
+    return {p.name: p.read_bytes() for p in (journal, journal.with_name(journal.name + "-wal"))
+            if p.exists()}
+
+
 def lb_word(status: str | None) -> str | None:
     """HAProxy's status without its transition suffix: 'UP 1/2' (in service, one good check short
     of full health, as a node is right after a restart) is UP."""
@@ -102,11 +110,16 @@ def test_deploy_plan_rerun_and_rollback(
 
     r = cli(the_lab, "deploy", "--env", "lab", "--version", "1.1.0", check=True)
     assert "succeeded" in r.stderr
+    journal = journal_files(the_lab)
     assert_all_serving(the_lab, "1.1.0")
     first = history(the_lab)[0]
     assert (first["version"], first["status"]) == ("1.1.0", "succeeded")
     assert [p for n, p in events(the_lab, first["id"]) if n == "node2"] == [
         "staging", "staged", "draining", "deploying", "smoke", "rejoining", "done"]
+    cli(the_lab, "plan", "--env", "lab", "--version", "1.0.0", check=True)
+    # status, history and plan only read: the journal is byte for byte what the deploy left.
+    assert {k: v for k, v in journal_files(the_lab).items() if v} == {
+        k: v for k, v in journal.items() if v}
 
     # A rerun of a finished deployment changes nothing on any node.
     after = app_pids(the_lab, lab_ssh)
@@ -214,13 +227,16 @@ def test_a_killed_deployer_leaves_a_trail_and_recover_fixes_it(make_lab: Callabl
             os.killpg(proc.pid, signal.SIGKILL)  # the driver and its ansible-playbook
             break
     proc.wait(timeout=30)
-    # The journal says what happened; status shows node1 out of the load balancer.
+    # The journal says what happened (history shows the deployment as abandoned, and only
+    # reads); status shows node1 out of the load balancer.
     last = history(the_lab)[0]
-    assert last["status"] == "failed" and "ended unexpectedly" in last["summary"]
+    assert last["status"] == "abandoned" and "ended unexpectedly" in last["summary"]
     assert ("node1", "deploying") in events(the_lab, last["id"])
-    assert fleet(the_lab)["node1"]["load_balancer"] in ("MAINT", "DRAIN")
+    assert fleet(the_lab)["node1"]["load_balancer"] == "MAINT"  # drained, then put in maintenance
     r = cli(the_lab, "recover", "--env", "lab", check=True)
     assert "put back into service" in r.stderr
+    # recover writes: the abandoned deployment is now recorded as failed.
+    assert {h["id"]: h["status"] for h in history(the_lab)}[last["id"]] == "failed"
     deadline = time.monotonic() + 30
     while lb_word(fleet(the_lab)["node1"]["load_balancer"]) != "UP" and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -238,11 +254,16 @@ def test_bad_input_is_refused_and_changes_nothing(make_lab: Callable[..., Lab], 
     for args, code, text in cases:
         r = cli(the_lab, *args)
         assert (r.returncode, text in r.stderr, "Traceback" in r.stderr) == (code, True, False), r.stderr
-    # A tampered tarball in the store is refused before any node is touched.
+    # A tampered tarball in the store is refused before any node is touched: one byte changed
+    # (caught by its digest), or bytes added (caught by its size).
     tarball = next((the_lab.store_dir / "hello" / "1.1.0").glob("*.tar.gz"))
-    tarball.write_bytes(tarball.read_bytes() + b"tampered")
-    r = cli(the_lab, "deploy", "--env", "lab", "--version", "1.1.0")
-    assert (r.returncode == 5 and "sha256" in r.stderr.lower()) or "bytes" in r.stderr, r.stderr
+    good = tarball.read_bytes()
+    for tampered, caught in ((good[:-1] + bytes([good[-1] ^ 0xFF]), "differs from the signed"),
+                             (good + b"tampered", "the signed manifest says")):
+        tarball.write_bytes(tampered)
+        r = cli(the_lab, "deploy", "--env", "lab", "--version", "1.1.0")
+        assert r.returncode == 5 and caught in " ".join(r.stderr.split()), r.stderr
+        assert "Traceback" not in r.stderr
     assert app_pids(the_lab, lab_ssh) == before
     assert history(the_lab) == []
     assert_all_serving(the_lab, "1.0.0")
@@ -253,7 +274,7 @@ def test_bad_input_is_refused_and_changes_nothing(make_lab: Callable[..., Lab], 
     hosts["node3"]["deployer_lb_haproxy_poll_interval"] = "soon"
     the_lab.inventory_path.write_text(yaml.safe_dump(inventory))
     r = cli(the_lab, "deploy", "--env", "lab", "--version", "1.3.0-errors")
-    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 9 and "Traceback" not in r.stderr, r.stderr  # refused, nothing changed
     assert "node3" in r.stderr and "deployer_lb_haproxy_poll_interval" in r.stderr, r.stderr
     assert app_pids(the_lab, lab_ssh) == before
     assert_all_serving(the_lab, "1.0.0")
@@ -315,3 +336,32 @@ def test_no_release_url_or_variable_reaches_a_command_line(make_lab: Callable[..
     assert proc.returncode == 0
     assert seen_playbook, "no ansible-playbook process was seen: nothing was checked"
     assert leaked == []
+
+
+def test_without_prestaging_every_phase_is_journalled_and_canary_0_is_no_canary(
+    make_lab: Callable[..., Lab],
+) -> None:
+    the_lab = make_lab(nodes=2, seed="1.0.0")
+    config = yaml.safe_load(the_lab.config_path.read_text())
+    config["environments"]["lab"]["strategy"].update(prestage=False, canary="0", batch_size="1")
+    path = the_lab.config_path.with_name("no-prestage.yml")
+    path.write_text(yaml.safe_dump(config))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "deployer", *args, "--env", "lab", "--config", str(path)],
+            capture_output=True, text=True, timeout=600, check=False,
+        )
+
+    plan = run("plan", "--version", "1.1.0", "--json")
+    assert plan.returncode == 0, plan.stderr
+    assert [(b["nodes"], b["canary"]) for b in json.loads(plan.stdout)["batches"]] == [
+        (["node1"], False), (["node2"], False)]
+    r = run("deploy", "--version", "1.1.0")
+    assert r.returncode == 0, r.stderr
+    assert "unexpected move" not in r.stderr, r.stderr
+    deployment = json.loads(run("history", "--json").stdout)[0]["id"]
+    ev = json.loads(run("history", "--json", "--deployment", str(deployment)).stdout)["events"]
+    for node in ("node1", "node2"):  # staged by the batch's own run, then every step recorded
+        assert [e["phase"] for e in ev if e["node"] == node] == [
+            "staging", "draining", "deploying", "smoke", "rejoining", "done"]

@@ -270,9 +270,8 @@ def test_up_without_root_fails_with_a_clear_message(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_forty_eight_nodes(make_lab: Callable[..., Lab], ansible_env: dict[str, str]) -> None:
-    started = time.monotonic()
+    # How long they take to come up is measured by `python -m bench scale` (lab_up_seconds).
     the_lab = make_lab(nodes=48)
-    took = time.monotonic() - started
     proc = subprocess.run(
         [str(VENV_BIN / "ansible"), "-i", str(the_lab.inventory_path), "hello_nodes",
          "-m", "ping", "-o", "--forks", "48"],
@@ -280,7 +279,8 @@ def test_forty_eight_nodes(make_lab: Callable[..., Lab], ansible_env: dict[str, 
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert proc.stdout.count("SUCCESS") == 48
-    assert took < 120, f"48 nodes took {took:.1f} s to come up"
+    status = the_lab.status()
+    assert status.healthy and len(status.nodes) == 48
 
 
 def test_seeding_a_running_lab_starts_the_app(make_lab: Callable[..., Lab]) -> None:

@@ -272,17 +272,21 @@ def test_the_release_modules_give_the_same_results_run_directly_or_the_standard_
         ("deployer_release_unpack", {"url": "http://127.0.0.1:9/x.tar.gz", "sha256": "0" * 64,
                                      "dest": "/opt/hello/releases/9.9.9", "version": "bad version"}),
     ]
+    results = {}
     for module, args in cases:
         direct, direct_log = run_module(lab, module, args, pipelining=True)
         standard, standard_log = run_module(lab, module, args, pipelining=False)
         assert "deployer_direct_module" in direct_log
         assert "deployer_direct_module" not in standard_log
         assert comparable(direct) == comparable(standard), module
+        results[module] = direct
     assert direct["failed"] and "version" in direct["msg"]
-    # A path only the node can expand goes the standard way.
+    # A path only the node can expand goes the standard way, to the same releases.
     expanded, log = run_module(lab, "deployer_release_info", {"base_dir": "~/../opt/hello"}, pipelining=True)
     assert "deployer_direct_module" not in log
-    assert expanded["base_dir"] == "/opt/hello" and expanded["current"]
+    read = results["deployer_release_info"]
+    assert expanded["base_dir"] == "/opt/hello" and read["current"]
+    assert (expanded["current"], expanded["staged"]) == (read["current"], read["staged"])
 
 
 # Every successful path of the release modules, and check mode, on a directory of node1's own.

@@ -258,4 +258,7 @@ def test_prometheus_errors_are_clear(prometheus: _Prometheus) -> None:
 def test_prometheus_metrics_are_served_on_loopback_only(prometheus: _Prometheus) -> None:
     with urllib.request.urlopen(prometheus.url + "/-/ready", timeout=5) as resp:
         assert resp.status == 200
-    assert prometheus.url.startswith("http://127.0.0.1:")
+    port = prometheus.url.rsplit(":", 1)[1]
+    sockets = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True, check=True).stdout
+    listening = [line.split()[3] for line in sockets.splitlines() if line.split()[3].endswith(f":{port}")]
+    assert listening == [f"127.0.0.1:{port}"]

@@ -11,7 +11,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from artefact_helpers import make_keys, make_signed, make_source, tree_snapshot
+from artefact_helpers import make_keys, make_signed, make_source
 
 import deployer.artefacts as artefacts
 from deployer import (
@@ -20,7 +20,15 @@ from deployer import (
     VerificationError,
     VersionError,
 )
-from deployer.artefacts import Manifest, build_artefact, open_store, sign_manifest, verify_release
+from deployer.artefacts import (
+    Manifest,
+    build_artefact,
+    load_public_key,
+    open_store,
+    sign_manifest,
+    verify_release,
+    verify_signature,
+)
 
 
 def test_public_names_are_exactly_the_api() -> None:
@@ -190,11 +198,17 @@ def test_verify_release_refuses_tampered_tarball(published: tuple[Path, Path, Pa
 
 
 def test_build_then_sign_replaces_stale_signature(tmp_path: Path) -> None:
-    secret, _ = make_keys(tmp_path)
+    secret, public = make_keys(tmp_path)
     built = make_signed(tmp_path, secret, subdir="one")
-    assert (built.dir / "manifest.json.minisig").exists()
+    stale = (built.dir / "manifest.json.minisig").read_bytes()
     (built.dir.parent / "src" / "app.txt").write_text("new")
-    build_artefact(built.dir.parent / "src", app="hello", version="1.0.0", out_dir=built.dir)
+    rebuilt = build_artefact(built.dir.parent / "src", app="hello", version="1.0.0", out_dir=built.dir)
+    # The signature of the old manifest is gone with it: it cannot be published with the new one.
     assert not (built.dir / "manifest.json.minisig").exists()
-    before = tree_snapshot(built.dir)
-    assert before
+    manifest = rebuilt.manifest_path.read_bytes()
+    assert rebuilt.manifest.sha256 != built.manifest.sha256
+    key = load_public_key(public)
+    with pytest.raises(VerificationError):
+        verify_signature(manifest, stale, [key])
+    sign_manifest(rebuilt.manifest_path, secret)
+    verify_signature(manifest, (built.dir / "manifest.json.minisig").read_bytes(), [key])

@@ -39,8 +39,7 @@ def test_piped_history_keeps_each_deployment_on_one_line(tmp_path: Path) -> None
     r = piped("history", "--env", "lab", "--config", str(cfg))
     assert r.returncode == 0, r.stderr
     row = [line for line in r.stdout.splitlines() if "1.10.0-rc.1+build.20261130" in line]
-    assert len(row) == 1 and summary in row[0], r.stdout
-    assert all(len(line) > 80 for line in row)
+    assert len(row) == 1 and summary in row[0], r.stdout  # 130 characters, on one line
 
     r = piped("history", "--env", "lab", "--config", str(cfg), "--deployment", str(dep))
     assert r.returncode == 0, r.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -65,6 +66,7 @@ def test_the_commented_example_is_valid(tmp_path: Path) -> None:
     ("patch", "field", "value"),
     [
         (("batch_size: \"1\"", "batch_size: \"0%\""), "strategy.batch_size", "0%"),
+        (("batch_size: \"1\"", "batch_size: 0"), "strategy.batch_size", "at least 1"),
         (("{name: hello}", "{name: Hello World}"), "app.name", "Hello World"),
         (("{name: hello}", "{name: hello, port: 70000}"), "app.port", "70000"),
         (("{name: hello}", "{name: hello, entry_point: ../x}"), "app.entry_point", "../x"),
@@ -132,7 +134,22 @@ def test_capacity_floor_that_cannot_hold_is_refused(tmp_path: Path) -> None:
         make_plan(["a", "b", "c"], ["a", "b", "c"], strategy)
     strategy = env.strategy.model_copy(update={"batch_size": "50%", "min_healthy": "75%"})
     plan = make_plan(["a", "b", "c", "d"], ["a", "b", "c", "d"], strategy)
-    assert [len(b.nodes) for b in plan.batches] == [1, 1, 1, 1] and plan.notes
+    assert [len(b.nodes) for b in plan.batches] == [1, 1, 1, 1]
+    assert plan.notes == ("batch size 2 lowered to 1 to keep 3 node(s) in service",)
+
+
+@pytest.mark.parametrize("canary", ["0", 0, None])
+def test_a_canary_of_0_like_none_means_no_canary_batch(tmp_path: Path, canary: object) -> None:
+    text = GOOD + f"    strategy: {{batch_size: \"2\", canary: {json.dumps(canary)}, min_healthy: \"0\"}}\n"
+    strategy = load_config(write(tmp_path, text)).environment("lab").strategy
+    plan = make_plan(["a", "b", "c", "d"], ["a", "b", "c", "d"], strategy)
+    assert [(b.nodes, b.canary) for b in plan.batches] == [(("a", "b"), False), (("c", "d"), False)]
+    # A canary of 1 (or any share above 0) is a first batch of its own.
+    one = make_plan(["a", "b", "c", "d"], ["a", "b", "c", "d"], strategy.model_copy(update={"canary": "1"}))
+    assert [(b.nodes, b.canary) for b in one.batches] == [
+        (("a",), True), (("b", "c"), False), (("d",), False)]
+    few = make_plan(["a", "b", "c", "d"], ["a", "b", "c", "d"], strategy.model_copy(update={"canary": "1%"}))
+    assert few.batches[0] == one.batches[0]
 
 
 def test_an_analysis_section_is_validated_with_the_rest(tmp_path: Path) -> None:

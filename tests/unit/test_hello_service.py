@@ -213,12 +213,10 @@ def test_good_release_serves_health_root_version_and_slow(
     version = _get(service.port, "/version")
     assert (version.status, version.body.decode().strip()) == (200, "1.4.2")
 
-    started = time.monotonic()
+    # That /slow holds a request that long: test_sigterm_lets_in_flight_request_finish_then_exits_zero.
     slow = _get(service.port, "/slow?ms=300")
-    elapsed = time.monotonic() - started
     assert slow.status == 200
     assert slow.json() == {"version": "1.4.2", "node": node, "ms": 300}
-    assert 0.3 <= elapsed < 2.0
 
     assert _get(service.port, "/slow?ms=soon").status == 400
     assert _get(service.port, "/nope").status == 404
@@ -297,7 +295,6 @@ def test_sigterm_lets_in_flight_request_finish_then_exits_zero(
             connection.close()
 
     in_flight = threading.Thread(target=slow_request)
-    request_sent = time.monotonic()
     in_flight.start()
     assert sent.wait(timeout=5)
     time.sleep(0.4)  # the server has accepted it and is serving it (it sleeps 1500 ms)
@@ -317,9 +314,15 @@ def test_sigterm_lets_in_flight_request_finish_then_exits_zero(
 
     assert refused_while_in_flight
     assert [(r.status, r.json()["ms"]) for r in results] == [(200, 1500)]
-    assert time.monotonic() - request_sent >= 1.5
     assert service.process.wait(timeout=5) == 0
-    assert "all in-flight requests finished" in service.log()
+    # SIGTERM came while the request was being served, and the service waited for it.
+    lines = service.log().splitlines()
+
+    def first(text: str) -> int:
+        return next(i for i, line in enumerate(lines) if text in line)
+
+    assert first("SIGTERM received") < first('"GET /slow?ms=1500 HTTP/1.1" 200') < first(
+        "all in-flight requests finished")
 
 
 def test_missing_version_file_stops_startup_with_a_clear_message(tmp_path: Path) -> None:

@@ -18,13 +18,14 @@ from deployer.adapters.inventory import ssh_target
 from deployer.adapters.ssh import SshTarget
 from deployer.cli._wiring import load_balancer_for
 
-lb = test_modules_haproxy.lb  # a real HAProxy with servers node1 and node2 in backend "app"
+lb = test_modules_haproxy.lb  # a real HAProxy with servers node1, node2 and node3 in backend "app"
 
 
 def test_the_remote_program_reads_and_changes_haproxy_like_the_local_client(lb: dict[str, Any]) -> None:
     local = HAProxyRuntime(lb["socket"])
     remote = HAProxyOverSSH("lb1", lb["socket"], lambda: SshTarget(host="lb1", address="lb1", local=True))
-    assert {n: s.admin for n, s in remote.servers("app").items()} == {"node1": "ready", "node2": "ready"}
+    assert {n: s.admin for n, s in remote.servers("app").items()} == dict.fromkeys(
+        ("node1", "node2", "node3"), "ready")
     remote.set_state("app", "node2", "maint")
     assert local.servers("app")["node2"].label == "MAINT"
     assert remote.servers("app")["node2"].admin == "maint"
@@ -93,14 +94,15 @@ def _env(tmp_path: Path, lb_yaml: str) -> Any:
 
 def test_the_config_picks_the_client(tmp_path: Path) -> None:
     sock = "{socket: /run/haproxy/admin.sock, backend: hello"
-    assert isinstance(load_balancer_for(_env(tmp_path, sock + "}")), HAProxyRuntime)
+    local = load_balancer_for(_env(tmp_path, sock + "}"))
+    assert isinstance(local, HAProxyRuntime) and local.where == "/run/haproxy/admin.sock"
     remote = load_balancer_for(_env(tmp_path, sock + ", host: lb1}"))
     assert isinstance(remote, HAProxyOverSSH)
     assert remote.where == "/run/haproxy/admin.sock on lb1 (over SSH)"
     direct = load_balancer_for(_env(tmp_path, sock + ", host: lb1, connect: direct}"))
-    assert isinstance(direct, HAProxyRuntime)
+    assert isinstance(direct, HAProxyRuntime) and direct.where == "/run/haproxy/admin.sock"
     tcp = load_balancer_for(_env(tmp_path, "{socket: 'tcp://127.0.0.1:9', backend: hello, host: lb1}"))
-    assert isinstance(tcp, HAProxyRuntime)
+    assert isinstance(tcp, HAProxyRuntime) and tcp.where == "tcp://127.0.0.1:9"
     pair = load_balancer_for(_env(tmp_path, sock + ", hosts: [lb1, lb2]}"))
     assert isinstance(pair, LoadBalancerGroup) and [m.where for m in pair.members] == [
         "/run/haproxy/admin.sock on lb1 (over SSH)", "/run/haproxy/admin.sock on lb2 (over SSH)"]

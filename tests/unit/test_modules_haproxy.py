@@ -16,7 +16,6 @@ from role_modules import load_module
 haproxy = load_module("deployer_lb_haproxy", "deployer_haproxy")
 
 
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -24,10 +23,14 @@ def free_port() -> int:
 
 
 class DummyServer:
-    """Accepts TCP connections and answers HTTP 200 after `delay` seconds."""
+    """Accepts TCP connections and answers each HTTP request 200 once ``gate`` is open (it is
+    unless a test closes it, to hold requests in flight); ``answered`` counts the answers, each
+    counted before it is sent. Health checks (a bare connection) are not answered."""
 
-    def __init__(self, delay: float = 0.0) -> None:
-        self.delay = delay
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+        self.answered = 0
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.listener.getsockname()[1])
         threading.Thread(target=self._serve, daemon=True).start()
@@ -42,17 +45,23 @@ class DummyServer:
 
     def _answer(self, conn: socket.socket) -> None:
         with conn:
-            conn.recv(4096)
-            time.sleep(self.delay)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            try:
+                if not conn.recv(4096):
+                    return
+                self.gate.wait(30)
+                self.answered += 1
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            except OSError:
+                pass
 
     def close(self) -> None:
+        self.gate.set()
         self.listener.close()
 
 
 @pytest.fixture()
 def lb(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    backend_server = DummyServer(delay=0.6)
+    backend_server = DummyServer()
     frontend_port = free_port()
     sock = tmp_path / "admin.sock"
     config = tmp_path / "haproxy.cfg"
@@ -70,6 +79,7 @@ frontend web
 backend app
     server node1 127.0.0.1:{backend_server.port} check inter 200ms rise 1 fall 1
     server node2 127.0.0.1:{backend_server.port}
+    server node3 127.0.0.1:{backend_server.port} check inter 60s rise 2 fall 1
 """
     )
     process = subprocess.Popen(["haproxy", "-db", "-f", str(config)], stdout=subprocess.DEVNULL)
@@ -77,7 +87,8 @@ backend app
         deadline = time.monotonic() + 5
         while not sock.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
-        yield {"socket": str(sock), "backend": "app", "frontend_port": frontend_port}
+        yield {"socket": str(sock), "backend": "app", "frontend_port": frontend_port,
+               "server": backend_server}
     finally:
         process.terminate()
         process.wait(timeout=5)
@@ -99,26 +110,56 @@ def call(lb: dict[str, Any], server: str, state: str, **extra: Any) -> dict[str,
     return result
 
 
-def slow_request(port: int) -> threading.Thread:
+def slow_request(port: int, answers: list[bytes] | None = None) -> threading.Thread:
     def request() -> None:
         with socket.create_connection(("127.0.0.1", port)) as conn:
-            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            conn.recv(4096)
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := conn.recv(4096):
+                answer += chunk
+            if answers is not None:
+                answers.append(answer)
 
     thread = threading.Thread(target=request, daemon=True)
     thread.start()
     return thread
 
 
+def wait_for_sessions(lb: dict[str, Any], server: str, count: int) -> None:
+    deadline = time.monotonic() + 5
+    while call(lb, server, "query")["sessions"] < count:
+        assert time.monotonic() < deadline, f"{server} never had {count} sessions"
+        time.sleep(0.02)
+
+
 def test_maint_waits_for_sessions_then_ready_brings_the_server_back(lb: dict[str, Any]) -> None:
+    # Only node2 takes traffic, so the held requests are all its sessions.
+    call(lb, "node1", "maint", drain_timeout=0)
+    call(lb, "node3", "maint", drain_timeout=0)
     assert call(lb, "node2", "query")["up"] is True
-    requests = [slow_request(lb["frontend_port"]) for _ in range(4)]
-    time.sleep(0.15)
-    result = call(lb, "node2", "maint")
-    assert result["changed"] is True
+    backend: DummyServer = lb["server"]
+    backend.gate.clear()
+    answers: list[bytes] = []
+    requests = [slow_request(lb["frontend_port"], answers) for _ in range(4)]
+    wait_for_sessions(lb, "node2", 4)
+    results: list[dict[str, Any]] = []
+    maint = threading.Thread(target=lambda: results.append(call(lb, "node2", "maint", drain_timeout=30)))
+    maint.start()
+    # Drained at once, and kept out of maintenance while its requests are in flight.
+    deadline = time.monotonic() + 5
+    while "drain" not in call(lb, "node2", "query")["admin_state"]:
+        assert time.monotonic() < deadline, "node2 was not drained"
+        time.sleep(0.02)
+    assert maint.is_alive() and "maint" not in call(lb, "node2", "query")["admin_state"]
+    backend.gate.set()
+    maint.join(35)
+    [result] = results
+    assert backend.answered == 4  # every request was answered before the maintenance
+    assert result["changed"] is True and result["drain_timed_out"] is False
     assert result["sessions"] == 0 and "maint" in result["admin_state"]
-    assert result["waited"] > 0.2 and result["drain_timed_out"] is False
-    assert all(not thread.is_alive() for thread in requests if thread.join(1) is None)
+    for thread in requests:
+        thread.join(5)
+    assert [a.split(b"\r\n")[0] for a in answers] == [b"HTTP/1.1 200 OK"] * 4
     again = call(lb, "node2", "maint")
     assert again["changed"] is False
     ready = call(lb, "node2", "ready")
@@ -127,18 +168,41 @@ def test_maint_waits_for_sessions_then_ready_brings_the_server_back(lb: dict[str
 
 
 def test_drain_timeout_still_puts_the_server_in_maintenance(lb: dict[str, Any]) -> None:
-    # Pin all traffic on node1 by taking node2 out first.
+    # Pin all traffic on node1 by taking the others out first, and hold its request.
     call(lb, "node2", "maint", drain_timeout=0)
-    slow_request(lb["frontend_port"])
-    time.sleep(0.15)
+    call(lb, "node3", "maint", drain_timeout=0)
+    backend: DummyServer = lb["server"]
+    backend.gate.clear()
+    answers: list[bytes] = []
+    request = slow_request(lb["frontend_port"], answers)
+    wait_for_sessions(lb, "node1", 1)
     result = call(lb, "node1", "maint", drain_timeout=0.1)
     assert result["drain_timed_out"] is True and "maint" in result["admin_state"]
+    assert result["sessions"] == 1 and backend.answered == 0
+    assert "still had 1 session(s)" in haproxy.drain_warning(
+        {"backend": "app", "server": "node1", "drain_timeout": 0.1}, result)
+    # Maintenance does not cut the session: the request is still answered.
+    backend.gate.set()
+    request.join(5)
+    assert [a.split(b"\r\n")[0] for a in answers] == [b"HTTP/1.1 200 OK"]
 
 
-def test_ready_forces_health_up_and_waits_for_up(lb: dict[str, Any]) -> None:
-    call(lb, "node1", "maint", drain_timeout=0)
-    result = call(lb, "node1", "ready", force_health_up=True)
-    assert result["status"].startswith("UP") and result["waited"] < 1
+def test_ready_forces_health_up_only_when_asked(lb: dict[str, Any]) -> None:
+    # node3's health checks run once a minute: a drained node3 whose health is down (as after
+    # a restart) stays DOWN when made ready, unless its health is forced up.
+    api = haproxy.RuntimeApi(lb["socket"], 5)
+
+    def drained_and_down() -> None:
+        call(lb, "node3", "drain", drain_timeout=0)
+        api.set_server("app", "node3", "health down")
+        assert call(lb, "node3", "query")["up"] is False
+
+    drained_and_down()
+    with pytest.raises(haproxy.RuntimeApiError, match="still reports app/node3 as 'DOWN'"):
+        call(lb, "node3", "ready", up_timeout=1)
+    drained_and_down()
+    result = call(lb, "node3", "ready", force_health_up=True)
+    assert result["changed"] is True and result["up"] is True and result["status"].startswith("UP")
 
 
 def test_unknown_names_and_missing_socket_fail_clearly(lb: dict[str, Any], tmp_path: Path) -> None:

@@ -357,3 +357,46 @@ def test_the_switch_checks_the_applications_account_exists(tmp_path: Path) -> No
 
 def test_the_download_url_is_marked_no_log() -> None:
     assert unpack.ARGUMENT_SPEC["url"]["no_log"] is True
+
+
+def _link(target: str) -> Callable[[Path], None]:
+    def make(base: Path) -> None:
+        (base / "current").symlink_to(target.format(base=base))
+
+    return make
+
+
+@pytest.mark.parametrize(("make", "expected"), [
+    (lambda base: None, ""),  # no link
+    (_link("releases/1.0.0"), "1.0.0"),
+    (_link("{base}/releases/1.0.0"), "1.0.0"),  # absolute
+    (_link("./releases/../releases/1.0.0/"), "1.0.0"),
+    (_link("releases/9.9.9"), ""),  # dangling: that release is gone
+    (_link("{base}/../elsewhere"), ""),  # a directory outside the base
+    (_link("{base}/../other/releases/1.0.0"), ""),  # another base's release
+    (_link("releases"), ""),
+    (_link("releases/1.0.0/bin"), ""),  # inside a release
+    (_link("releases/.stage-1.1.0-x1y2"), ""),  # a staging directory, not a release
+    (_link("releases/notes.txt"), ""),  # a file
+    (lambda base: (base / "current").mkdir(), ""),  # not a link
+])
+def test_both_modules_read_a_link_to_a_release_alike(
+    tmp_path: Path, make: Callable[[Path], None], expected: str
+) -> None:
+    base = tmp_path / "app"
+    for path in (base / "releases" / "1.0.0" / "bin", base / "releases" / ".stage-1.1.0-x1y2",
+                 tmp_path / "elsewhere", tmp_path / "other" / "releases" / "1.0.0"):
+        path.mkdir(parents=True)
+    (base / "releases" / "notes.txt").write_text("not a release\n")
+    make(base)
+    read = {module.__name__: module.linked_version(str(base), "current") for module in (info, switch)}
+    assert read == dict.fromkeys(read, expected)
+
+
+def test_a_dangling_current_link_does_not_become_previous(tmp_path: Path) -> None:
+    base = tmp_path / "app"
+    stage(base, "2")
+    (base / "current").symlink_to("releases/1")  # release 1 was removed by hand
+    result = switch.run({"base_dir": str(base), "version": "2"})
+    assert (result["switched_from"], result["previous"]) == ("", "")
+    assert not (base / "previous").exists() and os.readlink(base / "current") == "releases/2"

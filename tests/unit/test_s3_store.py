@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import calendar
 import threading
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import boto3
 import pytest
@@ -57,9 +60,51 @@ def test_s3_round_trip(tmp_path: Path, bucket: str) -> None:
             "releases/hello/2.0.0/hello-2.0.0.tar.gz", "releases/hello/2.0.0/manifest.json",
             "releases/hello/2.0.0/manifest.json.minisig"} <= keys
     url = store.node_url("hello", "2.0.0", ttl=120)
-    assert "Expires=" in url or "X-Amz-Expires=120" in url
     with urllib.request.urlopen(url, timeout=5) as response:
         assert response.read() == built.tarball.read_bytes()
+
+
+def _expiry(url: str) -> tuple[str, float]:
+    """How a presigned URL says when it expires, read from its query as S3 reads it:
+    ("s3v4", seconds after its X-Amz-Date) or ("s3", the moment in epoch seconds)."""
+    query = dict(parse_qsl(urlsplit(url).query))
+    if "X-Amz-Algorithm" in query:  # signature version 4
+        assert query["X-Amz-Algorithm"] == "AWS4-HMAC-SHA256" and "X-Amz-Signature" in query
+        return "s3v4", float(query["X-Amz-Expires"])
+    assert {"AWSAccessKeyId", "Signature", "Expires"} <= set(query), url  # version 2, query string
+    return "s3", float(query["Expires"])
+
+
+@pytest.mark.parametrize("signature", ["as configured by default", "s3v4"])
+def test_a_presigned_url_expires_after_the_ttl_asked_for(
+    tmp_path: Path, bucket: str, monkeypatch: pytest.MonkeyPatch, signature: str
+) -> None:
+    aws_config = tmp_path / "aws-config"
+    aws_config.write_text("[default]\ns3 =\n    signature_version = s3v4\n" if signature == "s3v4" else "")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(aws_config))
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # a session that reads that file
+    secret, _ = make_keys(tmp_path)
+    store = open_store(f"s3://{bucket}/releases")
+    store.publish(make_signed(tmp_path, secret, version="2.0.0").dir)
+    expiries = []
+    for ttl in (120, 3600):
+        before = time.time()
+        url = store.node_url("hello", "2.0.0", ttl=ttl)
+        after = time.time()
+        version, expiry = _expiry(url)
+        if signature == "s3v4":
+            assert version == "s3v4", url
+        if version == "s3v4":
+            assert expiry == ttl, url
+            signed = calendar.timegm(time.strptime(dict(parse_qsl(urlsplit(url).query))["X-Amz-Date"],
+                                                   "%Y%m%dT%H%M%SZ"))
+            assert int(before) <= signed <= after, url
+        else:  # signed between before and after, to the second
+            assert int(before) + ttl <= expiry <= after + ttl + 1, (before, ttl, url)
+        expiries.append(expiry)
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert response.status == 200
+    assert expiries[0] != expiries[1]
 
 
 def test_s3_immutability(tmp_path: Path, bucket: str) -> None:

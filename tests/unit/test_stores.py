@@ -49,7 +49,8 @@ def test_file_store_round_trip(tmp_path: Path) -> None:
     assert json.loads((root / "index.json").read_text()) == {"apps": ["hello", "other"]}
     assert store.get_tarball("hello", "1.9.0") == v9.tarball.read_bytes()
     manifest, signature = store.get_manifest("hello", "1.9.0")
-    assert manifest == v9.manifest_path.read_bytes() and signature is not None
+    assert manifest == v9.manifest_path.read_bytes()
+    assert signature == (v9.dir / "manifest.json.minisig").read_bytes()
     url = store.node_url("hello", "1.9.0")
     with urllib.request.urlopen(url) as response:
         assert response.read() == v9.tarball.read_bytes()

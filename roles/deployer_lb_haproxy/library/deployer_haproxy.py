@@ -122,18 +122,79 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
+# How HAProxy's answers are read: the same functions as deployer/adapters/_haproxy_answers.py,
+# the controller's reference (this module runs on the load balancer's host, where deployer is
+# not installed, so it carries its own copy); tests/unit/test_haproxy_answers.py checks that
+# both read a real HAProxy's answers alike.
+
 # Bits of srv_admin_state in `show servers state` (HAProxy's SRV_ADMF_* flags).
 ADMIN_FLAGS = {
-    0x01: "maint",
-    0x02: "maint_inherited",
-    0x04: "maint_config",
-    0x08: "drain",
+    0x01: "maint",  # forced (set server ... state maint)
+    0x02: "maint_inherited",  # from a tracked server
+    0x04: "maint_config",  # `disabled` in the configuration
+    0x08: "drain",  # forced (set server ... state drain)
     0x10: "drain_inherited",
-    0x20: "maint_resolution",
+    0x20: "maint_resolution",  # its address could not be resolved
     0x40: "maint_hostname",
 }
+MAINT_BITS = 0x01 | 0x02 | 0x04 | 0x20 | 0x40
+DRAIN_BITS = 0x08 | 0x10
+# The flags this module sets and clears (`set server ... state maint|drain|ready`).
 MAINT_MASK = 0x01
 DRAIN_MASK = 0x08
+
+
+def stat_rows(text: str, backend: str) -> dict[str, dict[str, str]] | None:
+    """The rows of ``backend``'s servers in a ``show stat`` answer, by server name (values
+    stripped); ``{}`` for a backend without servers, None when the answer has no such backend."""
+    lines = text.splitlines()
+    if not lines or not lines[0].startswith("# "):
+        return None
+    found: dict[str, dict[str, str]] | None = None
+    for row in csv.DictReader([lines[0][2:], *lines[1:]]):
+        if row.get("pxname") != backend:
+            continue
+        if found is None:
+            found = {}
+        name = row.get("svname") or ""
+        if name in ("FRONTEND", "BACKEND"):
+            continue
+        found[name] = {k: (v or "").strip() for k, v in row.items() if isinstance(k, str) and k}
+    return found
+
+
+def admin_bits(text: str, backend: str) -> dict[str, int]:
+    """``srv_admin_state`` of each server of ``backend`` in a ``show servers state`` answer
+    (of that backend or of all), by server name; ``{}`` when it lists none."""
+    columns: list[str] = []
+    bits: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith("# "):
+            columns = line[2:].split()
+            continue
+        row = dict(zip(columns, line.split(), strict=False))
+        if row.get("be_name") != backend or "srv_name" not in row:
+            continue
+        try:
+            bits[row["srv_name"]] = int(row.get("srv_admin_state", ""))
+        except ValueError:
+            continue
+    return bits
+
+
+def admin_state(bits: int) -> str:
+    """The administrative state the bits amount to: maint, drain or ready."""
+    if bits & MAINT_BITS:
+        return "maint"
+    if bits & DRAIN_BITS:
+        return "drain"
+    return "ready"
+
+
+def takes_traffic(status: str, admin: str) -> bool:
+    """Whether HAProxy sends new traffic to a server: ready, and UP ('UP', or 'UP 1/3' on its
+    way down) or without checks ('no check')."""
+    return admin == "ready" and (status.split(" ")[0] == "UP" or status == "no check")
 
 
 # What HAProxy accepts in a proxy or server name. Names are written into runtime-API commands,
@@ -208,43 +269,22 @@ def read_server(api: RuntimeApi, backend: str, server: str) -> dict[str, Any]:
     state_text = api.command(f"show servers state {check_name('backend', backend)}")
     if state_text.lstrip().startswith(("Can't find backend", "Unknown command")):
         raise RuntimeApiError(f"HAProxy has no backend {backend!r}: {state_text.strip()}")
-    columns: list[str] = []
-    admin_bits: int | None = None
-    for line in state_text.splitlines():
-        if line.startswith("# "):
-            columns = line[2:].split()
-            continue
-        fields = line.split()
-        if not columns or len(fields) < len(columns) // 2:
-            continue
-        row = dict(zip(columns, fields, strict=False))
-        if row.get("be_name") == backend and row.get("srv_name") == server:
-            admin_bits = int(row.get("srv_admin_state", "0"))
-            break
-    if admin_bits is None:
+    bits = admin_bits(state_text, backend).get(server)
+    if bits is None:
         raise RuntimeApiError(
             f"HAProxy backend {backend!r} has no server {server!r}; check the server name "
             "(deployer_lb_server, default: the inventory hostname)"
         )
-    stats: dict[str, str] = {}
-    stat_text = api.command("show stat")
-    lines = stat_text.splitlines()
-    if lines and lines[0].startswith("# "):
-        reader = csv.DictReader([lines[0][2:], *lines[1:]])
-        for row in reader:
-            if row.get("pxname") == backend and row.get("svname") == server:
-                stats = row
-                break
+    stats = (stat_rows(api.command("show stat"), backend) or {}).get(server, {})
     status = stats.get("status", "")
-    check_status = stats.get("check_status", "")
     return {
-        "admin_bits": admin_bits,
-        "admin_state": [name for bit, name in ADMIN_FLAGS.items() if admin_bits & bit],
+        "admin_bits": bits,
+        "admin_state": [name for bit, name in ADMIN_FLAGS.items() if bits & bit],
         "status": status,
         "sessions": int(stats.get("scur") or 0),
         "queued": int(stats.get("qcur") or 0),
-        "check_enabled": bool(check_status),
-        "up": status.startswith("UP") or status == "no check",
+        "check_enabled": bool(stats.get("check_status")),
+        "up": takes_traffic(status, admin_state(bits)),
     }
 
 

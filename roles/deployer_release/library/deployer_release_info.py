@@ -62,21 +62,24 @@ MARKER = ".deployer-release.json"
 
 
 def linked_version(base_dir: str, name: str) -> str:
-    """The version a `current`/`previous` symlink points to, '' when absent or foreign."""
-    link = os.path.join(base_dir, name)
+    """The release the link ``<base_dir>/<name>`` (``current``, ``previous``) points to, by a
+    relative or an absolute target: the name of a directory directly in ``<base_dir>/releases``
+    (not a hidden staging one). '' when the link is missing, dangling, or points anywhere else.
+    The same function is in deployer_release_info and deployer_release_switch (each module is
+    sent to the node on its own); tests/unit/test_modules_release.py checks that they agree."""
     try:
-        target = os.readlink(link)
+        target = os.readlink(os.path.join(base_dir, name))
     except OSError:
         return ""
     resolved = os.path.normpath(os.path.join(base_dir, target))
-    releases = os.path.join(base_dir, "releases")
-    if os.path.dirname(resolved) != releases or not os.path.isdir(resolved):
+    version = os.path.basename(resolved)
+    if (
+        os.path.dirname(resolved) != os.path.join(base_dir, "releases")
+        or version.startswith(".")
+        or not os.path.isdir(resolved)
+    ):
         return ""
-    return os.path.basename(resolved)
-
-
-def staged_versions(base_dir: str) -> list[str]:
-    return [name for name, _ in staged_releases(base_dir)]
+    return version
 
 
 def staged_releases(base_dir: str) -> list[tuple[str, str]]:
