@@ -83,10 +83,8 @@ class RunRequest:
 class RunResult:
     status: str  # "successful" | "failed" | "canceled" | "timeout" | "error"
     rc: int
-    ok_hosts: frozenset[str] = frozenset()
     failed_hosts: frozenset[str] = frozenset()
     unreachable_hosts: frozenset[str] = frozenset()
-    artifacts_dir: Path | None = None
     # Why the run failed when no host did (a syntax error, a missing binary, ...).
     error: str = ""
 
@@ -297,10 +295,8 @@ class AnsibleRunner:
             result = RunResult(
                 status=str(r.status),
                 rc=int(r.rc if r.rc is not None else -1),
-                ok_hosts=_hosts(stats, "ok"),
                 failed_hosts=failed_hosts,
                 unreachable_hosts=dark_hosts,
-                artifacts_dir=pdd if self.keep_artifacts else None,
                 error=error,
             )
         finally:
@@ -336,7 +332,6 @@ class ReplayRunner:
         if playbook != request.playbook:
             raise AssertionError(f"expected a run of {playbook}, got {request.playbook}")
         hosts = set(request.hosts)
-        ok: set[str] = set()
         failed: set[str] = set()
         dark: set[str] = set()
         for ev in events:
@@ -348,7 +343,7 @@ class ReplayRunner:
             if ev.kind == "stats":
                 stats = {k: {h: n for h, n in v.items() if not hosts or h in hosts}
                          for k, v in ev.facts.items()}
-                ok, failed, dark = (set(_hosts(stats, k)) for k in ("ok", "failures", "dark"))
+                failed, dark = (set(_hosts(stats, k)) for k in ("failures", "dark"))
                 break
             if ev.host is None:
                 continue
@@ -356,11 +351,9 @@ class ReplayRunner:
                 failed.add(ev.host)
             elif ev.kind == "unreachable":
                 dark.add(ev.host)
-            elif ev.kind == "ok":
-                ok.add(ev.host)
         return RunResult(
             status=status, rc=0 if status == "successful" else 2,
-            ok_hosts=frozenset(ok), failed_hosts=frozenset(failed), unreachable_hosts=frozenset(dark),
+            failed_hosts=frozenset(failed), unreachable_hosts=frozenset(dark),
         )
 
 
