@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,10 +42,11 @@ from .redaction import (
     write_private,
 )
 
-__all__ = ["RECORDED_ENV_PREFIXES", "RunDirectory", "rotate", "scrub"]
+__all__ = ["RECORDED_ENV_PREFIXES", "RunDirectory", "remove_in_background", "rotate", "scrub"]
 
 PREFIX = "run-"
 _ROOT_LOCK = ".lock"
+_REMOVING = ".removing-"  # a run directory moved aside, being deleted
 # The environment variables a kept run's `command` file still names: those of Ansible and
 # ansible-runner (how the run was configured), besides those deployer set itself.
 RECORDED_ENV_PREFIXES = ("ANSIBLE_", "AWX_")
@@ -126,12 +128,15 @@ def _recorded_env(env: dict[str, Any], keep: Collection[str], redactor: Redactor
     return kept
 
 
-def scrub(run_dir: Path, redactor: Redactor, *, recorded_env: Collection[str] = ()) -> None:
+def scrub(
+    run_dir: Path, redactor: Redactor, *, recorded_env: Collection[str] = (), events_redacted: bool = False,
+) -> None:
     """Make a finished run's directory safe to keep: its variables file removed, its `command`
     file without the controller's environment (only the variables named in ``recorded_env`` and
     Ansible's own, secret-looking values redacted), ansible-runner's leftover partial events
-    removed, every secret the ``redactor`` knows taken out of every other file, and all of it
-    readable by its owner only (ansible-runner leaves some of it readable by all)."""
+    removed, every secret the ``redactor`` knows taken out of every other file (but the events,
+    when they were redacted as they were written), and all of it readable by its owner only
+    (ansible-runner leaves some of it readable by all)."""
     (run_dir / "env" / "extravars").unlink(missing_ok=True)
     commands = _commands(run_dir)
     for command in commands:
@@ -149,11 +154,16 @@ def scrub(run_dir: Path, redactor: Redactor, *, recorded_env: Collection[str] = 
     skip = set(commands)
     for dirpath, _dirs, files in os.walk(run_dir):
         os.chmod(dirpath, 0o700)
+        # ansible-runner writes its events 0600 (through the redacting handler, during a run).
+        events = events_redacted and os.path.basename(dirpath) == "job_events"
         for name in files:
-            path = Path(dirpath, name)
-            if name.endswith("-partial.json"):
-                path.unlink(missing_ok=True)  # only left by a run that was cut short
+            if name.endswith("-partial.json"):  # only left by a run that was cut short
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(dirpath, name))
                 continue
+            if events:
+                continue
+            path = Path(dirpath, name)
             if path.is_symlink():
                 continue
             if path not in skip and redactor:
@@ -178,17 +188,24 @@ def _legacy_redactor(run_dir: Path, secret_vars: Collection[str]) -> Redactor:
     return Redactor(found)
 
 
-def rotate(root: Path, keep: int, *, secret_vars: Collection[str] = ()) -> None:
-    """Keep the ``keep`` most recently finished run directories under ``root`` and remove the
-    others; never one a run is using. Kept directories that were never scrubbed (they still
-    hold their variables file) are scrubbed now."""
+def rotate(root: Path, keep: int, *, secret_vars: Collection[str] = ()) -> list[Path]:
+    """Keep the ``keep`` most recently finished run directories under ``root``; never touch one
+    a run is using. Kept directories that were never scrubbed (they still hold their variables
+    file) are scrubbed now. The others are only moved aside (renamed, at once): the returned
+    directories are the caller's to delete (see :func:`remove_in_background`), with any that an
+    earlier deployer moved aside and did not finish deleting."""
     if not root.is_dir():
-        return
+        return []
+    doomed = []
     with _root_locked(root):
         entries = []
         with os.scandir(root) as it:
             for entry in it:
-                if entry.name.startswith(PREFIX) and entry.is_dir(follow_symlinks=False):
+                if not entry.is_dir(follow_symlinks=False):
+                    continue
+                if entry.name.startswith(_REMOVING):
+                    doomed.append(Path(entry.path))
+                elif entry.name.startswith(PREFIX):
                     with contextlib.suppress(OSError):
                         entries.append((entry.stat(follow_symlinks=False).st_mtime, entry.path))
         entries.sort(reverse=True)
@@ -201,6 +218,23 @@ def rotate(root: Path, keep: int, *, secret_vars: Collection[str] = ()) -> None:
                 if not free:
                     continue
                 if old:
-                    shutil.rmtree(path, ignore_errors=True)
+                    aside = root / f"{_REMOVING}{path.name}"
+                    with contextlib.suppress(OSError):
+                        os.rename(path, aside)
+                        doomed.append(aside)
                 else:
                     scrub(path, _legacy_redactor(path, secret_vars), recorded_env=("PATH",))
+    return doomed
+
+
+def remove_in_background(paths: Collection[Path]) -> None:
+    """Delete directories without waiting (deleting a run's few hundred files takes a noticeable
+    fraction of a second on a slow disk). If the process ends first, the next rotation finishes."""
+    if not paths:
+        return
+
+    def remove() -> None:
+        for path in paths:
+            shutil.rmtree(path, ignore_errors=True)
+
+    threading.Thread(target=remove, name="deployer-run-dirs", daemon=True).start()

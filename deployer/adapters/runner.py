@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from .._resources import content_dir
 from .redaction import Redactor, env_secrets, extravar_secrets
-from .run_dirs import RunDirectory, rotate, scrub
+from .run_dirs import RunDirectory, remove_in_background, rotate, scrub
 from .ssh_masters import SSH_PERSIST_ARGS, SshMasters
 
 __all__ = [
@@ -329,14 +329,14 @@ class AnsibleRunner:
         """Scrub the run's directory and keep it, or remove it; then rotate the others."""
         try:
             if self.keep_runs > 0:
-                scrub(run_dir.path, redactor, recorded_env=recorded_env)
+                scrub(run_dir.path, redactor, recorded_env=recorded_env, events_redacted=True)
                 os.utime(run_dir.path)  # rotation keeps the most recently finished runs
             else:
                 shutil.rmtree(run_dir.path, ignore_errors=True)
         finally:
             run_dir.close()
         if self.artifacts_root is not None:
-            rotate(self.artifacts_root, self.keep_runs, secret_vars=self.secret_vars)
+            remove_in_background(rotate(self.artifacts_root, self.keep_runs, secret_vars=self.secret_vars))
 
 
 class ReplayRunner:

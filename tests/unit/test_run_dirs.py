@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from deployer.adapters.redaction import REDACTED, Redactor
-from deployer.adapters.run_dirs import RunDirectory, rotate, scrub
+from deployer.adapters.run_dirs import RunDirectory, remove_in_background, rotate, scrub
 from deployer.adapters.runner import AnsibleRunner, RunnerEvent, RunRequest, close_runner
 
 SECRET_ENV = "planted-aws-" + "0" * 20
@@ -95,15 +95,23 @@ def test_rotation_keeps_the_newest_and_never_a_run_in_use(tmp_path: Path) -> Non
     (root / "other").mkdir()
     in_use = RunDirectory.create(root)  # a run of another deployer, still going
     os.utime(in_use.path, (time.time() - 1000, time.time() - 1000))
-    rotate(root, 2)
+    aside = rotate(root, 2)
     assert sorted(root.glob("run-*")) == sorted([newest, old[0], in_use.path])
+    assert sorted(p.name for p in aside) == sorted(f".removing-{p.name}" for p in old[1:])
+    assert all(p.parent == root and p.is_dir() for p in aside)  # moved aside, the caller deletes
     assert (root / "notes.txt").exists() and (root / "other").is_dir()
     in_use.close()
-    rotate(root, 2)
+    again = rotate(root, 2)  # what is still aside is handed out again, with the newly old
     assert sorted(root.glob("run-*")) == sorted([newest, old[0]])
+    assert set(aside) < set(again) and len(again) == len(aside) + 1
+    remove_in_background(again)
+    deadline = time.monotonic() + 10
+    while any(p.exists() for p in again) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(p.exists() for p in again)
     rotate(root, 0)
     assert list(root.glob("run-*")) == []
-    rotate(tmp_path / "nowhere", 3)  # no runs yet: nothing to do
+    assert rotate(tmp_path / "nowhere", 3) == []  # no runs yet: nothing to do
 
 
 def test_rotation_scrubs_a_kept_run_nobody_scrubbed(tmp_path: Path) -> None:
