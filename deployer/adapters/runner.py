@@ -254,7 +254,7 @@ class AnsibleRunner:
         env.update(request.envvars)
         return env
 
-    def redactor(self, request: RunRequest, envvars: Mapping[str, str]) -> Redactor:
+    def _redactor(self, request: RunRequest, envvars: Mapping[str, str]) -> Redactor:
         """The secrets of one run: in the environment ansible-playbook gets, and in its variables."""
         return Redactor(
             env_secrets({**os.environ, **envvars}, self.secret_vars)
@@ -265,7 +265,7 @@ class AnsibleRunner:
         import ansible_runner  # slow import: only when a real run happens
 
         envvars = self._envvars(request)
-        redactor = self.redactor(request, envvars)
+        redactor = self._redactor(request, envvars)
         root, own_root = self.artifacts_root, None
         if root is None:  # nothing is kept: a throw-away root of the run's own
             root = own_root = Path(tempfile.mkdtemp(prefix="deployer-runs-"))
