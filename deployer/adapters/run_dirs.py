@@ -227,14 +227,23 @@ def rotate(root: Path, keep: int, *, secret_vars: Collection[str] = ()) -> list[
     return doomed
 
 
+_removing: set[Path] = set()  # directories a thread of this process is deleting
+_removing_lock = threading.Lock()
+
+
 def remove_in_background(paths: Collection[Path]) -> None:
     """Delete directories without waiting (deleting a run's few hundred files takes a noticeable
     fraction of a second on a slow disk). If the process ends first, the next rotation finishes."""
-    if not paths:
+    with _removing_lock:
+        todo = [p for p in paths if p not in _removing]
+        _removing.update(todo)
+    if not todo:
         return
 
     def remove() -> None:
-        for path in paths:
+        for path in todo:
             shutil.rmtree(path, ignore_errors=True)
+            with _removing_lock:
+                _removing.discard(path)
 
     threading.Thread(target=remove, name="deployer-run-dirs", daemon=True).start()
