@@ -6,6 +6,7 @@ output of deployer (the deploy's own, `history --json`, `status --json`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -167,14 +168,21 @@ def test_planted_secrets_reach_no_command_line_run_file_output_or_journal(
     )
     on_command_lines: dict[str, list[str]] = {}
     playbooks_seen = 0
+    modes: set[tuple[str, int]] = set()  # of the run directories and variables files, meanwhile
+    runs_root = the_lab.dir / "state" / "runs"
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
         playbooks_seen += _scan_processes(planted, on_command_lines)
+        for path in [*runs_root.glob("run-*"), *runs_root.glob("run-*/env/extravars")]:
+            with contextlib.suppress(OSError):
+                modes.add((path.name, path.stat().st_mode & 0o777))
         time.sleep(0.02)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, f"{out}\n{err}"
     assert playbooks_seen, "no ansible-playbook process was seen: nothing was checked"
     assert on_command_lines == {}
+    assert {mode for name, mode in modes if name == "extravars"} == {0o600}
+    assert {mode for name, mode in modes if name != "extravars"} == {0o700}
 
     # The release really came through the presigned URLs, and the application got the secret.
     status = cli("status", "--env", "lab", "--json")
