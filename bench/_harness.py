@@ -499,8 +499,10 @@ def runner_runs(state_dir: Path, since: float = 0.0) -> list[RunFiles]:
     """The deployer's runner runs under ``state_dir/runs`` started after ``since``, oldest first."""
     runs = []
     for pdd in (state_dir / "runs").glob("run-*"):
-        extravars = pdd / "env" / "extravars"
-        if not extravars.exists() or extravars.stat().st_mtime < since:
+        # ansible-runner makes artifacts/ as the run starts and leaves it alone afterwards (the
+        # run's variables file, once the mark of a start, is removed when the run ends).
+        artifacts = pdd / "artifacts"
+        if not artifacts.exists() or artifacts.stat().st_mtime < since:
             continue
         rc_files = list(pdd.glob("artifacts/*/rc"))
         events: list[Mapping[str, Any]] = []
@@ -513,7 +515,7 @@ def runner_runs(state_dir: Path, since: float = 0.0) -> list[RunFiles]:
             playbook = Path(str((e.get("event_data") or {}).get("playbook", ""))).name or playbook
             if playbook:
                 break
-        started = extravars.stat().st_mtime
+        started = artifacts.stat().st_mtime
         ended = max((f.stat().st_mtime for f in rc_files), default=started)
         runs.append(RunFiles(playbook=playbook, started=started, ended=ended, events=events))
     return sorted(runs, key=lambda r: r.started)

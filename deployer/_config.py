@@ -32,6 +32,7 @@ __all__ = [
     "LegConfig",
     "LoadBalancerConfig",
     "LockConfig",
+    "RunnerConfig",
     "StoreConfig",
     "StrategyConfig",
     "default_config_path",
@@ -378,10 +379,37 @@ class EnvironmentConfig(_Model):
         return self
 
 
+_VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class RunnerConfig(_Model):
+    """How playbook runs are kept (see deployer.adapters.run_dirs and .redaction)."""
+
+    # Run directories (what ansible-runner kept of each playbook run: events, output) kept under
+    # <state_dir>/runs, the most recently finished first; older ones are removed after each run.
+    # 0: none is kept.
+    keep_runs: int = Field(20, ge=0, le=10000, strict=True)
+    # Variables (extra variables at any depth, or environment variables) whose values are secret
+    # though their names do not say so; names with SECRET, TOKEN, PASSWORD, KEY, ... are anyway.
+    secret_vars: list[str] = Field(default_factory=list)
+
+    @field_validator("secret_vars")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not _VARIABLE_NAME.match(name):
+                raise ValueError(
+                    f"{name!r} is not a variable name (letters, digits and '_', not starting "
+                    "with a digit)"
+                )
+        return v
+
+
 class Config(_Model):
     # Where the journal, locks and run directories live; relative to the config file.
     state_dir: Path = Path(".deployer")
     environments: dict[str, EnvironmentConfig]
+    runner: RunnerConfig = RunnerConfig()
     # The file this was loaded from (set by load_config).
     source: Path | None = None
 

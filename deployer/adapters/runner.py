@@ -16,12 +16,14 @@ import shutil
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from .._resources import content_dir
+from .redaction import Redactor, env_secrets, extravar_secrets
+from .run_dirs import RunDirectory, remove_in_background, rotate, scrub
 from .ssh_masters import SSH_PERSIST_ARGS, SshMasters
 
 __all__ = [
@@ -83,10 +85,8 @@ class RunRequest:
 class RunResult:
     status: str  # "successful" | "failed" | "canceled" | "timeout" | "error"
     rc: int
-    ok_hosts: frozenset[str] = frozenset()
     failed_hosts: frozenset[str] = frozenset()
     unreachable_hosts: frozenset[str] = frozenset()
-    artifacts_dir: Path | None = None
     # Why the run failed when no host did (a syntax error, a missing binary, ...).
     error: str = ""
 
@@ -197,6 +197,11 @@ class AnsibleRunner:
     SSH masters persist between the runs of one runner (the batches of a deployment); their
     control sockets live in a directory of this runner's own (see :mod:`deployer.adapters.ssh_masters`)
     and :meth:`close` shuts them. The inventory's own SSH settings come first and win.
+
+    Each run has a private directory under ``artifacts_root`` (see :mod:`.run_dirs`). Secrets
+    (see :mod:`.redaction`) are taken out of every event before the engine hears of it or
+    ansible-runner writes it, and out of the whole directory when the run ends; the newest
+    ``keep_runs`` directories are kept (none without ``artifacts_root``).
     """
 
     def __init__(
@@ -204,12 +209,14 @@ class AnsibleRunner:
         *,
         content: Path | None = None,
         artifacts_root: Path | None = None,
-        keep_artifacts: bool = True,
+        keep_runs: int = 20,
+        secret_vars: Collection[str] = (),
         state_dir: Path | None = None,
     ) -> None:
         self.content = content or content_dir()
         self.artifacts_root = artifacts_root
-        self.keep_artifacts = keep_artifacts
+        self.keep_runs = keep_runs if artifacts_root is not None else 0
+        self.secret_vars = frozenset(secret_vars)
         root = state_dir or (artifacts_root.parent if artifacts_root else Path(".deployer"))
         self.ssh = SshMasters(root)
         self._atexit = False
@@ -247,17 +254,28 @@ class AnsibleRunner:
         env.update(request.envvars)
         return env
 
+    def _redactor(self, request: RunRequest, envvars: Mapping[str, str]) -> Redactor:
+        """The secrets of one run: in the environment ansible-playbook gets, and in its variables."""
+        return Redactor(
+            env_secrets({**os.environ, **envvars}, self.secret_vars)
+            | extravar_secrets(request.extravars, self.secret_vars)
+        )
+
     def run(self, request: RunRequest, on_event: EventSink, cancelled: CancelCheck) -> RunResult:
         import ansible_runner  # slow import: only when a real run happens
 
-        root = self.artifacts_root
-        if root is not None:
-            root.mkdir(parents=True, exist_ok=True)
+        envvars = self._envvars(request)
+        redactor = self._redactor(request, envvars)
+        root, own_root = self.artifacts_root, None
+        if root is None:  # nothing is kept: a throw-away root of the run's own
+            root = own_root = Path(tempfile.mkdtemp(prefix="deployer-runs-"))
         # A fresh private_data_dir per run: ansible-runner re-reads settings it wrote before.
-        pdd = Path(tempfile.mkdtemp(prefix="run-", dir=str(root) if root else None))
+        run_dir = RunDirectory.create(root)
+        pdd = run_dir.path
         lock = threading.Lock()
 
         def handler(raw: dict[str, Any]) -> bool:
+            redactor.event(raw)  # before ansible-runner writes it and before the engine reads it
             ev = translate(raw)
             if ev is not None:
                 with lock:
@@ -265,23 +283,23 @@ class AnsibleRunner:
             return True  # keep the event, or ansible-runner's stats come back empty
 
         playbook = self.content / "playbooks" / request.playbook
-        # The variables go in a file of the run's own (0600, in a 0700 directory), which
-        # ansible-runner hands to ansible-playbook as `-e @file`: passed as a dict they would
-        # be on its command line, where any local user reads them (`ps`), download URLs too.
-        env_dir = pdd / "env"
-        env_dir.mkdir(mode=0o700)
-        extravars_file = env_dir / "extravars"
-        fd = os.open(extravars_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(dict(request.extravars), fh, default=str)
         try:
+            # The variables go in a file of the run's own (0600, in a 0700 directory), which
+            # ansible-runner hands to ansible-playbook as `-e @file`: passed as a dict they would
+            # be on its command line, where any local user reads them (`ps`), download URLs too.
+            # It is removed when the run ends.
+            env_dir = pdd / "env"
+            env_dir.mkdir(mode=0o700)
+            fd = os.open(env_dir / "extravars", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(dict(request.extravars), fh, default=str)
             r = ansible_runner.run(
                 private_data_dir=str(pdd),
                 playbook=str(playbook),
                 inventory=str(request.inventory),
                 limit=",".join(request.hosts) if request.hosts else None,
                 forks=max(1, request.forks),
-                envvars=self._envvars(request),
+                envvars=envvars,
                 event_handler=handler,
                 cancel_callback=cancelled,
                 quiet=True,
@@ -293,20 +311,32 @@ class AnsibleRunner:
             dark_hosts = _hosts(stats, "dark")
             error = ""
             if r.status != "successful" and not failed_hosts and not dark_hosts:
-                error = _tail(r.stdout)
+                error = redactor.text(_tail(r.stdout))
             result = RunResult(
                 status=str(r.status),
                 rc=int(r.rc if r.rc is not None else -1),
-                ok_hosts=_hosts(stats, "ok"),
                 failed_hosts=failed_hosts,
                 unreachable_hosts=dark_hosts,
-                artifacts_dir=pdd if self.keep_artifacts else None,
                 error=error,
             )
         finally:
-            if not self.keep_artifacts:
-                shutil.rmtree(pdd, ignore_errors=True)
+            self._finish(run_dir, redactor, recorded_env=envvars)
+            if own_root is not None:
+                shutil.rmtree(own_root, ignore_errors=True)
         return result
+
+    def _finish(self, run_dir: RunDirectory, redactor: Redactor, *, recorded_env: Collection[str]) -> None:
+        """Scrub the run's directory and keep it, or remove it; then rotate the others."""
+        try:
+            if self.keep_runs > 0:
+                scrub(run_dir.path, redactor, recorded_env=recorded_env, events_redacted=True)
+                os.utime(run_dir.path)  # rotation keeps the most recently finished runs
+            else:
+                shutil.rmtree(run_dir.path, ignore_errors=True)
+        finally:
+            run_dir.close()
+        if self.artifacts_root is not None:
+            remove_in_background(rotate(self.artifacts_root, self.keep_runs, secret_vars=self.secret_vars))
 
 
 class ReplayRunner:
@@ -336,7 +366,6 @@ class ReplayRunner:
         if playbook != request.playbook:
             raise AssertionError(f"expected a run of {playbook}, got {request.playbook}")
         hosts = set(request.hosts)
-        ok: set[str] = set()
         failed: set[str] = set()
         dark: set[str] = set()
         for ev in events:
@@ -348,7 +377,7 @@ class ReplayRunner:
             if ev.kind == "stats":
                 stats = {k: {h: n for h, n in v.items() if not hosts or h in hosts}
                          for k, v in ev.facts.items()}
-                ok, failed, dark = (set(_hosts(stats, k)) for k in ("ok", "failures", "dark"))
+                failed, dark = (set(_hosts(stats, k)) for k in ("failures", "dark"))
                 break
             if ev.host is None:
                 continue
@@ -356,11 +385,9 @@ class ReplayRunner:
                 failed.add(ev.host)
             elif ev.kind == "unreachable":
                 dark.add(ev.host)
-            elif ev.kind == "ok":
-                ok.add(ev.host)
         return RunResult(
             status=status, rc=0 if status == "successful" else 2,
-            ok_hosts=frozenset(ok), failed_hosts=frozenset(failed), unreachable_hosts=frozenset(dark),
+            failed_hosts=frozenset(failed), unreachable_hosts=frozenset(dark),
         )
 
 

@@ -122,7 +122,10 @@ def build_engine(
     lb = load_balancer_for(env)
     state = Path(config.state_dir)
     if runner is None:
-        runner = AnsibleRunner(artifacts_root=state / "runs")
+        runner = AnsibleRunner(
+            artifacts_root=state / "runs", keep_runs=config.runner.keep_runs,
+            secret_vars=config.runner.secret_vars,
+        )
         record = os.environ.get("DEPLOYER_RECORD_EVENTS")
         if record:  # keep every run's events, e.g. to make replay fixtures for engine tests
             runner = RecordingRunner(runner, Path(record))

@@ -400,3 +400,61 @@ def test_a_dangling_current_link_does_not_become_previous(tmp_path: Path) -> Non
     result = switch.run({"base_dir": str(base), "version": "2"})
     assert (result["switched_from"], result["previous"]) == ("", "")
     assert not (base / "previous").exists() and os.readlink(base / "current") == "releases/2"
+
+
+def test_download_errors_name_the_url_without_its_signed_query(
+    store: Callable[[str, bytes], str], tmp_path: Path
+) -> None:
+    data = build_tarball(GOOD)
+    url = store("a.tgz", data)
+    dest = tmp_path / "releases" / "1.0.0"
+    signed = "?X-Amz-Credential=AKIAPLANTED&X-Amz-Signature=PLANTEDSIG"
+    failures = [
+        {**params(url + signed, data, dest), "sha256": "0" * 64},
+        {**params(url + signed, data, dest), "size": len(data) + 1},
+        {**params(url + signed, data, dest), "size": 0, "max_size": len(data) - 1},
+        params(url + ".missing" + signed, data, dest),
+        params("nope://store/a.tgz" + signed, data, dest),
+    ]
+    for failing in failures:
+        with pytest.raises(unpack.UnpackError) as err:
+            unpack.run(failing)
+        assert "PLANTED" not in str(err.value) and "?<query hidden>" in str(err.value), err.value
+    assert unpack.shown_url("https://u:p@store.example.com:8443/h/a.tgz?sig=x") == (
+        "https://store.example.com:8443/h/a.tgz?<query hidden>")
+    assert unpack.shown_url("file:///srv/store/a.tgz") == "file:///srv/store/a.tgz"
+
+
+# The options that carry secrets: a presigned URL, and the program file that holds the
+# application's environment. Only they are no_log (a no_log value is censored wherever it occurs
+# in a result, so a short or common value there would blank out unrelated text).
+SECRET_OPTIONS = {
+    ("deployer_release", "deployer_release_unpack"): {"url"},
+    ("deployer_release", "deployer_release_switch"): {"program_content"},
+    ("deployer_release", "deployer_release_info"): set(),
+    ("deployer_lb_haproxy", "deployer_haproxy"): set(),
+    ("deployer_smoke", "deployer_http_check"): set(),
+}
+
+
+def test_every_secret_module_option_is_no_log() -> None:
+    roles = Path(__file__).resolve().parents[2] / "roles"
+    modules = {(p.parents[1].name, p.stem) for p in roles.glob("*/library/*.py")}
+    assert modules == set(SECRET_OPTIONS)  # a new module must say which options are secret
+    for (role, name), secret in SECRET_OPTIONS.items():
+        spec = load_module(role, name).ARGUMENT_SPEC
+        assert {option for option, s in spec.items() if s.get("no_log")} == secret, name
+
+
+def test_the_roles_secret_variables_are_no_log_in_their_argument_specs() -> None:
+    import yaml
+
+    specs = Path(__file__).resolve().parents[2] / "roles" / "deployer_release" / "meta" / "argument_specs.yml"
+    entry_points = yaml.safe_load(specs.read_text())["argument_specs"]
+    seen = 0
+    for entry in entry_points.values():
+        for name in ("deployer_release_url", "deployer_release_environment"):
+            if name in entry.get("options", {}):
+                seen += 1
+                assert entry["options"][name].get("no_log") is True, name
+    assert seen >= 2

@@ -46,7 +46,10 @@ options:
         program file or systemd unit naming the release), replaced atomically when it differs.
     type: path
   program_content:
-    description: The content of O(program_file).
+    description:
+      - The content of O(program_file).
+      - It holds the application's environment, secrets included, so it is never shown in
+        results or logs.
     type: str
   restart_app:
     description:
@@ -487,7 +490,8 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "previous": {"type": "str"},
     "keep_releases": {"type": "int", "default": 0},
     "program_file": {"type": "path"},
-    "program_content": {"type": "str"},
+    # no_log: the application's environment is in it (database passwords, API tokens).
+    "program_content": {"type": "str", "no_log": True},
     "restart_app": {"type": "str", "default": ""},
     "supervisor": {"type": "str", "choices": ["supervisord", "systemd"], "default": "supervisord"},
     "supervisor_socket": {"type": "path", "default": "/var/run/supervisor.sock"},

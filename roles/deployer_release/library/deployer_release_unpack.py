@@ -135,6 +135,7 @@ import subprocess
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -158,8 +159,23 @@ def read_marker(dest: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def shown_url(url: str) -> str:
+    """The URL as messages show it: without its credentials or its query (a presigned URL's
+    signature and session token live there)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+    except ValueError:
+        return "the release URL"
+    query = "?<query hidden>" if parts.query else ""
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", "")) + query
+
+
 def download(url: str, target: str, max_size: int, timeout: float) -> tuple[int, str]:
     """Stream url into target, stopping past max_size; returns (size, sha256 hex)."""
+    shown = shown_url(url)
     # Proxies from the environment are ignored: the node talks to the store directly.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     digest = hashlib.sha256()
@@ -173,16 +189,16 @@ def download(url: str, target: str, max_size: int, timeout: float) -> tuple[int,
                 size += len(chunk)
                 if size > max_size:
                     raise UnpackError(
-                        f"the tarball at {url} is larger than the limit of {max_size} bytes "
+                        f"the tarball at {shown} is larger than the limit of {max_size} bytes "
                         "(max_artefact_size); refusing it"
                     )
                 digest.update(chunk)
                 out.write(chunk)
     except urllib.error.HTTPError as exc:
-        raise UnpackError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise UnpackError(f"cannot download {url}: {reason}") from None
+        raise UnpackError(f"cannot download {shown}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = str(getattr(exc, "reason", exc)).replace(url, shown)
+        raise UnpackError(f"cannot download {shown}: {reason}") from None
     return size, digest.hexdigest()
 
 
@@ -343,12 +359,12 @@ def run(params: dict[str, Any], check_mode: bool = False) -> dict[str, Any]:
         size, digest = download(params["url"], tarball, max_size, float(params.get("timeout", 30)))
         if expected_size and size != expected_size:
             raise UnpackError(
-                f"the tarball at {params['url']} is {size} bytes, but the manifest says "
+                f"the tarball at {shown_url(params['url'])} is {size} bytes, but the manifest says "
                 f"{expected_size}; refusing it"
             )
         if digest != sha256:
             raise UnpackError(
-                f"the tarball at {params['url']} has SHA-256 {digest}, but the manifest says "
+                f"the tarball at {shown_url(params['url'])} has SHA-256 {digest}, but the manifest says "
                 f"{sha256}; refusing it"
             )
         tree = os.path.join(work, "tree")
@@ -359,7 +375,7 @@ def run(params: dict[str, Any], check_mode: bool = False) -> dict[str, Any]:
                 files, written = extract(archive, members, tree)
         except tarfile.TarError as exc:
             raise UnpackError(
-                f"the tarball at {params['url']} is not a readable tar archive: {exc}"
+                f"the tarball at {shown_url(params['url'])} is not a readable tar archive: {exc}"
             ) from None
         os.chmod(tree, 0o755)
         # The marker is written last: its presence means the release is complete.
