@@ -1,7 +1,7 @@
 """The deployment lock: its rules with the in-memory lock host (the seam), the real lock
 program run on this machine against a temporary directory, and the lease kept by a holder.
 Two "controllers" are two lock clients with different identities. On the lab, across two
-controllers and the production topology's load-balancer host: tests/e2e/test_lock.py."""
+controllers and the production topology's load-balancer host: tests/e2e/test_lock_across_controllers.py."""
 
 from __future__ import annotations
 
