@@ -8,6 +8,7 @@ import http.server
 import io
 import json
 import os
+import stat
 import pwd
 import tarfile
 import threading
@@ -458,3 +459,21 @@ def test_the_roles_secret_variables_are_no_log_in_their_argument_specs() -> None
                 seen += 1
                 assert entry["options"][name].get("no_log") is True, name
     assert seen >= 2
+
+
+def test_the_program_file_holding_the_environment_is_roots_alone(tmp_path: Path) -> None:
+    base = tmp_path / "app"
+    stage(base, "1")
+    program = tmp_path / "conf" / "app.conf"
+    args = {"base_dir": str(base), "version": "1", "program_file": str(program),
+            "program_content": "environment=TOKEN=\"s3cret\"\n"}
+    assert switch.run(args)["program_changed"]
+    assert stat.S_IMODE(program.stat().st_mode) == 0o600
+    # A file an older release wrote world-readable is made private, even with the same content
+    # (check mode says so and changes nothing).
+    program.chmod(0o644)
+    assert switch.run(args, check_mode=True)["program_changed"]
+    assert stat.S_IMODE(program.stat().st_mode) == 0o644
+    assert switch.run(args)["program_changed"]
+    assert stat.S_IMODE(program.stat().st_mode) == 0o600
+    assert switch.run(args)["program_changed"] is False

@@ -148,6 +148,7 @@ import pwd
 import re
 import shutil
 import socket
+import stat
 import subprocess
 import time
 import xmlrpc.client
@@ -206,13 +207,23 @@ def replace_link(base_dir: str, name: str, version: str) -> None:
     os.replace(temporary, link)
 
 
+# The program file holds the application's environment, secrets included: root's alone
+# (supervisord and systemd read it as root).
+PROGRAM_FILE_MODE = 0o600
+
+
 def write_if_changed(path: str, content: str, check_mode: bool) -> bool:
-    """Replace path with content in one rename when it differs; True when it did (or would)."""
+    """Replace path with content in one rename when it differs, or make it root's alone when
+    it is not yet; True when it did (or would)."""
     data = content.encode("utf-8")
     try:
         with open(path, "rb") as handle:
             if handle.read() == data:
-                return False
+                if stat.S_IMODE(os.fstat(handle.fileno()).st_mode) == PROGRAM_FILE_MODE:
+                    return False
+                if not check_mode:
+                    os.chmod(path, PROGRAM_FILE_MODE)
+                return True
     except FileNotFoundError:
         pass
     if check_mode:
@@ -222,7 +233,7 @@ def write_if_changed(path: str, content: str, check_mode: bool) -> bool:
     temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     with open(temporary, "wb") as handle:
         handle.write(data)
-    os.chmod(temporary, 0o644)
+    os.chmod(temporary, PROGRAM_FILE_MODE)
     os.replace(temporary, path)
     return True
 
