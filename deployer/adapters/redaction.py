@@ -31,6 +31,7 @@ __all__ = [
     "Redactor",
     "env_secrets",
     "extravar_secrets",
+    "redacted_url",
     "secret_name",
     "url_secrets",
     "write_private",
@@ -197,3 +198,14 @@ def write_private(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def redacted_url(url: str) -> str:
+    """A download URL as the journal keeps it: no query (a presigned URL's signature lives
+    there) and no credentials."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    query = "?<signed query not recorded>" if parts.query else ""
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", "")) + query

@@ -35,6 +35,7 @@ from .._versions import validate_version
 from ..adapters.journal import Journal
 from ..adapters.loadbalancer import LoadBalancer
 from ..adapters.lock import DeploymentLock, Lease
+from ..adapters.redaction import redacted_url
 from ..analysis import Verdict
 from .engine import (
     Engine,
@@ -43,7 +44,6 @@ from .engine import (
     Release,
     Reporter,
     StoreVerifier,
-    redacted_url,
 )
 from .locking import default_lock, locked_deployment
 from .soaking import Soaks

@@ -14,7 +14,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from .._config import EnvironmentConfig
 from .._errors import (
@@ -30,6 +29,7 @@ from ..adapters.inventory import Node
 from ..adapters.journal import Journal
 from ..adapters.loadbalancer import LoadBalancer, ServerState
 from ..adapters.lock import DeploymentLock, Lease
+from ..adapters.redaction import redacted_url
 from ..adapters.runner import Runner, RunnerEvent, RunRequest, RunResult
 from ..analysis import Soak, Verdict
 from .left_out import left_out_by_deployer
@@ -950,17 +950,6 @@ class Engine:
             f"no earlier release is known for environment {self.env_name!r}",
             hint="name one with --to VERSION",
         )
-
-
-def redacted_url(url: str) -> str:
-    """A download URL as the journal keeps it: no query (a presigned URL's signature lives
-    there) and no credentials."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    query = "?<signed query not recorded>" if parts.query else ""
-    return urlunsplit((parts.scheme, host, parts.path, "", "")) + query
 
 
 def raise_for(outcome: Outcome) -> None:

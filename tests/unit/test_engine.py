@@ -502,7 +502,7 @@ def test_rollback_goes_down_the_successful_history_and_never_forward_again(
 
 
 def test_the_journal_keeps_no_signature_or_credentials_of_a_download_url() -> None:
-    from deployer.engine.engine import redacted_url
+    from deployer.adapters.redaction import redacted_url
 
     presigned = ("https://releases.s3.example:9000/hello/1.1.0/hello-1.1.0.tar.gz"
                  "?X-Amz-Credential=AKIA%2F&X-Amz-Signature=abc123&X-Amz-Expires=900")

@@ -8,8 +8,8 @@ import http.server
 import io
 import json
 import os
-import stat
 import pwd
+import stat
 import tarfile
 import threading
 from collections.abc import Callable, Iterator
