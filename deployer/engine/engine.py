@@ -267,7 +267,8 @@ class Engine:
             on_event,
             cancelled,
         )
-        if result.error:
+        # A run the operator stopped is not a failure to read: the caller sees it canceled.
+        if result.error and result.status != "canceled":
             raise DeploymentFailed(f"could not read the nodes' state: {result.error}")
         for host in result.unreachable_hosts:
             if host in facts:
@@ -501,11 +502,16 @@ class Engine:
         except Interrupted as exc:
             outcome_status = "cancelled"
             summary = str(exc)
-            self._make_interrupted_batch_safe()
-            self.reporter.message(
-                "nodes finished before the stop keep the new release; "
-                f"run 'deployer rollback --env {self.env_name}' to go back"
-            )
+            if all(st.phase in UNTOUCHED for st in self._status.values()):
+                # Stopped before any node left the load balancer: nothing to go back from.
+                self._nothing_changed("not deployed: stopped by the operator")
+                summary += "; no node was changed"
+            else:
+                self._make_interrupted_batch_safe()
+                self.reporter.message(
+                    "nodes finished before the stop keep the new release; "
+                    f"run 'deployer rollback --env {self.env_name}' to go back"
+                )
         except DeploymentFailed as exc:
             summary = str(exc)
             outcome_status = "failed"
