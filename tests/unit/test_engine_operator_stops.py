@@ -1,18 +1,21 @@
 """What the operator does while a deployment runs, through the runner and load-balancer seams: a
-first Ctrl-C during pre-staging."""
+first Ctrl-C during pre-staging, a node put in maintenance before its batch or after deployer put
+it back."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import test_engine
-from test_engine import NODES, ev, make_engine, phases
+from test_engine import NODES, bad_batch, ev, good_batch, make_engine, phases, revert_batch, survey
 
-from deployer import Interrupted
+from deployer import DeploymentFailed, FleetAtRiskError, Interrupted
 from deployer.adapters.loadbalancer import FakeLoadBalancer
 from deployer.adapters.runner import CancelCheck, EventSink, ReplayRunner, RunRequest, RunResult
 from deployer.engine.engine import Engine, raise_for
+from deployer.engine.left_out import left_out_by_deployer
 
 world = test_engine.world  # the same config, inventory and signed releases
 
@@ -54,3 +57,78 @@ def test_a_first_ctrl_c_while_pre_staging_stops_at_once_and_changes_nothing(
     with pytest.raises(Interrupted) as stopped:
         raise_for(outcome)
     assert stopped.value.exit_code == 130
+
+
+def operator_maint_before_batch(engine: Engine, lb: FakeLoadBalancer, index: int, server: str) -> None:
+    """The operator puts ``server`` in MAINT as batch ``index`` starts."""
+    original: Callable[..., None] = engine.reporter.batch
+
+    def step_in(batch: object, total: int, *, rollback: bool = False) -> None:
+        original(batch, total, rollback=rollback)
+        if getattr(batch, "index", 0) == index and not rollback:
+            lb.admin[server] = "maint"
+
+    engine.reporter.batch = step_in  # type: ignore[method-assign]
+
+
+def test_by_default_a_node_put_in_maintenance_before_its_batch_stops_the_rollout_there(
+    world: dict[str, Path],
+) -> None:
+    lb = FakeLoadBalancer("hello", NODES)
+    engine, runner, journal = make_engine(
+        world, [survey(dict.fromkeys(NODES, "1.0.0")), good_batch(["node1"]), good_batch(["node2"]),
+                revert_batch(["node2"]), revert_batch(["node1"])],
+        lb=lb,
+    )
+    operator_maint_before_batch(engine, lb, 2, "node3")
+    outcome = engine.deploy("1.1.0")
+    assert outcome.status == "rolled_back", outcome.summary
+    assert "node3 (MAINT) is out of the load balancer, put there by someone else" in outcome.summary
+    assert [(r.playbook, list(r.hosts)) for r in runner.requests[3:]] == [
+        ("revert.yml", ["node2"]), ("revert.yml", ["node1"])]
+    assert "draining" not in phases(journal, outcome, "node3") and lb.admin["node3"] == "maint"
+    with pytest.raises(DeploymentFailed) as failed:
+        raise_for(outcome)
+    assert failed.value.exit_code == 10
+
+
+def test_an_updated_node_put_in_maintenance_is_not_rolled_back_or_put_back(
+    world: dict[str, Path],
+) -> None:
+    lb = FakeLoadBalancer("hello", NODES)
+    # No revert.yml run for node1: the replay runner fails on any run it was not given.
+    engine, runner, journal = make_engine(
+        world, [survey(dict.fromkeys(NODES, "1.0.0")), good_batch(["node1"]), bad_batch("node2")], lb=lb,
+    )
+    operator_maint_before_batch(engine, lb, 2, "node1")
+    outcome = engine.deploy("1.1.0")
+    assert outcome.status == "rolled_back", outcome.summary
+    assert [r.playbook for r in runner.requests] == ["prestage.yml", "deploy_batch.yml", "deploy_batch.yml"]
+    assert "left as they are, taken out by someone else: node1" in outcome.summary
+    assert "rolled back node1" not in outcome.summary
+    assert outcome.left_alone == ["node1 (MAINT)"]
+    assert not outcome.out_of_service and not outcome.fix_commands
+    assert lb.admin["node1"] == "maint" and lb.changes == []
+    assert phases(journal, outcome, "node1")[-2:] == ["done", "left_alone"]
+    assert left_out_by_deployer(journal, "lab", NODES) == {}  # recover leaves it alone too
+    with pytest.raises(DeploymentFailed) as failed:
+        raise_for(outcome)
+    assert not isinstance(failed.value, FleetAtRiskError)
+
+
+def test_an_updated_node_put_in_maintenance_is_not_reported_as_deployers_to_recover(
+    world: dict[str, Path],
+) -> None:
+    lb = FakeLoadBalancer("hello", NODES)
+    engine, _, journal = make_engine(
+        world, [survey(dict.fromkeys(NODES, "1.0.0")), good_batch(["node1"]), good_batch(["node2"]),
+                good_batch(["node3"])],
+        lb=lb,
+    )
+    operator_maint_before_batch(engine, lb, 3, "node1")
+    outcome = engine.deploy("1.1.0")
+    assert outcome.status == "succeeded", outcome.summary
+    assert outcome.left_alone == ["node1 (MAINT)"]
+    assert not outcome.out_of_service and not outcome.fix_commands
+    assert "out_of_service" not in phases(journal, outcome, "node1")
+    assert left_out_by_deployer(journal, "lab", NODES) == {}
