@@ -1,6 +1,6 @@
 """What the operator does while a deployment runs, through the runner and load-balancer seams: a
 first Ctrl-C during pre-staging, a node put in maintenance before its batch or after deployer put
-it back."""
+it back, and `status` when the load balancer cannot be read."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from test_engine import NODES, bad_batch, ev, good_batch, make_engine, phases, r
 from deployer import DeploymentFailed, FleetAtRiskError, Interrupted
 from deployer.adapters.loadbalancer import FakeLoadBalancer
 from deployer.adapters.runner import CancelCheck, EventSink, ReplayRunner, RunRequest, RunResult
+from deployer.cli import deploy_cmd
+from deployer.cli._wiring import build_engine
+from deployer.cli.main import main
 from deployer.engine.engine import Engine, raise_for
 from deployer.engine.left_out import left_out_by_deployer
 
@@ -132,3 +135,19 @@ def test_an_updated_node_put_in_maintenance_is_not_reported_as_deployers_to_reco
     assert not outcome.out_of_service and not outcome.fix_commands
     assert "out_of_service" not in phases(journal, outcome, "node1")
     assert left_out_by_deployer(journal, "lab", NODES) == {}
+
+
+def test_status_exits_7_when_the_load_balancer_cannot_be_read(
+    world: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The nodes answer (replayed); the config's socket does not exist.
+    probe = ("probe.yml", *survey(dict.fromkeys(NODES, "1.0.0"))[1:])
+    monkeypatch.setattr(deploy_cmd, "build_engine", lambda config, env_name, reporter=None: build_engine(
+        config, env_name, reporter=reporter, runner=ReplayRunner([probe])))
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as exited:
+        main(["status", "--env", "lab", "--config", str(world["config"])])
+    assert exited.value.code == 7
+    err = capsys.readouterr().err
+    assert "deployer: error: cannot reach the HAProxy runtime API at /nonexistent.sock" in err
+    assert "Traceback" not in err
