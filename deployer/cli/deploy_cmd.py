@@ -230,11 +230,12 @@ def status(env_name: str, as_json: bool, config_path: Path | None) -> None:
     config = get_config(config_path)
     with _engine(config, env_name, read_only=True) as engine:
         facts = engine.probe()
+        lb_exc: LoadBalancerError | None = None
         try:
             lb = engine.lb_states()
-            lb_error = ""
         except LoadBalancerError as exc:
-            lb, lb_error = {}, str(exc)
+            lb, lb_exc = {}, exc
+        lb_error = str(lb_exc or "")
     blue_green = config.environment(env_name).strategy.kind == "blue-green"
     legs = _legs_of(config, env_name, lb) if blue_green else None
     rows = []
@@ -271,8 +272,6 @@ def status(env_name: str, as_json: bool, config_path: Path | None) -> None:
         if legs:
             out.print(f"live leg: {legs['live'] or 'unknown'}; preview (the idle leg): "
                       f"{legs['preview_url']}" + (f"; {legs['error']}" if legs["error"] else ""))
-        if lb_error:
-            console.print(f"[yellow]load balancer:[/] {escape(lb_error)}", soft_wrap=True)
         if lock_error:
             console.print(f"[yellow]lock:[/] {escape(lock_error)}", soft_wrap=True)
         elif lock is not None and lock.record is not None:
@@ -287,6 +286,8 @@ def status(env_name: str, as_json: bool, config_path: Path | None) -> None:
             hint=_host_key_fix((n, facts[n.name].unreachable_reason) for n in unread)
             or "check that the nodes are up and that this user reaches them over SSH",
         )
+    if lb_exc is not None:
+        raise lb_exc  # shown above with what could be read; exit 7
 
 
 def _legs_of(config: Config, env_name: str, lb: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ store opener. Every node phase change is journalled as it happens.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -267,7 +268,8 @@ class Engine:
             on_event,
             cancelled,
         )
-        if result.error:
+        # A run the operator stopped is not a failure to read: the caller sees it canceled.
+        if result.error and result.status != "canceled":
             raise DeploymentFailed(f"could not read the nodes' state: {result.error}")
         for host in result.unreachable_hosts:
             if host in facts:
@@ -501,11 +503,16 @@ class Engine:
         except Interrupted as exc:
             outcome_status = "cancelled"
             summary = str(exc)
-            self._make_interrupted_batch_safe()
-            self.reporter.message(
-                "nodes finished before the stop keep the new release; "
-                f"run 'deployer rollback --env {self.env_name}' to go back"
-            )
+            if all(st.phase in UNTOUCHED for st in self._status.values()):
+                # Stopped before any node left the load balancer: nothing to go back from.
+                self._nothing_changed("not deployed: stopped by the operator")
+                summary += "; no node was changed"
+            else:
+                self._make_interrupted_batch_safe()
+                self.reporter.message(
+                    "nodes finished before the stop keep the new release; "
+                    f"run 'deployer rollback --env {self.env_name}' to go back"
+                )
         except DeploymentFailed as exc:
             summary = str(exc)
             outcome_status = "failed"
@@ -524,8 +531,12 @@ class Engine:
                 updated = [n for n, st in self._status.items() if st.phase is P.DONE]
                 if self._roll_back_updated_nodes():
                     outcome_status = "rolled_back"
+                    kept = [n for n in updated if n in self._held]
+                    updated = [n for n in updated if n not in self._held]
                     if updated:
                         summary += f"; rolled back {', '.join(updated)}"
+                    if kept:
+                        summary += f"; left as they are, taken out by someone else: {', '.join(kept)}"
                 else:
                     summary += "; rolling back the updated nodes failed"
             if outcome_status == "rolled_back" and any(
@@ -619,6 +630,25 @@ class Engine:
             parts.append(f"{name}: {st.cause or 'failed'} — {what}")
         return f"{version} failed on " + "; ".join(parts)
 
+    def _note_taken_back(self, states: Mapping[str, ServerState]) -> None:
+        """Nodes this deployment put back into service (updated or reverted) that someone else
+        has since put in MAINT or DRAIN are theirs from then on, like a node held before its
+        batch: left as they are (not rolled back, not reported as deployer's to recover),
+        journalled and reported once."""
+        for name, st in self._status.items():
+            s = states.get(st.node.lb_server)
+            if name in self._held or st.phase not in (P.DONE, P.REVERTED) or s is None or s.admin == "ready":
+                continue
+            self._held[name] = s
+            running = st.to_version if st.phase is P.DONE else st.from_version
+            note = (f"left as it is on {running}: {s.label} on the load balancer, set by someone "
+                    "else after deployer had put it back")
+            self.journal.record_phase(
+                self._deployment_id, name, "left_alone", from_version=st.from_version,
+                to_version=st.to_version, detail=note,
+            )
+            self.reporter.message(f"{name}: {note}")
+
     def _leave_alone(self, name: str, state: ServerState) -> None:
         """Skip a node someone else took out of the load balancer, saying so."""
         note = f"left as it is: {state.label} on the load balancer, not set by deployer"
@@ -703,6 +733,11 @@ class Engine:
         """Roll back the nodes this deployment updated, in reverse order, batch by batch."""
         updated = [n for n in reversed(list(self._status)) if self._status[n].phase is P.DONE]
         updated = [n for n in updated if self._status[n].from_version]
+        if updated:
+            # Without the load balancer, each revert stops before its node (it cannot drain it).
+            with contextlib.suppress(LoadBalancerError):
+                self._note_taken_back(self.lb_states())
+            updated = [n for n in updated if n not in self._held]
         if not updated:
             return True
         self.reporter.message("rolling back " + ", ".join(updated))
@@ -834,10 +869,11 @@ class Engine:
                 states = self.lb_states()
             except Exception as exc:  # the LB itself may be the problem; say so, keep going
                 self.reporter.message(f"could not read the load balancer: {exc}")
+        self._note_taken_back(states)
         left_alone = [f"{n} ({s.label})" for n, s in self._held.items()]
         for st in self._status.values():
-            if st.phase in UNTOUCHED:
-                continue  # not taken out by this deployment: not its to report or fix
+            if st.phase in UNTOUCHED or st.name in self._held:
+                continue  # not taken out by this deployment, or someone else's now: not its to fix
             s = states.get(st.node.lb_server)
             # The load balancer's word wins; without it, trust the node's last phase.
             out = not s.in_service if s is not None else st.phase in OUT_OF_SERVICE
