@@ -142,8 +142,9 @@ def test_status_exits_7_when_the_load_balancer_cannot_be_read(
 ) -> None:
     # The nodes answer (replayed); the config's socket does not exist.
     probe = ("probe.yml", *survey(dict.fromkeys(NODES, "1.0.0"))[1:])
-    monkeypatch.setattr(deploy_cmd, "build_engine", lambda config, env_name, reporter=None, **kw: build_engine(
-        config, env_name, reporter=reporter, runner=ReplayRunner([probe]), **kw))
+    monkeypatch.setattr(
+        deploy_cmd, "build_engine", lambda config, env_name, reporter=None, **kw: build_engine(
+            config, env_name, reporter=reporter, runner=ReplayRunner([probe]), **kw))
     monkeypatch.setenv("COLUMNS", "200")
     with pytest.raises(SystemExit) as exited:
         main(["status", "--env", "lab", "--config", str(world["config"])])
