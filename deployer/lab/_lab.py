@@ -646,7 +646,7 @@ class Lab:
         self._node_processes(state, cgroup2_root()).crash(node)
 
     def _remove_files(self) -> None:
-        for name in ("nodes", "haproxy", "nginx", "prometheus", "keys", "store", "bin", "state"):
+        for name in ("nodes", "haproxy", "nginx", "prometheus", "keys", "store", "bin", "state", "locks"):
             shutil.rmtree(self.dir / name, ignore_errors=True)
         for path in (self.state_path, self.config_path, self.inventory_path):
             path.unlink(missing_ok=True)
