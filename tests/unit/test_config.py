@@ -171,3 +171,33 @@ def test_an_analysis_section_is_validated_with_the_rest(tmp_path: Path) -> None:
         load_config(write(tmp_path, bad))
     assert caught.value.field == "environments.lab.analysis.rules.0"
     assert "max: threshold out of range" in str(caught.value)
+
+
+# -- runner: ---------------------------------------------------------------------------------
+
+
+def test_the_runner_section_defaults_and_values(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD))
+    assert cfg.runner.keep_runs == 20 and cfg.runner.secret_vars == []
+    cfg = load_config(write(tmp_path, GOOD + "runner: {keep_runs: 0, secret_vars: [hello_dsn, HELLO_URL]}\n"))
+    assert cfg.runner.keep_runs == 0 and cfg.runner.secret_vars == ["hello_dsn", "HELLO_URL"]
+
+
+@pytest.mark.parametrize(
+    ("runner", "field", "words"),
+    [
+        ("runner: {keep_runs: -1}", "runner.keep_runs", "greater than or equal to 0"),
+        ("runner: {keep_runs: 'all'}", "runner.keep_runs", "valid integer"),
+        ("runner: {keep_runs: true}", "runner.keep_runs", "valid integer"),
+        ("runner: {keep_runs: 2.5}", "runner.keep_runs", "valid integer"),
+        ("runner: {secret_vars: [hello-dsn]}", "runner.secret_vars", "'hello-dsn' is not a variable name"),
+        ("runner: {secret_vars: hello_dsn}", "runner.secret_vars", "valid list"),
+        ("runner: {keep: 3}", "runner.keep", "Extra inputs"),
+    ],
+)
+def test_a_bad_runner_section_names_the_field(tmp_path: Path, runner: str, field: str, words: str) -> None:
+    cfg = write(tmp_path, GOOD + runner + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    msg = str(err.value)
+    assert str(cfg) in msg and field in msg and words in msg, msg

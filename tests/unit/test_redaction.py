@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import stat
-import textwrap
 import urllib.parse
 from pathlib import Path
 
 import pytest
 
-from deployer import ConfigError, load_config
 from deployer.adapters.redaction import (
     REDACTED,
     Redactor,
@@ -143,50 +141,3 @@ def test_files_are_rewritten_without_secrets_and_stay_private(tmp_path: Path) ->
     assert stat.S_IMODE(dirty.stat().st_mode) == 0o600
     assert clean.stat().st_mtime_ns == before.st_mtime_ns  # not rewritten
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rc", "stdout"]  # no temporary left
-
-
-GOOD = """
-state_dir: state
-environments:
-  lab:
-    inventory: hosts.yml
-    app: {name: hello}
-    store: {url: "http://127.0.0.1:8081/"}
-    trusted_keys: [release.pub]
-    load_balancer: {socket: /tmp/x.sock, backend: hello}
-"""
-
-
-def _config(tmp_path: Path, runner: str) -> Path:
-    (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    node1: {}\n")
-    (tmp_path / "release.pub").write_text("untrusted comment: x\nRWQ=\n")
-    cfg = tmp_path / "deployer.yml"
-    cfg.write_text(textwrap.dedent(GOOD) + runner)
-    return cfg
-
-
-def test_the_runner_section_defaults_and_values(tmp_path: Path) -> None:
-    cfg = load_config(_config(tmp_path, ""))
-    assert cfg.runner.keep_runs == 20 and cfg.runner.secret_vars == []
-    cfg = load_config(_config(tmp_path, "runner: {keep_runs: 0, secret_vars: [hello_dsn, HELLO_URL]}\n"))
-    assert cfg.runner.keep_runs == 0 and cfg.runner.secret_vars == ["hello_dsn", "HELLO_URL"]
-
-
-@pytest.mark.parametrize(
-    ("runner", "field", "words"),
-    [
-        ("runner: {keep_runs: -1}", "runner.keep_runs", "greater than or equal to 0"),
-        ("runner: {keep_runs: 'all'}", "runner.keep_runs", "valid integer"),
-        ("runner: {keep_runs: true}", "runner.keep_runs", "valid integer"),
-        ("runner: {keep_runs: 2.5}", "runner.keep_runs", "valid integer"),
-        ("runner: {secret_vars: [hello-dsn]}", "runner.secret_vars", "'hello-dsn' is not a variable name"),
-        ("runner: {secret_vars: hello_dsn}", "runner.secret_vars", "valid list"),
-        ("runner: {keep: 3}", "runner.keep", "Extra inputs"),
-    ],
-)
-def test_a_bad_runner_section_names_the_field(tmp_path: Path, runner: str, field: str, words: str) -> None:
-    cfg = _config(tmp_path, runner + "\n")
-    with pytest.raises(ConfigError) as err:
-        load_config(cfg)
-    msg = str(err.value)
-    assert str(cfg) in msg and field in msg and words in msg, msg
