@@ -81,3 +81,76 @@ def test_an_operators_maintenance_on_the_lb_host_is_refused_and_left_alone(prod_
     assert recover.returncode == 0, recover.stderr
     servers = operator.servers("hello")
     assert servers["node2"].admin == "maint" and servers["node3"].admin == "maint"
+
+
+QUERIES = """
+- hosts: node1
+  gather_facts: false
+  tasks:
+    - name: Read node1 on the load balancer's host
+      deployer_haproxy: {socket: /run/haproxy/admin.sock, backend: hello, server: node1}
+      delegate_to: lb1
+      register: found
+    - name: Drain node1 in check mode
+      deployer_haproxy: {socket: /run/haproxy/admin.sock, backend: hello, server: node1, state: maint}
+      delegate_to: lb1
+      check_mode: true
+      register: checked
+    - name: Read a server the backend does not have
+      deployer_haproxy: {socket: /run/haproxy/admin.sock, backend: hello, server: node9}
+      delegate_to: lb1
+      register: missing
+      ignore_errors: true
+    - name: Keep the results
+      ansible.builtin.copy:
+        content: "{{ {'found': found, 'checked': checked, 'missing': missing} | to_json }}"
+        dest: "{{ out }}"
+        mode: "0600"
+      delegate_to: localhost
+"""
+
+
+def test_the_load_balancer_module_runs_alike_directly_and_through_ansibles_wrapper(
+    prod_lab: Lab,
+) -> None:
+    """On the load balancer's host the module's code runs on a bare interpreter when pipelining
+    is on (a drain and an enable cost no wrapper there); the results are those of the standard
+    way, failures and check mode included."""
+    root = Path(__file__).resolve().parents[2]
+    role = root / "roles" / "deployer_lb_haproxy"
+    playbook = prod_lab.dir / "lb-queries.yml"
+    playbook.write_text(QUERIES)
+    results, logs = {}, {}
+    for pipelining in ("True", "False"):
+        out = prod_lab.dir / f"lb-queries-{pipelining}.json"
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "ansible-playbook"), "-vvv", "-i",
+             str(prod_lab.inventory_path), str(playbook), "-e", f"out={out}",
+             "-e", f"ansible_ssh_pipelining={pipelining}"],  # over the inventory's setting
+            capture_output=True, text=True, timeout=300, check=False,
+            env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+                 "ANSIBLE_CONFIG": str(root / "playbooks" / "ansible.cfg"),
+                 "ANSIBLE_LIBRARY": str(role / "library"),
+                 "ANSIBLE_ACTION_PLUGINS": str(role / "action_plugins"),
+                 "ANSIBLE_NOCOLOR": "1"},
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+        results[pipelining] = json.loads(out.read_text())
+        logs[pipelining] = done.stdout
+    # Which way each took: the direct loader's module name is in the command Ansible ran.
+    wrapped = "AnsiballZ_deployer_haproxy.py"
+    assert "deployer_haproxy_direct" in logs["True"] and wrapped not in logs["True"]
+    assert "deployer_haproxy_direct" not in logs["False"] and wrapped in logs["False"]
+
+    def comparable(result: dict[str, object]) -> dict[str, object]:
+        return {k: v for k, v in result.items() if k not in ("waited",) and not k.startswith("_ansible")}
+
+    direct, standard = results["True"], results["False"]
+    assert comparable(direct["found"]) == comparable(standard["found"])
+    assert direct["found"]["status"] == "UP" and direct["found"]["backend"] == "hello"
+    assert comparable(direct["checked"]) == comparable(standard["checked"])
+    assert direct["checked"]["changed"] is True  # would drain; check mode changed nothing
+    assert direct["missing"]["failed"] and standard["missing"]["failed"]
+    assert direct["missing"]["msg"] == standard["missing"]["msg"] and "node9" in direct["missing"]["msg"]
+    after = HAProxyRuntime(str(prod_lab.admin_socket())).servers("hello")
+    assert after["node1"].label == "UP"

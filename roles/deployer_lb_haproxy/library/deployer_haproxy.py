@@ -120,8 +120,6 @@ import socket
 import time
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-
 # How HAProxy's answers are read: the same functions as deployer/adapters/_haproxy_answers.py,
 # the controller's reference (this module runs on the load balancer's host, where deployer is
 # not installed, so it carries its own copy); tests/unit/test_haproxy_answers.py checks that
@@ -407,6 +405,9 @@ def drain_warning(params: dict[str, Any], result: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    # Imported here: the action plugin may run this file's run() on a plain interpreter.
+    from ansible.module_utils.basic import AnsibleModule
+
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     try:
         result = run(module.params, check_mode=module.check_mode)
