@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from .._clock import iso_utc
 from .process import actor, pid_start, process_alive
 
 __all__ = ["ABANDONED_SUMMARY", "DeploymentRecord", "Journal", "NodeEvent", "is_abandoned"]
@@ -95,7 +96,7 @@ class DeploymentRecord:
         return {
             "id": self.id, "env": self.env, "app": self.app, "kind": self.kind,
             "version": self.version, "status": self.status,
-            "start": _iso(self.started_at), "end": _iso(self.ended_at) if self.ended_at else None,
+            "start": iso_utc(self.started_at), "end": iso_utc(self.ended_at) if self.ended_at else None,
             "actor": self.actor, "host": self.host, "pid": self.pid, "command": self.command,
             "summary": self.summary, "deployer_version": self.deployer_version,
         }
@@ -114,7 +115,7 @@ class NodeEvent:
     def to_dict(self) -> dict[str, Any]:
         return {
             "deployment": self.deployment_id, "node": self.node, "phase": self.phase,
-            "at": _iso(self.at), "from_version": self.from_version,
+            "at": iso_utc(self.at), "from_version": self.from_version,
             "to_version": self.to_version, "detail": self.detail,
         }
 
@@ -131,12 +132,6 @@ def is_abandoned(record: DeploymentRecord) -> bool:
 
 
 ABANDONED_SUMMARY = "the deploying process ended unexpectedly"
-
-
-def _iso(t: float | None) -> str:
-    if t is None:
-        return ""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 class Journal:

@@ -22,6 +22,7 @@ lock only when host, PID and start time are the caller's.
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from .._clock import iso_utc
 from .._errors import DeployerError, LockError, LockHeldError, LockLostError
 from . import _lock_program
 from .process import Identity
@@ -48,17 +50,15 @@ __all__ = [
     "LockView",
     "ProgramHost",
     "held",
-    "iso",
     "state_dir_lock",
 ]
 
-_PROGRAM_TEXT = Path(_lock_program.__file__).read_text(encoding="utf-8")
 
 
-def iso(t: float | None) -> str:
-    if t is None:
-        return ""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+@functools.cache
+def _program_text() -> str:
+    """The lock program's source, sent to the lock's host (read once, when first needed)."""
+    return Path(_lock_program.__file__).read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -98,14 +98,14 @@ class LockRecord:
     def describe(self) -> str:
         dep = f"deployment {self.deployment}" if self.deployment is not None else "a deployment"
         return (f"{dep} of {self.owner} (host {self.host}, pid {self.pid}, since "
-                f"{iso(self.acquired_at)}; lease until {iso(self.expires_at)})")
+                f"{iso_utc(self.acquired_at)}; lease until {iso_utc(self.expires_at)})")
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "env": self.env, "deployment": self.deployment, "owner": self.owner,
             "host": self.host, "pid": self.pid, "pid_start": self.pid_start,
-            "acquired_at": iso(self.acquired_at), "expires_at": iso(self.expires_at),
-            "renewed_at": iso(self.renewed_at) if self.renewed_at else None,
+            "acquired_at": iso_utc(self.acquired_at), "expires_at": iso_utc(self.expires_at),
+            "renewed_at": iso_utc(self.renewed_at) if self.renewed_at else None,
         }
 
 
@@ -191,7 +191,7 @@ class ProgramHost:
         argv = self._argv(json.dumps({**request, "dir": self.directory}))
         try:
             done = subprocess.run(
-                argv, input=_PROGRAM_TEXT, capture_output=True, text=True, timeout=timeout,
+                argv, input=_program_text(), capture_output=True, text=True, timeout=timeout,
                 check=False,
             )
         except subprocess.TimeoutExpired:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
+
+from .._clock import iso_utc
 
 __all__ = [
     "Breach",
@@ -127,10 +128,6 @@ def format_value(indicator: str, value: float | None) -> str:
     return f"{value:.4g}"
 
 
-def _iso(wall: float) -> str:
-    return datetime.fromtimestamp(wall, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 @dataclass(frozen=True)
 class Breach:
     """Why a soak failed: the indicator, its value, the threshold, the window and when."""
@@ -172,7 +169,7 @@ class Breach:
             text += f" over the last {self.window:.0f} s"
         if self.samples is not None:
             text += f" ({self.samples} requests)"
-        text += f", detected at {_iso(self.detected_at)}"
+        text += f", detected at {iso_utc(self.detected_at)}"
         if self.breaches > 1:
             text += f" ({self.breaches} rounds in a row)"
         if self.detail:
@@ -187,7 +184,7 @@ class Breach:
         return {
             "rule": self.rule, "indicator": self.indicator, "value": self.value,
             "threshold": self.threshold, "comparison": self.comparison, "window": self.window,
-            "detected_at": _iso(self.detected_at), "source": self.source, "group": self.group,
+            "detected_at": iso_utc(self.detected_at), "source": self.source, "group": self.group,
             "samples": self.samples, "detail": self.detail, "breaches": self.breaches,
         }
 
@@ -241,8 +238,8 @@ class Verdict:
             "outcome": str(self.outcome),
             "reason": self.reason,
             "rounds": self.rounds,
-            "started_at": _iso(self.started_at) if self.started_at is not None else None,
-            "ended_at": _iso(self.ended_at) if self.ended_at is not None else None,
+            "started_at": iso_utc(self.started_at) if self.started_at is not None else None,
+            "ended_at": iso_utc(self.ended_at) if self.ended_at is not None else None,
             "breach": self.breach.to_dict() if self.breach else None,
             "line": self.line(),
         }
