@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from deployer.lab import Lab
+from deployer.lab._cgroup import Cgroup, cgroup2_root
 
 pytestmark = pytest.mark.e2e
 
@@ -81,14 +82,44 @@ def _leaks(data: bytes, planted: dict[str, str]) -> list[str]:
     return found
 
 
-def _scan_processes(planted: dict[str, str], leaked: dict[str, list[str]]) -> int:
-    """Every process's command line now; returns how many ansible-playbook processes ran."""
-    playbooks = 0
+def _parents() -> dict[int, int]:
+    """Every live process's parent, by PID."""
+    parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return parents
+
+
+def _descends_from(pid: int, ancestor: int, parents: dict[int, int]) -> bool:
+    seen: set[int] = set()
+    while pid > 1 and pid not in seen:
+        if pid == ancestor:
+            return True
+        seen.add(pid)
+        pid = parents.get(pid, 0)
+    return False
+
+
+def _scan_processes(
+    planted: dict[str, str], leaked: dict[str, list[str]], lab_cgroup: Cgroup,
+) -> tuple[int, int]:
+    """The command line of every process of this test (the controller, ansible-playbook, ssh...)
+    and of the lab's nodes (other processes of the machine are none of deployer's business, and
+    may well mention a signature). Returns how many ansible-playbook processes and how many of
+    the lab's processes were read."""
+    playbooks = on_nodes = 0
+    parents = _parents()
+    for pid in parents:
+        in_lab = lab_cgroup.contains(pid)
+        if not (in_lab or _descends_from(pid, os.getpid(), parents)):
+            continue
+        on_nodes += in_lab
         try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
                 cmdline = fh.read()
         except OSError:
             continue
@@ -99,7 +130,7 @@ def _scan_processes(planted: dict[str, str], leaked: dict[str, list[str]]) -> in
             found.append("a run's variables")  # none, secret or not: not even the plain URL
         if found:
             leaked.setdefault(cmdline.replace(b"\0", b" ").decode(errors="replace")[:200], found)
-    return playbooks
+    return playbooks, on_nodes
 
 
 def _scan_files(root: Path, planted: dict[str, str], *, skip: Callable[[Path], bool]) -> dict[str, list[str]]:
@@ -167,12 +198,17 @@ def test_planted_secrets_reach_no_command_line_run_file_output_or_journal(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     on_command_lines: dict[str, list[str]] = {}
-    playbooks_seen = 0
+    playbooks_seen = lab_processes_seen = 0
     modes: set[tuple[str, int]] = set()  # of the run directories and variables files, meanwhile
     runs_root = the_lab.dir / "state" / "runs"
+    lab_cgroup_name = the_lab.status().cgroup
+    assert lab_cgroup_name, "the lab keeps no cgroup: its nodes' processes cannot be told apart"
+    lab_cgroup = Cgroup(cgroup2_root(), lab_cgroup_name)
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
-        playbooks_seen += _scan_processes(planted, on_command_lines)
+        playbooks, on_nodes = _scan_processes(planted, on_command_lines, lab_cgroup)
+        playbooks_seen += playbooks
+        lab_processes_seen += on_nodes
         for path in [*runs_root.glob("run-*"), *runs_root.glob("run-*/env/extravars")]:
             with contextlib.suppress(OSError):
                 modes.add((path.name, path.stat().st_mode & 0o777))
@@ -180,6 +216,7 @@ def test_planted_secrets_reach_no_command_line_run_file_output_or_journal(
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, f"{out}\n{err}"
     assert playbooks_seen, "no ansible-playbook process was seen: nothing was checked"
+    assert lab_processes_seen, "no process of the lab's nodes was seen: their side was not checked"
     assert on_command_lines == {}
     assert {mode for name, mode in modes if name == "extravars"} == {0o600}
     assert {mode for name, mode in modes if name != "extravars"} == {0o700}
