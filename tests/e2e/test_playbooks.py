@@ -336,8 +336,11 @@ EQUIVALENCE_PLAYBOOK = """
       deployer_release_switch: &switch_100
         base_dir: "{{ base }}"
         version: 1.0.0
-        program_file: "{{ base }}/program.conf"
-        program_content: "[program:equivalence]\\n"
+        program_file: "{{ base }}/equivalence.service"
+        program_content: "[Service]\\nEnvironmentFile={{ base }}/equivalence.env\\n"
+        environment_file: "{{ base }}/equivalence.env"
+        environment_content: "TOKEN=\\"PLANTED-SECRET-7f3a\\"\\n"
+        supervisor: systemd
         run_user: nobody
       check_mode: true
       register: switch_check
@@ -437,6 +440,7 @@ def test_successful_runs_and_check_mode_give_the_same_results_directly_or_the_st
     assert direct["unpack_owned"]["owned_dirs"] == [f"{base}/log", f"{base}/state"]
     assert direct["switch_check"]["changed"] and "ansible_facts" not in direct["switch_check"]
     assert direct["switch"]["current"] == "1.0.0" and direct["switch"]["program_changed"]
+    assert direct["switch_check"]["environment_changed"] and direct["switch"]["environment_changed"]
     assert direct["switch_next"]["previous"] == "1.0.0" and direct["switch_next"]["pruned"] == []
     assert (direct["info"]["current"], direct["info"]["previous"]) == ("1.1.0", "1.0.0")
     # A $VAR the controller does not know is expanded on the node (the standard way).

@@ -431,7 +431,7 @@ def test_download_errors_name_the_url_without_its_signed_query(
 # in a result, so a short or common value there would blank out unrelated text).
 SECRET_OPTIONS = {
     ("deployer_release", "deployer_release_unpack"): {"url"},
-    ("deployer_release", "deployer_release_switch"): {"program_content"},
+    ("deployer_release", "deployer_release_switch"): {"program_content", "environment_content"},
     ("deployer_release", "deployer_release_info"): set(),
     ("deployer_lb_haproxy", "deployer_haproxy"): set(),
     ("deployer_smoke", "deployer_http_check"): set(),
@@ -477,3 +477,30 @@ def test_the_program_file_holding_the_environment_is_roots_alone(tmp_path: Path)
     assert switch.run(args)["program_changed"]
     assert stat.S_IMODE(program.stat().st_mode) == 0o600
     assert switch.run(args)["program_changed"] is False
+
+
+def test_a_systemd_environment_file_is_roots_alone_and_its_unit_world_readable(tmp_path: Path) -> None:
+    base = tmp_path / "app"
+    stage(base, "1")
+    unit = tmp_path / "system" / "app.service"
+    environment = tmp_path / "deployer" / "app.env"
+    args = {"base_dir": str(base), "version": "1", "supervisor": "systemd",
+            "program_file": str(unit), "program_content": f"[Service]\nEnvironmentFile={environment}\n",
+            "environment_file": str(environment), "environment_content": 'TOKEN="s3cret"\n'}
+    # Check mode writes neither, and says both would change.
+    planned = switch.run(args, check_mode=True)
+    assert planned["environment_changed"] and planned["program_changed"]
+    assert not environment.exists() and not unit.exists()
+    done = switch.run(args)
+    assert done["environment_changed"] and done["program_changed"]
+    assert environment.read_text() == 'TOKEN="s3cret"\n'
+    assert stat.S_IMODE(environment.stat().st_mode) == 0o600
+    assert stat.S_IMODE(unit.stat().st_mode) == 0o644
+    # A new value changes the environment file alone (no daemon-reload needed for it).
+    again = switch.run({**args, "environment_content": 'TOKEN="other"\n'})
+    assert again["environment_changed"] and again["changed"] and not again["program_changed"]
+    assert switch.run({**args, "environment_content": 'TOKEN="other"\n'})["changed"] is False
+    # supervisord's program file holds the environment itself: root's alone whatever else is given.
+    program = tmp_path / "conf" / "app.conf"
+    switch.run({**args, "supervisor": "supervisord", "program_file": str(program)})
+    assert stat.S_IMODE(program.stat().st_mode) == 0o600

@@ -118,17 +118,21 @@ def test_supervisord_program_file_has_the_expected_format(tmp_path: Path) -> Non
     )
 
 
-def test_systemd_unit_has_the_same_command_environment_and_user(tmp_path: Path) -> None:
-    unit = render(tmp_path, "systemd.service.j2", deployer_release_environment={"MODE": "a%b"})
+def test_systemd_unit_has_the_same_command_and_user_and_names_its_environment_file(tmp_path: Path) -> None:
+    unit = render(tmp_path, "systemd.service.j2", deployer_release_environment={"TOKEN": "s3cret"})
     lines = unit.splitlines()
     assert "ExecStart=/opt/hello/current/bin/run" in lines
     assert "WorkingDirectory=/opt/hello/current" in lines
     assert "User=hello" in lines and "Group=hello" in lines
-    for pair in ("HOST=127.0.1.3", "PORT=8000", "APP_VERSION=1.1.0"):
-        assert f'Environment="{pair}"' in lines
-    # systemd would expand %b to the boot id: the value is written with %% to stay a%b.
-    assert 'Environment="MODE=a%%b"' in lines
     assert "StandardOutput=append:/var/log/hello/app.log" in lines
+    # The environment is not in the unit (systemd shows Environment= to every local user).
+    assert "EnvironmentFile=/etc/deployer/hello.env" in lines
+    assert not [line for line in lines if line.startswith("Environment=")]
+    assert "s3cret" not in unit
+    environment = render(tmp_path, "systemd.env.j2", deployer_release_environment={"TOKEN": "s3cret"})
+    assert [line for line in environment.splitlines() if not line.startswith("#")] == [
+        'HOST="127.0.1.3"', 'PORT="8000"', 'APP_VERSION="1.1.0"', 'TOKEN="s3cret"',
+    ]
 
 
 def test_systemd_unit_is_sandboxed_with_its_own_directories_writable(tmp_path: Path) -> None:
@@ -219,7 +223,6 @@ def test_supervisord_values_that_cannot_be_written_are_refused_by_name(
 @pytest.mark.parametrize(
     ("extra", "names"),
     [
-        ({"deployer_release_environment": {"A B": "1"}}, "deployer_release_environment.A B"),
         ({"deployer_release_run_group": "staff\nUser=root"}, "deployer_release_run_group"),
         ({"deployer_release_log_dir": "/var/log/x\nExecStartPre=/bin/evil"}, "deployer_release_log_dir"),
         ({"deployer_release_entry_point": "bin/run\nUser=root"}, "deployer_release_entry_point"),
@@ -231,16 +234,87 @@ def test_systemd_values_that_cannot_be_written_are_refused_by_name(
     assert names in refused(tmp_path, "systemd.service.j2", **extra)
 
 
-def test_systemd_environment_escapes_quotes_backslashes_newlines_and_specifiers(tmp_path: Path) -> None:
-    unit = render(
-        tmp_path, "systemd.service.j2",
-        deployer_release_environment={"A": 'x"y\\z', "B": "line1\nUser=root", "C": "%b $HOME"},
+@pytest.mark.parametrize(
+    ("template", "environment"),
+    [
+        ("systemd.env.j2", {"A B": "s3cret-value"}),
+        ("systemd.env.j2", {"X": "s3cret-value\0"}),
+        ("systemd.env.j2", {"X": "s3cret-value\ufeff"}),
+        ("supervisord.conf.j2", {"X": "s3cret-value\nautorestart=false"}),
+        ("supervisord.conf.j2", {"X": "s3cret-value ;b"}),
+        ("supervisord.conf.j2", {"X": "'s3cret-value'"}),
+    ],
+)
+def test_an_environment_value_refused_is_named_not_shown(
+    tmp_path: Path, template: str, environment: dict[str, str]
+) -> None:
+    message = refused(tmp_path, template, deployer_release_environment=environment)
+    assert f"deployer_release_environment.{next(iter(environment))}" in message
+    assert "cannot be written into" in message
+    assert "s3cret-value" not in message.replace("'A B'", "")
+
+
+def test_systemd_environment_file_escapes_quotes_backslashes_dollars_and_backticks(tmp_path: Path) -> None:
+    environment = render(
+        tmp_path, "systemd.env.j2",
+        deployer_release_environment={"A": 'x"y\\z', "B": "line1\nUser=root", "C": "%b $HOME `id`"},
     )
-    lines = unit.splitlines()
-    assert 'Environment="A=x\\"y\\\\z"' in lines
-    assert 'Environment="B=line1\\nUser=root"' in lines  # one value holding a newline
-    assert 'Environment="C=%%b $HOME"' in lines
-    assert "User=root" not in lines and "User=hello" in lines
+    lines = environment.splitlines()
+    assert 'A="x\\"y\\\\z"' in lines
+    assert lines[-3:-1] == ['B="line1', 'User=root"']  # one value spanning two lines, inside its quotes
+    assert 'C="%b \\$HOME \\`id\\`"' in lines  # no specifiers in an environment file: % stays
+
+
+def environment_d_generator() -> Path:
+    """systemd's environment.d generator: it reads files with the parser EnvironmentFile= uses
+    (systemd's env-file parser) and prints what it read."""
+    for directory in ("/usr/lib/systemd", "/lib/systemd"):
+        generator = Path(directory) / "user-environment-generators" / "30-systemd-environment-d-generator"
+        if generator.is_file():
+            return generator
+    pytest.skip("systemd's environment.d generator is not installed (apt-get install systemd)")
+
+
+def _unquote_generator_value(text: str) -> str:
+    """A value as the generator prints it: plain, or double-quoted with C escapes."""
+    if not (text.startswith('"') and text.endswith('"')):
+        return text
+    escapes = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f", "v": "\v"}
+    out, chars = [], iter(text[1:-1])
+    for char in chars:
+        if char != "\\":
+            out.append(char)
+            continue
+        following = next(chars)
+        if following == "x":
+            out.append(chr(int(next(chars) + next(chars), 16)))
+        else:
+            out.append(escapes.get(following, following))
+    return "".join(out)
+
+
+def test_systemd_reads_the_environment_file_back_exactly(tmp_path: Path) -> None:
+    # Every value but those with '$' (environment.d files, unlike EnvironmentFile=, expand
+    # variables after parsing).
+    values = {k: v for k, v in TRICKY.items() if "$" not in v} | {
+        "NEWLINE": "a\nUser=root", "TAB": "a\tb", "BELL": "\a", "BACKTICK": "`id`",
+        "TRAILING_BACKSLASH": "end\\", "UNICODE": "caf\u00e9 \u2603", "SPACES": "  padded  ",
+    }
+    environment = render(tmp_path, "systemd.env.j2", deployer_release_environment=values)
+    config = tmp_path / "config" / "environment.d"
+    config.mkdir(parents=True)
+    (config / "50-hello.conf").write_text(environment)
+    done = subprocess.run(
+        [str(environment_d_generator())], capture_output=True, text=True, timeout=60, check=False,
+        env={"XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_CONFIG_DIRS": str(tmp_path / "none")},
+    )
+    assert done.returncode == 0, done.stderr
+    read = {}
+    for line in done.stdout.splitlines():
+        name, _, value = line.partition("=")
+        read[name] = _unquote_generator_value(value)
+    expected = {"HOST": "127.0.1.3", "PORT": "8000", "APP_VERSION": "1.1.0", **values}
+    assert {name: read.get(name) for name in expected} == expected
 
 
 def systemd_analyze() -> str:

@@ -9,8 +9,13 @@
   double-quoted with C escapes, ``%%`` and ``$$`` (systemd expands ``$VAR`` in command lines).
 - ``systemd_word``: one word of a list setting (``ReadWritePaths=``): as ``systemd_exec`` but
   ``$`` left alone (only command lines expand variables).
-- ``systemd_env``: a mapping of environment variables, as a list of ``"NAME=value"`` words for
-  ``Environment=``: ``\\``, ``"`` and control characters C-escaped (``\\n``, ``\\x01``), ``%%``.
+- ``systemd_env_file``: a mapping of environment variables, as the lines of a file for
+  ``EnvironmentFile=`` (``NAME="value"``): inside the double quotes a backslash, ``"``, ``$``
+  and a backtick are backslash-escaped and everything else is verbatim, newlines included
+  (systemd.exec(5)); refused: NUL, U+FEFF and Unicode noncharacters, which systemd does not
+  accept there.
+
+An error about an environment value names the variable, never its value (it may be a secret).
 - ``supervisord``: a value of a program section. ``%`` becomes ``%%`` (supervisord expands
   ``%(name)s``); refused: control characters, and ``;`` or ``#`` after a space (its parser cuts
   an inline comment there).
@@ -49,7 +54,13 @@ class EscapeError(AnsibleFilterError):
     """A value that cannot be written safely into the file; the message names the variable."""
 
 
+# Stands for a value an error must not show (an environment value may be a secret).
+HIDDEN = object()
+
+
 def _refuse(what: str, value: object, where: str, why: str) -> EscapeError:
+    if value is HIDDEN:
+        return EscapeError(f"{what}: its value (not shown) cannot be written into {where}: {why}")
     return EscapeError(f"{what}: the value {value!r} cannot be written into {where}: {why}")
 
 
@@ -73,7 +84,7 @@ def _c_escape(value: str) -> str:
 
 def _env_items(what: str, value: object, where: str) -> list[tuple[str, str]]:
     if not isinstance(value, Mapping):
-        raise _refuse(what, value, where, "it must be a mapping of variable names to values")
+        raise _refuse(what, HIDDEN, where, "it must be a mapping of variable names to values")
     items = []
     for name, item in value.items():
         name = str(name)
@@ -104,11 +115,20 @@ def systemd_exec(value: object, what: str) -> str:
     return '"' + _c_escape(text).replace("%", "%%").replace("$", "$$") + '"'
 
 
-def systemd_env(value: object, what: str) -> list[str]:
-    return [
-        '"' + _c_escape(f"{name}={item}").replace("%", "%%") + '"'
-        for name, item in _env_items(what, value, "a systemd unit")
-    ]
+def _env_file_refused(char: str) -> bool:
+    code = ord(char)
+    return char in ("\0", "\ufeff") or 0xFDD0 <= code <= 0xFDEF or (code & 0xFFFE) == 0xFFFE
+
+
+def systemd_env_file(value: object, what: str) -> list[str]:
+    where = "a systemd environment file"
+    lines = []
+    for name, item in _env_items(what, value, where):
+        if any(_env_file_refused(char) for char in item):
+            raise _refuse(f"{what}.{name}", HIDDEN, where, "it holds NUL, U+FEFF or a Unicode noncharacter")
+        quoted = "".join("\\" + char if char in '\\"$`' else char for char in item)
+        lines.append(f'{name}="{quoted}"')
+    return lines
 
 
 def _systemd_word(value: object) -> str:
@@ -143,11 +163,20 @@ def umask(value: object, what: str) -> str:
     return text.zfill(3)[-3:]
 
 
-def supervisord(value: object, what: str) -> str:
-    where = "a supervisord program file"
-    text = _no_control(what, str(value), where)
+def _supervisord_problem(text: str) -> str | None:
+    """Why supervisord would not read ``text`` back as it is, or None."""
+    if CONTROL.search(text):
+        return "it holds a control character such as a newline"
     if INLINE_COMMENT.search(text):
-        raise _refuse(what, text, where, "supervisord would cut it at ';' or '#' after a space")
+        return "supervisord would cut it at ';' or '#' after a space"
+    return None
+
+
+def supervisord(value: object, what: str) -> str:
+    text = str(value)
+    problem = _supervisord_problem(text)
+    if problem:
+        raise _refuse(what, text, "a supervisord program file", problem)
     return text.replace("%", "%%")
 
 
@@ -167,11 +196,13 @@ def supervisord_env(value: object, what: str) -> list[str]:
     pairs = []
     for name, item in _env_items(what, value, where):
         label = f"{what}.{name}"
-        supervisord(item, label)  # control characters, inline comments
+        problem = _supervisord_problem(item)
+        if problem:
+            raise _refuse(label, HIDDEN, where, problem)
         if '"' in item and "'" in item:
-            raise _refuse(label, item, where, "supervisord cannot quote a value holding both ' and \"")
+            raise _refuse(label, HIDDEN, where, "supervisord cannot quote a value holding both ' and \"")
         if item[:1] in ("'", '"') or item[-1:] in ("'", '"'):
-            raise _refuse(label, item, where, "supervisord strips quotes at either end of a value")
+            raise _refuse(label, HIDDEN, where, "supervisord strips quotes at either end of a value")
         quote = "'" if '"' in item else '"'
         pairs.append(f"{name}={quote}{item.replace('%', '%%')}{quote}")
     return pairs
@@ -191,7 +222,7 @@ KINDS: dict[str, Callable[[object, str], Any]] = {
     "systemd": systemd,
     "systemd_exec": systemd_exec,
     "systemd_word": systemd_word,
-    "systemd_env": systemd_env,
+    "systemd_env_file": systemd_env_file,
     "systemd_settings": systemd_settings,
     "umask": umask,
     "supervisord": supervisord,

@@ -14,7 +14,7 @@ description:
     renaming it over C(current), so readers always see either the old or the new release.
   - Points C(<base_dir>/previous) at the release C(current) pointed to before the switch, or at
     O(previous) when given (used to undo a switch exactly).
-  - Writes O(program_file) when given, after the links.
+  - Writes O(environment_file), then O(program_file), when given, after the links.
   - Then removes the oldest complete releases beyond O(keep_releases), never the current one,
     the previous one, nor the one C(previous) pointed to before the switch (going back exactly,
     when the release fails after the switch, needs it). Nothing changes when the links are
@@ -48,8 +48,19 @@ options:
   program_content:
     description:
       - The content of O(program_file).
-      - It holds the application's environment, secrets included, so it is never shown in
+      - It may hold the application's environment, secrets included, so it is never shown in
         results or logs.
+    type: str
+  environment_file:
+    description:
+      - A file holding the application's environment that O(program_file) names (systemd's
+        C(EnvironmentFile=)), written with O(environment_content) before it, readable by root
+        alone (0600). With it, a systemd unit (O(supervisor=systemd)) is written world-readable
+        (0644), as systemd expects of units; any other program file stays root's alone (0600).
+    type: path
+  environment_content:
+    description:
+      - The content of O(environment_file); never shown in results or logs.
     type: str
   restart_app:
     description:
@@ -117,6 +128,10 @@ previous_before:
   returned: always
 program_changed:
   description: Whether O(program_file) was (or would be) rewritten.
+  type: bool
+  returned: always
+environment_changed:
+  description: Whether O(environment_file) was (or would be) rewritten.
   type: bool
   returned: always
 pruned:
@@ -207,22 +222,25 @@ def replace_link(base_dir: str, name: str, version: str) -> None:
     os.replace(temporary, link)
 
 
-# The program file holds the application's environment, secrets included: root's alone
-# (supervisord and systemd read it as root).
-PROGRAM_FILE_MODE = 0o600
+# A file holding the application's environment, secrets included, is root's alone (supervisord
+# and systemd read it as root). A systemd unit that only names its environment file is readable
+# by all: systemd shows every unit's settings to any local user anyway, and warns about units
+# others cannot read.
+SECRET_FILE_MODE = 0o600
+PUBLIC_FILE_MODE = 0o644
 
 
-def write_if_changed(path: str, content: str, check_mode: bool) -> bool:
-    """Replace path with content in one rename when it differs, or make it root's alone when
-    it is not yet; True when it did (or would)."""
+def write_if_changed(path: str, content: str, check_mode: bool, mode: int = SECRET_FILE_MODE) -> bool:
+    """Replace path with content in one rename when it differs, or give it ``mode`` when it
+    has another; True when it did (or would)."""
     data = content.encode("utf-8")
     try:
         with open(path, "rb") as handle:
             if handle.read() == data:
-                if stat.S_IMODE(os.fstat(handle.fileno()).st_mode) == PROGRAM_FILE_MODE:
+                if stat.S_IMODE(os.fstat(handle.fileno()).st_mode) == mode:
                     return False
                 if not check_mode:
-                    os.chmod(path, PROGRAM_FILE_MODE)
+                    os.chmod(path, mode)
                 return True
     except FileNotFoundError:
         pass
@@ -233,7 +251,7 @@ def write_if_changed(path: str, content: str, check_mode: bool) -> bool:
     temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     with open(temporary, "wb") as handle:
         handle.write(data)
-    os.chmod(temporary, PROGRAM_FILE_MODE)
+    os.chmod(temporary, mode)
     os.replace(temporary, path)
     return True
 
@@ -290,10 +308,17 @@ def run(params: dict[str, Any], check_mode: bool = False) -> dict[str, Any]:
         # `previous` first: while `current` moves, `previous` already names the way back.
         replace_link(base_dir, "previous", wanted_previous)
         replace_link(base_dir, "current", version)
-    program_changed = False
+    environment_changed = program_changed = False
+    if params.get("environment_file"):
+        # Before the program file that names it: a restart never reads a stale environment.
+        environment_changed = write_if_changed(
+            params["environment_file"], params.get("environment_content") or "", check_mode
+        )
     if params.get("program_file"):
+        public = bool(params.get("environment_file")) and params.get("supervisor") == "systemd"
         program_changed = write_if_changed(
-            params["program_file"], params.get("program_content") or "", check_mode
+            params["program_file"], params.get("program_content") or "", check_mode,
+            PUBLIC_FILE_MODE if public else SECRET_FILE_MODE,
         )
     pruned: list[str] = []
     if keep > 0 and not check_mode:
@@ -301,8 +326,9 @@ def run(params: dict[str, Any], check_mode: bool = False) -> dict[str, Any]:
         # switch, going back restores both links as they were.
         pruned = prune(base_dir, keep, {version, wanted_previous, previous or ""} - {""})
     return {
-        "changed": changed or program_changed or bool(pruned),
+        "changed": changed or program_changed or environment_changed or bool(pruned),
         "program_changed": program_changed,
+        "environment_changed": environment_changed,
         "current": version,
         "previous": wanted_previous,
         "switched_from": current,
@@ -503,6 +529,8 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "program_file": {"type": "path"},
     # no_log: the application's environment is in it (database passwords, API tokens).
     "program_content": {"type": "str", "no_log": True},
+    "environment_file": {"type": "path"},
+    "environment_content": {"type": "str", "no_log": True},
     "restart_app": {"type": "str", "default": ""},
     "supervisor": {"type": "str", "choices": ["supervisord", "systemd"], "default": "supervisord"},
     "supervisor_socket": {"type": "path", "default": "/var/run/supervisor.sock"},
