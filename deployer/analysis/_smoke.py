@@ -2,7 +2,8 @@
 
 - :class:`CommandCheck`: any executable. It gets ``DEPLOYER_TARGET_URL``, ``DEPLOYER_VERSION``,
   ``DEPLOYER_ENV`` and ``DEPLOYER_NODE`` in its environment; a non-zero exit (or running past
-  its timeout) is a failure, reported with the tail of its output.
+  its timeout) is a failure, reported with the tail of its output, the values of its
+  environment's secret-looking variables (``AWS_SECRET_ACCESS_KEY``, ``*_TOKEN``...) redacted.
 - :class:`HttpCheck`: a GET of a URL that must answer an expected status, and optionally
   contain a text or have a JSON field equal to a value (``{version}`` in it is the release).
 """
@@ -21,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from ..adapters.redaction import Redactor, env_secrets
 from ._model import RuleResult, Status
 
 __all__ = ["CommandCheck", "HttpCheck", "SmokeCheck", "SmokeContext"]
@@ -111,7 +113,9 @@ class CommandCheck:
             stop.wait(0.05)
         code = proc.wait()
         reader.join(timeout=2)
-        tail = _tail("".join(out))
+        # The command has deployer's environment: what it prints goes to the journal and the
+        # console, so no secret of that environment goes with it.
+        tail = Redactor(env_secrets(env)).text(_tail("".join(out)))
         if why:
             return replace(base, status=Status.BREACH, value=None, detail=f"{why}\n{tail}".strip())
         if code != 0:

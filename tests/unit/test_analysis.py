@@ -212,6 +212,20 @@ def test_a_failing_smoke_command_fails_the_soak_with_its_output() -> None:
     assert "version 1.2.3" in verdict.breach.detail and "target http://127.0.0.1:9/" in verdict.breach.detail
 
 
+def test_a_failing_smoke_commands_output_shows_no_secret_of_its_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "planted-aws-secret-41c9")
+    names = ["AWS_SECRET_ACCESS_KEY", "CART_API_TOKEN", "DEPLOYER_VERSION"]
+    check = CommandCheck([sys.executable, "-c",
+                          f"import os,sys; print({{n: os.environ[n] for n in {names!r}}}); sys.exit(1)"],
+                         extra_env={"CART_API_TOKEN": "planted-token-77ab"})
+    result = check.run(SmokeContext(version="1.2.3"), threading.Event())
+    assert result.status is Status.BREACH
+    assert result.detail == "exit 1\n" + str(
+        {"AWS_SECRET_ACCESS_KEY": "<redacted>", "CART_API_TOKEN": "<redacted>", "DEPLOYER_VERSION": "1.2.3"})
+
+
 def test_a_smoke_command_past_its_timeout_fails_and_stop_kills_it() -> None:
     hung = CommandCheck(["sleep", "30"], timeout=0.3)
     result = hung.run(SmokeContext(), threading.Event())
