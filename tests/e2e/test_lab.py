@@ -55,7 +55,8 @@ def _processes_mentioning(text: str) -> list[int]:
         if not entry.isdigit():
             continue
         try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            raw = Path(f"/proc/{entry}/cmdline").read_bytes()
+            cmdline = raw.replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
         if text in cmdline and _running(int(entry)):
