@@ -14,8 +14,6 @@
   and a backtick are backslash-escaped and everything else is verbatim, newlines included
   (systemd.exec(5)); refused: NUL, U+FEFF and Unicode noncharacters, which systemd does not
   accept there.
-
-An error about an environment value names the variable, never its value (it may be a secret).
 - ``supervisord``: a value of a program section. ``%`` becomes ``%%`` (supervisord expands
   ``%(name)s``); refused: control characters, and ``;`` or ``#`` after a space (its parser cuts
   an inline comment there).
@@ -29,6 +27,8 @@ An error about an environment value names the variable, never its value (it may 
   space-separated words; values as for ``systemd``.
 - ``umask``: an octal umask such as ``027``.
 - ``account``: a user or group name (also ``User=``/``user=``): letters, digits, ``_``, ``-``.
+
+An error about an environment value names the variable, never its value (it may be a secret).
 """
 
 from __future__ import annotations
