@@ -164,7 +164,8 @@ def test_hardening_settings_that_cannot_be_written_are_refused_by_name(tmp_path:
 
 
 def test_supervisord_runs_the_command_without_new_privileges(tmp_path: Path) -> None:
-    nobody = {"deployer_release_run_user": "nobody"}  # supervisord checks the user exists
+    # supervisord checks that the user and the log file's directory exist
+    nobody = {"deployer_release_run_user": "nobody", "deployer_release_log_dir": str(tmp_path)}
     parsed = supervisor_reads(render(tmp_path, "supervisord.conf.j2", **nobody))
     assert parsed["command"].split() == ["setpriv", "--no-new-privs", "/opt/hello/current/bin/run"]
     plain = supervisor_reads(render(tmp_path, "supervisord.conf.j2", **nobody,
