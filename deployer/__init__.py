@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ._config import Config, EnvironmentConfig, load_config
 from ._errors import (
     ArtefactError,
     ArtefactNotFoundError,
@@ -24,6 +23,7 @@ from ._errors import (
     VersionError,
 )
 from ._versions import validate_version
+from .config import Config, EnvironmentConfig, load_config
 
 __version__ = "0.1.0"
 

@@ -12,7 +12,11 @@ deployment whose process is gone without finishing is shown as abandoned
 Schema versions (``PRAGMA user_version``): 1, the first; 2 adds ``deployments.deployer_version``,
 the version of deployer that ran each deployment (empty for those recorded before); 3 adds
 ``deployments.pid_start``, the start time of the deploying process, so that a reused PID is not
-taken for it. Opening a journal migrates it in place; rows already there stay readable.
+taken for it; 4 adds ``deployments.uid``, a globally unique id (a ULID) per deployment, given
+to the rows already there from their start times. Opening a journal migrates it in place; rows
+already there stay readable.
+
+A deployment is named by its number in this journal or by its uid (:meth:`Journal.find`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 
 from .. import __version__
 from .._clock import iso_utc
+from .._ids import new_ulid
 from .process import actor, pid_start, process_alive
 
 __all__ = ["ABANDONED_SUMMARY", "DeploymentRecord", "Journal", "NodeEvent", "is_abandoned"]
@@ -39,9 +44,10 @@ CREATE TABLE IF NOT EXISTS deployments (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     env TEXT NOT NULL,
     app TEXT NOT NULL,
-    kind TEXT NOT NULL,               -- deploy | rollback | recover | unlock
+    kind TEXT NOT NULL,               -- deploy | rollback | resume | recover | unlock
     version TEXT NOT NULL,            -- the target release
-    status TEXT NOT NULL,             -- running | succeeded | failed | rolled_back | cancelled | refused
+    status TEXT NOT NULL,             -- running | succeeded | failed | rolled_back | cancelled
+                                      -- | refused | stopped
     started_at REAL NOT NULL,
     ended_at REAL,
     actor TEXT NOT NULL,              -- user@host
@@ -51,7 +57,8 @@ CREATE TABLE IF NOT EXISTS deployments (
     summary TEXT NOT NULL DEFAULT '',
     details TEXT NOT NULL DEFAULT '{}', -- JSON: manifest digest, plan, ...
     deployer_version TEXT NOT NULL DEFAULT '', -- the deployer that ran it (schema 2)
-    pid_start TEXT NOT NULL DEFAULT ''         -- the start time of pid (schema 3)
+    pid_start TEXT NOT NULL DEFAULT '',        -- the start time of pid (schema 3)
+    uid TEXT NOT NULL DEFAULT ''               -- globally unique id, a ULID (schema 4)
 );
 CREATE TABLE IF NOT EXISTS node_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -65,11 +72,12 @@ CREATE TABLE IF NOT EXISTS node_events (
 );
 CREATE INDEX IF NOT EXISTS node_events_by_deployment ON node_events(deployment_id, id);
 """
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Columns added since schema 1, in order: (table, column, definition).
 _ADDED_COLUMNS = (
     ("deployments", "deployer_version", "TEXT NOT NULL DEFAULT ''"),
     ("deployments", "pid_start", "TEXT NOT NULL DEFAULT ''"),
+    ("deployments", "uid", "TEXT NOT NULL DEFAULT ''"),
 )
 
 
@@ -91,14 +99,16 @@ class DeploymentRecord:
     details: dict[str, Any]
     deployer_version: str = ""  # empty for deployments recorded before schema 2
     pid_start: str = ""  # the start time of pid; empty for deployments recorded before schema 3
+    uid: str = ""  # the globally unique id (given to older rows when the journal is migrated)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "env": self.env, "app": self.app, "kind": self.kind,
+            "id": self.id, "uid": self.uid, "env": self.env, "app": self.app, "kind": self.kind,
             "version": self.version, "status": self.status,
             "start": iso_utc(self.started_at), "end": iso_utc(self.ended_at) if self.ended_at else None,
             "actor": self.actor, "host": self.host, "pid": self.pid, "command": self.command,
             "summary": self.summary, "deployer_version": self.deployer_version,
+            **({"resumes": self.details["resumes"]} if self.details.get("resumes") else {}),
         }
 
 
@@ -160,6 +170,7 @@ class Journal:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._migrate()
+        self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS deployments_by_uid ON deployments(uid)")
 
     def _stand_in_for_missing_tables(self) -> None:
         """Read-only, a journal written before a table existed reads as if that table were
@@ -179,6 +190,11 @@ class Journal:
                 present = {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}
                 if column not in present:
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+            # Rows from before schema 4 get a uid too, from their start time.
+            for row in db.execute("SELECT id, started_at FROM deployments WHERE uid = ''").fetchall():
+                db.execute("UPDATE deployments SET uid = ? WHERE id = ?",
+                           (new_ulid(row["started_at"]), row["id"]))
+            db.execute("CREATE UNIQUE INDEX IF NOT EXISTS deployments_by_uid ON deployments(uid)")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -202,16 +218,26 @@ class Journal:
         self, *, env: str, app: str, kind: str, version: str, command: str,
         details: dict[str, Any] | None = None,
     ) -> int:
+        return self.start(env=env, app=app, kind=kind, version=version, command=command,
+                          details=details)[0]
+
+    def start(
+        self, *, env: str, app: str, kind: str, version: str, command: str,
+        details: dict[str, Any] | None = None,
+    ) -> tuple[int, str]:
+        """Record a deployment as running; its number here and its uid."""
+        started = time.time()
+        uid = new_ulid(started)
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO deployments (env, app, kind, version, status, started_at, actor, host,"
-                " pid, command, details, deployer_version, pid_start)"
-                " VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
-                (env, app, kind, version, time.time(), actor(), socket.gethostname(),
+                " pid, command, details, deployer_version, pid_start, uid)"
+                " VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (env, app, kind, version, started, actor(), socket.gethostname(),
                  os.getpid(), command, json.dumps(details or {}, sort_keys=True), __version__,
-                 pid_start(os.getpid())),
+                 pid_start(os.getpid()), uid),
             )
-            return int(cur.lastrowid or 0)
+            return int(cur.lastrowid or 0), uid
 
     def finish_deployment(self, deployment_id: int, status: str, summary: str = "") -> None:
         with self._tx() as db:
@@ -251,23 +277,29 @@ class Journal:
         row = self._db.execute("SELECT * FROM deployments WHERE id = ?", (deployment_id,)).fetchone()
         return self._record(row) if row else None
 
+    def find(self, ref: str | int, env: str | None = None) -> DeploymentRecord | None:
+        """A deployment by its number in this journal or its uid (case-insensitive), in ``env``
+        if given."""
+        text = str(ref).strip()
+        if text.isdigit():
+            found = self.deployment(int(text))
+        else:
+            try:
+                row = self._db.execute("SELECT * FROM deployments WHERE uid = ?",
+                                       (text.upper(),)).fetchone()
+            except sqlite3.OperationalError:  # a journal from before uids, opened read-only
+                row = None
+            found = self._record(row) if row else None
+        if found is None or (env is not None and found.env != env):
+            return None
+        return found
+
     def node_events(self, deployment_id: int) -> list[NodeEvent]:
         rows = self._db.execute(
             "SELECT deployment_id, node, phase, at, from_version, to_version, detail"
             " FROM node_events WHERE deployment_id = ? ORDER BY id", (deployment_id,)
         ).fetchall()
         return [NodeEvent(**dict(r)) for r in rows]
-
-    def latest_node_events(self, env: str) -> dict[str, NodeEvent]:
-        """Each node's most recent event in any deployment (or recover) of ``env``."""
-        rows = self._db.execute(
-            "SELECT e.deployment_id, e.node, e.phase, e.at, e.from_version, e.to_version, e.detail"
-            " FROM node_events e JOIN deployments d ON d.id = e.deployment_id"
-            " WHERE d.env = ? AND e.id IN (SELECT MAX(e2.id) FROM node_events e2"
-            " JOIN deployments d2 ON d2.id = e2.deployment_id WHERE d2.env = ? GROUP BY e2.node)",
-            (env, env),
-        ).fetchall()
-        return {r["node"]: NodeEvent(**dict(r)) for r in rows}
 
     def mark_abandoned(self, env: str) -> list[DeploymentRecord]:
         """Mark 'running' deployments whose process is gone from this host as failed; return

@@ -7,11 +7,10 @@ balancers at once) live in :mod:`deployer.adapters.haproxy` and are picked by th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["ADMIN_STATES", "FakeLoadBalancer", "LoadBalancer", "ServerState"]
+__all__ = ["ADMIN_STATES", "LoadBalancer", "ServerState"]
 
 # Administrative states, from the least to the most out of service.
 ADMIN_STATES = ("ready", "drain", "maint")
@@ -66,65 +65,3 @@ class LoadBalancer(Protocol):
         ...
 
 
-class FakeLoadBalancer:
-    """A load balancer in memory, for tests at the seam: servers UP unless told otherwise,
-    every change recorded in ``changes``; ``unreadable`` makes every read fail."""
-
-    def __init__(
-        self, backend: str, servers: Iterable[str], *, where: str = "fake", unreadable: str = ""
-    ) -> None:
-        self.backend = backend
-        self.admin = dict.fromkeys(servers, "ready")
-        self.status = dict.fromkeys(self.admin, "UP")
-        self.changes: list[tuple[str, str]] = []
-        self.reads = 0
-        self.unreadable = unreadable
-        self._where = where
-        self.maps: dict[str, dict[str, str]] = {}
-        self.backends: dict[str, dict[str, str]] = {}
-
-    @property
-    def where(self) -> str:
-        return self._where
-
-    def add_backend(self, backend: str, servers: Iterable[str]) -> None:
-        """Another backend (e.g. a second leg), its servers UP and ready."""
-        self.backends[backend] = dict.fromkeys(servers, "ready")
-
-    def servers(self, backend: str) -> dict[str, ServerState]:
-        from .._errors import LoadBalancerError
-
-        self.reads += 1
-        if self.unreadable:
-            raise LoadBalancerError(f"cannot reach the load balancer at {self.where}: {self.unreadable}")
-        if backend in self.backends:
-            return {
-                name: ServerState(backend=backend, server=name, status="MAINT" if a == "maint" else "UP",
-                                  admin=a, sessions=0)
-                for name, a in self.backends[backend].items()
-            }
-        if backend != self.backend:
-            raise LoadBalancerError(f"{self.where} has no backend named {backend!r}")
-        return {
-            name: ServerState(
-                backend=backend, server=name,
-                status="MAINT" if admin == "maint" else self.status[name], admin=admin, sessions=0,
-            )
-            for name, admin in self.admin.items()
-        }
-
-    def set_state(self, backend: str, server: str, state: str) -> None:
-        if state not in ADMIN_STATES:
-            raise ValueError(state)
-        if backend in self.backends:
-            self.backends[backend][server] = state
-        else:
-            self.admin[server] = state
-        self.changes.append((server, state))
-
-    def route(self, map_file: str, key: str) -> str | None:
-        return self.maps.get(map_file, {}).get(key)
-
-    def set_route(self, map_file: str, key: str, backend: str) -> None:
-        self.maps.setdefault(map_file, {})[key] = backend
-        self.changes.append((f"{map_file}:{key}", backend))

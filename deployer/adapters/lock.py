@@ -16,7 +16,7 @@ lock only when host, PID and start time are the caller's.
 - :class:`DeploymentLock`: what the engine and the CLI need (the Protocol);
 - :class:`EnvironmentLock`: the lock of one environment, on a :class:`LockHost`;
 - :class:`ProgramHost`: runs the lock program locally or over SSH;
-  :class:`FakeLockHost`: the same rules in memory, for tests;
+  :class:`deployer.testing.FakeLockHost`: the same rules in memory, for tests;
 - :class:`Lease`: renews a held lock every third of its lease and says when it was lost.
 """
 
@@ -43,7 +43,6 @@ from .ssh import SshTarget
 __all__ = [
     "DeploymentLock",
     "EnvironmentLock",
-    "FakeLockHost",
     "Lease",
     "LockHost",
     "LockRecord",
@@ -241,43 +240,6 @@ def _reach_hint(name: str, remote: bool, stderr: str) -> str:
             "lock.host in the config)")
 
 
-class FakeLockHost:
-    """A lock host in memory, with the lock program's own rules (:func:`decide`) and a clock
-    tests move by hand; ``unreachable = True`` makes every call fail as an unreachable host."""
-
-    def __init__(self, *, now: float = 1_000_000.0, where: str = "fake:/locks") -> None:
-        self.now = now
-        self.records: dict[str, dict[str, Any]] = {}
-        self.log: list[dict[str, Any]] = []
-        self.requests: list[dict[str, Any]] = []
-        self.unreachable = False
-        self._where = where
-        self._mutex = threading.Lock()
-
-    @property
-    def where(self) -> str:
-        return self._where
-
-    def call(self, request: dict[str, Any]) -> dict[str, Any]:
-        with self._mutex:
-            self.requests.append(request)
-            if self.unreachable:
-                raise LockError(f"cannot reach the lock at {self.where}: connection timed out")
-            env = request["env"]
-            changed, record, answer, log = _lock_program.decide(
-                self.records.get(env), request, self.now
-            )
-            if changed:
-                if record is None:
-                    self.records.pop(env, None)
-                else:
-                    self.records[env] = record
-            if log is not None:
-                self.log.append(log)
-            copied: dict[str, Any] = json.loads(json.dumps(answer))  # as if it crossed a wire
-            return copied
-
-
 class DeploymentLock(Protocol):
     """An environment's deployment lock, held by one process at a time."""
 
@@ -420,6 +382,8 @@ class Lease:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        # A renewal from a safe point and one from the background thread never cross.
+        self._confirming = threading.Lock()
 
     def start(self, acquired: float) -> None:
         """Start renewing; ``acquired``: the clock's time when the acquiring call was sent."""
@@ -444,7 +408,8 @@ class Lease:
             return
         sent = self.clock()
         try:
-            self.lock.renew(self._deployment)
+            with self._confirming:
+                self.lock.renew(self._deployment)
         except LockLostError as exc:
             self.lost = str(exc)
         except Exception as exc:  # unreachable host, or anything else: retried until the lease ends
@@ -474,6 +439,24 @@ class Lease:
             self.renew_once()
             if self.lost:
                 return
+
+    def confirm(self) -> None:
+        """Confirm the lock with its host now (one renewal, waited for): raise
+        :class:`LockLostError` when someone else holds it or it was removed, :class:`LockError`
+        when the host cannot be reached (the lease is not counted as lost for that alone)."""
+        self.check()
+        sent = self.clock()
+        with self._confirming:
+            try:
+                self.lock.renew(self._deployment)
+            except LockLostError as exc:
+                self.lost = str(exc)
+                self.check()
+            except LockError as exc:
+                self.last_error = str(exc)
+                raise
+            self._last_ok = max(self._last_ok, sent)
+            self.last_error = ""
 
     def check(self) -> None:
         """Raise :class:`LockLostError` when the lock is lost (a safe point: between batches)."""

@@ -2,8 +2,9 @@
 
 :class:`Runner` is the one swappable boundary of the engine. :class:`AnsibleRunner` drives
 ansible-runner for real (one ``run()`` per playbook invocation, a fresh private_data_dir each
-time); :class:`ReplayRunner` replays recorded events so the engine can be unit-tested without
-nodes, like an HTTP client's mock transport.
+time); :class:`RecordingRunner` keeps every run's events, which
+:class:`deployer.testing.ReplayRunner` replays so the engine can be unit-tested without nodes,
+like an HTTP client's mock transport.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import shutil
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,13 +30,13 @@ from .ssh_masters import SSH_PERSIST_ARGS, SshMasters
 __all__ = [
     "AnsibleRunner",
     "RecordingRunner",
-    "ReplayRunner",
     "RunRequest",
     "RunResult",
     "Runner",
     "RunnerEvent",
     "close_runner",
     "content_dir",
+    "hosts_with",
 ]
 
 
@@ -180,7 +181,7 @@ def _tail(stream: Any, lines: int = 6) -> str:
     return " | ".join(kept[-lines:])[:1000]
 
 
-def _hosts(stats: Mapping[str, Any], key: str) -> frozenset[str]:
+def hosts_with(stats: Mapping[str, Any], key: str) -> frozenset[str]:
     return frozenset(h for h, n in (stats.get(key) or {}).items() if n)
 
 
@@ -310,8 +311,8 @@ class AnsibleRunner:
                 settings={"pexpect_timeout": 0.25},
             )
             stats = r.stats or {}
-            failed_hosts = _hosts(stats, "failures")
-            dark_hosts = _hosts(stats, "dark")
+            failed_hosts = hosts_with(stats, "failures")
+            dark_hosts = hosts_with(stats, "dark")
             error = ""
             if r.status != "successful" and not failed_hosts and not dark_hosts:
                 error = redactor.text(_tail(r.stdout))
@@ -342,60 +343,9 @@ class AnsibleRunner:
             remove_in_background(rotate(self.artifacts_root, self.keep_runs, secret_vars=self.secret_vars))
 
 
-class ReplayRunner:
-    """A fake :class:`Runner` that replays recorded events, one script per expected run.
-
-    Each script is ``(playbook, events, status)``; hosts in the request filter the events so one
-    recording can serve several batches. Requests are kept in ``self.requests`` for assertions.
-    """
-
-    def __init__(self, scripts: Iterable[tuple[str, Sequence[RunnerEvent], str]]) -> None:
-        self.scripts = list(scripts)
-        self.requests: list[RunRequest] = []
-
-    @classmethod
-    def from_file(cls, path: Path) -> ReplayRunner:
-        data = json.loads(path.read_text())
-        return cls(
-            (s["playbook"], [RunnerEvent.from_dict(e) for e in s["events"]], s["status"])
-            for s in data
-        )
-
-    def run(self, request: RunRequest, on_event: EventSink, cancelled: CancelCheck) -> RunResult:
-        self.requests.append(request)
-        if not self.scripts:
-            raise AssertionError(f"unexpected run of {request.playbook} on {list(request.hosts)}")
-        playbook, events, status = self.scripts.pop(0)
-        if playbook != request.playbook:
-            raise AssertionError(f"expected a run of {playbook}, got {request.playbook}")
-        hosts = set(request.hosts)
-        failed: set[str] = set()
-        dark: set[str] = set()
-        for ev in events:
-            if cancelled():
-                return RunResult(status="canceled", rc=-1)
-            if ev.host is not None and hosts and ev.host not in hosts:
-                continue
-            on_event(ev)
-            if ev.kind == "stats":
-                stats = {k: {h: n for h, n in v.items() if not hosts or h in hosts}
-                         for k, v in ev.facts.items()}
-                failed, dark = (set(_hosts(stats, k)) for k in ("failures", "dark"))
-                break
-            if ev.host is None:
-                continue
-            if ev.kind == "failed" and not ev.ignore_errors:
-                failed.add(ev.host)
-            elif ev.kind == "unreachable":
-                dark.add(ev.host)
-        return RunResult(
-            status=status, rc=0 if status == "successful" else 2,
-            failed_hosts=frozenset(failed), unreachable_hosts=frozenset(dark),
-        )
-
-
 class RecordingRunner:
-    """Wrap a runner and keep every run's events, to replay later with :class:`ReplayRunner`."""
+    """Wrap a runner and keep every run's events, to replay later with
+    :class:`deployer.testing.ReplayRunner`."""
 
     def __init__(self, inner: Runner, path: Path) -> None:
         self.inner = inner

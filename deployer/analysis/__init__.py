@@ -4,7 +4,7 @@ Layers, each replaceable on its own:
 
 - **sources** (:class:`MetricSource`): :class:`HAProxySource` (HAProxy's counters through its
   runtime API, per group of servers), :class:`PrometheusSource` (instant queries), and
-  :class:`FakeSource` for unit tests;
+  and :class:`deployer.testing.FakeSource` for unit tests;
 - **rules**: :class:`ThresholdRule` and :class:`ComparisonRule` (new release vs old release);
 - **the judge** (:class:`Judge`, with its :class:`Policy`): failure limits, what missing data
   means, and the :class:`Verdict`;
@@ -20,11 +20,10 @@ from .._errors import AnalysisError
 from ._build import build_soak
 from ._config import AnalysisConfig, parse_analysis_config
 from ._haproxy import HAPROXY_INDICATORS, HAProxySource, RuntimeCommand, parse_show_stat
-from ._judge import Judge, Policy
+from ._judge import Judge, Observer, Policy
 from ._model import (
     Breach,
     Clock,
-    FakeClock,
     Measurement,
     Outcome,
     RuleResult,
@@ -36,7 +35,7 @@ from ._prometheus import PrometheusQuery, PrometheusSource
 from ._rules import ComparisonRule, Rule, ThresholdRule
 from ._smoke import CommandCheck, HttpCheck, SmokeCheck, SmokeContext
 from ._soak import Soak
-from ._source import FakeSource, MetricSource
+from ._source import MetricSource
 
 __all__ = [
     "HAPROXY_INDICATORS",
@@ -46,13 +45,12 @@ __all__ = [
     "Clock",
     "CommandCheck",
     "ComparisonRule",
-    "FakeClock",
-    "FakeSource",
     "HAProxySource",
     "HttpCheck",
     "Judge",
     "Measurement",
     "MetricSource",
+    "Observer",
     "Outcome",
     "Policy",
     "PrometheusQuery",

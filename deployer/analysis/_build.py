@@ -7,7 +7,7 @@ from collections.abc import Collection
 from .._errors import ConfigError
 from ._config import AnalysisConfig
 from ._haproxy import HAProxySource, RuntimeCommand
-from ._judge import Judge, Policy
+from ._judge import Judge, Observer, Policy
 from ._model import Clock
 from ._prometheus import PrometheusQuery, PrometheusSource
 from ._rules import ComparisonRule, Rule, ThresholdRule
@@ -27,6 +27,7 @@ def build_soak(
     old: Collection[str] = (),
     context: SmokeContext | None = None,
     clock: Clock | None = None,
+    observer: Observer | None = None,
 ) -> Soak:
     """A soak for ``config`` (not started: call :meth:`Soak.start`).
 
@@ -35,7 +36,8 @@ def build_soak(
     when None and ``sources.haproxy.socket`` is set, a client for that socket is made.
     ``backend`` defaults to ``sources.haproxy.backend``. ``new`` and ``old`` are the servers on
     the new and on the old release; comparison rules are left out while ``old`` is empty (there
-    is no baseline) and listed in ``soak.skipped``.
+    is no baseline) and listed in ``soak.skipped``. ``observer`` hears every round and every
+    further smoke test's run.
     """
     sources: list[MetricSource] = []
     hap = config.sources.haproxy
@@ -99,6 +101,7 @@ def build_soak(
         smoke_failure_limit=config.smoke.failure_limit,
     )
     judge = Judge(sources, rules, policy=policy, clock=clock)
+    judge.observer = observer
     soak = Soak(judge, duration=config.duration, interval=config.interval, smoke=checks,
                 context=context, clock=clock)
     soak.skipped = skipped

@@ -266,6 +266,10 @@ class AnalysisConfig(_Model):
     rules: list[RuleConfig] = Field(default_factory=_default_rules)
     compare: list[CompareConfig] = Field(default_factory=list)
     smoke: SmokeConfig = SmokeConfig()
+    # A rollback to a release that already ran successfully here: `skip` its soak (an emergency
+    # rollback is never blocked by missing traffic), or `soak` it like a deployment (a breach is
+    # then reported, and the rollback still ends with every node on one release).
+    on_rollback: Literal["skip", "soak"] = "skip"
 
     @model_validator(mode="after")
     def _consistent(self) -> AnalysisConfig:

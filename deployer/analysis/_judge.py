@@ -6,14 +6,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, Protocol
 
 from .._errors import AnalysisError, LoadBalancerError
 from ._model import Breach, Clock, Outcome, RuleResult, Status, SystemClock, Verdict
 from ._rules import Rule
 from ._source import MetricSource
 
-__all__ = ["Judge", "Policy"]
+__all__ = ["Judge", "Observer", "Policy"]
 
 NoDataOutcome = Literal["pass", "fail", "inconclusive"]
 
@@ -42,6 +42,15 @@ class Policy:
             raise ValueError("failure limits must be at least 1")
         if self.total_failure_limit is not None and self.total_failure_limit < 1:
             raise ValueError("total_failure_limit must be at least 1")
+
+
+class Observer(Protocol):
+    """Hears every round of the rules and every run of a further smoke test (e.g. to publish
+    them as a deployment's events). Called outside the judge's lock; must be quick."""
+
+    def on_round(self, number: int, results: Sequence[RuleResult]) -> None: ...
+
+    def on_smoke(self, result: RuleResult) -> None: ...
 
 
 @dataclass
@@ -79,6 +88,7 @@ class Judge:
         self._reason = ""
         self._rounds = 0
         self._started: float | None = None
+        self.observer: Observer | None = None
 
     # -- rounds ---------------------------------------------------------------------------
 
@@ -124,12 +134,20 @@ class Judge:
         results += [rule.evaluate(self.sources) for rule in self.rules if rule.source not in unreadable]
         with self._lock:
             self._rounds += 1
+            number = self._rounds
         for result in results:
             self.record(result, smoke=False)
+        if self.observer is not None:
+            self.observer.on_round(number, results)
         return results
 
     def record(self, result: RuleResult, *, smoke: bool = True) -> None:
         """Count one result (a rule's, or a further smoke test's run) against the policy."""
+        self._count(result, smoke=smoke)
+        if smoke and self.observer is not None:
+            self.observer.on_smoke(result)
+
+    def _count(self, result: RuleResult, *, smoke: bool) -> None:
         p = self.policy
         with self._lock:
             self._last[result.rule] = result

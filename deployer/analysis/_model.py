@@ -14,7 +14,6 @@ from .._clock import iso_utc
 __all__ = [
     "Breach",
     "Clock",
-    "FakeClock",
     "Measurement",
     "Outcome",
     "RuleResult",
@@ -49,34 +48,6 @@ class SystemClock:
 
     def wait(self, event: threading.Event, seconds: float) -> bool:
         return event.wait(max(0.0, seconds))
-
-
-class FakeClock:
-    """A clock for tests: time moves only when someone waits (instantly), or on :meth:`advance`."""
-
-    def __init__(self, start: float = 1000.0, wall: float = 1_700_000_000.0) -> None:
-        self._t = start
-        self._offset = wall - start
-        self._lock = threading.Lock()
-
-    def now(self) -> float:
-        with self._lock:
-            return self._t
-
-    def wall(self) -> float:
-        with self._lock:
-            return self._t + self._offset
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._t += max(0.0, seconds)
-
-    def wait(self, event: threading.Event, seconds: float) -> bool:
-        if event.is_set():
-            return True
-        self.advance(seconds)
-        time.sleep(0.0005)  # let the other threads of a soak run
-        return event.is_set()
 
 
 @dataclass(frozen=True)

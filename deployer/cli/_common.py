@@ -12,8 +12,8 @@ from typing import Any, NamedTuple, TypeVar
 import click
 from rich.console import Console, ConsoleDimensions
 
-from .._config import DEFAULT_CONFIG_NAME, Config, load_config
 from .._errors import ConfigError
+from ..config import DEFAULT_CONFIG_NAME, Config, load_config
 
 F = TypeVar("F", bound=Callable[..., Any])
 

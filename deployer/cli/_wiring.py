@@ -1,26 +1,41 @@
-"""Build an engine for one environment from the config: the only place that picks concrete
-adapters (ansible-runner, HAProxy, the SQLite journal, the deployment lock, the artefact
-store)."""
+"""Build what a command needs for one environment from the config: the only place that picks
+concrete adapters (ansible-runner, HAProxy, the SQLite journal, the deployment lock, the
+artefact store) and hands them to the engine's lifecycle and strategy."""
 
 from __future__ import annotations
 
 import os
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from .._config import Config, EnvironmentConfig
 from ..adapters.haproxy import HAProxyOverSSH, HAProxyRuntime, LoadBalancerGroup
 from ..adapters.inventory import load_nodes, ssh_target
 from ..adapters.journal import Journal
 from ..adapters.loadbalancer import LoadBalancer
 from ..adapters.lock import EnvironmentLock, ProgramHost, state_dir_lock
-from ..adapters.runner import AnsibleRunner, RecordingRunner, Runner
+from ..adapters.runner import AnsibleRunner, RecordingRunner, Runner, close_runner
 from ..adapters.ssh import SshTarget
-from ..engine.bluegreen import BlueGreen
-from ..engine.engine import Engine, Release, Reporter
+from ..config import BlueGreenStrategy, Config, EnvironmentConfig
+from ..engine.events import Subscriber
+from ..engine.fleet import Fleet
+from ..engine.lifecycle import Lifecycle
+from ..engine.model import Release
+from ..engine.safepoints import Check
 from ..engine.soaking import Soaks
+from ..engine.strategies import leg_environment, make_strategy
+from ..engine.strategy import Strategy
+
+__all__ = [
+    "Environment",
+    "build_environment",
+    "journal_for",
+    "load_balancer_for",
+    "lock_for",
+    "release_verifier",
+]
 
 _CONTROLLER = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -107,18 +122,43 @@ def release_verifier(env: EnvironmentConfig) -> Callable[[str], Release]:
     return verify
 
 
-def build_engine(
+@dataclass
+class Environment:
+    """Everything one command needs of one environment, wired."""
+
+    name: str
+    config: Config
+    env: EnvironmentConfig
+    runner: Runner
+    lb: LoadBalancer
+    journal: Journal
+    lock: EnvironmentLock
+    fleets: dict[str, Fleet]
+    strategy: Strategy
+    lifecycle: Lifecycle
+
+    def close(self) -> None:
+        """Close what the command opened (the SSH masters of its playbook runs)."""
+        close_runner(self.runner)
+
+    @property
+    def nodes(self) -> list[object]:
+        return [n for fleet in self.fleets.values() for n in fleet.nodes]
+
+
+def build_environment(
     config: Config,
     env_name: str,
     *,
-    reporter: Reporter | None = None,
+    subscribers: Sequence[Subscriber] = (),
+    checks: Sequence[Check] = (),
     runner: Runner | None = None,
     read_only: bool = False,
-) -> Engine:
-    """The rolling engine; ``read_only`` for a command that only reads (its journal is opened
+) -> Environment:
+    """The environment wired for one command: its fleets (one, or one per blue-green leg),
+    strategy and lifecycle. ``read_only`` for a command that only reads (the journal is opened
     read-only, so it cannot deploy)."""
     env = config.environment(env_name)
-    nodes = load_nodes(env.inventory, env.group)
     lb = load_balancer_for(env)
     state = Path(config.state_dir)
     if runner is None:
@@ -129,57 +169,28 @@ def build_engine(
         record = os.environ.get("DEPLOYER_RECORD_EVENTS")
         if record:  # keep every run's events, e.g. to make replay fixtures for engine tests
             runner = RecordingRunner(runner, Path(record))
-    return Engine(
-        env_name=env_name,
-        env=env,
-        nodes=nodes,
-        runner=runner,
-        journal=journal_for(config, read_only=read_only),
-        verify_release=release_verifier(env),
-        lb=lb,
-        reporter=reporter,
-        command=shlex.join(["deployer", *sys.argv[1:]]),
-        config_file=str(config.source or "config"),
-        soaks=soaks_for(env_name, env, lb),
-        lock=lock_for(config, env_name),
-    )
+    journal = journal_for(config, read_only=read_only)
+    config_file = str(config.source or "config")
+    verify = release_verifier(env)
+    soaks = soaks_for(env_name, env, lb)
 
+    def fleet(leg: str | None) -> Fleet:
+        the_env = env if leg is None else leg_environment(env, leg)
+        return Fleet(env_name=env_name, env=the_env, nodes=load_nodes(env.inventory, the_env.group),
+                     runner=runner, lb=lb, journal=journal,
+                     backend=the_env.load_balancer.backend, config_file=config_file, leg=leg)
 
-def build_deployment(
-    config: Config,
-    env_name: str,
-    *,
-    reporter: Reporter | None = None,
-    runner: Runner | None = None,
-    read_only: bool = False,
-) -> Engine | BlueGreen:
-    """What deploys to the environment: the rolling engine, or blue-green over two legs (each
-    leg rolled by an engine of its own, all its nodes at once: an idle leg takes no live
-    traffic)."""
-    env = config.environment(env_name)
-    if env.strategy.kind != "blue-green":
-        return build_engine(config, env_name, reporter=reporter, runner=runner, read_only=read_only)
-    assert env.strategy.legs is not None
-    whole = build_engine(config, env_name, reporter=reporter, runner=runner, read_only=read_only)
-    leg_strategy = env.strategy.model_copy(update={
-        "kind": "rolling", "legs": None, "batch_size": "100%", "canary": None, "min_healthy": "0",
-    })
-    legs = {}
-    for name, leg in env.strategy.legs.items():
-        leg_env = env.model_copy(update={
-            "group": leg.group,
-            "load_balancer": env.load_balancer.model_copy(update={"backend": leg.backend}),
-            "strategy": leg_strategy,
-        })
-        legs[name] = Engine(
-            env_name=env_name, env=leg_env, nodes=load_nodes(env.inventory, leg.group),
-            runner=whole.runner, journal=whole.journal, verify_release=whole.verify_release,
-            lb=whole.lb, reporter=whole.reporter, command=whole.command,
-            config_file=whole.config_file, lock=whole.lock,
-        )  # no soak inside a leg: the leg is soaked once it is live
-    return BlueGreen(
-        env_name=env_name, env=env, leg_engines=legs, journal=whole.journal,
-        verify_release=whole.verify_release, lb=whole.lb, reporter=whole.reporter,
-        command=whole.command, config_file=whole.config_file, soaks=whole.soaks,
-        lock=whole.lock,
+    if isinstance(env.strategy, BlueGreenStrategy):
+        fleets = {leg: fleet(leg) for leg in env.strategy.legs}
+    else:
+        fleets = {"": fleet(None)}
+    strategy = make_strategy(env_name=env_name, env=env, fleets=fleets, lb=lb, journal=journal,
+                             verify_release=verify, soaks=soaks, config_file=config_file)
+    lock = lock_for(config, env_name)
+    lifecycle = Lifecycle(
+        env_name=env_name, app=env.app.name, strategy=strategy, journal=journal, lock=lock,
+        verify_release=verify, subscribers=subscribers, checks=checks, soaks=soaks,
+        command=shlex.join(["deployer", *sys.argv[1:]]), config_file=config_file,
     )
+    return Environment(name=env_name, config=config, env=env, runner=runner, lb=lb, journal=journal,
+                       lock=lock, fleets=fleets, strategy=strategy, lifecycle=lifecycle)

@@ -26,14 +26,14 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from .admin_cmds import recover, unlock
     from .artefact_cmd import artefact, keys
-    from .deploy_cmd import register as register_deploy
+    from .deploy_cmds import deploy, rollback
     from .lab_cmd import lab
+    from .read_cmds import history, plan, status
 
-    cli.add_command(lab)
-    cli.add_command(keys)
-    cli.add_command(artefact)
-    register_deploy(cli)
+    for command in (lab, keys, artefact, deploy, rollback, status, history, plan, recover, unlock):
+        cli.add_command(command)
 
 
 _register()

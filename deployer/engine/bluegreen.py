@@ -7,22 +7,26 @@ follows), soaks it under analysis, and moves traffic back at once on any breach.
 requests on the old leg finish on it: a switch cuts no request.
 
 After a good soak the old leg either stays on the previous release as the fallback
-(``after_soak: keep``, so that ``rollback`` is one switch) or receives the release too
-(``uplift``). Each leg's nodes are rolled by an ordinary :class:`~deployer.engine.engine.Engine`
-bound to that leg (its group and backend), as one step of this deployment.
+(``after_soak: keep``, so that ``rollback`` is one switch) or is uplifted (``uplift``): it
+receives the release too, is smoke-tested through the preview route, takes live traffic back
+and is soaked again; on a breach live traffic goes back to the first (already proven) leg, and
+only then is the release marked successful.
+
+Safe points: ``before_start``, ``before_idle_leg``, ``before_switch``, ``before_uplift``. Each
+leg's nodes are released by a nested rolling execution over that leg (its group and backend,
+one batch, no capacity floor: an idle leg takes no live traffic).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .._config import EnvironmentConfig
 from .._errors import (
     ConfigError,
     DeployerError,
@@ -31,127 +35,101 @@ from .._errors import (
     Interrupted,
     LoadBalancerError,
 )
-from .._versions import validate_version
+from ..adapters.inventory import Node
 from ..adapters.journal import Journal
 from ..adapters.loadbalancer import LoadBalancer
-from ..adapters.lock import DeploymentLock, Lease
-from ..adapters.redaction import redacted_url
 from ..analysis import Verdict
-from .engine import (
-    Engine,
-    NodeFacts,
-    Outcome,
-    Release,
-    Reporter,
-    StoreVerifier,
-)
-from .locking import default_lock, locked_deployment
+from ..config import BlueGreenStrategy, EnvironmentConfig
+from .events import LegSmoked, SoakJudged, TrafficSwitched
+from .fleet import Fleet
+from .history import ran_successfully, rollback_target
+from .model import NodeFacts, NodeStatus, Release, StoreVerifier
+from .plan import DeploymentPlan, NodePlan, Refusal, Step
+from .rolling import Rolling, RollingExecution
+from .rollout import Accounting
+from .run import Run, Stopped
+from .safepoints import SafePoint
 from .soaking import Soaks
+from .strategy import Execution, StepsResult
+from .variables import base_vars
 
-__all__ = ["BlueGreen"]
+__all__ = ["BlueGreen", "BlueGreenExecution", "PreviewGet"]
+
+PreviewGet = Callable[[str, float], tuple[int, bytes]]
 
 
 class BlueGreen:
-    """Blue-green deployments of one environment (``strategy.kind: blue-green``)."""
+    """``strategy.kind: blue-green``."""
+
+    kind = "blue-green"
 
     def __init__(
-        self,
-        *,
-        env_name: str,
-        env: EnvironmentConfig,
-        leg_engines: Mapping[str, Engine],
-        journal: Journal,
-        verify_release: StoreVerifier,
-        lb: LoadBalancer,
-        reporter: Reporter | None = None,
-        command: str = "",
-        config_file: str = "config",
-        soaks: Soaks | None = None,
-        preview_get: Callable[[str, float], tuple[int, bytes]] | None = None,
-        lock: DeploymentLock | None = None,
+        self, *, env_name: str, env: EnvironmentConfig, legs: Mapping[str, Fleet], lb: LoadBalancer,
+        journal: Journal, verify_release: StoreVerifier, soaks: Soaks | None = None,
+        preview_get: PreviewGet | None = None, config_file: str = "config",
     ) -> None:
-        if env.strategy.legs is None or env.load_balancer.legs_map is None:
+        if not isinstance(env.strategy, BlueGreenStrategy) or env.load_balancer.legs_map is None:
             raise ConfigError("blue-green needs strategy.legs and load_balancer.legs_map", file=config_file)
         self.env_name = env_name
         self.env = env
-        self.legs = env.strategy.legs
-        self.leg_engines = dict(leg_engines)
+        self.config: BlueGreenStrategy = env.strategy
+        self.legs = dict(legs)
+        self.lb = lb
         self.journal = journal
         self.verify_release = verify_release
-        self.lb = lb
-        self.reporter = reporter or Reporter()
-        self.command = command
-        self.config_file = config_file
         self.soaks = soaks
-        self._preview_get = preview_get or _http_get
-        self._map = env.load_balancer.legs_map
-        self._stop = threading.Event()
-        self._abort = threading.Event()
-        self._running: Engine | None = None
-        self._deployment_id = 0
-        self.lock = lock or default_lock(journal, env_name)
-        self._lease: Lease | None = None
+        self.preview_get = preview_get or http_get
+        self.config_file = config_file
+        self.map_file: str = env.load_balancer.legs_map
         self._check_legs()
 
     @property
-    def nodes(self) -> list[Any]:
-        return [n for e in self.leg_engines.values() for n in e.nodes]
-
-    @property
-    def runner(self) -> Any:
-        """The runner the legs share (to close its SSH masters when the command ends)."""
-        return next(iter(self.leg_engines.values())).runner
+    def nodes(self) -> list[Node]:
+        return [n for fleet in self.legs.values() for n in fleet.nodes]
 
     def _check_legs(self) -> None:
         seen: dict[str, str] = {}
-        for leg, engine in self.leg_engines.items():
-            if not engine.nodes:
-                raise ConfigError(
-                    f"leg {leg!r} has no nodes", file=self.config_file,
-                    field=f"strategy.legs.{leg}.group", value=self.legs[leg].group,
-                )
-            for node in engine.nodes:
+        for leg, fleet in self.legs.items():
+            group = self.config.legs[leg].group
+            if not fleet.nodes:
+                raise ConfigError(f"leg {leg!r} has no nodes", file=self.config_file,
+                                  field=f"strategy.legs.{leg}.group", value=group)
+            for node in fleet.nodes:
                 if node.name in seen:
                     raise ConfigError(
                         f"{node.name} is in both legs ({seen[node.name]} and {leg}): the legs "
                         "must not overlap", file=self.config_file, field=f"strategy.legs.{leg}.group",
-                        value=self.legs[leg].group,
+                        value=group,
                     )
                 seen[node.name] = leg
 
-    # -- operator control -----------------------------------------------------------------
+    def begin(self, run: Run) -> BlueGreenExecution:
+        return BlueGreenExecution(self, run)
 
-    def request_stop(self) -> bool:
-        """First call: stop after making the current step safe. Second: abort now."""
-        escalated = self._stop.is_set()
-        if escalated:
-            self._abort.set()
-        self._stop.set()
-        if self._running is not None:
-            self._running.request_stop()
-            if escalated:
-                self._running.request_stop()
-        return escalated
-
-    # -- reading ----------------------------------------------------------------------------
+    # -- reading --------------------------------------------------------------------------
 
     def live_leg(self) -> str:
         """The leg taking live traffic; refuses when live traffic is not on exactly one leg."""
         key = self.env.load_balancer.live_key
-        backend = self.lb.route(self._map, key)
-        by_backend = {leg.backend: name for name, leg in self.legs.items()}
+        backend = self.lb.route(self.map_file, key)
+        by_backend = {leg.backend: name for name, leg in self.config.legs.items()}
         if backend not in by_backend:
             raise DeploymentRefused(
-                f"live traffic is not on one of the legs: {self._map} sends {key!r} to "
+                f"live traffic is not on one of the legs: {self.map_file} sends {key!r} to "
                 f"{backend or 'nothing'} (legs: "
-                + ", ".join(f"{n} = {leg.backend}" for n, leg in self.legs.items()) + ")",
-                hint=f"point it at one leg first, e.g. `set map {self._map} {key} "
+                + ", ".join(f"{n} = {leg.backend}" for n, leg in self.config.legs.items()) + ")",
+                hint=f"point it at one leg first, e.g. `set map {self.map_file} {key} "
                 f"{next(iter(by_backend))}` on the load balancer",
             )
         return by_backend[backend]
 
     def idle_of(self, live: str) -> str:
         return next(name for name in self.legs if name != live)
+
+    def leg_facts(self, leg: str) -> dict[str, NodeFacts]:
+        fleet = self.legs[leg]
+        facts, _ = fleet.survey("probe.yml", base_vars(fleet.env), lambda: False)
+        return facts
 
     def rollback_target(self) -> str:
         """The release before the current one in the environment's successful history (so a
@@ -160,159 +138,274 @@ class BlueGreen:
         the rollback is a single switch."""
         live = self.live_leg()
         try:
-            return self.leg_engines[live].rollback_target()
+            return rollback_target(self.journal, self.env_name, previous_on_nodes=list)
         except ConfigError:
-            idle = {f.current for f in self.leg_engines[self.idle_of(live)].probe().values()}
-            live_versions = {f.current for f in self.leg_engines[live].probe().values()}
+            idle = {f.current for f in self.leg_facts(self.idle_of(live)).values()}
+            live_versions = {f.current for f in self.leg_facts(live).values()}
             if len(idle) == 1 and idle != live_versions and "" not in idle:
                 return idle.pop()
             raise
 
-    # -- deploying --------------------------------------------------------------------------
 
-    def deploy(self, version: str, *, kind: str = "deploy") -> Outcome:
-        validate_version(version)
-        release = self.verify_release(version)
-        with locked_deployment(
-            self.journal, self.lock, self.reporter, env_name=self.env_name,
-            app=self.env.app.name, kind=kind, version=version, command=self.command,
-            details={"sha256": release.sha256, "url": redacted_url(release.url),
-                     "strategy": "blue-green"},
-        ) as held:
-            self._deployment_id, self._lease = held.deployment_id, held.lease
-            return self._run(release, kind)
+class BlueGreenExecution(Execution):
+    """One blue-green deployment (see the module documentation)."""
 
-    def _run(self, release: Release, kind: str) -> Outcome:
-        started = time.time()
-        dep = self._deployment_id
-        outcomes: list[Outcome] = []
-        details: dict[str, Any] = {"switches": []}
-        try:
-            live = self.live_leg()
-            idle = self.idle_of(live)
-            details.update(live_before=live, idle=idle)
-            self._check_live_serves(live)
-            if self.soaks is not None:
-                self.soaks.preflight(self.legs[idle].backend, self.config_file)
-            idle_engine = self.leg_engines[idle]
-            self.journal.update_details(dep, legs={"live": live, "idle": idle})
-            # A rollback to what the idle leg still holds is a switch alone; a deployment reads
-            # the idle leg in its own pre-stage run.
-            facts = idle_engine.probe() if kind == "rollback" else {}
-            ready = bool(facts) and all(
-                f.current == release.version and f.healthy for f in facts.values()
+    def __init__(self, strategy: BlueGreen, run: Run) -> None:
+        super().__init__(run)
+        self.bg = strategy
+        self.live = ""
+        self.idle = ""
+        # Nested rolling executions of the legs, in the order they ran (the idle leg's release,
+        # a leg put back on its earlier release, the uplift).
+        self.steps_run: list[RollingExecution] = []
+        self.idle_exec: RollingExecution | None = None
+        self.idle_plan: DeploymentPlan | None = None
+        # The idle leg already holds the target, healthy (a rollback): one switch.
+        self.ready = False
+        self.idle_before: dict[str, NodeFacts] = {}
+        self.details: dict[str, Any] = {"switches": []}
+        self.warnings: list[str] = []
+        self.soaks = strategy.soaks if self._soaked() else None
+
+    def _soaked(self) -> bool:
+        soaks = self.bg.soaks
+        if soaks is None:
+            return False
+        if self.run.kind != "rollback" or soaks.config.on_rollback == "soak":
+            return True
+        return not ran_successfully(self.bg.journal, self.bg.env_name, self.run.release.version)
+
+    def _leg_exec(self, leg: str, release: Release, *, kind: str | None = None) -> RollingExecution:
+        run = self.run
+        if release is not run.release or (kind and kind != run.kind):
+            run = dataclasses.replace(run, release=release,
+                                      ref=dataclasses.replace(run.ref, kind=kind or run.kind))
+        execution = Rolling(self.bg.legs[leg]).begin(run)
+        execution.nested = True
+        self.steps_run.append(execution)
+        return execution
+
+    def node_status(self) -> dict[str, NodeStatus]:
+        merged: dict[str, NodeStatus] = {}
+        for execution in self.steps_run:
+            merged.update(execution.node_status())
+        return merged
+
+    def from_versions(self) -> dict[str, str]:
+        versions = {n: f.current for n, f in self.idle_before.items()}
+        if self.idle_exec is not None:
+            versions.update(self.idle_exec.from_versions())
+        return versions
+
+    # -- preflight and plan ---------------------------------------------------------------
+
+    def read(self, *, stage: bool) -> None:
+        run, bg = self.run, self.bg
+        self.live = bg.live_leg()
+        self.idle = bg.idle_of(self.live)
+        self.details.update(live_before=self.live, idle=self.idle)
+        self._check_live_serves()
+        if bg.soaks is not None and self.soaks is None:
+            run.note(f"not soaking: a rollback to {run.release.version}, which ran here before "
+                     "(analysis.on_rollback: skip)")
+        if self.soaks is not None:
+            self.soaks.preflight(bg.config.legs[self.idle].backend, bg.config_file)
+        if run.recorded:
+            bg.journal.update_details(run.ref.id, legs={"live": self.live, "idle": self.idle})
+        if run.kind == "rollback":
+            # A rollback to what the idle leg still holds is a switch alone.
+            self.idle_before = bg.leg_facts(self.idle)
+            self.ready = run.kind == "rollback" and bool(self.idle_before) and all(
+                f.current == run.release.version and f.healthy for f in self.idle_before.values()
             )
-            if ready:
-                self.reporter.message(
-                    f"leg {idle} already runs {release.version} and is healthy: one switch"
-                )
-            else:
-                self.reporter.message(
-                    f"live traffic is on {live}; releasing {release.version} to the idle leg "
-                    f"{idle} ({', '.join(n.name for n in idle_engine.nodes)})"
-                )
-                step = self._step(idle_engine, release, kind)
-                outcomes.append(step)
-                if step.status != "succeeded":
-                    return self._finish(
-                        kind, release, step.status,
-                        f"leg {idle}: {step.summary}; live traffic stayed on {live}",
-                        outcomes, details, started, hint=step.hint,
-                    )
-                facts = {n: NodeFacts(current=st.from_version) for n, st in step.nodes.items()}
-            try:
-                self._preview_smoke(idle, release)
-            except DeploymentFailed as exc:
-                self._revert_leg(idle, facts, release, outcomes)
-                return self._finish(kind, release, "rolled_back", str(exc), outcomes, details, started)
-            if self._stop.is_set():
-                raise Interrupted(f"stopped by the operator before the switch; live traffic stayed on {live}")
-            self._keep_lock()
-            self._switch(live, idle, release, details, back=False)
-            verdict = self._soak(idle, live, release)
-            if verdict is not None:
-                details["soak"] = verdict.to_dict()
-            if verdict is not None and verdict.failed:
-                self._switch(idle, live, release, details, back=True)
-                self.journal.record_phase(
-                    dep, f"{idle} leg", "failed", to_version=release.version,
-                    detail=f"soak breached: {verdict.line()}",
-                )
-                self._revert_leg(idle, facts, release, outcomes)
-                return self._finish(
-                    kind, release, "rolled_back",
-                    f"{release.version} failed its soak on {idle}: {verdict.line()}; "
-                    f"live traffic switched back to {live}",
-                    outcomes, details, started,
-                )
-            summary = f"{idle} is live on {release.version} (was {live})"
-            if self.env.strategy.after_soak == "uplift":
-                self._keep_lock()
-                self.reporter.message(f"uplift: releasing {release.version} to {live} too")
-                step = self._step(self.leg_engines[live], release, kind)
-                outcomes.append(step)
-                if step.status != "succeeded":
-                    summary += f"; the uplift of {live} failed: {step.summary}"
-                    return self._finish(kind, release, "failed", summary, outcomes, details, started)
-                summary += f"; {live} uplifted to {release.version}"
-            else:
-                summary += f"; {live} kept on its release as the fallback (rollback = one switch)"
-            return self._finish(kind, release, "succeeded", summary, outcomes, details, started)
-        except Interrupted as exc:
-            if details["switches"] and not details["switches"][-1]["back"]:
-                last = details["switches"][-1]
-                self._switch(last["to"], last["from"], release, details, back=True)
-            return self._finish(kind, release, "cancelled", str(exc), outcomes, details, started)
-        except (DeploymentRefused, LoadBalancerError) as exc:
-            status = "refused" if not details["switches"] and not outcomes else "failed"
-            return self._finish(kind, release, status, str(exc), outcomes, details, started,
-                                hint=exc.hint or "")
-        except DeploymentFailed as exc:
-            return self._finish(kind, release, "failed", str(exc), outcomes, details, started,
-                                hint=exc.hint or "")
-        except BaseException as exc:
-            self.journal.finish_deployment(dep, "failed", f"aborted: {exc}")
-            raise
+        if not self.ready:
+            self.idle_exec = self._leg_exec(self.idle, run.release)
+            self.idle_exec.read(stage=stage)
+            self.idle_plan = self.idle_exec.plan()
 
-    def _keep_lock(self) -> None:
-        """Before a step that changes live traffic or another leg: stop if the lock was lost."""
-        if self._lease is not None:
-            self._lease.check()
-
-    def _check_live_serves(self, live: str) -> None:
-        engine = self.leg_engines[live]
-        states = engine.lb_states()
-        serving = [n.name for n in engine.nodes if (s := states.get(n.lb_server)) and s.in_service]
+    def _check_live_serves(self) -> None:
+        fleet = self.bg.legs[self.live]
+        try:
+            states = fleet.lb_states()
+        except LoadBalancerError as exc:
+            raise DeploymentRefused(f"cannot read the load balancer before touching any node: {exc}",
+                                    hint=exc.hint or "check load_balancer in the config") from None
+        serving = [n.name for n in fleet.nodes if (s := states.get(n.lb_server)) and s.in_service]
         if not serving:
             raise DeploymentRefused(
-                f"the live leg {live} has no node in service on the load balancer",
+                f"the live leg {self.live} has no node in service on the load balancer",
                 hint="repair the live leg before deploying",
             )
 
-    def _step(self, engine: Engine, release: Release, kind: str) -> Outcome:
-        self._running = engine
-        try:
-            if self._abort.is_set():
-                engine.request_stop()
-                engine.request_stop()
-            elif self._stop.is_set():
-                engine.request_stop()
-            return engine.deploy_step(self._deployment_id, release, kind, self._lease)
-        finally:
-            self._running = None
+    def plan(self) -> DeploymentPlan:
+        bg, run = self.bg, self.run
+        version = run.release.version
+        lb = bg.env.load_balancer
+        on = ", ".join(lb.all_hosts)
+        nodes: list[NodePlan] = []
+        refusals: list[Refusal] = []
+        notes: list[str] = []
+        live_fleet = bg.legs[self.live]
+        for node in live_fleet.nodes:
+            nodes.append(NodePlan(node.name, "", False, f"live leg {self.live}: keeps serving until "
+                                  "the switch" + (" (then uplifted)" if bg.config.after_soak == "uplift"
+                                                  else " (then kept as the fallback)"),
+                                  leg=self.live))
+        if self.idle_plan is not None:
+            for n in self.idle_plan.nodes:
+                nodes.append(dataclasses.replace(n, leg=self.idle))
+            refusals += list(self.idle_plan.refusals)
+            notes += list(self.idle_plan.notes)
+        else:
+            for name, f in self.idle_before.items():
+                nodes.append(NodePlan(name, f.current, False, f"idle leg {self.idle} already runs "
+                                      f"{version}, healthy: one switch", leg=self.idle))
+        idle_names = [n.name for n in bg.legs[self.idle].nodes]
+        live_backend, idle_backend = bg.config.legs[self.live].backend, bg.config.legs[self.idle].backend
+        steps: list[Step] = []
+        if not self.ready:
+            steps.append(Step(
+                "release_leg", f"release {version} to the idle leg {self.idle} "
+                f"({', '.join(idle_names)}), all nodes at once (pre-stage, switch, restart, smoke "
+                f"{bg.env.app.health.path} on each; they take no live traffic)",
+                tuple(idle_names), SafePoint.BEFORE_IDLE_LEG.value,
+            ))
+        steps.append(Step("preview_smoke", f"smoke the leg {self.idle} through the preview route "
+                          f"{bg.config.preview_url}", tuple(idle_names)))
+        steps.append(Step(
+            "switch", f"on {on}: set map {lb.legs_map} {lb.live_key} {idle_backend}  (one operation: "
+            f"live traffic moves from {self.live} to {self.idle})", (), SafePoint.BEFORE_SWITCH.value,
+        ))
+        steps.append(Step("soak", f"soak {self.idle} under analysis; on a breach: set map back to "
+                          f"{live_backend} at once" if self.soaks else "no soak (no analysis)"))
+        if bg.config.after_soak == "uplift":
+            live_names = tuple(n.name for n in live_fleet.nodes)
+            steps += [
+                Step("release_leg", f"uplift: release {version} to {self.live} "
+                     f"({', '.join(live_names)})", live_names, SafePoint.BEFORE_UPLIFT.value),
+                Step("preview_smoke", f"smoke the leg {self.live} through the preview route", live_names),
+                Step("switch", f"on {on}: set map {lb.legs_map} {lb.live_key} {live_backend}  (live "
+                     f"traffic moves back to {self.live}, now on {version})"),
+                Step("soak", f"soak {self.live}; on a breach live traffic goes back to {self.idle} "
+                     "(already proven)" if self.soaks else "no soak (no analysis)"),
+            ]
+        else:
+            steps.append(Step("keep", f"after the soak: {self.live} stays on its release as the "
+                              "fallback (rollback = one switch)"))
+        return DeploymentPlan(
+            strategy="blue-green", version=version, kind=run.kind, nodes=tuple(nodes),
+            steps=tuple(steps), refusals=tuple(refusals), notes=tuple(notes),
+            batches=self.idle_plan.batches if self.idle_plan else None,
+            legs={"live": self.live, "idle": self.idle, "after_soak": bg.config.after_soak,
+                  "one_switch": self.ready},
+        )
 
-    def _preview_smoke(self, leg: str, release: Release) -> None:
+    # -- steps ----------------------------------------------------------------------------
+
+    def steps(self, plan: DeploymentPlan) -> StepsResult:
+        run, bg = self.run, self.bg
+        release = run.release
+        first = plan.refused
+        if first is not None:
+            raise DeploymentRefused(first.reason, hint=first.hint or None)
+        self.start(plan)
+        live, idle = self.live, self.idle
+        if self.ready:
+            run.note(f"leg {idle} already runs {release.version} and is healthy: one switch")
+        else:
+            assert self.idle_exec is not None and self.idle_plan is not None
+            run.safe_point(SafePoint.BEFORE_IDLE_LEG, label=f"releasing to the idle leg {idle}")
+            run.note(f"live traffic is on {live}; releasing {release.version} to the idle leg "
+                     f"{idle} ({', '.join(n.name for n in bg.legs[idle].nodes)})")
+            step = self.idle_exec.perform_nested(self.idle_plan)
+            if step.status != "succeeded":
+                return StepsResult(step.status if step.status != "refused" or self.changed else "refused",
+                                   f"leg {idle}: {step.summary}; live traffic stayed on {live}",
+                                   step.hint, stop_error=step.stop_error)
+            self.idle_before = {n: NodeFacts(current=st.from_version)
+                                for n, st in self.idle_exec.node_status().items()}
+        try:
+            self._preview_smoke(idle)
+        except DeploymentFailed as exc:
+            self._revert_leg(idle)
+            return StepsResult("rolled_back", str(exc))
+        run.safe_point(SafePoint.BEFORE_SWITCH, label=f"moving live traffic from {live} to {idle}",
+                       changed=True)
+        self._switch(live, idle, back=False)
+        verdict = self._soak(idle)
+        if verdict is not None and verdict.failed and not self._tolerated(verdict):
+            self._switch(idle, live, back=True)
+            self._revert_leg(idle)
+            return StepsResult(
+                "rolled_back", f"{release.version} failed its soak on {idle}: {verdict.line()}; "
+                f"live traffic switched back to {live}", hint=self._no_data_hint(verdict),
+            )
+        summary = f"{idle} is live on {release.version} (was {live})"
+        if bg.config.after_soak != "uplift":
+            summary += f"; {live} kept on its release as the fallback (rollback = one switch)"
+            return StepsResult("succeeded", summary, warnings=self.warnings)
+        return self._uplift(summary)
+
+    def _uplift(self, summary: str) -> StepsResult:
+        """Release to the old leg too, smoke it, move live traffic to it and soak it; on a
+        breach, live traffic goes back to the leg already proven."""
+        run = self.run
+        release = run.release
+        proven, old = self.idle, self.live
+        run.safe_point(SafePoint.BEFORE_UPLIFT, label=f"releasing {release.version} to {old} too",
+                       changed=True)
+        run.note(f"uplift: releasing {release.version} to {old} too")
+        execution = self._leg_exec(old, release)
+        execution.read(stage=True)
+        step = execution.perform_nested(execution.plan())
+        if step.status != "succeeded":
+            return StepsResult("failed", f"{summary}; the uplift of {old} failed: {step.summary}",
+                               step.hint, stop_error=step.stop_error)
+        before = {n: NodeFacts(current=st.from_version) for n, st in execution.node_status().items()}
+        try:
+            self._preview_smoke(old)
+        except DeploymentFailed as exc:
+            self._revert_leg(old, before)
+            return StepsResult("failed", f"{summary}; the uplift of {old} failed: {exc}; {old} put "
+                               f"back as the fallback")
+        run.safe_point(SafePoint.BEFORE_SWITCH, label=f"moving live traffic from {proven} to the "
+                       f"uplifted {old}", changed=True)
+        self._switch(proven, old, back=False)
+        verdict = self._soak(old)
+        if verdict is not None and verdict.failed and not self._tolerated(verdict):
+            self._switch(old, proven, back=True)
+            self._revert_leg(old, before)
+            return StepsResult(
+                "failed", f"{summary}; the uplifted {old} failed its soak: {verdict.line()}; live "
+                f"traffic switched back to {proven}, which stays live on {release.version}",
+                hint=self._no_data_hint(verdict),
+            )
+        return StepsResult("succeeded", f"{summary}; {old} uplifted to {release.version}, smoked, "
+                           f"soaked and live again", warnings=self.warnings)
+
+    def _tolerated(self, verdict: Verdict) -> bool:
+        return verdict.failed and self.run.kind == "rollback"
+
+    def _no_data_hint(self, verdict: Verdict) -> str:
+        if verdict.breach is not None and verdict.breach.value is None:
+            return ("no data: the rules saw too few requests (analysis.min_samples over "
+                    "analysis.window); for an environment without traffic set analysis.no_data: pass, "
+                    "or add further smoke tests (analysis.smoke) that send traffic")
+        return ""
+
+    def _preview_smoke(self, leg: str) -> None:
         """The leg as a whole, through the preview route: every answer healthy and on the new
         release (enough requests for each node to answer a few times)."""
-        preview_key = self.env.load_balancer.preview_key
+        bg, run = self.bg, self.run
+        preview_key = bg.env.load_balancer.preview_key
         if preview_key:
-            self.lb.set_route(self._map, preview_key, self.legs[leg].backend)
-        assert self.env.strategy.preview_url is not None
-        health = self.env.app.health
-        url = self.env.strategy.preview_url.rstrip("/") + health.path
-        count = max(5, 3 * len(self.leg_engines[leg].nodes))
+            bg.lb.set_route(bg.map_file, preview_key, bg.config.legs[leg].backend)
+        health = bg.env.app.health
+        url = bg.config.preview_url.rstrip("/") + health.path
+        count = max(5, 3 * len(bg.legs[leg].nodes))
+        version = run.release.version
         for i in range(count):
-            status, body = self._preview_get(url, health.request_timeout)
+            status, body = bg.preview_get(url, health.request_timeout)
             problem = ""
             if status != health.expect_status:
                 problem = f"answered {status or 'nothing'} (expected {health.expect_status})"
@@ -321,113 +414,120 @@ class BlueGreen:
                     seen = json.loads(body).get(health.version_field)
                 except (ValueError, AttributeError):
                     seen = None
-                if seen != release.version:
-                    problem = f"reports version {seen!r}, not {release.version}"
+                if seen != version:
+                    problem = f"reports version {seen!r}, not {version}"
             if problem:
-                self.journal.record_phase(
-                    self._deployment_id, f"{leg} leg", "failed", to_version=release.version,
-                    detail=f"preview smoke {url}: {problem}",
-                )
+                run.publish(LegSmoked(leg=leg, url=url, requests=i + 1, ok=False, problem=problem))
                 raise DeploymentFailed(
                     f"the leg {leg} failed its smoke test through the preview route: {url} "
                     f"{problem} (request {i + 1} of {count}); live traffic was not moved"
                 )
-        self.journal.record_phase(
-            self._deployment_id, f"{leg} leg", "smoke", to_version=release.version,
-            detail=f"{count} requests through the preview route {url}: all healthy",
-        )
-        self.reporter.message(f"leg {leg}: {count} requests through the preview route, all healthy")
+        run.publish(LegSmoked(leg=leg, url=url, requests=count, ok=True))
+        run.note(f"leg {leg}: {count} requests through the preview route, all healthy")
 
-    def _switch(
-        self, from_leg: str, to_leg: str, release: Release, details: dict[str, Any], *, back: bool
-    ) -> None:
-        lb = self.env.load_balancer
+    def _switch(self, from_leg: str, to_leg: str, *, back: bool) -> None:
+        bg, run = self.bg, self.run
+        lb = bg.env.load_balancer
         at = time.time()
         t0 = time.monotonic()
-        self.lb.set_route(self._map, lb.live_key, self.legs[to_leg].backend)
+        bg.lb.set_route(bg.map_file, lb.live_key, bg.config.legs[to_leg].backend)
         took = time.monotonic() - t0
         if lb.preview_key:
             try:
-                self.lb.set_route(self._map, lb.preview_key, self.legs[from_leg].backend)
+                bg.lb.set_route(bg.map_file, lb.preview_key, bg.config.legs[from_leg].backend)
             except LoadBalancerError as exc:  # the preview is not live traffic: say so, go on
-                self.reporter.message(f"could not point the preview route at {from_leg}: {exc}")
-        what = "switched back" if back else "switched"
-        text = f"live traffic {what} from {from_leg} to {to_leg} in one operation on {self.lb.where}"
+                run.note(f"could not point the preview route at {from_leg}: {exc}", level="warning")
         # `at`: when the operation was sent (every request routed after it goes to `to`).
-        details["switches"].append({"from": from_leg, "to": to_leg, "back": back, "at": at,
-                                    "seconds": round(took, 4)})
-        self.journal.record_phase(
-            self._deployment_id, "live traffic", "switched_back" if back else "switched",
-            to_version=release.version, detail=text,
-        )
-        self.reporter.message(text)
+        self.details["switches"].append({"from": from_leg, "to": to_leg, "back": back, "at": at,
+                                         "seconds": round(took, 4)})
+        run.publish(TrafficSwitched(from_leg=from_leg, to_leg=to_leg, back=back,
+                                    seconds=round(took, 4), where=bg.lb.where))
+        what = "switched back" if back else "switched"
+        run.note(f"live traffic {what} from {from_leg} to {to_leg} in one operation on {bg.lb.where}")
 
-    def _soak(self, new_leg: str, old_leg: str, release: Release) -> Verdict | None:
-        """Soak the new live leg; its servers are the ones watched (the old leg, idle now,
-        takes no live traffic to compare with)."""
-        if self.soaks is None:
+    def _soak(self, leg: str) -> Verdict | None:
+        """Soak the new live leg; its servers are the ones watched (the other leg, idle now,
+        takes no live traffic to compare with). A first Ctrl-C ends the soak: live traffic goes
+        back (the release is not proven)."""
+        soaks, run = self.soaks, self.run
+        if soaks is None:
             return None
-        new = [n.lb_server for n in self.leg_engines[new_leg].nodes]
-        self.reporter.message(
-            f"soaking {release.version} on {new_leg} under live traffic for up to "
-            f"{self.soaks.config.duration:g}s"
-        )
-        verdict = self.soaks.run(
-            version=release.version, backend=self.legs[new_leg].backend, new=new, old=(),
-            stopped=self._stop,
-        )
-        if self._stop.is_set() and not verdict.failed:
+        new = [n.lb_server for n in self.bg.legs[leg].nodes]
+        version = run.release.version
+        run.note(f"soaking {version} on {leg} under live traffic for up to {soaks.duration:g}s")
+        run.waiting_for = f"the soak of {leg} (a stop switches live traffic back)"
+        try:
+            verdict = soaks.run(events=run.events, scope=f"{leg} leg", version=version,
+                                backend=self.bg.config.legs[leg].backend, new=new, old=(),
+                                stopped=run.stop)
+        finally:
+            run.waiting_for = ""
+        if run.stop.is_set() and not verdict.failed:
             raise Interrupted("stopped by the operator during the soak; live traffic switched back")
-        self.journal.record_phase(
-            self._deployment_id, f"{new_leg} leg", "soak_failed" if verdict.failed else "soaked",
-            to_version=release.version, detail=verdict.line(),
-        )
-        self.reporter.message(f"soak: {verdict.line()}")
+        tolerated = self._tolerated(verdict)
+        run.publish(SoakJudged(scope="", subject=f"{leg} leg", outcome=str(verdict.outcome),
+                               line=verdict.line(), verdict=verdict.to_dict(), tolerated=tolerated))
+        self.details.setdefault("soaks", []).append({"leg": leg, **verdict.to_dict()})
+        self.details["soak"] = verdict.to_dict()
+        run.note(f"soak: {verdict.line()}", level="warning" if verdict.failed else "info")
+        if tolerated:
+            self.warnings.append(f"the rollback's soak of {leg} breached: {verdict.line()}; live "
+                                 "traffic stays on it (the release it left is the one being escaped)")
         return verdict
 
-    def _revert_leg(
-        self, leg: str, before: Mapping[str, NodeFacts], release: Release, outcomes: list[Outcome]
-    ) -> None:
-        """Put the failed (now idle) leg back on the release it had, so it is a fallback again."""
-        previous = {f.current for f in before.values() if f.current and f.current != release.version}
+    def _revert_leg(self, leg: str, before: Mapping[str, NodeFacts] | None = None) -> None:
+        """Put a failed (now idle) leg back on the release it had, so it is a fallback again."""
+        run = self.run
+        version = run.release.version
+        facts = before if before is not None else self.idle_before
+        previous = {f.current for f in facts.values() if f.current and f.current != version}
         if len(previous) != 1:
-            self.reporter.message(f"leg {leg} stays on {release.version} (idle; no single earlier release)")
+            run.note(f"leg {leg} stays on {version} (idle; no single earlier release)", level="warning")
             return
         target = previous.pop()
         try:
-            old = self.verify_release(target)
+            old = self.bg.verify_release(target)
         except DeployerError as exc:
-            self.reporter.message(f"leg {leg} stays on {release.version}: cannot verify {target}: {exc}")
+            run.note(f"leg {leg} stays on {version}: cannot verify {target}: {exc}", level="warning")
             return
-        self.reporter.message(f"putting the idle leg {leg} back on {target}")
-        outcomes.append(self._step(self.leg_engines[leg], old, "rollback"))
+        run.note(f"putting the idle leg {leg} back on {target}")
+        execution = self._leg_exec(leg, old, kind="rollback")
+        execution.read(stage=True)
+        execution.perform_nested(execution.plan())
 
-    def _finish(
-        self, kind: str, release: Release, status: str, summary: str, outcomes: list[Outcome],
-        details: dict[str, Any], started: float, *, hint: str = "",
-    ) -> Outcome:
-        nodes = {}
-        out_of_service: list[str] = []
-        fix: list[str] = []
-        left_alone: list[str] = []
-        for o in outcomes:
-            nodes.update(o.nodes)
-            out_of_service += o.out_of_service
-            left_alone += o.left_alone
-            fix += [f for f in o.fix_commands if f not in fix]
-        if out_of_service and status in ("refused", "succeeded"):
-            status = "failed"
-        self.journal.update_details(self._deployment_id, blue_green=details)
-        self.journal.finish_deployment(self._deployment_id, status, summary)
-        return Outcome(
-            deployment_id=self._deployment_id, kind=kind, version=release.version, status=status,
-            nodes=nodes, summary=summary, out_of_service=out_of_service, fix_commands=fix,
-            started=started, ended=time.time(), left_alone=left_alone, hint=hint,
-            details={"blue_green": details},
-        )
+    # -- the end --------------------------------------------------------------------------
+
+    def handle(self, exc: Stopped | Interrupted | DeploymentFailed | LoadBalancerError) -> StepsResult:
+        switches = self.details["switches"]
+        if isinstance(exc, Stopped | Interrupted):
+            error = exc.error if isinstance(exc, Stopped) else exc
+            if switches and not switches[-1]["back"] and isinstance(exc, Interrupted):
+                last = switches[-1]
+                self._switch(last["to"], last["from"], back=True)
+            status = "cancelled" if isinstance(error, Interrupted) else "stopped"
+            if not self.changed and not switches:
+                for execution in self.steps_run:
+                    execution.rollout.tracker.close_untouched(f"not deployed: {error.message}")
+            return StepsResult(status, error.message, error.hint or "", stop_error=error)
+        refused = not switches and not self.changed
+        if isinstance(exc, DeploymentRefused | LoadBalancerError) or refused:
+            if refused:
+                for execution in self.steps_run:
+                    execution.rollout.tracker.close_untouched(f"not deployed: {exc.message}")
+            return StepsResult("refused" if refused else "failed", exc.message, exc.hint or "")
+        return StepsResult("failed", exc.message, exc.hint or "")
+
+    def account(self) -> Accounting:
+        accounting = Accounting()
+        for execution in self.steps_run:
+            execution.rollout.account(accounting)
+        return accounting
+
+    def outcome_details(self) -> dict[str, Any]:
+        return {"blue_green": self.details}
 
 
-def _http_get(url: str, timeout: float) -> tuple[int, bytes]:
+def http_get(url: str, timeout: float) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return int(resp.status), resp.read()

@@ -1,43 +1,85 @@
 """Soak analysis inside a deployment: what the strategies ask of :mod:`deployer.analysis`.
 
 A strategy asks three things: that every metric source answers before anything is touched
-(:meth:`Soaks.check`), a soak of the configured duration that blocks until it ends or breaches
-(:meth:`Soaks.run`: after a rolling canary batch, after each batch, or after a blue-green
-switch), and a soak left running while later batches roll (:meth:`Soaks.watch`), which the
-engine polls between batches without adding to any node's time out of the load balancer.
+(:meth:`Soaks.preflight`), a soak of the configured duration that blocks until it ends or
+breaches (:meth:`Soaks.run`: after a rolling canary batch, after each batch, or after a
+blue-green switch), and a soak left running while later batches roll (:meth:`Soaks.watch`),
+which the engine polls between batches without adding to any node's time out of the load
+balancer. Every round of the rules and every further smoke test's run is published on the
+deployment's event stream (:class:`SoakEvents`), with each rule's value and threshold.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from typing import Any
 
 from .._errors import AnalysisError, DeploymentRefused, LoadBalancerError
-from ..analysis import AnalysisConfig, RuntimeCommand, SmokeContext, Soak, Verdict, build_soak
+from ..analysis import (
+    AnalysisConfig,
+    Clock,
+    RuleResult,
+    RuntimeCommand,
+    SmokeContext,
+    Soak,
+    Verdict,
+    build_soak,
+)
+from .events import EventStream, SoakRound, SoakSmoke, SoakStarted
 
-__all__ = ["Soaks"]
+__all__ = ["SoakEvents", "Soaks", "result_dict"]
 
 # A watch lasts until the rollout ends it; this only bounds it if nothing does.
 _WATCH_LIMIT = 24 * 3600.0
+
+
+def result_dict(result: RuleResult) -> dict[str, Any]:
+    data = dataclasses.asdict(result)
+    data["status"] = str(result.status)
+    return data
+
+
+class SoakEvents:
+    """Publishes a soak's rounds and smoke runs on a deployment's event stream."""
+
+    def __init__(self, events: EventStream, scope: str) -> None:
+        self.events = events
+        self.scope = scope
+
+    def on_round(self, number: int, results: Sequence[RuleResult]) -> None:
+        self.events.publish(SoakRound(scope=self.scope, round=number,
+                                      results=[result_dict(r) for r in results]))
+
+    def on_smoke(self, result: RuleResult) -> None:
+        self.events.publish(SoakSmoke(scope=self.scope, result=result_dict(result)))
 
 
 class Soaks:
     """Soaks for one environment, built from its ``analysis:`` section."""
 
     def __init__(
-        self, config: AnalysisConfig, *, runtime: RuntimeCommand | None, env_name: str
+        self, config: AnalysisConfig, *, runtime: RuntimeCommand | None, env_name: str,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
         self._runtime = runtime
         self._env_name = env_name
+        # The analysis clock (a test's moves only when the soak waits).
+        self._clock = clock
 
     @property
     def when(self) -> str:
         return self.config.when
 
+    @property
+    def duration(self) -> float:
+        return self.config.duration
+
     def _build(
         self, *, version: str, backend: str, new: Collection[str], old: Collection[str],
-        config: AnalysisConfig | None = None,
+        config: AnalysisConfig | None = None, observer: SoakEvents | None = None,
     ) -> Soak:
         return build_soak(
             config or self.config, haproxy=self._runtime, backend=backend, new=new, old=old,
@@ -45,6 +87,7 @@ class Soaks:
                 target_url=(self.config.target_url or "").rstrip("/"), version=version,
                 environment=self._env_name, node=",".join(sorted(new)),
             ),
+            observer=observer, clock=self._clock,
         )
 
     def check(self, backend: str) -> None:
@@ -68,11 +111,14 @@ class Soaks:
             ) from None
 
     def run(
-        self, *, version: str, backend: str, new: Collection[str], old: Collection[str],
-        stopped: threading.Event | None = None,
+        self, *, events: EventStream, scope: str, version: str, backend: str,
+        new: Collection[str], old: Collection[str], stopped: threading.Event | None = None,
     ) -> Verdict:
         """Soak for the configured duration (or until the first breach, or ``stopped``)."""
-        soak = self._build(version=version, backend=backend, new=new, old=old)
+        events.publish(SoakStarted(scope=scope, servers=sorted(new), baseline=sorted(old),
+                                   duration_s=self.config.duration))
+        soak = self._build(version=version, backend=backend, new=new, old=old,
+                           observer=SoakEvents(events, scope))
         # Not strict: the sources were read before the deployment began (preflight); one that
         # stops answering now is missing data for the policy to judge, not a crash that would
         # leave the canary unjudged and unreverted.
@@ -82,10 +128,13 @@ class Soaks:
         return soak.stop() if soak.running else soak.wait()
 
     def watch(
-        self, *, version: str, backend: str, new: Collection[str], old: Collection[str]
+        self, *, events: EventStream, scope: str, version: str, backend: str,
+        new: Collection[str], old: Collection[str],
     ) -> Soak:
         """A soak that keeps watching until stopped (``breached()`` says whether it failed)."""
+        events.publish(SoakStarted(scope=scope, servers=sorted(new), baseline=sorted(old)))
         config = self.config.model_copy(update={"duration": _WATCH_LIMIT})
-        soak = self._build(version=version, backend=backend, new=new, old=old, config=config)
+        soak = self._build(version=version, backend=backend, new=new, old=old, config=config,
+                           observer=SoakEvents(events, scope))
         soak.start(strict=False)  # as in run()
         return soak

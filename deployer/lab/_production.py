@@ -22,7 +22,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._config import DEFAULT_LOCK_DIR
+from ..config import DEFAULT_LOCK_DIR
 
 __all__ = [
     "DEPLOY_HOME", "DEPLOY_USER", "LB_CONFIG_DIR", "LB_HOST", "LB_LOCK_DIR", "LB_SOCKET",

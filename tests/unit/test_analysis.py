@@ -18,8 +18,6 @@ from deployer import ConfigError
 from deployer.analysis import (
     CommandCheck,
     ComparisonRule,
-    FakeClock,
-    FakeSource,
     HAProxySource,
     HttpCheck,
     Judge,
@@ -34,6 +32,7 @@ from deployer.analysis import (
     parse_analysis_config,
     parse_show_stat,
 )
+from deployer.testing import FakeClock, FakeSource
 
 # -- rules ----------------------------------------------------------------------------------
 
@@ -437,13 +436,15 @@ class _GoesAway:
 def test_a_source_lost_when_a_soak_starts_mid_deployment_is_judged_not_raised(
     no_data: str, expected: Outcome,
 ) -> None:
+    from deployer.engine.events import EventStream
     from deployer.engine.soaking import Soaks
 
     cfg = parse_analysis_config({"duration": 0.4, "interval": 0.1, "failure_limit": 1,
                                  "no_data": no_data})
     soaks = Soaks(cfg, runtime=_GoesAway(answers=1), env_name="test")
     soaks.check("hello")  # the preflight still reads it
-    verdict = soaks.run(version="2.0.0", backend="hello", new=["node1"], old=[])
+    verdict = soaks.run(events=EventStream(), scope="after batch 1", version="2.0.0", backend="hello",
+                        new=["node1"], old=[])
     assert verdict.outcome is expected
     if expected is Outcome.FAILED:
         assert "runtime API at /run/haproxy.sock is gone" in str(verdict.reason) + str(verdict.breach)

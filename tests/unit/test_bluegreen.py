@@ -1,244 +1,239 @@
-"""The blue-green strategy's decisions, with the load balancer's fake (its seam) and legs that
-report what a leg engine would. The real thing, on the lab: tests/e2e/test_blue_green.py."""
+"""The blue-green strategy through the engine's lifecycle, with fakes at the seams only: the
+runner replays each leg's runs, the load balancer (routes, servers, and the `show stat` counters
+a real soak reads) lives in memory, and the soak analysis is the real one on a clock that moves
+only when it waits. The real thing, on the lab: tests/e2e/test_blue_green.py."""
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from conftest import LEGS, MAP, Deployment
 
-from deployer import DeploymentRefused
-from deployer._config import EnvironmentConfig
-from deployer._errors import AnalysisError
-from deployer.adapters.inventory import Node
-from deployer.adapters.journal import Journal
-from deployer.adapters.loadbalancer import FakeLoadBalancer, ServerState
+from deployer import ConfigError, DeploymentRefused, LockLostError
+from deployer.adapters.lock import EnvironmentLock
+from deployer.adapters.process import Identity
+from deployer.analysis import parse_analysis_config
 from deployer.engine.bluegreen import BlueGreen
-from deployer.engine.engine import NodeFacts, NodeStatus, Outcome, Release
+from deployer.engine.events import SafePointReached, SoakRound, TrafficSwitched
+from deployer.engine.lifecycle import raise_for
 from deployer.engine.soaking import Soaks
-from deployer.engine.states import NodePhase
+from deployer.testing import (
+    FakeClock,
+    FakeLockHost,
+    ReplayRunner,
+    RunScript,
+    bad_batch,
+    good_batch,
+    revert_batch,
+    survey,
+)
 
-MAP = "/etc/haproxy/legs.map"
-
-
-class FakeLeg:
-    """A leg engine's answers: its nodes' releases, and the outcome of rolling a release."""
-
-    def __init__(self, names: list[str], version: str, lb: FakeLoadBalancer, backend: str) -> None:
-        self.nodes = [Node(name=n, address=n, app_host=n, lb_server=n) for n in names]
-        self.version = version
-        self.lb = lb
-        self.backend = backend
-        self.steps: list[str] = []
-        self.fail_with = ""
-        # Called with the lease of the deployment's lock while the leg rolls.
-        self.during: Any = None
-        # What the environment's successful history says to go back to.
-        self.history_target = "1.0.0"
-
-    def probe(self) -> dict[str, NodeFacts]:
-        return {n.name: NodeFacts(current=self.version, healthy=True) for n in self.nodes}
-
-    def lb_states(self) -> dict[str, ServerState]:
-        return self.lb.servers(self.backend)
-
-    def request_stop(self) -> bool:
-        return False
-
-    def deploy_step(self, deployment_id: int, release: Release, kind: str,
-                    lease: object = None) -> Outcome:
-        self.steps.append(release.version)
-        if self.during is not None:
-            self.during(lease)
-        nodes = {n.name: NodeStatus(node=n, phase=NodePhase.DONE, from_version=self.version,
-                                    to_version=release.version) for n in self.nodes}
-        if self.fail_with:
-            return Outcome(deployment_id, kind, release.version, "rolled_back", nodes, self.fail_with)
-        self.version = release.version
-        return Outcome(deployment_id, kind, release.version, "succeeded", nodes, "ok")
-
-    def rollback_target(self) -> str:
-        return self.history_target
+Make = Callable[..., Deployment]
+BLUE, GREEN = LEGS["blue"], LEGS["green"]
 
 
-class FakeVerdict:
-    def __init__(self, failed: bool, line: str) -> None:
-        self.failed = failed
-        self._line = line
-
-    def line(self) -> str:
-        return self._line
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"outcome": "failed" if self.failed else "passed", "line": self._line}
+def release(leg: list[str], frm: str = "1.0.0") -> list[RunScript]:
+    """A leg's release: pre-stage every node (each on ``frm``), then one batch of all."""
+    return [survey(dict.fromkeys(leg, frm)), good_batch(leg)]
 
 
-class FakeSoaks:
-    """The soak analysis' answers: every source readable (or not), and a verdict."""
-
-    def __init__(self, verdict: FakeVerdict, *, unreadable: str = "") -> None:
-        self.verdict = verdict
-        self.unreadable = unreadable
-        self.config = SimpleNamespace(duration=10.0)
-        self.runs: list[dict[str, Any]] = []
-
-    def check(self, backend: str) -> None:
-        if self.unreadable:
-            raise AnalysisError(self.unreadable)
-
-    preflight = Soaks.preflight  # the real refusal, around this fake's check
-
-    def run(self, *, version: str, backend: str, new: Any, old: Any,
-            stopped: threading.Event | None = None) -> FakeVerdict:
-        self.runs.append({"version": version, "backend": backend, "new": list(new), "old": list(old)})
-        return self.verdict
+def put_back(leg: list[str], on: str = "1.1.0") -> list[RunScript]:
+    """A leg put back on its earlier release: read (each on ``on``), then one batch of all."""
+    return [survey(dict.fromkeys(leg, on)), good_batch(leg)]
 
 
-def env(tmp_path: Path, after_soak: str = "keep") -> EnvironmentConfig:
-    return EnvironmentConfig.model_validate({
-        "inventory": tmp_path / "inventory.yml", "group": "hello_nodes",
-        "app": {"name": "hello"}, "store": {"url": "http://127.0.0.1:1/"},
-        "trusted_keys": [tmp_path / "release.pub"],
-        "load_balancer": {"socket": "/run/haproxy.sock", "backend": "hello_blue", "legs_map": MAP},
-        "strategy": {
-            "kind": "blue-green", "preview_url": "http://127.0.0.1:2/", "after_soak": after_soak,
-            "legs": {"blue": {"group": "hello_blue", "backend": "hello_blue"},
-                     "green": {"group": "hello_green", "backend": "hello_green"}},
-        },
+def versions(**legs: str) -> Callable[[str], str]:
+    """What the preview route answers, by the backend it points at."""
+    return lambda backend: legs.get(backend.removeprefix("hello_"), "?")
+
+
+def soaks(lb: Any, *, errors: dict[str, tuple[int, int]] | None = None) -> Soaks:
+    """The real soak analysis over the fake load balancer's counters (HAProxy's `show stat`):
+    each round, every server of the new leg answers 100 requests, ``errors`` of them 5xx."""
+    lb.traffic = {n: (100, 0) for n in BLUE + GREEN} | (errors or {})
+    config = parse_analysis_config({
+        "duration": 6, "interval": 1, "window": 3, "failure_limit": 2, "min_samples": 10,
+        "rules": [{"indicator": "http_5xx_share", "max": "1%"}],
     })
+    return Soaks(config, runtime=lb, env_name="lab", clock=FakeClock())
 
 
-def make(tmp_path: Path, *, soak: Any = None, preview: int = 200, after_soak: str = "keep",
-         live: str = "hello_blue") -> tuple[BlueGreen, FakeLoadBalancer, dict[str, FakeLeg]]:
-    lb = FakeLoadBalancer("hello", [])
-    lb.add_backend("hello_blue", ["node1", "node2"])
-    lb.add_backend("hello_green", ["node3", "node4"])
-    lb.set_route(MAP, "live", live)
-    lb.changes.clear()
-    legs = {"blue": FakeLeg(["node1", "node2"], "1.0.0", lb, "hello_blue"),
-            "green": FakeLeg(["node3", "node4"], "1.0.0", lb, "hello_green")}
-
-    def verify(version: str) -> Release:
-        return Release(app="hello", version=version, url=f"http://x/{version}", sha256="0" * 64, size=1)
-
-    def get(url: str, timeout: float) -> tuple[int, bytes]:
-        version = legs["green" if lb.route(MAP, "preview") == "hello_green" else "blue"].version
-        return preview, f'{{"version": "{version}"}}'.encode()
-
-    bg = BlueGreen(env_name="lab", env=env(tmp_path, after_soak), leg_engines=legs,  # type: ignore[arg-type]
-                   journal=Journal(tmp_path / "journal.sqlite"), verify_release=verify, lb=lb,
-                   soaks=soak, preview_get=get)
-    return bg, lb, legs
+def live_switches(d: Deployment) -> list[str]:
+    return [backend for key, backend in d.lb.changes if key == f"{MAP}:live"]
 
 
-def live_switches(lb: FakeLoadBalancer) -> list[str]:
-    return [backend for key, backend in lb.changes if key == f"{MAP}:live"]
+def playbooks(d: Deployment) -> list[tuple[str, list[str]]]:
+    return [(r.playbook, list(r.hosts)) for r in d.runner.requests]
 
 
-def test_the_release_goes_to_the_idle_leg_and_live_traffic_moves_in_one_operation(tmp_path: Path) -> None:
-    bg, lb, legs = make(tmp_path)
-    outcome = bg.deploy("1.1.0")
+def test_the_release_goes_to_the_idle_leg_and_live_traffic_moves_in_one_operation(bluegreen: Make) -> None:
+    d = bluegreen(release(GREEN), preview_version=versions(green="1.1.0"))
+    outcome = d.deploy("1.1.0")
     assert outcome.status == "succeeded", outcome.summary
-    assert (legs["green"].steps, legs["blue"].steps) == (["1.1.0"], [])
-    assert live_switches(lb) == ["hello_green"]
-    assert lb.route(MAP, "preview") == "hello_blue"  # the old leg is now the preview
-    assert [c for c in lb.changes if not c[0].startswith(MAP)] == []  # no server state touched
+    assert playbooks(d) == [("prestage.yml", GREEN), ("deploy_batch.yml", GREEN)]
+    assert live_switches(d) == ["hello_green"]
+    assert d.lb.route(MAP, "preview") == "hello_blue"  # the old leg is now the preview
+    assert [c for c in d.lb.changes if not c[0].startswith(MAP)] == []  # no server state touched
+    points = [e.point for e in d.recorder.of(SafePointReached)]
+    assert points == ["before_start", "before_idle_leg", "before_switch", "after_outcome"]
 
 
-def test_uplift_releases_to_the_old_leg_after_the_soak(tmp_path: Path) -> None:
-    bg, _lb, legs = make(tmp_path, after_soak="uplift")
-    assert bg.deploy("1.1.0").status == "succeeded"
-    assert (legs["green"].steps, legs["blue"].steps) == (["1.1.0"], ["1.1.0"])
+def test_uplift_goes_to_the_end_of_the_path(bluegreen: Make) -> None:
+    """After a good soak the old leg receives the release, is smoked through the preview
+    route, takes live traffic back and is soaked again; only then has the release succeeded."""
+    d = bluegreen([*release(GREEN), *release(BLUE)], preview_version=versions(green="1.1.0", blue="1.1.0"),
+                  strategy={"after_soak": "uplift"})
+    outcome = d.deploy("1.1.0")
+    assert outcome.status == "succeeded", outcome.summary
+    assert playbooks(d) == [("prestage.yml", GREEN), ("deploy_batch.yml", GREEN),
+                            ("prestage.yml", BLUE), ("deploy_batch.yml", BLUE)]
+    assert live_switches(d) == ["hello_green", "hello_blue"]
+    assert "blue uplifted to 1.1.0, smoked, soaked and live again" in outcome.summary
+    points = [e.point for e in d.recorder.of(SafePointReached)]
+    assert points == ["before_start", "before_idle_leg", "before_switch", "before_uplift",
+                      "before_switch", "after_outcome"]
 
 
-def test_a_breached_soak_switches_back_at_once_and_restores_the_idle_leg(tmp_path: Path) -> None:
-    soaks = FakeSoaks(FakeVerdict(True, "analysis failed: http_5xx_share 100% > 1% over 10 s"))
-    bg, lb, legs = make(tmp_path, soak=soaks)
-    outcome = bg.deploy("1.3.0-errors")
-    assert outcome.status == "rolled_back"
-    assert "http_5xx_share 100%" in outcome.summary and "switched back to blue" in outcome.summary
-    assert live_switches(lb) == ["hello_green", "hello_blue"]
-    assert soaks.runs == [{"version": "1.3.0-errors", "backend": "hello_green",
-                           "new": ["node3", "node4"], "old": []}]
-    assert legs["green"].steps == ["1.3.0-errors", "1.0.0"]  # put back on its release
+def test_an_uplifted_leg_breaching_its_soak_sends_traffic_back_to_the_proven_leg(bluegreen: Make) -> None:
+    d = bluegreen([*release(GREEN), *release(BLUE), *put_back(BLUE)],
+                  preview_version=versions(green="1.1.0", blue="1.1.0"), strategy={"after_soak": "uplift"},
+                  soaks=soaks)
+    # Blue errs once it is live again (green, proven, stays clean).
+    d.recorder.on[TrafficSwitched] = lambda ev: d.lb.traffic.update(
+        {n: (100, 40) for n in BLUE}) if ev.to_leg == "blue" and not ev.back else None
+    outcome = d.deploy("1.1.0")
+    assert outcome.status == "failed", outcome.summary
+    assert live_switches(d) == ["hello_green", "hello_blue", "hello_green"]
+    assert "the uplifted blue failed its soak" in outcome.summary
+    assert "switched back to green, which stays live on 1.1.0" in outcome.summary
+    assert playbooks(d)[-2:] == [("prestage.yml", BLUE), ("deploy_batch.yml", BLUE)]  # put back
+    assert d.lb.route(MAP, "live") == "hello_green"
+
+
+def test_a_breached_soak_switches_back_at_once_and_restores_the_idle_leg(bluegreen: Make) -> None:
+    d = bluegreen([*release(GREEN), *put_back(GREEN, on="1.2.0-badhealth")],
+                  preview_version=versions(green="1.2.0-badhealth"),
+                  soaks=lambda lb: soaks(lb, errors={n: (100, 50) for n in GREEN}))
+    outcome = d.deploy("1.2.0-badhealth")
+    assert outcome.status == "rolled_back", outcome.summary
+    assert "http_5xx_share 50% > 1% over the last 2 s (400 requests)" in outcome.summary
+    assert "switched back to blue" in outcome.summary
+    assert live_switches(d) == ["hello_green", "hello_blue"]
+    assert d.runner.requests[-1].extravars["deployer_version"] == "1.0.0"  # green put back
     assert [s["back"] for s in outcome.details["blue_green"]["switches"]] == [False, True]
+    # Every round of the soak is an event, with each rule's value and threshold.
+    rounds = d.recorder.of(SoakRound)
+    assert rounds and rounds[0].results[0]["indicator"] == "http_5xx_share"
+    assert rounds[0].results[0]["threshold"] == 0.01 and rounds[-1].results[0]["value"] == 0.5
 
 
-def test_a_passed_soak_keeps_the_new_leg_live(tmp_path: Path) -> None:
-    bg, lb, _legs = make(tmp_path, soak=FakeSoaks(FakeVerdict(False, "analysis passed")))
-    outcome = bg.deploy("1.1.0")
-    assert outcome.status == "succeeded"
-    assert live_switches(lb) == ["hello_green"]
+def test_a_passed_soak_keeps_the_new_leg_live(bluegreen: Make) -> None:
+    d = bluegreen(release(GREEN), preview_version=versions(green="1.1.0"), soaks=soaks)
+    outcome = d.deploy("1.1.0")
+    assert outcome.status == "succeeded", outcome.summary
+    assert live_switches(d) == ["hello_green"]
     assert outcome.details["blue_green"]["soak"]["outcome"] == "passed"
 
 
-def test_an_unreadable_metric_source_refuses_before_anything(tmp_path: Path) -> None:
-    soaks = FakeSoaks(FakeVerdict(False, ""), unreadable="Prometheus at 127.0.0.1:9 is unreachable")
-    bg, lb, legs = make(tmp_path, soak=soaks)
-    outcome = bg.deploy("1.1.0")
-    assert outcome.status == "refused" and "Prometheus" in outcome.summary
-    assert lb.changes == [] and legs["green"].steps == []
+def test_an_unreadable_metric_source_refuses_before_anything(bluegreen: Make) -> None:
+    d = bluegreen([], soaks=soaks)
+    d.lb.command = _unreachable  # type: ignore[method-assign]
+    outcome = d.deploy("1.1.0")
+    assert outcome.status == "refused" and "soak analysis cannot start" in outcome.summary
+    assert d.lb.changes == [] and d.runner.requests == []
 
 
-def test_a_leg_failing_its_preview_smoke_never_takes_live_traffic(tmp_path: Path) -> None:
-    bg, lb, legs = make(tmp_path, preview=503)
-    outcome = bg.deploy("1.1.0")
+def _unreachable(line: str) -> str:
+    from deployer import LoadBalancerError
+
+    raise LoadBalancerError("cannot reach the HAProxy runtime API at lb1: connection refused")
+
+
+def test_a_leg_failing_its_preview_smoke_never_takes_live_traffic(bluegreen: Make) -> None:
+    d = bluegreen([*release(GREEN), *put_back(GREEN)], preview_version=versions(green="1.0.9"))
+    outcome = d.deploy("1.1.0")
     assert outcome.status == "rolled_back"
     assert "preview route" in outcome.summary and "live traffic was not moved" in outcome.summary
-    assert live_switches(lb) == []
-    assert legs["green"].steps == ["1.1.0", "1.0.0"]
+    assert "reports version '1.0.9', not 1.1.0" in outcome.summary
+    assert live_switches(d) == []
+    released = [r.extravars["deployer_version"] for r in d.runner.requests]
+    assert released == ["1.1.0", "1.1.0", "1.0.0", "1.0.0"]
 
 
-def test_a_failed_idle_leg_leaves_live_traffic_where_it_was(tmp_path: Path) -> None:
-    bg, lb, legs = make(tmp_path)
-    legs["green"].fail_with = "smoke check failed on node3"
-    outcome = bg.deploy("1.2.0-badhealth")
-    assert outcome.status == "rolled_back"
+def test_a_failed_idle_leg_leaves_live_traffic_where_it_was(bluegreen: Make) -> None:
+    failing = ("deploy_batch.yml", bad_batch("node3")[1] + good_batch(["node4"])[1], "failed")
+    d = bluegreen([survey(dict.fromkeys(GREEN, "1.0.0")), failing, revert_batch(["node4"])])
+    outcome = d.deploy("1.2.0-badhealth")
+    assert outcome.status == "rolled_back", outcome.summary
     assert "live traffic stayed on blue" in outcome.summary
-    assert live_switches(lb) == []
+    assert live_switches(d) == []
+    assert outcome.nodes["node3"].phase.value == "reverted"
 
 
-def test_live_traffic_not_on_a_leg_is_refused_before_anything(tmp_path: Path) -> None:
-    bg, lb, legs = make(tmp_path, live="hello_old")
-    outcome = bg.deploy("1.1.0")
+def test_live_traffic_not_on_a_leg_is_refused_before_anything(bluegreen: Make) -> None:
+    d = bluegreen([])
+    d.lb.set_route(MAP, "live", "hello_old")
+    d.lb.changes.clear()
+    outcome = d.deploy("1.1.0")
     assert outcome.status == "refused"
     assert "not on one of the legs" in outcome.summary
-    assert lb.changes == [] and legs["green"].steps == []
+    assert d.lb.changes == [] and d.runner.requests == []
     with pytest.raises(DeploymentRefused):
-        bg.live_leg()
+        raise_for(outcome)
 
 
-def test_rollback_to_the_release_the_idle_leg_holds_is_one_switch(tmp_path: Path) -> None:
-    bg, lb, legs = make(tmp_path)
-    assert bg.deploy("1.1.0").status == "succeeded"
-    lb.changes.clear()
-    assert bg.rollback_target() == "1.0.0"
-    outcome = bg.deploy("1.0.0", kind="rollback")
-    assert outcome.status == "succeeded" and outcome.nodes == {}
-    assert live_switches(lb) == ["hello_blue"]
-    assert legs["blue"].steps == []
+def test_rollback_to_the_release_the_idle_leg_holds_is_one_switch(bluegreen: Make) -> None:
+    d = bluegreen([*release(GREEN), survey(dict.fromkeys(BLUE, "1.0.0"), playbook="probe.yml")],
+                  preview_version=versions(green="1.1.0", blue="1.0.0"))
+    assert d.deploy("1.1.0").status == "succeeded"
+    d.lb.changes.clear()
+    assert d.lifecycle.rollback_target() == "1.0.0"  # from the history
+    outcome = d.deploy("1.0.0", kind="rollback")
+    assert outcome.status == "succeeded", outcome.summary
+    assert live_switches(d) == ["hello_blue"]
+    assert [r.playbook for r in d.runner.requests][-1] == "probe.yml"  # read, not deployed
 
 
-def test_a_deployment_that_lost_its_lock_does_not_switch_live_traffic(tmp_path: Path) -> None:
-    from deployer import LockLostError
-    from deployer.adapters.lock import EnvironmentLock, FakeLockHost, Lease
-    from deployer.adapters.process import Identity
+def test_without_history_rollback_goes_to_what_the_idle_leg_holds(bluegreen: Make) -> None:
+    """BlueGreen.rollback_target itself: no successful deployment in the journal, so the idle
+    leg's single release, when it differs from the live leg's."""
+    d = bluegreen([survey(dict.fromkeys(GREEN, "0.9.0"), playbook="probe.yml"),
+                   survey(dict.fromkeys(BLUE, "1.0.0"), playbook="probe.yml")])
+    strategy = d.lifecycle.strategy
+    assert isinstance(strategy, BlueGreen)
+    assert strategy.rollback_target() == "0.9.0"
+    d2 = bluegreen([survey(dict.fromkeys(GREEN, "1.0.0"), playbook="probe.yml"),
+                    survey(dict.fromkeys(BLUE, "1.0.0"), playbook="probe.yml")])
+    with pytest.raises(ConfigError, match="no earlier release"):
+        d2.lifecycle.rollback_target()
 
+
+def test_a_deployment_that_lost_its_lock_does_not_switch_live_traffic(bluegreen: Make) -> None:
     host = FakeLockHost()
-    bg, lb, legs = make(tmp_path)
-    bg.lock = EnvironmentLock(host, "lab", lease=60)
     intruder = EnvironmentLock(host, "lab", me=Identity("ci@far", "far", 1, "1"))
 
-    def taken_over(lease: Lease) -> None:
-        intruder.remove(by="ops@far", reason="presumed dead", force=True)
-        intruder.acquire()
-        lease.renew_once()
+    class TakenOverWhileTheLegRolls(ReplayRunner):
+        def run(self, request: Any, on_event: Any, cancelled: Any) -> Any:
+            result = super().run(request, on_event, cancelled)
+            if request.playbook == "deploy_batch.yml":
+                intruder.remove(by="ops@far", reason="presumed dead", force=True)
+                intruder.acquire()
+            return result
 
-    legs["green"].during = taken_over
+    d = bluegreen(TakenOverWhileTheLegRolls(release(GREEN)), preview_version=versions(green="1.1.0"),
+                  lock=EnvironmentLock(host, "lab", lease=60))
+    outcome = d.deploy("1.1.0")
     with pytest.raises(LockLostError, match="ci@far"):
-        bg.deploy("1.1.0")
-    assert legs["green"].steps == ["1.1.0"] and live_switches(lb) == []
-    assert bg.journal.deployments("lab")[0].status == "failed"
+        raise_for(outcome)
+    assert live_switches(d) == []
+    assert d.journal.deployments("lab")[0].status == "stopped"
+
+
+def test_a_node_config_with_overlapping_legs_is_refused(world: dict[str, Path], bluegreen: Make) -> None:
+    config = world["bg_config"]
+    config.write_text(config.read_text().replace("green: {group: hello_green", "green: {group: hello_nodes"))
+    with pytest.raises(ConfigError, match="in both legs"):
+        bluegreen([])

@@ -20,13 +20,13 @@ from deployer import LockError, LockHeldError, LockLostError
 from deployer.adapters.journal import Journal
 from deployer.adapters.lock import (
     EnvironmentLock,
-    FakeLockHost,
     Lease,
     LockRecord,
     ProgramHost,
     state_dir_lock,
 )
 from deployer.adapters.process import Identity, pid_start, process_alive
+from deployer.testing import FakeLockHost
 
 HERE = socket.gethostname()
 

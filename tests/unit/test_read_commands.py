@@ -13,17 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import test_engine
 from click.testing import CliRunner
-from test_engine import NODES, ev, stats
+from conftest import NODES
 
 from deployer import LoadBalancerError, load_config
 from deployer.adapters.journal import Journal
-from deployer.adapters.runner import ReplayRunner
 from deployer.cli import _wiring
 from deployer.cli.main import cli
-
-world = test_engine.world  # a config (state_dir: state), its inventory and signed releases
+from deployer.testing import ReplayRunner, ev, stats
 
 
 def files(state: Path) -> dict[str, bytes]:

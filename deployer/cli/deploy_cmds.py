@@ -1,0 +1,154 @@
+"""`deployer deploy|rollback|resume`: the commands that change a fleet.
+
+Each runs one deployment through the engine's lifecycle, shows its events live on stderr (and
+as JSON lines with ``--events FILE|-``), and maps its outcome to the exit code. Ctrl-C or
+SIGTERM once: stop at the next safe point with every node in service; twice: abort at once.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+import click
+
+from .._errors import DeployerError, UsageError
+from .._versions import validate_version
+from ..adapters.inventory import Node
+from ..adapters.ssh_masters import host_key_hint, is_host_key_failure
+from ..engine.events import JsonLinesWriter, Subscriber
+from ..engine.lifecycle import Lifecycle, raise_for
+from ..engine.model import Outcome
+from ._common import config_option, console, env_option, get_config, print_json
+from ._wiring import Environment, build_environment
+from .render import ConsoleView, print_outcome
+
+__all__ = ["deploy", "events_option", "host_key_fix", "rollback", "wired"]
+
+
+@contextmanager
+def _stop_on_signals(lifecycle: Lifecycle) -> Iterator[None]:
+    """Ctrl-C/SIGTERM once: stop at the next safe point. Twice: abort at once."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if lifecycle.request_stop():
+            console.print("[bold red]aborting now[/]: nodes caught mid-change stay as the journal says")
+
+    old_int = signal.signal(signal.SIGINT, handler)
+    old_term = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+
+
+def events_option(func: click.decorators.FC) -> click.decorators.FC:
+    return click.option(
+        "--events", "events_to", default=None, metavar="FILE|-",
+        help="Also write every event of the deployment as JSON lines to FILE ('-': stdout; "
+        "see the README for the schema).",
+    )(func)
+
+
+def _event_writer(events_to: str | None, as_json: bool) -> Subscriber | None:
+    if events_to is None:
+        return None
+    if events_to == "-":
+        if as_json:
+            raise UsageError("--events - and --json both write to stdout: give --events a file")
+        return JsonLinesWriter(sys.stdout)
+    try:
+        stream: IO[str] = open(events_to, "a", encoding="utf-8")  # noqa: SIM115 - the writer closes it
+    except OSError as exc:
+        raise UsageError(f"--events: cannot write {events_to}: {exc.strerror}") from None
+    return JsonLinesWriter(stream, close_stream=True)
+
+
+@contextmanager
+def wired(
+    config_path: Path | None, env_name: str, *, quiet: bool = False, events_to: str | None = None,
+    as_json: bool = False, read_only: bool = False,
+) -> Iterator[Environment]:
+    """The environment wired for one command, with the live view (and ``--events``) subscribed;
+    its SSH masters are closed when it ends."""
+    writer = _event_writer(events_to, as_json)
+    config = get_config(config_path)
+    subscribers: list[Subscriber] = [ConsoleView(quiet=quiet)]
+    if writer is not None:
+        subscribers.append(writer)
+    environment = build_environment(config, env_name, subscribers=subscribers, read_only=read_only)
+    try:
+        yield environment
+    finally:
+        environment.close()
+
+
+def host_key_fix(reasons: list[tuple[Node, str]]) -> str | None:
+    """How to fix the first node that failed on its SSH host key (None if none did)."""
+    for node, reason in reasons:
+        if is_host_key_failure(reason):
+            return f"{node.name}: {host_key_hint(node.address, node.ssh_port, node.known_hosts)}"
+    return None
+
+
+def finish(outcome: Outcome, as_json: bool) -> None:
+    """Show the outcome and exit with its code."""
+    if as_json:
+        print_json(outcome.to_dict())
+    else:
+        print_outcome(outcome)
+    try:
+        raise_for(outcome)
+    except DeployerError as exc:
+        fix = host_key_fix([(st.node, st.cause or st.detail) for st in outcome.nodes.values()])
+        if fix:
+            exc.hint = f"{exc.hint}; {fix}" if exc.hint else fix
+        raise
+
+
+@click.command()
+@env_option
+@click.option("--version", "version", required=True, help="Release to deploy.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
+@click.option("--quiet", is_flag=True, help="No live progress.")
+@events_option
+@config_option
+def deploy(env_name: str, version: str, as_json: bool, quiet: bool, events_to: str | None,
+           config_path: Path | None) -> None:
+    """Roll VERSION through the environment, batch by batch, reverting on failure."""
+    validate_version(version, where="--version")
+    with wired(config_path, env_name, quiet=quiet, events_to=events_to, as_json=as_json) as environment:
+        lifecycle = environment.lifecycle
+        with _stop_on_signals(lifecycle):
+            outcome = lifecycle.deploy(version)
+    finish(outcome, as_json)
+
+
+@click.command()
+@env_option
+@click.option("--to", "to_version", default=None, help="Release to go back to (default: the one before).")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
+@click.option("--quiet", is_flag=True, help="No live progress.")
+@events_option
+@config_option
+def rollback(
+    env_name: str, to_version: str | None, as_json: bool, quiet: bool, events_to: str | None,
+    config_path: Path | None,
+) -> None:
+    """Go back to the previous release (or --to VERSION), batch by batch."""
+    if to_version is not None:
+        validate_version(to_version, where="--to")
+    with wired(config_path, env_name, quiet=quiet, events_to=events_to, as_json=as_json) as environment:
+        lifecycle = environment.lifecycle
+        target = to_version or lifecycle.rollback_target()
+        if not quiet:
+            console.print(f"rolling {env_name} back to {target}")
+        with _stop_on_signals(lifecycle):
+            outcome = lifecycle.deploy(target, kind="rollback")
+    finish(outcome, as_json)

@@ -1,0 +1,95 @@
+"""Reading a config file: YAML, validated as a whole, relative paths taken from its directory.
+
+Every error names the file, the field (as a dotted path, e.g.
+``environments.prod.strategy.batch_size``) and the bad value, so a typo never reaches a node.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from .._errors import ConfigError
+from ._environment import Config
+
+__all__ = ["DEFAULT_CONFIG_NAME", "default_config_path", "load_config"]
+
+DEFAULT_CONFIG_NAME = "deployer.yml"
+# The tags of a union told apart by `kind` (the strategy's), which pydantic puts into an
+# error's location; a field's path as the user wrote it has none of them.
+_UNION_TAGS = frozenset({"rolling", "blue-green"})
+
+def default_config_path() -> Path:
+    env = os.environ.get("DEPLOYER_CONFIG")
+    return Path(env) if env else Path(DEFAULT_CONFIG_NAME)
+
+
+def _resolve(base: Path, p: Path) -> Path:
+    p = Path(os.path.expanduser(str(p)))
+    return p if p.is_absolute() else (base / p)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load and validate a config file; relative paths in it are taken from its directory."""
+    cfg_path = Path(path) if path is not None else default_config_path()
+    if not cfg_path.is_file():
+        raise ConfigError(
+            "configuration file not found",
+            file=str(cfg_path),
+            hint="pass --config FILE, set DEPLOYER_CONFIG, or run 'deployer lab up' to write one",
+        )
+    try:
+        raw = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"not valid YAML{where}", file=str(cfg_path)) from None
+    if not isinstance(raw, dict):
+        raise ConfigError("must be a YAML mapping with an 'environments' key", file=str(cfg_path))
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = _field_path(err["loc"]) or None
+        msg = err["msg"].removeprefix("Value error, ")
+        value = err.get("input") if err["type"] != "missing" else None
+        if isinstance(value, dict):
+            value = None
+        raise ConfigError(msg, file=str(cfg_path), field=field, value=value) from None
+
+    base = cfg_path.resolve().parent
+    envs = {}
+    for name, env in cfg.environments.items():
+        inv = _resolve(base, env.inventory)
+        if not inv.exists():
+            raise ConfigError(
+                "inventory file not found", file=str(cfg_path),
+                field=f"environments.{name}.inventory", value=str(env.inventory),
+            )
+        keys = []
+        for i, key in enumerate(env.trusted_keys):
+            kp = _resolve(base, key)
+            if not kp.is_file():
+                raise ConfigError(
+                    "trusted key file not found", file=str(cfg_path),
+                    field=f"environments.{name}.trusted_keys.{i}", value=str(key),
+                )
+            keys.append(kp)
+        envs[name] = env.model_copy(update={"inventory": inv, "trusted_keys": keys})
+    return cfg.model_copy(
+        update={
+            "environments": envs,
+            "state_dir": _resolve(base, cfg.state_dir),
+            "source": cfg_path.resolve(),
+        }
+    )
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    parts: list[Any] = list(loc)
+    kept = [p for i, p in enumerate(parts) if not (p in _UNION_TAGS and i and parts[i - 1] == "strategy")]
+    return ".".join(str(p) for p in kept)

@@ -1,0 +1,376 @@
+"""The fakes deployer's unit tests use, one per seam, and the scripts they replay.
+
+Each stands in for the real thing at one boundary and applies the real rules where there are
+any (the lock's fake decides with the lock program's own function):
+
+- :class:`ReplayRunner` — the runner seam: replays recorded ansible-runner events, one script
+  per expected run (like an HTTP client's mock transport); :func:`survey`,
+  :func:`good_batch`, :func:`bad_batch`, :func:`revert_batch` write such scripts;
+- :class:`FakeLoadBalancer` — the load-balancer seam: servers and routing maps in memory, every
+  change recorded, and HAProxy's ``show stat`` counters for a soak's metric source;
+- :class:`FakeLockHost` — where a deployment lock lives, in memory, with a clock moved by hand;
+- :class:`FakeSource` — a metric source of the soak analysis, with scripted measurements;
+- :class:`FakeClock` — the analysis clock, which moves only when something waits.
+
+The real things are tested on the lab (tests/e2e).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import _errors
+from .adapters import _lock_program
+from .adapters.loadbalancer import ADMIN_STATES, ServerState
+from .adapters.runner import CancelCheck, EventSink, RunnerEvent, RunRequest, RunResult, hosts_with
+from .analysis._model import Measurement
+
+__all__ = [
+    "FakeClock",
+    "FakeLoadBalancer",
+    "FakeLockHost",
+    "FakeSource",
+    "ReplayRunner",
+    "bad_batch",
+    "ev",
+    "good_batch",
+    "revert_batch",
+    "stats",
+    "survey",
+]
+
+# A scripted value: a constant Measurement, or a function of (time since the first collect,
+# group, window) returning one.
+Script = Measurement | Callable[[float, str, float], Measurement]
+
+
+class ReplayRunner:
+    """A fake :class:`Runner` that replays recorded events, one script per expected run.
+
+    Each script is ``(playbook, events, status)``; hosts in the request filter the events so one
+    recording can serve several batches. Requests are kept in ``self.requests`` for assertions.
+    """
+
+    def __init__(self, scripts: Iterable[tuple[str, Sequence[RunnerEvent], str]]) -> None:
+        self.scripts = list(scripts)
+        self.requests: list[RunRequest] = []
+
+    @classmethod
+    def from_file(cls, path: Path) -> ReplayRunner:
+        data = json.loads(path.read_text())
+        return cls(
+            (s["playbook"], [RunnerEvent.from_dict(e) for e in s["events"]], s["status"])
+            for s in data
+        )
+
+    def run(self, request: RunRequest, on_event: EventSink, cancelled: CancelCheck) -> RunResult:
+        self.requests.append(request)
+        if not self.scripts:
+            raise AssertionError(f"unexpected run of {request.playbook} on {list(request.hosts)}")
+        playbook, events, status = self.scripts.pop(0)
+        if playbook != request.playbook:
+            raise AssertionError(f"expected a run of {playbook}, got {request.playbook}")
+        hosts = set(request.hosts)
+        failed: set[str] = set()
+        dark: set[str] = set()
+        for ev in events:
+            if cancelled():
+                return RunResult(status="canceled", rc=-1)
+            if ev.host is not None and hosts and ev.host not in hosts:
+                continue
+            on_event(ev)
+            if ev.kind == "stats":
+                stats = {k: {h: n for h, n in v.items() if not hosts or h in hosts}
+                         for k, v in ev.facts.items()}
+                failed, dark = (set(hosts_with(stats, k)) for k in ("failures", "dark"))
+                break
+            if ev.host is None:
+                continue
+            if ev.kind == "failed" and not ev.ignore_errors:
+                failed.add(ev.host)
+            elif ev.kind == "unreachable":
+                dark.add(ev.host)
+        return RunResult(
+            status=status, rc=0 if status == "successful" else 2,
+            failed_hosts=frozenset(failed), unreachable_hosts=frozenset(dark),
+        )
+
+
+class FakeLoadBalancer:
+    """A load balancer in memory, for tests at the seam: servers UP unless told otherwise,
+    every change recorded in ``changes``; ``unreadable`` makes every read fail."""
+
+    def __init__(
+        self, backend: str, servers: Iterable[str] = (), *, where: str = "fake", unreadable: str = ""
+    ) -> None:
+        self.backend = backend
+        self.admin = dict.fromkeys(servers, "ready")
+        self.status = dict.fromkeys(self.admin, "UP")
+        self.changes: list[tuple[str, str]] = []
+        self.unreadable = unreadable
+        self._where = where
+        self.maps: dict[str, dict[str, str]] = {}
+        self.backends: dict[str, dict[str, str]] = {}
+        # HAProxy's answer counters per server, as `show stat` reports them: each read of
+        # `show stat` first adds `traffic[server]` = (answers, of which 5xx) to them, as if
+        # that much traffic had arrived since the last read.
+        self.traffic: dict[str, tuple[int, int]] = {}
+        self._answers: dict[str, list[int]] = {}
+
+    @property
+    def where(self) -> str:
+        return self._where
+
+    def add_backend(self, backend: str, servers: Iterable[str]) -> None:
+        """Another backend (e.g. a second leg), its servers UP and ready."""
+        self.backends[backend] = dict.fromkeys(servers, "ready")
+
+    def servers(self, backend: str) -> dict[str, ServerState]:
+        if self.unreadable:
+            raise _errors.LoadBalancerError(
+                f"cannot reach the load balancer at {self.where}: {self.unreadable}")
+        if backend in self.backends:
+            return {
+                name: ServerState(backend=backend, server=name, status="MAINT" if a == "maint" else "UP",
+                                  admin=a, sessions=0)
+                for name, a in self.backends[backend].items()
+            }
+        if backend != self.backend:
+            raise _errors.LoadBalancerError(f"{self.where} has no backend named {backend!r}")
+        return {
+            name: ServerState(
+                backend=backend, server=name,
+                status="MAINT" if admin == "maint" else self.status[name], admin=admin, sessions=0,
+            )
+            for name, admin in self.admin.items()
+        }
+
+    def set_state(self, backend: str, server: str, state: str) -> None:
+        if state not in ADMIN_STATES:
+            raise ValueError(state)
+        if backend in self.backends:
+            self.backends[backend][server] = state
+        else:
+            self.admin[server] = state
+        self.changes.append((server, state))
+
+    def route(self, map_file: str, key: str) -> str | None:
+        return self.maps.get(map_file, {}).get(key)
+
+    def command(self, line: str) -> str:
+        """The runtime API, as far as a soak's HAProxy source asks it: ``show stat``."""
+        if self.unreadable:
+            raise _errors.LoadBalancerError(
+                f"cannot reach the load balancer at {self.where}: {self.unreadable}")
+        if line.strip() != "show stat":
+            raise _errors.LoadBalancerError(f"{self.where}: unknown command {line!r}")
+        rows = ["# pxname,svname,scur,stot,econ,eresp,status,check_status,hrsp_1xx,hrsp_2xx,"
+                "hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,rtime,"]
+        backends = {self.backend: self.admin, **self.backends}
+        for backend, servers in backends.items():
+            for server, admin in servers.items():
+                added, errors = self.traffic.get(server, (0, 0))
+                counts = self._answers.setdefault(server, [0, 0])
+                counts[0] += added - errors
+                counts[1] += errors
+                status = "MAINT" if admin == "maint" else self.status.get(server, "UP")
+                rows.append(f"{backend},{server},0,{sum(counts)},0,0,{status},L7OK,0,{counts[0]},"
+                            f"0,0,{counts[1]},0,5,")
+        return "\n".join(rows) + "\n"
+
+    def set_route(self, map_file: str, key: str, backend: str) -> None:
+        self.maps.setdefault(map_file, {})[key] = backend
+        self.changes.append((f"{map_file}:{key}", backend))
+
+
+class FakeLockHost:
+    """A lock host in memory, with the lock program's own rules (:func:`decide`) and a clock
+    tests move by hand; ``unreachable = True`` makes every call fail as an unreachable host."""
+
+    def __init__(self, *, now: float = 1_000_000.0, where: str = "fake:/locks") -> None:
+        self.now = now
+        self.records: dict[str, dict[str, Any]] = {}
+        self.log: list[dict[str, Any]] = []
+        self.requests: list[dict[str, Any]] = []
+        self.unreachable = False
+        self._where = where
+        self._mutex = threading.Lock()
+
+    @property
+    def where(self) -> str:
+        return self._where
+
+    def call(self, request: dict[str, Any]) -> dict[str, Any]:
+        with self._mutex:
+            self.requests.append(request)
+            if self.unreachable:
+                raise _errors.LockError(f"cannot reach the lock at {self.where}: connection timed out")
+            env = request["env"]
+            changed, record, answer, log = _lock_program.decide(
+                self.records.get(env), request, self.now
+            )
+            if changed:
+                if record is None:
+                    self.records.pop(env, None)
+                else:
+                    self.records[env] = record
+            if log is not None:
+                self.log.append(log)
+            copied: dict[str, Any] = json.loads(json.dumps(answer))  # as if it crossed a wire
+            return copied
+
+
+class FakeSource:
+    """A metric source whose measurements are scripted: ``FakeSource({"errors": script})``.
+
+    ``fail_collect`` makes :meth:`collect` raise (to test unreachable sources). ``collects``
+    counts the calls; ``t`` is the time since the first one.
+    """
+
+    def __init__(
+        self,
+        scripts: Mapping[str, Script],
+        *,
+        name: str = "fake",
+        fail_collect: Exception | None = None,
+    ) -> None:
+        self._name = name
+        self._scripts = dict(scripts)
+        self.fail_collect = fail_collect
+        self.collects = 0
+        self.t = 0.0
+        self._t0: float | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def indicators(self) -> frozenset[str]:
+        return frozenset(self._scripts)
+
+    def collect(self, now: float) -> None:
+        with self._lock:
+            if self.fail_collect is not None:
+                raise self.fail_collect
+            if self._t0 is None:
+                self._t0 = now
+            self.t = now - self._t0
+            self.collects += 1
+
+    def measure(self, indicator: str, *, group: str = "all", window: float) -> Measurement:
+        script = self._scripts[indicator]
+        if isinstance(script, Measurement):
+            return script
+        with self._lock:
+            t = self.t
+        return script(t, group, window)
+
+
+class FakeClock:
+    """A clock for tests: time moves only when someone waits (instantly), or on :meth:`advance`."""
+
+    def __init__(self, start: float = 1000.0, wall: float = 1_700_000_000.0) -> None:
+        self._t = start
+        self._offset = wall - start
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        with self._lock:
+            return self._t
+
+    def wall(self) -> float:
+        with self._lock:
+            return self._t + self._offset
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._t += max(0.0, seconds)
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        if event.is_set():
+            return True
+        self.advance(seconds)
+        time.sleep(0.0005)  # let the other threads of a soak run
+        return event.is_set()
+
+
+# -- scripts for the ReplayRunner ---------------------------------------------------------------
+
+
+def ev(kind: str, host: str | None, role: str | None = None, file: str | None = None, *,
+       message: str = "", facts: Mapping[str, Any] | None = None,
+       result: Mapping[str, Any] | None = None, task: str = "") -> RunnerEvent:
+    """One runner event: ``ev("task_start", "node1", "deployer_release", "activate")``."""
+    return RunnerEvent(kind=kind, host=host, role=role, task_file=file, message=message,
+                       facts=dict(facts or {}), result=dict(result or {}), task=task)
+
+
+def stats(ok: Sequence[str], failed: Sequence[str] = (), dark: Sequence[str] = ()) -> RunnerEvent:
+    """The end of a run: which hosts were fine, failed, or could not be reached."""
+    return RunnerEvent(kind="stats", facts={
+        "ok": {h: 3 for h in ok}, "failures": {h: 1 for h in failed}, "dark": {h: 1 for h in dark},
+    })
+
+
+RunScript = tuple[str, list[RunnerEvent], str]
+
+
+def survey(
+    current: Mapping[str, str], healthy: Mapping[str, bool] | None = None, *,
+    extra: Sequence[RunnerEvent] = (), failed: Sequence[str] = (), playbook: str = "prestage.yml",
+) -> RunScript:
+    """A prestage.yml run (or probe.yml, which stages nothing): each node reports its releases
+    and health, then stages."""
+    events: list[RunnerEvent] = []
+    for host, version in current.items():
+        events.append(ev("ok", host, "deployer_release", "facts",
+                         facts={"deployer_release_current": version, "deployer_release_previous": ""}))
+        ok = (healthy or {}).get(host, bool(version))
+        events.append(ev("ok", host, "deployer_smoke", "probe", result={"healthy": ok}))
+        if playbook == "prestage.yml":
+            events.append(ev("task_start", host, "deployer_release", "stage"))
+    events += list(extra)
+    events.append(stats([h for h in current if h not in failed], failed=failed))
+    return (playbook, events, "failed" if failed else "successful")
+
+
+def good_batch(hosts: Sequence[str], playbook: str = "deploy_batch.yml") -> RunScript:
+    """A batch whose every node is drained, switched, smoked and put back."""
+    events = []
+    for role, file in [("deployer_lb_haproxy", "drain"), ("deployer_release", "activate"),
+                       ("deployer_smoke", "main"), ("deployer_lb_haproxy", "enable")]:
+        events += [ev("task_start", h, role, file) for h in hosts]
+    return (playbook, [*events, stats(hosts)], "successful")
+
+
+def bad_batch(host: str) -> RunScript:
+    """A batch of one node that fails its smoke check and is reverted by the playbook."""
+    events = [
+        ev("task_start", host, "deployer_lb_haproxy", "drain"),
+        ev("task_start", host, "deployer_release", "activate"),
+        ev("task_start", host, "deployer_smoke", "main"),
+        ev("failed", host, "deployer_smoke", "main", message="GET /health answered 503"),
+        ev("ok", host, facts={"deployer_node_outcome": "reverting"}),
+        ev("task_start", host, "deployer_release", "revert"),
+        ev("task_start", host, "deployer_smoke", "main"),
+        ev("task_start", host, "deployer_lb_haproxy", "enable"),
+        ev("ok", host, facts={"deployer_node_outcome": "reverted"}),
+        ev("failed", host, message="reverted after a failed smoke check"),
+    ]
+    return ("deploy_batch.yml", [*events, stats([host], failed=[host])], "failed")
+
+
+def revert_batch(hosts: Sequence[str]) -> RunScript:
+    """A revert.yml run putting ``hosts`` back on their earlier release."""
+    events = []
+    for role, file in [("deployer_lb_haproxy", "drain"), ("deployer_release", "revert"),
+                       ("deployer_smoke", "main"), ("deployer_lb_haproxy", "enable")]:
+        events += [ev("task_start", h, role, file) for h in hosts]
+    return ("revert.yml", [*events, stats(hosts)], "successful")
