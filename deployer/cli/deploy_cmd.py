@@ -8,7 +8,7 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -21,12 +21,10 @@ from rich.table import Table
 from .._config import Config
 from .._errors import DeployerError, LoadBalancerError, LockError, UsageError
 from .._versions import validate_version
-from ..adapters.inventory import Node
 from ..adapters.journal import ABANDONED_SUMMARY, DeploymentRecord, is_abandoned
 from ..adapters.lock import LockView, held
 from ..adapters.process import actor
 from ..adapters.runner import close_runner
-from ..adapters.ssh_masters import host_key_hint, is_host_key_failure
 from ..engine.bluegreen import BlueGreen
 from ..engine.engine import (
     Engine,
@@ -40,6 +38,7 @@ from ..engine.left_out import left_out_by_deployer
 from ..engine.plan import Batch
 from ..engine.states import NodePhase
 from ._common import config_option, console, env_option, get_config, out, print_json
+from ._fixes import ssh_fix
 from ._wiring import build_deployment, build_engine, journal_for, lock_for
 
 _PHASE_STYLE = {
@@ -157,20 +156,13 @@ def _deployment(
         close_runner(deployment.runner)
 
 
-def _host_key_fix(reasons: Iterable[tuple[Node, str]]) -> str | None:
-    """How to fix the first node that failed on its SSH host key (None if none did)."""
-    for node, reason in reasons:
-        if is_host_key_failure(reason):
-            return f"{node.name}: {host_key_hint(node.address, node.ssh_port, node.known_hosts)}"
-    return None
-
-
 def _raise_for(outcome: Outcome) -> None:
-    """raise_for, with the fix when nodes could not be reached because of their host key."""
+    """raise_for, with the fix when nodes could not be reached (their SSH host key, or their
+    SSH key refused)."""
     try:
         raise_for(outcome)
     except DeployerError as exc:
-        fix = _host_key_fix((st.node, st.cause or st.detail) for st in outcome.nodes.values())
+        fix = ssh_fix((st.node, st.cause or st.detail) for st in outcome.nodes.values())
         if fix:
             exc.hint = f"{exc.hint}; {fix}" if exc.hint else fix
         raise
@@ -283,7 +275,7 @@ def status(env_name: str, as_json: bool, config_path: Path | None) -> None:
             f"could not read {', '.join(n.name for n in unread)}: "
             + "; ".join(f"{n.name}: {_short(facts[n.name].unreachable_reason) or 'unreachable'}"
                         for n in unread),
-            hint=_host_key_fix((n, facts[n.name].unreachable_reason) for n in unread)
+            hint=ssh_fix((n, facts[n.name].unreachable_reason) for n in unread)
             or "check that the nodes are up and that this user reaches them over SSH",
         )
     if lb_exc is not None:
