@@ -18,7 +18,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from .._config import Config
+from .._config import Config, EnvironmentConfig
 from .._errors import DeployerError, LoadBalancerError, LockError, UsageError
 from .._versions import validate_version
 from ..adapters.journal import ABANDONED_SUMMARY, DeploymentRecord, is_abandoned
@@ -38,7 +38,7 @@ from ..engine.left_out import left_out_by_deployer
 from ..engine.plan import Batch
 from ..engine.states import NodePhase
 from ._common import config_option, console, env_option, get_config, out, print_json
-from ._fixes import ssh_fix
+from ._fixes import download_fix, ssh_fix
 from ._wiring import build_deployment, build_engine, journal_for, lock_for
 
 _PHASE_STYLE = {
@@ -156,15 +156,16 @@ def _deployment(
         close_runner(deployment.runner)
 
 
-def _raise_for(outcome: Outcome) -> None:
+def _raise_for(outcome: Outcome, env: EnvironmentConfig) -> None:
     """raise_for, with the fix when nodes could not be reached (their SSH host key, or their
-    SSH key refused)."""
+    SSH key refused) or could not download the release."""
     try:
         raise_for(outcome)
     except DeployerError as exc:
-        fix = ssh_fix((st.node, st.cause or st.detail) for st in outcome.nodes.values())
-        if fix:
-            exc.hint = f"{exc.hint}; {fix}" if exc.hint else fix
+        reasons = [(st.node, st.cause or st.detail) for st in outcome.nodes.values()]
+        fixes = [f for f in (ssh_fix(reasons), download_fix(env, reasons)) if f]
+        if fixes:
+            exc.hint = "; ".join([exc.hint, *fixes] if exc.hint else fixes)
         raise
 
 
@@ -188,7 +189,7 @@ def deploy(env_name: str, version: str, as_json: bool, quiet: bool, config_path:
     with _deployment(config, env_name, reporter=ConsoleReporter(quiet=quiet)) as engine:
         outcome = _run_with_signals(engine, "deploy", version)
     _print_outcome(outcome, as_json)
-    _raise_for(outcome)
+    _raise_for(outcome, config.environment(env_name))
 
 
 @click.command()
@@ -210,7 +211,7 @@ def rollback(
             console.print(f"rolling {env_name} back to {target}")
         outcome = _run_with_signals(engine, "rollback", target)
     _print_outcome(outcome, as_json)
-    _raise_for(outcome)
+    _raise_for(outcome, config.environment(env_name))
 
 
 @click.command()

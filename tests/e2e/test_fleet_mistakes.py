@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from deployer.lab import Lab
+from deployer.lab._procs import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -85,4 +86,22 @@ def test_a_refused_ssh_key_is_reported_in_sshs_words_with_the_inventorys_key_set
     [hint] = [line for line in r.stderr.splitlines() if line.startswith("deployer: hint: ")]
     assert f"the node refused the SSH key (Permission denied (publickey)): check the inventory's " \
            f"ansible_ssh_private_key_file ({wrong_key})" in hint, hint
+    assert versions(lab) == before
+
+
+def test_a_store_url_the_nodes_cannot_reach_is_named_with_the_setting_to_check(
+    lab: Lab, tmp_path: Path
+) -> None:
+    port = free_port()  # nothing listens there
+    cfg = copy_of_config(lab, tmp_path, node_url=f"http://127.0.0.1:{port}")
+    before = versions(lab)
+    url = f"http://127.0.0.1:{port}/hello/1.1.0/hello-1.1.0.tar.gz"
+
+    r = deployer(cfg, "deploy", "--env", "lab", "--version", "1.1.0")
+    assert r.returncode == 9, r.stderr  # refused: nothing in service changed
+    assert "Traceback" not in r.stderr and "********" not in r.stderr
+    [error] = [line for line in r.stderr.splitlines() if line.startswith("deployer: error: ")]
+    assert f"cannot download {url}: " in error and "Connection refused" in error, error
+    [hint] = [line for line in r.stderr.splitlines() if line.startswith("deployer: hint: ")]
+    assert f"store.node_url (http://127.0.0.1:{port})" in hint, hint
     assert versions(lab) == before

@@ -1,0 +1,81 @@
+"""What the CLI prints about nodes, through its entry point with stdout and stderr captured (not a
+terminal): the fix in the hint when the nodes could not download a release. The runner is the
+seam faked here (replayed events) and the load balancer a fake one; the config, the journal
+and the signed releases in a file store are real."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import test_engine
+import yaml
+from test_engine import NODES, ev, survey
+
+from deployer.adapters.loadbalancer import FakeLoadBalancer
+from deployer.adapters.runner import ReplayRunner, RunnerEvent
+from deployer.cli import _wiring
+from deployer.cli.main import main
+
+world = test_engine.world  # a config (state_dir: state), its inventory and signed releases
+Script = tuple[str, list[RunnerEvent], str]
+
+
+@pytest.fixture
+def fleet(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[Script]], FakeLoadBalancer]:
+    """``fleet(scripts)``: commands get a runner replaying ``scripts`` and a fake load balancer
+    (returned: every server UP), instead of ansible-runner and HAProxy."""
+
+    def make(scripts: list[Script]) -> FakeLoadBalancer:
+        lb = FakeLoadBalancer("hello", NODES)
+        monkeypatch.setattr(_wiring, "AnsibleRunner", lambda **_: ReplayRunner(scripts))
+        monkeypatch.setattr(_wiring, "load_balancer_for", lambda env: lb)
+        return lb
+
+    return make
+
+
+def run(
+    capsys: pytest.CaptureFixture[str], config: Path, *args: str
+) -> tuple[int, str, str]:
+    """The exit code, stdout and stderr of ``deployer ARGS --env lab --config CONFIG``."""
+    with pytest.raises(SystemExit) as done:
+        main([*args, "--env", "lab", "--config", str(config)])
+    captured = capsys.readouterr()
+    code = done.value.code
+    return code if isinstance(code, int) else 1, captured.out, captured.err
+
+
+def with_store(world: dict[str, Path], **store: str) -> Path:
+    """The world's config with fields of the environment's store section set."""
+    data = yaml.safe_load(world["config"].read_text())
+    data["environments"]["lab"]["store"].update(store)
+    world["config"].write_text(yaml.safe_dump(data))
+    return world["config"]
+
+
+def test_a_download_the_nodes_could_not_make_is_reported_with_where_they_download_from(
+    world: dict[str, Path], fleet: Callable[[list[Script]], FakeLoadBalancer],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = "http://127.0.0.1:8099/hello/1.1.0/hello-1.1.0.tar.gz"
+    refused = f"cannot stage release 1.1.0: cannot download {url}: [Errno 111] Connection refused"
+    failing = survey(dict.fromkeys(NODES, "1.0.0"), failed=["node1"], extra=[
+        ev("failed", "node1", "deployer_release", "stage", message=refused)])
+
+    config = with_store(world, node_url="http://127.0.0.1:8099")
+    fleet([failing])
+    code, _, err = run(capsys, config, "deploy", "--version", "1.1.0")
+    assert code == 9, err
+    assert f"deployer: error: pre-staging 1.1.0 failed (node1: {refused})" in err, err
+    [hint] = [line for line in err.splitlines() if line.startswith("deployer: hint: ")]
+    assert "store.node_url (http://127.0.0.1:8099)" in hint and "on node1" in hint, hint
+
+    # Without store.node_url, the hint names the store's URL and the setting to add.
+    config = with_store(world, node_url=None)  # type: ignore[arg-type]
+    fleet([failing])
+    code, _, err = run(capsys, config, "deploy", "--version", "1.1.0")
+    assert code == 9, err
+    [hint] = [line for line in err.splitlines() if line.startswith("deployer: hint: ")]
+    assert "a file:// store" in hint and "set store.node_url to an HTTP(S) URL" in hint, hint
