@@ -37,7 +37,7 @@ from ..engine.engine import (
 from ..engine.left_out import left_out_by_deployer
 from ..engine.plan import Batch
 from ..engine.states import NodePhase
-from ._common import config_option, console, env_option, get_config, out, print_json
+from ._common import cell, config_option, console, env_option, get_config, out, print_json
 from ._fixes import download_fix, ssh_fix
 from ._wiring import build_deployment, build_engine, journal_for, lock_for
 
@@ -115,7 +115,8 @@ def _print_outcome(outcome: Outcome, as_json: bool) -> None:
         style = _PHASE_STYLE.get(st.phase, "white")
         table.add_row(
             st.name, st.from_version or "-", st.to_version or "-", f"[{style}]{st.phase.value}[/]",
-            f"{st.out_seconds:.2f}s" if st.out_seconds is not None else "-", escape(st.detail[:200]),
+            f"{st.out_seconds:.2f}s" if st.out_seconds is not None else "-",
+            escape(cell(st.detail, 200, on=console)),
         )
     console.print(table)
     colour = {"succeeded": "green", "rolled_back": "yellow", "cancelled": "yellow"}.get(
@@ -274,7 +275,7 @@ def status(env_name: str, as_json: bool, config_path: Path | None) -> None:
     if unread:
         raise DeployerError(
             f"could not read {', '.join(n.name for n in unread)}: "
-            + "; ".join(f"{n.name}: {_short(facts[n.name].unreachable_reason) or 'unreachable'}"
+            + "; ".join(f"{n.name}: {_gist(facts[n.name].unreachable_reason) or 'unreachable'}"
                         for n in unread),
             hint=ssh_fix((n, facts[n.name].unreachable_reason) for n in unread)
             or "check that the nodes are up and that this user reaches them over SSH",
@@ -308,10 +309,14 @@ def _legs_of(config: Config, env_name: str, lb: dict[str, Any]) -> dict[str, Any
             "error": error, "leg_of": leg_of}
 
 
+def _gist(reason: str) -> str:
+    """The gist of an SSH failure: on one line, without Ansible's preamble."""
+    return " ".join(reason.replace("Failed to connect to the host via ssh:", "").split())
+
+
 def _short(reason: str, limit: int = 80) -> str:
-    """The gist of an SSH failure, for a table cell."""
-    text = " ".join(reason.replace("Failed to connect to the host via ssh:", "").split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """The gist of an SSH failure, for a table cell of the status table (cut in a terminal)."""
+    return cell(_gist(reason), limit)
 
 
 def _print_status_table(
@@ -367,7 +372,7 @@ def history(
             table.add_column(col)
         for e in events:
             table.add_row(e.to_dict()["at"], e.node, e.phase, e.from_version or "-",
-                          e.to_version or "-", escape(e.detail[:120]))
+                          e.to_version or "-", escape(cell(e.detail, 120)))
         out.print(table)
         return
     records = [_as_shown(r) for r in journal.deployments(env_name, limit=limit)]
@@ -385,7 +390,7 @@ def history(
         took = f"{r.ended_at - r.started_at:.0f}s" if r.ended_at else "-"
         table.add_row(str(r.id), r.kind, r.version, f"[{colours.get(r.status, 'white')}]{r.status}[/]",
                       d["start"][5:16].replace("T", " "), took, r.actor.split("@")[0],
-                      escape(r.summary[:160]))
+                      escape(cell(r.summary, 160)))
     out.print(table)
 
 

@@ -105,3 +105,14 @@ def test_a_store_url_the_nodes_cannot_reach_is_named_with_the_setting_to_check(
     [hint] = [line for line in r.stderr.splitlines() if line.startswith("deployer: hint: ")]
     assert f"store.node_url (http://127.0.0.1:{port})" in hint, hint
     assert versions(lab) == before
+
+    # In a pipe, history shows the whole reason (CI logs keep it), and so does each event.
+    r = deployer(cfg, "history", "--env", "lab")
+    assert r.returncode == 0, r.stderr
+    [row] = [line for line in r.stdout.splitlines() if " refused " in line]
+    assert f"cannot download {url}: [Errno 111] Connection refused" in row, r.stdout
+    assert row.rstrip(" │").endswith("no node was changed"), row
+    r = deployer(cfg, "history", "--env", "lab", "--deployment", "1")
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if "skipped" in line]
+    assert len(rows) == 3 and all(f"{url}: [Errno 111] Connection refused" in x for x in rows), r.stdout

@@ -1,7 +1,7 @@
 """What the CLI prints about nodes, through its entry point with stdout and stderr captured (not a
-terminal): the fix in the hint when the nodes could not download a release. The runner is the
-seam faked here (replayed events) and the load balancer a fake one; the config, the journal
-and the signed releases in a file store are real."""
+terminal): whole table cells, and the fix in the hint when the nodes could not download a
+release. The runner is the seam faked here (replayed events) and the load balancer a fake one;
+the config, the journal and the signed releases in a file store are real."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import test_engine
 import yaml
-from test_engine import NODES, ev, survey
+from test_engine import NODES, ev, stats, survey
 
 from deployer.adapters.loadbalancer import FakeLoadBalancer
 from deployer.adapters.runner import ReplayRunner, RunnerEvent
@@ -47,12 +47,49 @@ def run(
     return code if isinstance(code, int) else 1, captured.out, captured.err
 
 
+def probe(detail: dict[str, str] | None = None) -> Script:
+    """A probe.yml run: every node on 1.1.0, healthy unless ``detail`` says why not."""
+    events = []
+    for host in NODES:
+        events.append(ev("ok", host, "deployer_release", "facts", facts={
+            "deployer_release_current": "1.1.0", "deployer_release_previous": "1.0.0"}))
+        why = (detail or {}).get(host)
+        events.append(ev("ok", host, "deployer_smoke", "probe",
+                         result={"healthy": why is None, "msg": why or "healthy"}))
+    return ("probe.yml", [*events, stats(NODES)], "successful")
+
+
 def with_store(world: dict[str, Path], **store: str) -> Path:
     """The world's config with fields of the environment's store section set."""
     data = yaml.safe_load(world["config"].read_text())
     data["environments"]["lab"]["store"].update(store)
     world["config"].write_text(yaml.safe_dump(data))
     return world["config"]
+
+
+LONG_HEALTH = ("GET http://127.0.1.2:8000/health answered 503 after 10.0 s: {'status': 'starting', "
+               "'checks': {'database': 'connecting to db1.internal:5432 (attempt 7 of 10)'}}")
+
+
+def test_not_a_terminal_status_and_outcome_cells_are_whole(
+    world: dict[str, Path], fleet: Callable[[list[Script]], FakeLoadBalancer],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert len(LONG_HEALTH) > 80
+    fleet([probe({"node2": LONG_HEALTH})])
+    code, out, _ = run(capsys, world["config"], "status")
+    assert code == 0, out
+    [row] = [line for line in out.splitlines() if "node2" in line]
+    assert LONG_HEALTH in row, out
+
+    # A deployment's outcome table (on stderr): a pre-stage failure of more than 200 characters.
+    why = "cannot stage release 1.1.0 in /opt/hello/releases/1.1.0: " + LONG_HEALTH + " " + "x" * 60
+    fleet([survey(dict.fromkeys(NODES, "1.0.0"), failed=["node2"], extra=[
+        ev("failed", "node2", "deployer_release", "stage", message=why)])])
+    code, _, err = run(capsys, world["config"], "deploy", "--version", "1.1.0")
+    assert code == 9, err  # refused: nothing changed
+    [row] = [line for line in err.splitlines() if line.startswith("│ node2")]
+    assert why in row, err
 
 
 def test_a_download_the_nodes_could_not_make_is_reported_with_where_they_download_from(
