@@ -116,3 +116,23 @@ def test_a_store_url_the_nodes_cannot_reach_is_named_with_the_setting_to_check(
     assert r.returncode == 0, r.stderr
     rows = [line for line in r.stdout.splitlines() if "skipped" in line]
     assert len(rows) == 3 and all(f"{url}: [Errno 111] Connection refused" in x for x in rows), r.stdout
+
+
+def test_a_store_that_does_not_exist_or_lacks_the_version_says_which(
+    lab: Lab, tmp_path: Path
+) -> None:
+    missing = tmp_path / "releases"  # a store directory nobody created
+    cfg = copy_of_config(lab, tmp_path, url=missing.as_uri())
+    r = deployer(cfg, "deploy", "--env", "lab", "--version", "1.1.0")
+    assert r.returncode == 4, r.stderr
+    assert (f"deployer: error: hello 1.1.0 cannot be fetched: the store directory {missing} does "
+            "not exist") in r.stderr, r.stderr
+
+    # The lab's own store, and a version it does not hold: the versions it does hold.
+    cfg = copy_of_config(lab, tmp_path, url=lab.store_dir.as_uri())
+    r = deployer(cfg, "deploy", "--env", "lab", "--version", "1.1.1")
+    assert r.returncode == 4, r.stderr
+    assert (f"deployer: error: hello 1.1.1 is not in store {lab.store_dir.as_uri()}; it holds "
+            "hello 1.0.0, 1.1.0, 1.2.0-badhealth, 1.3.0-errors") in r.stderr, r.stderr
+    r = deployer(cfg, "history", "--env", "lab", "--json")
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout  # refused before it started
