@@ -22,6 +22,7 @@ from .._config import Config, EnvironmentConfig
 from .._errors import DeployerError, LoadBalancerError, LockError, UsageError
 from .._versions import validate_version
 from ..adapters.journal import ABANDONED_SUMMARY, DeploymentRecord, is_abandoned
+from ..adapters.loadbalancer import ServerState
 from ..adapters.lock import LockView, held
 from ..adapters.process import actor
 from ..adapters.runner import close_runner
@@ -232,10 +233,20 @@ def status(env_name: str, as_json: bool, config_path: Path | None) -> None:
         lb_error = str(lb_exc or "")
     blue_green = config.environment(env_name).strategy.kind == "blue-green"
     legs = _legs_of(config, env_name, lb) if blue_green else None
+    left, running = _out_by_deployments(engine, env_name, lb)
+    notes = {
+        **{n: f"out of the load balancer for deployment {d}, still running" for n, d in running.items()},
+        **{n: f"left out by deployment {d}; run `deployer recover --env {env_name}`"
+           for n, d in left.items()},
+    }
     rows = []
     for node in engine.nodes:
         f = facts[node.name]
         s = lb.get(node.lb_server)
+        detail = f.health_detail
+        note = notes.get(node.name)
+        if note and detail != "unreachable":
+            detail = f"{note}; {detail}" if f.healthy is False and detail else note
         rows.append({
             **({"leg": legs["leg_of"].get(node.name)} if legs else {}),
             "node": node.name,
@@ -245,7 +256,8 @@ def status(env_name: str, as_json: bool, config_path: Path | None) -> None:
             "load_balancer": s.label if s else ("unknown" if lb_error or lb else "not found"),
             "sessions": s.sessions if s else None,
             "healthy": f.healthy,
-            "detail": f.health_detail,
+            "detail": detail,
+            "left_out_by": left.get(node.name),
         })
     unread = [n for n in engine.nodes if facts[n.name].health_detail == "unreachable"]
     lock: LockView | None = None
@@ -262,7 +274,7 @@ def status(env_name: str, as_json: bool, config_path: Path | None) -> None:
             "lock": {"where": engine.lock.where, "error": lock_error or None},
         })
     else:
-        _print_status_table(config, env_name, rows, facts)
+        _print_status_table(config, env_name, rows, facts, notes)
         if legs:
             out.print(f"live leg: {legs['live'] or 'unknown'}; preview (the idle leg): "
                       f"{legs['preview_url']}" + (f"; {legs['error']}" if legs["error"] else ""))
@@ -272,16 +284,49 @@ def status(env_name: str, as_json: bool, config_path: Path | None) -> None:
             state = " [yellow](stale: its holder is gone)[/]" if lock.stale else ""
             console.print(f"locked by {escape(lock.record.describe())}{state}; the lock is kept "
                           f"at {escape(lock.where)}", soft_wrap=True)
+    problems: list[str] = []
+    fixes: list[str] = []
     if unread:
-        raise DeployerError(
+        problems.append(
             f"could not read {', '.join(n.name for n in unread)}: "
             + "; ".join(f"{n.name}: {_gist(facts[n.name].unreachable_reason) or 'unreachable'}"
-                        for n in unread),
-            hint=ssh_fix((n, facts[n.name].unreachable_reason) for n in unread)
-            or "check that the nodes are up and that this user reaches them over SSH",
+                        for n in unread)
         )
+        fixes.append(ssh_fix((n, facts[n.name].unreachable_reason) for n in unread)
+                     or "check that the nodes are up and that this user reaches them over SSH")
+    if left:
+        problems.append(
+            "left out of the load balancer by a deployment that did not put "
+            f"{'it' if len(left) == 1 else 'them'} back: "
+            + ", ".join(f"{n} (deployment {d})" for n, d in left.items())
+        )
+        fixes.append(f"run `deployer recover --env {env_name}`: it puts back the nodes a "
+                     "deployment left out, once they are healthy")
+    if problems:
+        raise DeployerError("; ".join(problems), hint="; ".join(fixes))
     if lb_exc is not None:
         raise lb_exc  # shown above with what could be read; exit 7
+
+
+def _out_by_deployments(
+    engine: Engine, env_name: str, lb: dict[str, ServerState]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """The nodes out of the load balancer that a deployment took out, by the journal: those it
+    left out (deployer's to put back: ``recover``), and those a deployment still running has
+    out now; each with that deployment's id. An operator's MAINT or DRAIN is in neither."""
+    out = [n.name for n in engine.nodes
+           if (s := lb.get(n.lb_server)) is not None and s.admin != "ready"]
+    if not out:
+        return {}, {}
+    left: dict[str, int] = {}
+    running: dict[str, int] = {}
+    for name, event in left_out_by_deployer(engine.journal, env_name, out).items():
+        record = engine.journal.deployment(event.deployment_id)
+        if record is not None and record.status == "running" and not is_abandoned(record):
+            running[name] = event.deployment_id
+        else:
+            left[name] = event.deployment_id
+    return left, running
 
 
 def _legs_of(config: Config, env_name: str, lb: dict[str, Any]) -> dict[str, Any]:
@@ -320,7 +365,8 @@ def _short(reason: str, limit: int = 80) -> str:
 
 
 def _print_status_table(
-    config: Config, env_name: str, rows: list[dict[str, Any]], facts: dict[str, NodeFacts]
+    config: Config, env_name: str, rows: list[dict[str, Any]], facts: dict[str, NodeFacts],
+    notes: dict[str, str],
 ) -> None:
     table = Table(title=f"{env_name}: {config.environment(env_name).app.name}")
     with_legs = any("leg" in r for r in rows)
@@ -335,6 +381,10 @@ def _print_status_table(
         f = facts[str(r["node"])]
         if f.health_detail == "unreachable":
             detail = f"[red]unreachable[/]: {escape(_short(f.unreachable_reason))}"
+        elif str(r["node"]) in notes:  # out of the load balancer because of a deployment
+            detail = f"[yellow]{escape(notes[str(r['node'])])}[/]"
+            if h is False:
+                detail += f"; {escape(_short(f.health_detail))}"
         else:
             detail = "" if h is True else escape(_short(f.health_detail))
         leg = [str(r.get("leg") or "-")] if with_legs else []

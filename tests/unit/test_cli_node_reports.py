@@ -1,10 +1,12 @@
 """What the CLI prints about nodes, through its entry point with stdout and stderr captured (not a
-terminal): whole table cells, and the fix in the hint when the nodes could not download a
-release. The runner is the seam faked here (replayed events) and the load balancer a fake one;
-the config, the journal and the signed releases in a file store are real."""
+terminal): whole table cells, the fix in the hint when the nodes could not download a release,
+and a node a deployment left out of the load balancer. The runner is the seam faked here
+(replayed events) and the load balancer a fake one; the config, the journal and the signed
+releases in a file store are real."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +15,8 @@ import test_engine
 import yaml
 from test_engine import NODES, ev, stats, survey
 
+from deployer import load_config
+from deployer.adapters.journal import Journal
 from deployer.adapters.loadbalancer import FakeLoadBalancer
 from deployer.adapters.runner import ReplayRunner, RunnerEvent
 from deployer.cli import _wiring
@@ -116,3 +120,60 @@ def test_a_download_the_nodes_could_not_make_is_reported_with_where_they_downloa
     assert code == 9, err
     [hint] = [line for line in err.splitlines() if line.startswith("deployer: hint: ")]
     assert "a file:// store" in hint and "set store.node_url to an HTTP(S) URL" in hint, hint
+
+
+def test_status_names_a_node_a_deployment_left_out_and_fails(
+    world: dict[str, Path], fleet: Callable[[list[Script]], FakeLoadBalancer],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    journal = Journal(load_config(world["config"]).state_dir / "journal.sqlite")
+    # Deployment 1 drained node2, failed to revert it and ended: node2 stays in MAINT.
+    failed = journal.start_deployment(env="lab", app="hello", kind="deploy", version="1.2.0",
+                                      command="deployer deploy")
+    for phase in ("draining", "deploying", "smoke", "reverting", "failed"):
+        journal.record_phase(failed, "node2", phase, from_version="1.1.0", to_version="1.2.0")
+    journal.finish_deployment(failed, "failed", "1.2.0 failed on node2")
+
+    lb = fleet([probe()])
+    lb.admin["node2"] = "maint"
+    lb.admin["node3"] = "maint"  # an operator's: no deployment took it out
+    code, out, err = run(capsys, world["config"], "status")
+    assert code == 1, err
+    [node2] = [line for line in out.splitlines() if "node2" in line]
+    assert "left out by deployment 1; run `deployer recover --env lab`" in node2, out
+    [node3] = [line for line in out.splitlines() if "node3" in line]
+    assert "MAINT" in node3 and "deployment" not in node3 and "recover" not in node3, out
+    errors = [line for line in err.splitlines() if line.startswith("deployer: ")]
+    assert errors == [
+        "deployer: error: left out of the load balancer by a deployment that did not put it "
+        "back: node2 (deployment 1)",
+        "deployer: hint: run `deployer recover --env lab`: it puts back the nodes a deployment "
+        "left out, once they are healthy",
+    ], err
+
+    fleet([probe()]).admin.update(node2="maint")
+    code, out, _ = run(capsys, world["config"], "status", "--json")
+    assert code == 1
+    nodes = {n["node"]: n for n in json.loads(out)["nodes"]}
+    assert nodes["node2"]["left_out_by"] == 1 and nodes["node1"]["left_out_by"] is None
+    assert nodes["node2"]["detail"] == "left out by deployment 1; run `deployer recover --env lab`"
+
+    # Back in service (recover did it): nothing to say, exit 0.
+    fleet([probe()])
+    code, out, err = run(capsys, world["config"], "status")
+    assert code == 0 and "left out" not in out + err, out + err
+
+
+def test_status_shows_a_node_a_running_deployment_has_out_without_failing(
+    world: dict[str, Path], fleet: Callable[[list[Script]], FakeLoadBalancer],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    journal = Journal(load_config(world["config"]).state_dir / "journal.sqlite")
+    running = journal.start_deployment(env="lab", app="hello", kind="deploy", version="1.2.0",
+                                       command="deployer deploy")  # this process: alive
+    journal.record_phase(running, "node1", "draining", from_version="1.1.0", to_version="1.2.0")
+    fleet([probe()]).admin.update(node1="drain")
+    code, out, err = run(capsys, world["config"], "status")
+    assert code == 0, err
+    [node1] = [line for line in out.splitlines() if "node1" in line]
+    assert f"out of the load balancer for deployment {running}, still running" in node1, out
