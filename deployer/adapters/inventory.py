@@ -19,10 +19,13 @@ class Node:
     address: str  # ansible_host
     app_host: str  # the address the app listens on and is checked on
     lb_server: str  # the server's name in the load balancer
-    # How SSH reaches the node, for hints: its port (ansible_port) and the known_hosts file the
-    # inventory names (UserKnownHostsFile in its ansible_ssh_*_args), when it sets them.
+    # How SSH reaches the node, for hints: its port (ansible_port), the known_hosts file the
+    # inventory names (UserKnownHostsFile in its ansible_ssh_*_args), the user and the private
+    # key (ansible_user, ansible_ssh_private_key_file), when it sets them.
     ssh_port: int | None = None
     known_hosts: str | None = None
+    user: str | None = None
+    private_key: str | None = None
 
 
 def load_nodes(inventory: Path, group: str) -> list[Node]:
@@ -64,9 +67,20 @@ def load_nodes(inventory: Path, group: str) -> list[Node]:
                 lb_server=str(hv.get("deployer_lb_server", host.name)),
                 ssh_port=int(str(port)) if str(port).isdigit() else None,
                 known_hosts=known_hosts_file(merged),
+                user=_first(merged, "ansible_user", "ansible_ssh_user"),
+                private_key=_first(merged, "ansible_ssh_private_key_file", "ansible_private_key_file"),
             )
         )
     return nodes
+
+
+def _first(variables: dict[str, object], *names: str) -> str | None:
+    """The first of ``names`` set (and not empty) in ``variables``, as a string."""
+    for name in names:
+        value = variables.get(name)
+        if value not in (None, ""):
+            return str(value)
+    return None
 
 
 _LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})

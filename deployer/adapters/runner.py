@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from .._resources import content_dir
 from .redaction import Redactor, env_secrets, extravar_secrets
 from .run_dirs import RunDirectory, remove_in_background, rotate, scrub
-from .ssh_masters import SSH_PERSIST_ARGS, SshMasters
+from .ssh_masters import SSH_PERSIST_ARGS, SshMasters, ssh_reason
 
 __all__ = [
     "AnsibleRunner",
@@ -129,6 +129,15 @@ def _message(res: Mapping[str, Any]) -> str:
     return ""
 
 
+def _unreachable_message(res: Mapping[str, Any]) -> str:
+    # SSH's own reason ("root@10.0.1.11: Permission denied (publickey)."), not the last line of
+    # what Ansible wraps around it, which may be its advice ("Make sure this host can be ...").
+    msg = res.get("msg")
+    if isinstance(msg, str) and msg.strip():
+        return ssh_reason(msg)[:500]
+    return _message(res)
+
+
 def translate(raw: Mapping[str, Any]) -> RunnerEvent | None:
     """Turn one ansible-runner event dict into a RunnerEvent (None for events we ignore)."""
     name = raw.get("event", "")
@@ -157,7 +166,10 @@ def translate(raw: Mapping[str, Any]) -> RunnerEvent | None:
         task=str(data.get("task") or ""),
         role=m.group("role") if m else (data.get("role") or None),
         task_file=m.group("file") if m else None,
-        message=_message(res) if kind in ("failed", "unreachable") else "",
+        message=(
+            _message(res) if kind == "failed"
+            else _unreachable_message(res) if kind == "unreachable" else ""
+        ),
         facts={k: v for k, v in facts.items() if k.startswith("deployer_")},
         ignore_errors=bool(data.get("ignore_errors")),
         changed=bool(res.get("changed")),

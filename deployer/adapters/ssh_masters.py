@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shlex
 import shutil
 import stat
@@ -30,10 +31,13 @@ __all__ = [
     "MAX_SOCKET_PATH",
     "SSH_PERSIST_ARGS",
     "SshMasters",
+    "auth_hint",
     "control_root",
     "host_key_hint",
+    "is_auth_failure",
     "is_host_key_failure",
     "known_hosts_file",
+    "ssh_reason",
 ]
 
 # sun_path holds 108 bytes including the final NUL.
@@ -126,6 +130,69 @@ class SshMasters:
                 )
         shutil.rmtree(self._dir, ignore_errors=True)
         self._dir = None
+
+
+# -- why ssh failed -------------------------------------------------------------------------------
+
+# What Ansible puts before ssh's own words when it cannot reach a host (on one line or several).
+_ANSIBLE_PREFIX = re.compile(
+    r'^(?:Task failed:\s*)?(?:Data could not be sent to remote host "[^"]*"\.\s*)?'
+    r"(?:Make sure this host can be reached over ssh:\s*)?(?:Failed to connect to the host via ssh:\s*)?"
+)
+# Lines in which ssh says why it gave up (it prints the fatal one last).
+_SSH_FAILURES = (
+    "permission denied", "host key verification failed", "too many authentication failures",
+    "connection refused", "connection timed out", "operation timed out", "no route to host",
+    "network is unreachable", "could not resolve hostname", "connection closed by",
+    "connection reset by", "kex_exchange_identification", "load key", "bad owner or permissions",
+    "identity file", "remote host identification has changed", "host key is known",
+)
+
+
+def ssh_reason(message: str) -> str:
+    """SSH's own reason in the message of an unreachable host, without what Ansible wraps
+    around it ("Task failed: Data could not be sent to remote host ... Make sure this host
+    can be reached over ssh:"): the last line in which ssh says why it gave up, else the last
+    line that is not one of its warnings or banners."""
+    lines = [_ANSIBLE_PREFIX.sub("", ln.strip()).strip() for ln in message.splitlines()]
+    lines = [ln for ln in lines if ln]
+    for line in reversed(lines):
+        if any(marker in line.lower() for marker in _SSH_FAILURES):
+            return line
+    for line in reversed(lines):
+        if not line.startswith(("Warning:", "@")):
+            return line
+    if lines:
+        return lines[-1]
+    said = [ln.strip() for ln in message.splitlines() if ln.strip()]  # Ansible's words alone
+    return said[-1] if said else ""
+
+
+def is_auth_failure(reason: str) -> bool:
+    """Whether the node refused the user's credentials (a wrong or missing key)."""
+    text = reason.lower()
+    return "permission denied (" in text or "too many authentication failures" in text
+
+
+def auth_hint(
+    address: str, port: int | None, user: str | None, private_key: str | None, *, reason: str = ""
+) -> str:
+    """How to find out why a node refused the SSH key, for an error message (with ssh's words
+    from ``reason``, e.g. "Permission denied (publickey)")."""
+    who = f"{user}@{address}" if user else address
+    said = re.search(r"(permission denied \([^)]*\)|too many authentication failures)", reason, re.I)
+    port_flag = f"-p {port} " if port is not None and port != 22 else ""
+    if private_key:
+        key = f"the inventory's ansible_ssh_private_key_file ({private_key})"
+        try_it = f"ssh -i {private_key} {port_flag}{who} true"
+    else:
+        key = ("the inventory's ansible_ssh_private_key_file (not set: ssh offers this user's "
+               "default keys and its agent's)")
+        try_it = f"ssh {port_flag}{who} true"
+    return (
+        f"the node refused the SSH key{f' ({said.group(1)})' if said else ''}: check {key} and "
+        f"that its public key is in the authorized_keys of {who}; try it with '{try_it}'"
+    )
 
 
 # -- host keys ----------------------------------------------------------------------------------

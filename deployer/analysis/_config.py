@@ -20,7 +20,7 @@
           queries:
             error_rate: 'sum(rate(haproxy_backend_http_responses_total{code="5xx"}[30s]))'
       rules:
-        - {indicator: http_5xx_share, max: 1%}
+        - {indicator: http_5xx_share, max: 1%}   # a share (*_share, *_ratio): a percentage only
         - {source: prometheus, indicator: error_rate, max: 0.5}
       compare:
         - {indicator: http_5xx_share, max_margin: 1%}
@@ -33,11 +33,20 @@ Errors name the field by its path (``analysis.rules.0.max``) and the value.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .._errors import ConfigError
 from ._haproxy import HAPROXY_INDICATORS
@@ -76,6 +85,22 @@ def _percent(v: object) -> object:
 
 def _is_share(indicator: str) -> bool:
     return indicator.endswith("_share") or indicator.endswith("_ratio")
+
+
+def _share_bound(v: object, info: ValidationInfo) -> object:
+    """A bound of a rule: for a share indicator only a percentage (``"1%"`` → 0.01). A bare
+    number is refused there: ``max: 1`` would be 100%, a rule that can never fire, and ``0.5``
+    reads as half a percent or as half."""
+    indicator = info.data.get("indicator")
+    if v is None or not isinstance(indicator, str) or not _is_share(indicator):
+        return _percent(v)
+    if isinstance(v, str) and _SHARE.match(v):
+        return _percent(v)
+    why = ""
+    if isinstance(v, int | float | str) and not isinstance(v, bool):
+        with contextlib.suppress(ValueError):  # not a number at all: nothing to explain
+            why = f" (a bare number is ambiguous: this one would mean {float(v) * 100:g}%)"
+    raise ValueError(f"{indicator} is a share: write it as a percentage, e.g. 1%{why}")
 
 
 class HAProxySourceConfig(_Model):
@@ -140,8 +165,8 @@ class RuleConfig(_Model):
 
     @field_validator("max", "min", mode="before")
     @classmethod
-    def _share(cls, v: object) -> object:
-        return _percent(v)
+    def _share(cls, v: object, info: ValidationInfo) -> object:
+        return _share_bound(v, info)
 
     @model_validator(mode="after")
     def _one_bound(self) -> RuleConfig:
@@ -152,8 +177,7 @@ class RuleConfig(_Model):
         if _is_share(self.indicator) and not 0 <= bound <= 1:
             raise ValueError(
                 f"{'max' if self.max is not None else 'min'}: threshold out of range: "
-                f"{self.indicator} is a share between 0 and 1 "
-                f"(write 1% or 0.01), got {bound}"
+                f"{self.indicator} is a share between 0% and 100%, got {bound * 100:g}%"
             )
         if bound < 0:
             raise ValueError(f"{'max' if self.max is not None else 'min'}: threshold out of range: "
@@ -176,8 +200,8 @@ class CompareConfig(_Model):
 
     @field_validator("max_margin", mode="before")
     @classmethod
-    def _share(cls, v: object) -> object:
-        return _percent(v)
+    def _share(cls, v: object, info: ValidationInfo) -> object:
+        return _share_bound(v, info)
 
     @model_validator(mode="after")
     def _bounds(self) -> CompareConfig:
@@ -246,7 +270,7 @@ class SmokeConfig(_Model):
 
 
 def _default_rules() -> list[RuleConfig]:
-    return [RuleConfig(indicator="http_5xx_share", max=0.01)]
+    return [RuleConfig.model_validate({"indicator": "http_5xx_share", "max": "1%"})]
 
 
 class AnalysisConfig(_Model):

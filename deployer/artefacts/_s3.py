@@ -16,7 +16,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from .._errors import ArtefactError, ArtefactNotFoundError, ImmutableArtefactError
+from .._errors import ArtefactError, ImmutableArtefactError
 from .._versions import validate_version
 from ._build import MANIFEST_NAME, SIGNATURE_NAME
 from ._manifest import APP_NAME_PATTERN, Manifest, tarball_name, validate_app_name
@@ -124,7 +124,7 @@ class S3Store(ArtefactStore):
         validate_version(version, where="--version")
         response = self._get(release_key(app, version, MANIFEST_NAME))
         if response is None:
-            raise ArtefactNotFoundError(f"{app} {version} is not in store {self.url}")
+            raise self.not_found(app, version)
         manifest: bytes = response["Body"].read()
         # Prefer the signature committed atomically with the manifest.
         encoded = response.get("Metadata", {}).get(_SIGNATURE_METADATA)

@@ -56,6 +56,10 @@ __all__ = [
 
 INDEX_NAME = "index.json"
 HTTP_TIMEOUT = 15.0
+# The newest versions an error about a missing one lists.
+_VERSIONS_SHOWN = 10
+_CHECK_THE_URL = ("check the store's URL (store.url in the config, or --store); releases get "
+                  "there with `deployer artefact publish DIR --store URL`")
 
 
 @dataclass(frozen=True)
@@ -209,7 +213,7 @@ class ArtefactStore(ABC):
         validate_version(version, where="--version")
         manifest = self._read(release_key(app, version, MANIFEST_NAME))
         if manifest is None:
-            raise ArtefactNotFoundError(f"{app} {version} is not in store {self.url}")
+            raise self.not_found(app, version)
         return manifest, self._read(release_key(app, version, SIGNATURE_NAME))
 
     def get_tarball(self, app: str, version: str) -> bytes:
@@ -217,10 +221,41 @@ class ArtefactStore(ABC):
         validate_version(version, where="--version")
         data = self._read(release_key(app, version, tarball_name(app, version)))
         if data is None:
-            raise ArtefactNotFoundError(
-                f"tarball of {app} {version} is not in store {self.url}"
-            )
+            raise self.not_found(app, version, what="tarball of ")
         return data
+
+    def missing_store(self) -> str | None:
+        """Why this is no store at all (its directory or root missing), or None."""
+        if self._read(INDEX_NAME) is None:
+            return (f"store {self.url} has no {INDEX_NAME} at its root: the URL does not point at "
+                    "a store, or nothing was ever published there")
+        return None
+
+    def not_found(self, app: str, version: str, *, what: str = "") -> ArtefactNotFoundError:
+        """The error for a release (or ``what`` of it) the store does not hold: the store itself
+        missing, or the versions of ``app`` it does hold."""
+        gone = self.missing_store()
+        if gone:
+            return ArtefactNotFoundError(f"{what}{app} {version} cannot be fetched: {gone}",
+                                         hint=_CHECK_THE_URL)
+        if what:  # a file of a release the store lists: nothing to choose from instead
+            return ArtefactNotFoundError(f"{what}{app} {version} is not in store {self.url}")
+        try:
+            held = [m.version for m in self.list(app)]
+        except ArtefactError:  # an unreadable index: say only what is missing
+            return ArtefactNotFoundError(f"{what}{app} {version} is not in store {self.url}")
+        if not held:
+            return ArtefactNotFoundError(
+                f"{what}{app} {version} is not in store {self.url}, which holds no release of {app}",
+                hint=f"publish one with `deployer artefact publish DIR --store {self.url}`",
+            )
+        shown = held[-_VERSIONS_SHOWN:]
+        older = f" (and {len(held) - len(shown)} older)" if len(held) > len(shown) else ""
+        return ArtefactNotFoundError(
+            f"{what}{app} {version} is not in store {self.url}; it holds {app} "
+            f"{', '.join(shown)}{older}",
+            hint=f"`deployer artefact list --store {self.url} --app {app}` lists them",
+        )
 
 
 class FileStore(ArtefactStore):
@@ -242,6 +277,20 @@ class FileStore(ArtefactStore):
         validate_app_name(app, where="--app")
         validate_version(version, where="--version")
         return (self.root / release_key(app, version, tarball_name(app, version))).as_uri()
+
+    def missing_store(self) -> str | None:
+        if not self.root.is_dir():
+            return f"the store directory {self.root} does not exist (store {self.url})"
+        return super().missing_store()
+
+    def list(self, app: str | None = None) -> builtins.list[Manifest]:
+        # A directory that is not there is a wrong URL, not an empty store.
+        if not self.root.is_dir():
+            raise ArtefactNotFoundError(
+                f"the store directory {self.root} does not exist (store {self.url})",
+                hint=_CHECK_THE_URL,
+            )
+        return super().list(app)
 
     @contextmanager
     def _lock(self) -> Iterator[None]:

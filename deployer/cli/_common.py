@@ -48,6 +48,14 @@ console = _Console(stderr=True, highlight=False)
 out = _Console(highlight=False)
 
 
+def cell(text: str, limit: int, *, on: Console = out) -> str:
+    """``text`` for a table cell printed on ``on``: cut to ``limit`` characters in a terminal
+    (one screen line per row), whole anywhere else: a CI log or a pipe keeps every word."""
+    if len(text) <= limit or not on.is_terminal:
+        return text
+    return text[: limit - 3] + "..."
+
+
 def print_json(data: object) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 

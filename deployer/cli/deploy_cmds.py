@@ -19,16 +19,16 @@ import click
 
 from .._errors import DeployerError, UsageError
 from .._versions import validate_version
-from ..adapters.inventory import Node
-from ..adapters.ssh_masters import host_key_hint, is_host_key_failure
+from ..config import EnvironmentConfig
 from ..engine.events import JsonLinesWriter, Subscriber
 from ..engine.lifecycle import Lifecycle, raise_for
 from ..engine.model import Outcome
 from ._common import config_option, console, env_option, get_config, print_json
+from ._fixes import download_fix, ssh_fix
 from ._wiring import Environment, build_environment
 from .render import ConsoleView, print_outcome
 
-__all__ = ["deploy", "events_option", "host_key_fix", "rollback", "wired"]
+__all__ = ["deploy", "events_option", "finish", "rollback", "wired"]
 
 
 @contextmanager
@@ -89,16 +89,9 @@ def wired(
         environment.close()
 
 
-def host_key_fix(reasons: list[tuple[Node, str]]) -> str | None:
-    """How to fix the first node that failed on its SSH host key (None if none did)."""
-    for node, reason in reasons:
-        if is_host_key_failure(reason):
-            return f"{node.name}: {host_key_hint(node.address, node.ssh_port, node.known_hosts)}"
-    return None
-
-
-def finish(outcome: Outcome, as_json: bool) -> None:
-    """Show the outcome and exit with its code."""
+def finish(outcome: Outcome, as_json: bool, env: EnvironmentConfig) -> None:
+    """Show the outcome and exit with its code; the hint says how to fix nodes that could not
+    be reached (their SSH host key, or their SSH key refused) or could not download the release."""
     if as_json:
         print_json(outcome.to_dict())
     else:
@@ -106,9 +99,10 @@ def finish(outcome: Outcome, as_json: bool) -> None:
     try:
         raise_for(outcome)
     except DeployerError as exc:
-        fix = host_key_fix([(st.node, st.cause or st.detail) for st in outcome.nodes.values()])
-        if fix:
-            exc.hint = f"{exc.hint}; {fix}" if exc.hint else fix
+        reasons = [(st.node, st.cause or st.detail) for st in outcome.nodes.values()]
+        fixes = [f for f in (ssh_fix(reasons), download_fix(env, reasons)) if f]
+        if fixes:
+            exc.hint = "; ".join([exc.hint, *fixes] if exc.hint else fixes)
         raise
 
 
@@ -127,7 +121,7 @@ def deploy(env_name: str, version: str, as_json: bool, quiet: bool, events_to: s
         lifecycle = environment.lifecycle
         with _stop_on_signals(lifecycle):
             outcome = lifecycle.deploy(version)
-    finish(outcome, as_json)
+    finish(outcome, as_json, environment.env)
 
 
 @click.command()
@@ -151,4 +145,4 @@ def rollback(
             console.print(f"rolling {env_name} back to {target}")
         with _stop_on_signals(lifecycle):
             outcome = lifecycle.deploy(target, kind="rollback")
-    finish(outcome, as_json)
+    finish(outcome, as_json, environment.env)

@@ -18,14 +18,17 @@ from rich.table import Table
 from .._errors import DeployerError, LoadBalancerError, LockError
 from .._versions import validate_version
 from ..adapters.journal import ABANDONED_SUMMARY, DeploymentRecord, is_abandoned
+from ..adapters.loadbalancer import ServerState
 from ..adapters.lock import LockView
 from ..engine.bluegreen import BlueGreen
+from ..engine.left_out import left_out_by_deployer
 from ..engine.model import NodeFacts
 from ..engine.rolling import operations
 from ..engine.variables import base_vars
-from ._common import config_option, console, env_option, get_config, out, print_json
+from ._common import cell, config_option, console, env_option, get_config, out, print_json
+from ._fixes import ssh_fix
 from ._wiring import Environment, journal_for
-from .deploy_cmds import host_key_fix, wired
+from .deploy_cmds import wired
 
 __all__ = ["history", "plan", "status"]
 
@@ -64,9 +67,19 @@ def status(env_name: str, as_json: bool, config_path: Path | None) -> None:
     leg_of = {n.name: leg for leg, fleet in environment.fleets.items() if leg for n in fleet.nodes}
     rows = []
     nodes = [n for fleet in environment.fleets.values() for n in fleet.nodes]
+    left, running = _out_by_deployments(environment, lb)
+    notes = {
+        **{n: f"out of the load balancer for deployment {d}, still running" for n, d in running.items()},
+        **{n: f"left out by deployment {d}; run `deployer recover --env {env_name}`"
+           for n, d in left.items()},
+    }
     for node in nodes:
         f = facts.get(node.name, NodeFacts())
         s = lb.get(node.lb_server)
+        detail = f.health_detail
+        note = notes.get(node.name)
+        if note and not f.unreachable:
+            detail = f"{note}; {detail}" if f.healthy is False and detail else note
         rows.append({
             **({"leg": leg_of.get(node.name)} if legs else {}),
             "node": node.name,
@@ -76,7 +89,8 @@ def status(env_name: str, as_json: bool, config_path: Path | None) -> None:
             "load_balancer": s.label if s else ("unknown" if lb_error or lb else "not found"),
             "sessions": s.sessions if s else None,
             "healthy": f.healthy,
-            "detail": f.health_detail,
+            "detail": detail,
+            "left_out_by": left.get(node.name),
         })
     unread = [n for n in nodes if facts.get(n.name, NodeFacts()).unreachable]
     if as_json:
@@ -87,7 +101,7 @@ def status(env_name: str, as_json: bool, config_path: Path | None) -> None:
             "lock": {"where": environment.lock.where, "error": lock_error or None},
         })
     else:
-        _print_status_table(environment, rows, facts)
+        _print_status_table(environment, rows, facts, notes)
         if legs:
             out.print(f"live leg: {legs['live'] or 'unknown'}; preview (the idle leg): "
                       f"{legs['preview_url']}" + (f"; {legs['error']}" if legs["error"] else ""))
@@ -97,14 +111,26 @@ def status(env_name: str, as_json: bool, config_path: Path | None) -> None:
             state = " [yellow](stale: its holder is gone)[/]" if lock.stale else ""
             console.print(f"locked by {escape(lock.record.describe())}{state}; the lock is kept "
                           f"at {escape(lock.where)}", soft_wrap=True)
+    problems: list[str] = []
+    fixes: list[str] = []
     if unread:
-        raise DeployerError(
+        problems.append(
             f"could not read {', '.join(n.name for n in unread)}: "
-            + "; ".join(f"{n.name}: {_short(facts[n.name].unreachable_reason) or 'unreachable'}"
-                        for n in unread),
-            hint=host_key_fix([(n, facts[n.name].unreachable_reason) for n in unread])
-            or "check that the nodes are up and that this user reaches them over SSH",
+            + "; ".join(f"{n.name}: {_gist(facts[n.name].unreachable_reason) or 'unreachable'}"
+                        for n in unread)
         )
+        fixes.append(ssh_fix((n, facts[n.name].unreachable_reason) for n in unread)
+                     or "check that the nodes are up and that this user reaches them over SSH")
+    if left:
+        problems.append(
+            "left out of the load balancer by a deployment that did not put "
+            f"{'it' if len(left) == 1 else 'them'} back: "
+            + ", ".join(f"{n} (deployment {d})" for n, d in left.items())
+        )
+        fixes.append(f"run `deployer recover --env {env_name}`: it puts back the nodes a "
+                     "deployment left out, once they are healthy")
+    if problems:
+        raise DeployerError("; ".join(problems), hint="; ".join(fixes))
     if lb_error:
         raise LoadBalancerError(lb_error)  # shown above with what could be read; exit 7
 
@@ -126,14 +152,41 @@ def _legs(environment: Environment) -> dict[str, Any]:
     return {"live": live, "preview_url": bg.config.preview_url, "legs": legs, "error": error}
 
 
+def _out_by_deployments(
+    environment: Environment, lb: dict[str, ServerState]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """The nodes out of the load balancer that a deployment took out, by the journal: those it
+    left out (deployer's to put back: ``recover``), and those a deployment still running has
+    out now; each with that deployment's id. An operator's MAINT or DRAIN is in neither."""
+    out = [n.name for fleet in environment.fleets.values() for n in fleet.nodes
+           if (s := lb.get(n.lb_server)) is not None and s.admin != "ready"]
+    if not out:
+        return {}, {}
+    left: dict[str, int] = {}
+    running: dict[str, int] = {}
+    journal = environment.journal
+    for name, event in left_out_by_deployer(journal, environment.name, out).items():
+        record = journal.deployment(event.deployment_id)
+        if record is not None and record.status == "running" and not is_abandoned(record):
+            running[name] = event.deployment_id
+        else:
+            left[name] = event.deployment_id
+    return left, running
+
+
+def _gist(reason: str) -> str:
+    """The gist of an SSH failure: on one line, without Ansible's preamble."""
+    return " ".join(reason.replace("Failed to connect to the host via ssh:", "").split())
+
+
 def _short(reason: str, limit: int = 80) -> str:
-    """The gist of an SSH failure, for a table cell."""
-    text = " ".join(reason.replace("Failed to connect to the host via ssh:", "").split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """The gist of an SSH failure, for a table cell of the status table (cut in a terminal)."""
+    return cell(_gist(reason), limit)
 
 
 def _print_status_table(
-    environment: Environment, rows: list[dict[str, Any]], facts: dict[str, NodeFacts]
+    environment: Environment, rows: list[dict[str, Any]], facts: dict[str, NodeFacts],
+    notes: dict[str, str],
 ) -> None:
     table = Table(title=f"{environment.name}: {environment.env.app.name}")
     with_legs = any("leg" in r for r in rows)
@@ -148,6 +201,10 @@ def _print_status_table(
         f = facts.get(str(r["node"]), NodeFacts())
         if f.unreachable:
             detail = f"[red]unreachable[/]: {escape(_short(f.unreachable_reason))}"
+        elif str(r["node"]) in notes:  # out of the load balancer because of a deployment
+            detail = f"[yellow]{escape(notes[str(r['node'])])}[/]"
+            if h is False:
+                detail += f"; {escape(_short(f.health_detail))}"
         else:
             detail = "" if h is True else escape(_short(f.health_detail))
         leg = [str(r.get("leg") or "-")] if with_legs else []
@@ -186,7 +243,7 @@ def history(
             table.add_column(col)
         for e in events:
             table.add_row(e.to_dict()["at"], e.node, e.phase, e.from_version or "-",
-                          e.to_version or "-", escape(e.detail[:120]))
+                          e.to_version or "-", escape(cell(e.detail, 120)))
         out.print(table)
         return
     records = [_as_shown(r) for r in journal.deployments(env_name, limit=limit)]
@@ -205,7 +262,7 @@ def history(
         took = f"{r.ended_at - r.started_at:.0f}s" if r.ended_at else "-"
         table.add_row(str(r.id), r.kind, r.version, f"[{colours.get(r.status, 'white')}]{r.status}[/]",
                       d["start"][5:16].replace("T", " "), took, r.actor.split("@")[0],
-                      escape(r.summary[:160]))
+                      escape(cell(r.summary, 160)))
     out.print(table)
 
 

@@ -24,7 +24,7 @@ from ..engine.events import (
 from ..engine.model import Outcome
 from ..engine.plan import DeploymentPlan
 from ..engine.states import NodePhase
-from ._common import console, out
+from ._common import cell, console, out
 
 __all__ = ["PHASE_STYLE", "ConsoleView", "print_outcome", "print_plan"]
 
@@ -87,7 +87,8 @@ def print_outcome(outcome: Outcome) -> None:
         style = PHASE_STYLE.get(st.phase, "white")
         table.add_row(
             st.name, st.from_version or "-", st.to_version or "-", f"[{style}]{st.phase.value}[/]",
-            f"{st.out_seconds:.2f}s" if st.out_seconds is not None else "-", escape(st.detail),
+            f"{st.out_seconds:.2f}s" if st.out_seconds is not None else "-",
+            escape(cell(st.detail, 200, on=console)),
         )
     console.print(table)
     colour = {"succeeded": "green", "rolled_back": "yellow", "cancelled": "yellow"}.get(

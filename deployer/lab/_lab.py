@@ -648,6 +648,8 @@ class Lab:
     def _remove_files(self) -> None:
         for name in ("nodes", "haproxy", "nginx", "prometheus", "keys", "store", "bin", "state", "locks"):
             shutil.rmtree(self.dir / name, ignore_errors=True)
+        # The production topology's hosts: their private passwd, shadow, sudoers.d and locks.
+        shutil.rmtree(ProductionHosts(self.dir).root, ignore_errors=True)
         for path in (self.state_path, self.config_path, self.inventory_path):
             path.unlink(missing_ok=True)
 

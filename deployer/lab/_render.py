@@ -358,7 +358,7 @@ def deployer_config(
             "failure_limit": 2,
             "min_samples": 10,
             "no_data": "pass",
-            "rules": [{"indicator": "http_5xx_share", "max": 0.01}],
+            "rules": [{"indicator": "http_5xx_share", "max": "1%"}],
             "smoke": {"interval": 1, "failure_limit": 1,
                       "http": [{"url": "{target_url}/", "expect_status": 200}]},
         }

@@ -232,7 +232,12 @@ def test_a_killed_deployer_leaves_a_trail_and_recover_fixes_it(make_lab: Callabl
     last = history(the_lab)[0]
     assert last["status"] == "abandoned" and "ended unexpectedly" in last["summary"]
     assert ("node1", "deploying") in events(the_lab, last["id"])
-    assert fleet(the_lab)["node1"]["load_balancer"] == "MAINT"  # drained, then put in maintenance
+    r = cli(the_lab, "status", "--env", "lab", "--json")
+    assert r.returncode == 1, r.stderr  # a node deployer left out: status fails until it is back
+    node1 = {n["node"]: n for n in json.loads(r.stdout)["nodes"]}["node1"]
+    assert node1["load_balancer"] == "MAINT"  # drained, then put in maintenance
+    assert node1["detail"] == f"left out by deployment {last['id']}; run `deployer recover --env lab`"
+    assert f"node1 (deployment {last['id']})" in r.stderr and "deployer recover --env lab" in r.stderr
     r = cli(the_lab, "recover", "--env", "lab", check=True)
     assert "put back into service" in r.stderr
     # recover writes: the abandoned deployment is now recorded as failed.

@@ -376,6 +376,15 @@ EQUIVALENCE_PLAYBOOK = """
       register: unpack_secret
       ignore_errors: true
 
+    - name: Fail to download from a plain URL (a store's, no secret in it)
+      deployer_release_unpack:
+        url: "http://127.0.0.1:9/hello/9.9.9/hello-9.9.9.tar.gz"
+        sha256: "{{ sha_100 }}"
+        dest: "{{ base }}/releases/9.9.9"
+        version: 9.9.9
+      register: unpack_refused
+      ignore_errors: true
+
     - name: Read the releases through a variable only the node knows
       deployer_release_info:
         base_dir: "$DEPLOYER_EQUIVALENCE_ROOT/hello/equivalence"
@@ -389,12 +398,13 @@ EQUIVALENCE_PLAYBOOK = """
           {{ {'unpack_check': unpack_check, 'unpack': unpack, 'unpack_again': unpack_again,
               'unpack_owned': unpack_owned, 'switch_check': switch_check, 'switch': switch,
               'switch_next': switch_next, 'info': info, 'unpack_root': unpack_root,
-              'unpack_secret': unpack_secret, 'info_expanded': info_expanded} | to_json }}
+              'unpack_secret': unpack_secret, 'unpack_refused': unpack_refused,
+              'info_expanded': info_expanded} | to_json }}
         dest: "{{ out }}"
         mode: "0600"
       delegate_to: localhost
 """
-MODULE_STEPS = 10
+MODULE_STEPS = 11
 
 
 def run_equivalence_playbook(lab_dir: Path, *, pipelining: bool) -> tuple[dict[str, Any], str]:
@@ -451,6 +461,12 @@ def test_successful_runs_and_check_mode_give_the_same_results_directly_or_the_st
     assert any("runs as root" in w for w in direct["unpack_root"].get("warnings", []))
     for log in (direct_log, standard_log):
         assert log.count("[WARNING]: the application runs as root") == 1
-    assert direct["unpack_secret"]["failed"] and "cannot download" in direct["unpack_secret"]["msg"]
+    # A failed download names the URL: without its query when it has one, else whole.
+    assert direct["unpack_secret"]["failed"], direct["unpack_secret"]
+    assert "cannot download http://127.0.0.1:9/hello.tar.gz?<query hidden>: " in (
+        direct["unpack_secret"]["msg"])
+    assert direct["unpack_refused"]["failed"], direct["unpack_refused"]
+    assert "cannot download http://127.0.0.1:9/hello/9.9.9/hello-9.9.9.tar.gz: " in (
+        direct["unpack_refused"]["msg"])
     for text in (json.dumps(direct), json.dumps(standard), direct_log, standard_log):
         assert "PLANTED-SECRET-7f3a" not in text

@@ -154,3 +154,12 @@ def test_the_load_balancer_module_runs_alike_directly_and_through_ansibles_wrapp
     assert direct["missing"]["msg"] == standard["missing"]["msg"] and "node9" in direct["missing"]["msg"]
     after = HAProxyRuntime(str(prod_lab.admin_socket())).servers("hello")
     assert after["node1"].label == "UP"
+
+
+def test_lab_down_removes_everything_a_production_lab_wrote(make_lab: Callable[..., Lab]) -> None:
+    the_lab = make_lab(nodes=2, topology="production")
+    # Each host's private user database and sudo rules live in the lab's directory.
+    for host in ("node1", "node2", "lb1"):
+        assert (the_lab.dir / "production" / host / "shadow").is_file(), host
+    the_lab.down()
+    assert not the_lab.dir.exists(), sorted(str(p) for p in the_lab.dir.rglob("*"))

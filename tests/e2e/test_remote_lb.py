@@ -61,9 +61,9 @@ def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def fleet(config: Path) -> dict[str, dict[str, Any]]:
+def fleet(config: Path, *, exit_code: int = 0) -> dict[str, dict[str, Any]]:
     r = cli(config, "status", "--env", "lab", "--json")
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == exit_code, r.stderr
     status = json.loads(r.stdout)
     assert status["load_balancer_error"] is None
     return {n["node"]: n for n in status["nodes"]}
@@ -151,11 +151,13 @@ def test_status_and_recover_through_a_remote_load_balancer(make_lab: Callable[..
             os.killpg(proc.pid, signal.SIGKILL)  # the driver and its ansible-playbook
             break
     proc.wait(timeout=30)
-    # deployer left node1 out; then an operator puts node2 in maintenance.
+    # deployer left node1 out; then an operator puts node2 in maintenance. status says which
+    # is deployer's to put back, and fails until it is.
     HAProxyRuntime(str(the_lab.haproxy_socket)).set_state("hello", "node2", "maint")
-    nodes = fleet(config)
+    nodes = fleet(config, exit_code=1)
     assert {n: word(s["load_balancer"]) for n, s in nodes.items()} == {
         "node1": "MAINT", "node2": "MAINT", "node3": "UP"}
+    assert nodes["node1"]["left_out_by"] is not None and nodes["node2"]["left_out_by"] is None
 
     r = cli(config, "recover", "--env", "lab")
     assert r.returncode == 0, r.stderr

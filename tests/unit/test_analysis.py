@@ -364,10 +364,10 @@ def test_config_accepts_the_full_section_and_builds_a_soak() -> None:
 
 
 @pytest.mark.parametrize(("data", "field", "message"), [
-    ({"rules": [{"indicator": "http_5xx_share", "max": 5}]}, "analysis.rules.0.max",
+    ({"rules": [{"indicator": "http_5xx_share", "max": "500%"}]}, "analysis.rules.0.max",
      "threshold out of range"),
     ({"duration": 5, "interval": 10}, "analysis.interval", "longer than the soak"),
-    ({"rules": [{"indicator": "http_5xx_share", "max": 0.1, "min": 0}]}, "analysis.rules.0",
+    ({"rules": [{"indicator": "http_5xx_share", "max": "10%", "min": "0%"}]}, "analysis.rules.0",
      "exactly one of max or min"),
     ({"rules": [{"source": "promethus", "indicator": "x", "max": 1}]}, "analysis.rules.0.source",
      "unknown source 'promethus' (configured: haproxy)"),
@@ -400,6 +400,59 @@ def test_public_names() -> None:
     for name in deployer.analysis.__all__:
         assert hasattr(deployer.analysis, name), name
     assert Path(deployer.analysis.__file__).parent.name == "analysis"
+
+
+# A share (http_5xx_share, any *_share or *_ratio indicator) is a number between 0 and 1 inside,
+# written as a percentage: "max: 1" used to mean 100%, a rule that could never fire.
+@pytest.mark.parametrize(("data", "field", "value", "meant"), [
+    ({"rules": [{"indicator": "http_5xx_share", "max": 1}]}, "analysis.rules.0.max", 1, "100%"),
+    ({"rules": [{"indicator": "http_4xx_share", "max": 0.5}]}, "analysis.rules.0.max", 0.5, "50%"),
+    ({"rules": [{"indicator": "http_5xx_share", "min": "0.01"}]}, "analysis.rules.0.min", "0.01", "1%"),
+    ({"sources": {"prometheus": {"url": "http://127.0.0.1:9", "queries": {"error_ratio": "up"}}},
+      "rules": [{"source": "prometheus", "indicator": "error_ratio", "max": 0.05}]},
+     "analysis.rules.0.max", 0.05, "5%"),
+    ({"compare": [{"indicator": "http_5xx_share", "max_margin": 1}]}, "analysis.compare.0.max_margin",
+     1, "100%"),
+    ({"compare": [{"max_margin": 2}]}, "analysis.compare.0.max_margin", 2, "200%"),  # the default indicator
+])
+def test_a_bare_number_for_a_share_is_refused(
+    data: dict[str, object], field: str, value: object, meant: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_analysis_config(data, file="deployer.yml")
+    assert (caught.value.file, caught.value.field, caught.value.value) == ("deployer.yml", field, value)
+    assert "is a share: write it as a percentage, e.g. 1%" in str(caught.value)
+    assert f"this one would mean {meant}" in str(caught.value)
+
+
+def test_shares_as_percentages_and_other_indicators_as_numbers_are_accepted() -> None:
+    cfg = parse_analysis_config({
+        "sources": {"prometheus": {"url": "http://127.0.0.1:9", "queries": {"errors_per_s": "up"}}},
+        "rules": [{"indicator": "http_5xx_share", "max": "0.5%"},
+                  {"indicator": "response_time_ms", "max": 500},
+                  {"indicator": "http_5xx", "max": 1},
+                  {"source": "prometheus", "indicator": "errors_per_s", "max": 0.5}],
+        "compare": [{"max_margin": "1%"}, {"indicator": "requests", "max_margin": 10}],
+    })
+    assert [r.max for r in cfg.rules] == [pytest.approx(0.005), 500, 1, 0.5]
+    assert [c.max_margin for c in cfg.compare] == [pytest.approx(0.01), 10]
+
+
+def test_the_labs_analysis_section_is_valid() -> None:
+    import yaml
+
+    from deployer.lab import LabSpec
+    from deployer.lab._render import deployer_config
+
+    for legs in (False, True):
+        text = deployer_config(
+            LabSpec(soak=12, legs=legs), inventory_path=Path("inventory.yml"),
+            store_url="http://127.0.0.1:8081/", trusted_key=Path("keys/release.pub"),
+            haproxy_socket="/run/lab/admin.sock", legs_map_path="/run/lab/legs.map",
+        )
+        analysis = yaml.safe_load(text)["environments"]["lab"]["analysis"]
+        cfg = parse_analysis_config(analysis, file="lab deployer.yml")
+        assert cfg.rules[0].indicator == "http_5xx_share" and cfg.rules[0].max == pytest.approx(0.01)
 
 
 def test_the_commented_analysis_section_of_the_example_is_valid() -> None:

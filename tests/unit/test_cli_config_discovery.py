@@ -115,3 +115,19 @@ def test_a_missing_config_named_by_the_environment_says_so(
     assert r.returncode == 2
     assert "from $DEPLOYER_CONFIG" in r.stderr
     assert "deployer: error: /nonexistent/deployer.yml: configuration file not found" in r.stderr
+
+
+# What the docs said before commands stopped falling back to the lab's config: each promised
+# that `deployer <command> --env lab` finds it on its own.
+_FALLBACK_PROMISES = ("finds without flags", "works with no other flag", "found without flags")
+
+
+def test_the_docs_never_promise_that_commands_find_the_labs_config_on_their_own() -> None:
+    root = Path(__file__).resolve().parents[2]
+    docs = [root / "README.md", *sorted((root / "inventories").glob("*.md"))]
+    for doc in docs:
+        text = " ".join(doc.read_text().split())
+        for promise in _FALLBACK_PROMISES:
+            assert promise not in text, f"{doc.relative_to(root)} says the lab's config is {promise!r}"
+        if "--env lab" in text:  # where the docs use the lab's environment, they say how to name it
+            assert "$DEPLOYER_CONFIG" in text and "--config" in text, doc.relative_to(root)

@@ -46,6 +46,30 @@ def test_piped_history_keeps_each_deployment_on_one_line(tmp_path: Path) -> None
     assert "-> 200 {'version': '1.10.0-rc.1+build.20261130'}" in r.stdout
 
 
+def test_piped_history_shows_whole_reasons(tmp_path: Path) -> None:
+    cfg = write(tmp_path, GOOD)
+    journal = Journal(tmp_path / "state" / "journal.sqlite")
+    why = ("cannot stage release 1.1.0: cannot download http://mirror.internal.example.com:8099/"
+           "releases/hello/1.1.0/hello-1.1.0.tar.gz: [Errno 111] Connection refused")
+    summary = f"pre-staging 1.1.0 failed (node1: {why}; node2: {why}); no node was changed"
+    dep = journal.start_deployment(env="lab", app="hello", kind="deploy", version="1.1.0",
+                                   command="deployer deploy")
+    journal.record_phase(dep, "node1", "skipped", from_version="1.0.0", to_version="1.1.0",
+                         detail=f"not deployed: pre-staging failed: {why}")
+    journal.finish_deployment(dep, "refused", summary)
+    journal.close()
+    assert len(summary) > 160 and len(f"not deployed: pre-staging failed: {why}") > 120
+
+    r = piped("history", "--env", "lab", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    [row] = [line for line in r.stdout.splitlines() if "refused" in line]
+    assert summary in row, r.stdout
+    r = piped("history", "--env", "lab", "--config", str(cfg), "--deployment", str(dep))
+    assert r.returncode == 0, r.stderr
+    [row] = [line for line in r.stdout.splitlines() if "skipped" in line]
+    assert f"not deployed: pre-staging failed: {why}" in row, r.stdout
+
+
 def test_piped_artefact_list_prints_whole_lines(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -86,3 +110,15 @@ def test_errors_have_one_form(tmp_path: Path) -> None:
         assert lines[0].startswith("deployer: error: "), (argv, r.stderr)
         assert lines[1].startswith("deployer: hint: "), (argv, r.stderr)
         assert "Error:" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_only_a_terminal_gets_long_cells_cut() -> None:
+    import io
+
+    from deployer.cli._common import _Console, cell
+
+    terminal = _Console(file=io.StringIO(), force_terminal=True)
+    pipe = _Console(file=io.StringIO())
+    assert cell("x" * 100, 80, on=terminal) == "x" * 77 + "..."
+    assert cell("x" * 100, 80, on=pipe) == "x" * 100
+    assert cell("short", 80, on=terminal) == "short"

@@ -173,6 +173,22 @@ def test_an_analysis_section_is_validated_with_the_rest(tmp_path: Path) -> None:
     assert "max: threshold out of range" in str(caught.value)
 
 
+def test_a_share_written_as_a_bare_number_is_refused_naming_file_field_and_value(
+    tmp_path: Path,
+) -> None:
+    bare = GOOD + """\
+    analysis:
+      rules: [{indicator: http_5xx_share, max: 1}]
+"""
+    path = write(tmp_path, bare)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.exit_code == 2
+    assert (caught.value.file, caught.value.field, caught.value.value) == (
+        str(path), "environments.lab.analysis.rules.0.max", 1)
+    assert "http_5xx_share is a share: write it as a percentage, e.g. 1%" in str(caught.value)
+
+
 # -- runner: ---------------------------------------------------------------------------------
 
 

@@ -63,16 +63,31 @@ def test_alias_warnings_and_deprecations_of_the_checks_are_kept() -> None:
     assert plugin.check_messages(ArgumentSpecValidator(spec).validate({"name": "a"})) == {}
 
 
-def test_the_no_log_url_is_censored_as_ansibles_wrapper_does() -> None:
-    url = "https://bucket.s3/hello.tar.gz?X-Amz-Signature=PLANTED"
+def censored_result(url: str) -> dict[str, Any]:
+    """A failed download's result as the plugin returns it (and the module's main() under
+    Ansible's wrapper): censored with the values the module says are secret."""
     args = {"url": url, "sha256": "0" * 64, "dest": "/opt/hello/releases/1.0.0", "version": "1.0.0"}
     validated = ArgumentSpecValidator(SPEC).validate(args)
-    assert url in validated._no_log_values
-    result = {"failed": True, "msg": f"cannot download {url}: refused",
+    assert url in validated._no_log_values  # Ansible never logs the URL itself
+    values = plugin.result_no_log_values(unpack, validated.validated_parameters, validated)
+    result = {"failed": True, "msg": f"cannot download {unpack.shown_url(url)}: refused",
               "invocation": {"module_args": validated.validated_parameters}}
-    censored = remove_values(result, validated._no_log_values)
-    assert "PLANTED" not in repr(censored)
-    assert censored["msg"] == "cannot download ********: refused"
+    censored: dict[str, Any] = remove_values(result, values)
+    return censored
+
+
+def test_a_failed_download_names_the_url_without_its_secret_parts() -> None:
+    plain = "http://127.0.0.1:8099/hello/1.1.0/hello-1.1.0.tar.gz"
+    assert censored_result(plain)["msg"] == f"cannot download {plain}: refused"
+
+    signed = ("https://user:PLANTEDPASS@bucket.s3/hello.tar.gz?X-Amz-Credential=AKIA%2FPLANTED1"
+              "&X-Amz-Signature=PLANTED2")
+    censored = censored_result(signed)
+    assert "PLANTED" not in repr(censored) and "AKIA/PLANTED1" not in repr(censored)
+    assert censored["msg"] == "cannot download https://bucket.s3/hello.tar.gz?<query hidden>: refused"
+    assert censored["invocation"]["module_args"]["url"].startswith("https://user:********@bucket.s3/")
+    # A URL that cannot be parsed is censored whole.
+    assert unpack.url_secrets("http://[::1/x?sig=PLANTED") == {"http://[::1/x?sig=PLANTED"}
 
 
 def test_a_result_naming_a_path_gets_what_ansibles_wrapper_adds(tmp_path: Path) -> None:

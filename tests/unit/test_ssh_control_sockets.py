@@ -1,5 +1,6 @@
 """Where SSH control sockets live (per user, per state directory, per run; short enough for a
-unix socket), the inventory's SSH settings coming first, and the host-key hint."""
+unix socket), the inventory's SSH settings coming first, SSH's own reason when a node cannot be
+reached, and the fixes for a host key and for a refused SSH key."""
 
 from __future__ import annotations
 
@@ -14,15 +15,19 @@ from pathlib import Path
 import pytest
 
 from deployer import PrerequisiteError
-from deployer.adapters.runner import AnsibleRunner, RunRequest, close_runner
+from deployer.adapters.inventory import Node
+from deployer.adapters.runner import AnsibleRunner, RunRequest, close_runner, translate
 from deployer.adapters.ssh_masters import (
     MAX_SOCKET_PATH,
     SshMasters,
     control_root,
     host_key_hint,
+    is_auth_failure,
     is_host_key_failure,
     known_hosts_file,
+    ssh_reason,
 )
+from deployer.cli._fixes import ssh_fix
 
 # Ansible names a socket with 10 characters; ssh adds ".<16 characters>" while creating it.
 LONGEST_SOCKET_NAME = 10 + 17
@@ -130,3 +135,74 @@ def test_the_known_hosts_file_and_the_fix_for_a_host_key_failure() -> None:
     assert "ssh-keyscan -p 2222 10.0.1.11 >> /srv/kh" in hint
     assert "ssh-keygen -R [10.0.1.11]:2222 -f /srv/kh" in hint
     assert "~/.ssh/known_hosts" in host_key_hint("web1", None, None)
+
+
+# Messages of unreachable hosts as ansible-core 2.19 gives them (over a pipelining connection,
+# and the classic form), and what ssh itself said in each.
+@pytest.mark.parametrize(("message", "reason"), [
+    ('Task failed: Data could not be sent to remote host "10.0.1.11". Make sure this host can be '
+     "reached over ssh: root@10.0.1.11: Permission denied (publickey).",
+     "root@10.0.1.11: Permission denied (publickey)."),
+    ('Task failed: Data could not be sent to remote host "10.0.1.11".\nMake sure this host can be '
+     "reached over ssh: deploy@10.0.1.11: Permission denied (publickey,password).",
+     "deploy@10.0.1.11: Permission denied (publickey,password)."),
+    ("Failed to connect to the host via ssh: Warning: Identity file /srv/k not accessible: No such "
+     "file or directory.\r\nroot@10.0.1.11: Permission denied (publickey).\r\n",
+     "root@10.0.1.11: Permission denied (publickey)."),
+    ("Failed to connect to the host via ssh: No ED25519 host key is known for [10.0.1.11]:2222 and "
+     "you have requested strict checking.\r\nHost key verification failed.",
+     "Host key verification failed."),
+    ("Failed to connect to the host via ssh: ssh: connect to host 10.0.1.11 port 22: Connection "
+     "refused", "ssh: connect to host 10.0.1.11 port 22: Connection refused"),
+    ("Failed to connect to the host via ssh: Warning: Permanently added '10.0.1.11' (ED25519) to "
+     "the list of known hosts.\r\nsomething else went wrong", "something else went wrong"),
+    ('Task failed: Data could not be sent to remote host "10.0.1.11". Make sure this host can be '
+     "reached over ssh: ", 'Task failed: Data could not be sent to remote host "10.0.1.11". Make '
+     "sure this host can be reached over ssh:"),
+])
+def test_the_reason_of_an_unreachable_node_is_what_ssh_said(message: str, reason: str) -> None:
+    assert ssh_reason(message) == reason
+    event = translate({"event": "runner_on_unreachable", "event_data": {
+        "host": "node1", "task": "Read", "res": {"msg": message, "unreachable": True}}})
+    assert event is not None and event.message == reason
+
+
+def test_the_fix_for_a_refused_ssh_key_names_the_inventorys_key_setting() -> None:
+    refused = "deploy@10.0.1.11: Permission denied (publickey)."
+    assert is_auth_failure(refused) and not is_host_key_failure(refused)
+    assert not is_auth_failure("Host key verification failed.")
+    node = Node(name="web1", address="10.0.1.11", app_host="10.0.1.11", lb_server="web1",
+                ssh_port=2222, known_hosts="/srv/kh", user="deploy", private_key="/srv/deploy_key")
+    fix = ssh_fix([(node, refused)])
+    assert fix is not None and fix.startswith("web1: the node refused the SSH key (Permission "
+                                              "denied (publickey)): ")
+    assert "ansible_ssh_private_key_file (/srv/deploy_key)" in fix
+    assert "'ssh -i /srv/deploy_key -p 2222 deploy@10.0.1.11 true'" in fix
+    # Without a key in the inventory, ssh offers the user's own keys: the hint says so.
+    bare = Node(name="web2", address="web2", app_host="web2", lb_server="web2")
+    fix = ssh_fix([(bare, refused)])
+    assert fix is not None and "ansible_ssh_private_key_file (not set" in fix
+    assert "'ssh web2 true'" in fix
+    # A host-key failure and a refused key each get their fix; other failures none.
+    both = ssh_fix([(node, "Host key verification failed."), (bare, refused)])
+    assert both is not None and both.startswith("web1: the node's SSH host key is not in /srv/kh")
+    assert "; web2: the node refused the SSH key" in both
+    assert ssh_fix([(node, "ssh: connect to host 10.0.1.11 port 22: Connection refused")]) is None
+
+
+def test_nodes_know_the_user_and_key_the_inventory_gives_them(tmp_path: Path) -> None:
+    from deployer.adapters.inventory import load_nodes
+
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        "all:\n  children:\n    web:\n"
+        "      vars: {ansible_user: deploy, ansible_ssh_private_key_file: /srv/deploy_key}\n"
+        "      hosts:\n        web1: {ansible_host: 10.0.1.11}\n"
+        "        web2: {ansible_host: 10.0.1.12, ansible_user: other, ansible_ssh_private_key_file: /k}\n"
+        "    db:\n      hosts:\n        db1: {ansible_ssh_user: dba, ansible_private_key_file: /d}\n"
+    )
+    web1, web2 = load_nodes(inventory, "web")
+    assert (web1.user, web1.private_key) == ("deploy", "/srv/deploy_key")  # the group's
+    assert (web2.user, web2.private_key) == ("other", "/k")  # the host's own
+    [db1] = load_nodes(inventory, "db")
+    assert (db1.user, db1.private_key) == ("dba", "/d")  # the older names

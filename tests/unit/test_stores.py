@@ -159,6 +159,41 @@ def test_http_store_round_trip(http_store: tuple[str, Path, Path]) -> None:
         verify_release(store, "hello", "1.1.0", [public])
 
 
+def test_a_missing_release_is_told_apart_from_a_missing_store(
+    tmp_path: Path, http_store: tuple[str, Path, Path]
+) -> None:
+    url, root, public = http_store
+    for store in (open_store(root.as_uri()), open_store(url)):
+        # A version the store does not hold: the versions it holds of that app.
+        with pytest.raises(ArtefactNotFoundError) as caught:
+            verify_release(store, "hello", "1.2.0", [public])
+        assert str(caught.value) == f"hello 1.2.0 is not in store {store.url}; it holds hello 1.0.0, 1.1.0"
+        assert caught.value.hint == f"`deployer artefact list --store {store.url} --app hello` lists them"
+        with pytest.raises(ArtefactNotFoundError, match=r"which holds no release of other$"):
+            store.get_manifest("other", "1.0.0")
+    # A tarball gone from under its manifest.
+    (root / "hello/1.1.0/hello-1.1.0.tar.gz").unlink()
+    with pytest.raises(ArtefactNotFoundError) as caught:
+        open_store(url).get_tarball("hello", "1.1.0")
+    assert str(caught.value) == f"tarball of hello 1.1.0 is not in store {url}"
+
+    # A store directory that does not exist: said so, for a release and for a listing.
+    missing = tmp_path / "no-such-store"
+    with pytest.raises(ArtefactNotFoundError) as caught:
+        verify_release(open_store(missing.as_uri()), "hello", "1.1.0", [public])
+    assert str(caught.value) == (f"hello 1.1.0 cannot be fetched: the store directory {missing} does "
+                                 f"not exist (store {missing.as_uri()})")
+    assert caught.value.hint is not None and "store.url" in caught.value.hint
+    with pytest.raises(ArtefactNotFoundError, match="does not exist"):
+        open_store(missing.as_uri()).list()
+    (tmp_path / "empty").mkdir()
+    assert open_store((tmp_path / "empty").as_uri()).list() == []  # a store nothing is in yet
+    # A URL that is no store (no index at its root): said so too.
+    with pytest.raises(ArtefactNotFoundError, match=r"has no index\.json at its root: the URL does "
+                       "not point at a store"):
+        open_store(f"{url}releases/").get_manifest("hello", "1.1.0")
+
+
 def test_http_store_unreachable() -> None:
     store = open_store(f"http://127.0.0.1:{_free_port()}/store")
     with pytest.raises(ArtefactError, match="cannot be reached"):

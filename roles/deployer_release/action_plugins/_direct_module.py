@@ -13,8 +13,9 @@ arguments the module would reject (so its own message is shown), or with a path 
 ``~`` or ``$`` (Ansible's wrapper expands those on the node, with the node's home directories
 and environment), the module runs the standard way. Either way the result is the same, as
 Ansible's wrapper would give it: the values of ``no_log`` options censored everywhere in it
-(its ``invocation``, its messages), and the warnings and deprecations of the argument checks
-and of the module returned for Ansible to display.
+(its ``invocation``, its messages; only their secret parts where the module's
+``result_no_log_values`` says so, as its main() does under the wrapper), and the warnings and
+deprecations of the argument checks and of the module returned for Ansible to display.
 """
 
 from __future__ import annotations
@@ -136,6 +137,19 @@ def expands_on_node(spec: dict[str, Any], raw: dict[str, Any]) -> bool:
     return False
 
 
+def result_no_log_values(
+    module: ModuleType, params: dict[str, Any], validated: ValidationResult
+) -> set[str]:
+    """The values censored in the result: the no_log options' values, or what the module's own
+    ``result_no_log_values(params, values)`` makes of them (as its main() does for Ansible's
+    wrapper), e.g. only the secret parts of a download URL that its messages name."""
+    values = {str(v) for v in getattr(validated, "_no_log_values", set()) if v}
+    narrow = getattr(module, "result_no_log_values", None)
+    if callable(narrow):
+        values = {str(v) for v in narrow(params, values) if v}
+    return values
+
+
 def check_messages(validated: ValidationResult) -> dict[str, list[Any]]:
     """The warnings and deprecations Ansible's wrapper reports for these arguments (the same
     texts as AnsibleModule's), as a module result carries them."""
@@ -177,6 +191,7 @@ class ActionModule(ActionBase):
             )
             return result
         params: dict[str, Any] = validated.validated_parameters
+        no_log_values = result_no_log_values(module, params, validated)
         interpreter, facts = self._interpreter(task_vars)
         payload = json.dumps(
             {
@@ -185,7 +200,7 @@ class ActionModule(ActionBase):
                 "params": params,
                 "check_mode": bool(self._play_context.check_mode),
                 "finish": FINISH,
-                "no_log": sorted(str(v) for v in getattr(validated, "_no_log_values", set()) if v),
+                "no_log": sorted(no_log_values),
             }
         ).encode("utf-8")
         cmd = f"{self._compute_environment_string()} {interpreter} -I -c {shlex.quote(LOADER)}".strip()
@@ -196,7 +211,6 @@ class ActionModule(ActionBase):
             outcome[kind] = messages + list(outcome.get(kind) or [])
         outcome["invocation"] = {"module_args": params}
         # As AnsibleModule does: no_log values censored in the whole result, messages included.
-        no_log_values = getattr(validated, "_no_log_values", set())
         if no_log_values:
             outcome = remove_values(outcome, no_log_values)
         result.update(outcome)

@@ -26,7 +26,8 @@ options:
   url:
     description:
       - Where the node downloads the tarball (http, https or file URL).
-      - It may carry a credential (a presigned URL), so it is never shown in results or logs.
+      - It may carry a credential (a presigned URL), so Ansible never logs it, and results and
+        messages show it without its query and the password of its credentials.
     type: str
     required: true
   sha256:
@@ -171,6 +172,35 @@ def shown_url(url: str) -> str:
         return "the release URL"
     query = "?<query hidden>" if parts.query else ""
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", "")) + query
+
+
+def url_secrets(url: str) -> set[str]:
+    """What of a download URL is secret: its query and each value in it (a presigned URL's
+    signature and session token; as written and decoded) and the password of its credentials,
+    the parts :func:`shown_url` leaves out. All of it when it cannot be parsed."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return {url}
+    found: set[str] = set()
+    if password:
+        found.update({password, urllib.parse.unquote(password)})
+    if parts.query:
+        found.add(parts.query)
+        for pair in parts.query.split("&"):
+            value = pair.partition("=")[2]
+            if value:
+                found.update({value, urllib.parse.unquote_plus(value)})
+    return found
+
+
+def result_no_log_values(params: dict[str, Any], no_log_values: set[str]) -> set[str]:
+    """The values censored in this module's results: the URL's secret parts instead of the
+    whole URL, so that a failed download names the URL (without them) rather than "********".
+    Ansible's own log of the invocation, written before, still leaves the whole URL out."""
+    url = str(params.get("url") or "")
+    return (set(no_log_values) - {url}) | url_secrets(url)
 
 
 def download(url: str, target: str, max_size: int, timeout: float) -> tuple[int, str]:
@@ -479,7 +509,8 @@ def own_dirs(paths: list[str], user: str, group: str, check_mode: bool) -> list[
 
 
 ARGUMENT_SPEC: dict[str, Any] = {
-    # no_log: a presigned URL is a credential; Ansible (and the role's action plugin) hide it.
+    # no_log: a presigned URL is a credential. Ansible never logs it; results hide its secret
+    # parts (result_no_log_values), and messages name it without them (shown_url).
     "url": {"type": "str", "required": True, "no_log": True},
     "sha256": {"type": "str", "required": True},
     "size": {"type": "int", "default": 0},
@@ -542,6 +573,7 @@ def main() -> None:
     from ansible.module_utils.basic import AnsibleModule
 
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module.no_log_values = result_no_log_values(module.params, module.no_log_values)
     result = execute(module.params, check_mode=module.check_mode)
     for warning in result.pop("warnings", []):
         module.warn(warning)
