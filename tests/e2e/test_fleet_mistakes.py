@@ -111,7 +111,7 @@ def test_a_store_url_the_nodes_cannot_reach_is_named_with_the_setting_to_check(
     assert r.returncode == 0, r.stderr
     [row] = [line for line in r.stdout.splitlines() if " refused " in line]
     assert f"cannot download {url}: [Errno 111] Connection refused" in row, r.stdout
-    assert row.rstrip(" │").endswith("no node was changed"), row
+    assert row.rstrip(" │").endswith("nothing was changed"), row
     r = deployer(cfg, "history", "--env", "lab", "--deployment", "1")
     assert r.returncode == 0, r.stderr
     rows = [line for line in r.stdout.splitlines() if "skipped" in line]

@@ -142,15 +142,18 @@ def test_the_canary_goes_alone_batches_pause_and_the_capacity_floor_refuses(
 
     # min_healthy counts a node that is down: with node3 failing its health checks, 75% (3 of
     # 4) in service cannot hold while any other node is out. Batches shrink to one node, and
-    # the deployment is refused before any node leaves the load balancer.
+    # the deployment is refused before any node leaves the load balancer: `plan` says so, with
+    # the exit code the deployment then has.
     set_fault(lab, "node3", "unhealthy")
     assert wait_until(lambda: fleet(lab)["node3"][1] == "DOWN", timeout=15, interval=0.2)
     floor = configured(lab, "deployer-floor.yml", strategy={
         "canary": "1", "batch_size": "2", "min_healthy": "75%"})
     r = deployer(floor, "plan", "--env", "lab", "--version", "1.0.0")
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 9, r.stderr
     assert "capacity floor: 3" in r.stdout
     assert "batch size 2 lowered to 1 to keep 3 node(s) in service" in r.stdout
+    assert "deploy will refuse: capacity floor: only 2 node(s) would stay in service during batch 1" \
+        in r.stdout and "(exit 9)" in r.stdout
     r = deployer(floor, "deploy", "--env", "lab", "--version", "1.0.0")
     assert r.returncode == 9, r.stderr
     assert "capacity floor: only 2 node(s) would stay in service during batch 1" in r.stderr

@@ -81,16 +81,20 @@ def test_blue_green_uplift_brings_the_old_leg_to_the_release_after_a_good_soak(
     r = deployer(config, "deploy", "--env", "lab", "--version", "1.1.0")
     assert r.returncode == 0, r.stderr
     assert "uplift: releasing 1.1.0 to blue too" in r.stderr
-    assert "green is live on 1.1.0 (was blue); blue uplifted to 1.1.0" in r.stderr
+    assert "green is live on 1.1.0 (was blue); blue uplifted to 1.1.0, smoked, soaked and live again" \
+        in r.stderr
+    # After the uplift live traffic is back on blue, smoked through the preview route and soaked
+    # again; green (proven first) is the idle leg.
     status = json.loads(deployer(config, "status", "--env", "lab", "--json").stdout)
-    assert status["blue_green"]["live"] == "green"
+    assert status["blue_green"]["live"] == "blue"
     assert {n["node"]: (n["version"], n["load_balancer"].split()[0]) for n in status["nodes"]} == {
         "node1": ("1.1.0", "UP"), "node2": ("1.1.0", "UP")}
     # green was released, smoke-tested through the preview route, switched to and soaked; only
     # then was blue, the old leg, touched.
     _, events = last_deployment(lab)
     steps = [(e.node, e.phase) for e in events if not e.node.startswith("node")]
-    assert steps == [("green leg", "smoke"), ("live traffic", "switched"), ("green leg", "soaked")]
+    assert steps == [("green leg", "smoke"), ("live traffic", "switched"), ("green leg", "soaked"),
+                     ("blue leg", "smoke"), ("live traffic", "switched"), ("blue leg", "soaked")]
     soaked = next(e.at for e in events if e.phase == "soaked")
     assert max(e.at for e in events if e.node == "node2") < soaked
     assert min(e.at for e in events if e.node == "node1") > soaked
@@ -126,7 +130,7 @@ def test_what_the_operator_does_while_deployer_runs(make_lab: Callable[..., Lab]
     rest = proc.communicate(timeout=120)[1]
     out = seen + rest
     assert proc.returncode == 130, out
-    assert "stopped by the operator while pre-staging (no node was drained); no node was changed" in out
+    assert "stopped by the operator while pre-staging; nothing was changed" in out
     assert "rollback" not in out and "fix:" not in out and "Traceback" not in out
     assert fleet(lab) == before
     status, events = last_deployment(lab)
