@@ -6,8 +6,8 @@
 - ``lab_ssh``: run a shell command on a lab node over real SSH (``lab_ssh_argv``: its argv).
 - ``ansible_env``: environment for the venv's ``ansible``/``ansible-playbook`` (``venv_bin``).
 
-Every lab gets its own loopback network (127.0.X.0/24) and free frontend/store ports, so labs
-never collide with each other or with a lab started by hand.
+Every lab gets its own loopback network (127.0.X.0/24) and ports the lab picks free, so labs
+never collide with each other, with a lab started by hand, or with the default lab.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from deployer.lab import Lab, LabSpec
-from deployer.lab._procs import free_port, port_is_free
+from deployer.lab._procs import port_is_free
 
 VENV_BIN = Path(sys.executable).parent
 # Third octets tried for lab networks (127.0.1, the default lab, is never used). Each test
@@ -33,22 +33,13 @@ _NETS = itertools.chain(range(_FIRST_NET, 251), range(70, _FIRST_NET))
 
 
 def next_lab_spec(**overrides: Any) -> LabSpec:
-    """A spec on a network and ports nobody uses right now."""
+    """A spec on a network nobody uses right now. Its ports are left to the lab, which picks
+    free ones (it is not the default lab), so it never takes a port the default lab needs."""
     for octet in _NETS:
         net = f"127.0.{octet}"
         if not any(not port_is_free(f"{net}.{i}", 22) for i in (1, 2, 3)):
-            fields: dict[str, Any] = {
-                "net": net,
-                "frontend": f"127.0.0.1:{free_port()}",
-                "store": f"127.0.0.1:{free_port()}",
-                "preview": f"127.0.0.1:{free_port()}",
-                "metrics": f"127.0.0.1:{free_port()}",
-                # No soak unless a test asks: most deploy tests judge something else.
-                "soak": 0.0,
-            }
-            if overrides.get("prometheus") is True:  # any free port
-                overrides = {**overrides, "prometheus": f"127.0.0.1:{free_port()}"}
-            fields.update(overrides)
+            # No soak unless a test asks: most deploy tests judge something else.
+            fields: dict[str, Any] = {"net": net, "soak": 0.0, **overrides}
             return LabSpec(**fields)
     raise RuntimeError("no free loopback network left for a test lab")
 
