@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import DefaultPorts, next_lab_spec
 
-from deployer.lab._procs import ProcessRef, free_port, wait_until
+from deployer.lab._procs import ProcessRef, free_ports, wait_until
 from deployer.lab._spec import DEFAULT_PORTS
 
 pytestmark = pytest.mark.e2e
@@ -87,17 +87,30 @@ def test_labs_come_up_beside_every_default_port_held_on_ports_they_pick_record_a
     assert json.loads((lab_dir / "lab.json").read_text())["haproxy"]["pid"] != haproxy.pid
 
 
-def test_a_lab_on_its_own_dir_and_net_then_a_default_port_lab_both_up(
-    default_ports: DefaultPorts, cli_lab: Callable[..., Path],
-) -> None:
-    own_ports = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+def own_lab(cli_lab: Callable[..., Path]) -> Path:
+    """`deployer lab up --dir X --net 127.0.N --frontend ... --store ...`: a lab of one's own,
+    with its own ports for those two; it must hold none of the default ports."""
+    own_ports = [f"127.0.0.1:{port}" for port in free_ports(2)]
     lab_dir = cli_lab("--nodes", "1", "--frontend", own_ports[0], "--store", own_ports[1])
     ports = bound(status_json(lab_dir))
     assert set(own_ports) < ports and not ports & DEFAULT_ADDRESSES, ports
+    return lab_dir
 
+
+def test_a_lab_on_its_own_dir_net_and_ports_holds_no_default_port(
+    default_ports: DefaultPorts, cli_lab: Callable[..., Path],
+) -> None:
+    assert default_ports.all_held(), "the session should hold every default port"
+    assert status_json(own_lab(cli_lab))["healthy"]
+
+
+def test_a_lab_on_its_own_dir_net_and_ports_then_a_default_port_lab_both_up(
+    default_ports: DefaultPorts, cli_lab: Callable[..., Path],
+) -> None:
     if default_ports.lab is None:
         pytest.skip("no default-port lab of the suite's own to bring up again (held before the "
                     f"session, by a lab the suite must not touch: {default_ports.held_before or 'none'})")
+    lab_dir = own_lab(cli_lab)
     # The default-port lab comes up while the other lab runs, on every default port.
     default_ports.lab.down()
     default_ports.up()
@@ -105,4 +118,3 @@ def test_a_lab_on_its_own_dir_and_net_then_a_default_port_lab_both_up(
     assert default.healthy and default.prometheus_up
     assert bound(default.to_dict()) == DEFAULT_ADDRESSES
     assert status_json(lab_dir)["healthy"]
-
