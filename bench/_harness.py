@@ -30,7 +30,7 @@ import yaml
 
 from deployer.artefacts import build_artefact, open_store, sign_manifest
 from deployer.lab import Lab, LabSpec
-from deployer.lab._procs import free_port, port_is_free
+from deployer.lab._procs import port_is_free
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -189,16 +189,15 @@ def bench_lab(
     """A fresh lab of ``nodes`` nodes (per leg, with ``legs``) seeded with 1.0.0; torn down
     afterwards. No soak analysis in its config unless ``soak`` seconds are asked for."""
     root = Path(tempfile.mkdtemp(prefix=f"bench-{nodes}n-", dir="/tmp"))
+    # Its own directory and network: the lab picks free ports (never the default lab's).
     spec = LabSpec(
-        nodes=nodes, net=_free_net(nodes * (2 if legs else 1)), frontend=f"127.0.0.1:{free_port()}",
-        store=f"127.0.0.1:{free_port()}", seed=SEED, legs=legs, soak=soak,
-        preview=f"127.0.0.1:{free_port()}", metrics=f"127.0.0.1:{free_port()}",
+        nodes=nodes, net=_free_net(nodes * (2 if legs else 1)), seed=SEED, legs=legs, soak=soak,
         topology=topology,
     )
     lab = Lab(root / "lab")
     t0 = time.monotonic()
     try:
-        lab.up(spec)
+        spec = lab.up(spec).spec
         up_seconds = time.monotonic() - t0
         say(f"  lab: {nodes} node(s) on {spec.net}.0/24 up in {up_seconds:.1f}s ({lab.dir})")
         count = spec.total_nodes
@@ -206,7 +205,7 @@ def bench_lab(
         yield BenchLab(
             lab=lab, nodes=names,
             addresses={spec.node_name(i): spec.node_address(i) for i in range(1, count + 1)},
-            frontend_url=f"http://{spec.frontend}/", store_url=f"http://{spec.store}/",
+            frontend_url=lab.frontend_url, store_url=lab.store_url,
             up_seconds=up_seconds,
         )
     finally:

@@ -108,9 +108,9 @@ def _blue_green() -> None:
     lab_dir = str(_BLUE_GREEN_DIR)
     config = str(_BLUE_GREEN_DIR / "deployer.yml")
     console.rule("6. blue-green: a second lab, legs blue (live) and green (idle, behind a preview route)")
+    # Its own directory and network: it picks free ports (`lab status` shows them).
     _deployer("lab", "up", "--dir", lab_dir, "--legs", "--nodes", "2", "--seed", "1.0.0",
-              "--net", "127.0.2", "--frontend", "127.0.0.1:8180", "--store", "127.0.0.1:8181",
-              "--preview", "127.0.0.1:8182", "--metrics", "127.0.0.1:8405")
+              "--net", "127.0.2")
     frontend = _lab_value("frontend_url", lab_dir)
     _deployer("plan", "--env", "lab", "--version", "1.1.0", "--config", config)
     rc, report = _under_load(frontend, "deploy", "--env", "lab", "--version", "1.1.0", "--config", config)

@@ -140,11 +140,17 @@ class HttpCheck:
 
     @property
     def name(self) -> str:
+        """The check as configured; its results name the URL as requested (see :meth:`run`)."""
         return self.label or f"http: {self.url}"
 
+    def requested_url(self, context: SmokeContext) -> str:
+        return self.url.replace("{target_url}", context.target_url.rstrip("/"))
+
     def run(self, context: SmokeContext, stop: threading.Event) -> RuleResult:
-        url = self.url.replace("{target_url}", context.target_url.rstrip("/"))
-        base = RuleResult(rule=self.name, status=Status.OK, indicator="http_status",
+        url = self.requested_url(context)
+        # Named by the URL it requested, not the template: the verdict, the journal and
+        # `history` show this name.
+        base = RuleResult(rule=self.label or f"http: {url}", status=Status.OK, indicator="http_status",
                           threshold=float(self.expect_status), comparison="!=", source="smoke")
         try:
             with urllib.request.urlopen(url, timeout=self.timeout) as resp:

@@ -32,21 +32,27 @@ def lab() -> None:
 @_dir_option
 @click.option("--net", default="127.0.1", show_default=True, help="Node N gets address NET.N.")
 @click.option("--ssh-port", type=int, default=None, help="sshd port on every node (default: 22 if free).")
-@click.option("--frontend", default="127.0.0.1:8080", show_default=True, help="HAProxy frontend.")
-@click.option("--store", default="127.0.0.1:8081", show_default=True, help="Artefact store HTTP address.")
+@click.option("--frontend", default=None, metavar="ADDR:PORT",
+              help="HAProxy frontend (default: 127.0.0.1:8080 for the default lab, else a free port).")
+@click.option("--store", default=None, metavar="ADDR:PORT",
+              help="Artefact store HTTP address (default: 127.0.0.1:8081 for the default lab, else a "
+              "free port).")
 @click.option("--app", default="hello", show_default=True, help="Application name.")
 @click.option("--seed", default=None, metavar="VERSION", help="Install this release on every node.")
 @click.option("--legs", is_flag=True,
               help="Blue-green: two legs of --nodes nodes each; live traffic to one, a preview route "
               "to the other.")
-@click.option("--preview", default="127.0.0.1:8082", show_default=True,
-              help="HAProxy frontend reaching the idle leg (with --legs).")
-@click.option("--metrics", default="127.0.0.1:8404", show_default=True,
-              help="HAProxy's Prometheus exporter.")
+@click.option("--preview", default=None, metavar="ADDR:PORT",
+              help="HAProxy frontend reaching the idle leg, with --legs (default: 127.0.0.1:8082 for "
+              "the default lab, else a free port).")
+@click.option("--metrics", default=None, metavar="ADDR:PORT",
+              help="HAProxy's Prometheus exporter (default: 127.0.0.1:8404 for the default lab, else "
+              "a free port).")
 @click.option("--prometheus", "with_prometheus", is_flag=True,
               help="Also run a Prometheus server scraping HAProxy.")
-@click.option("--prometheus-address", default="127.0.0.1:9090", show_default=True,
-              help="Where that Prometheus listens.")
+@click.option("--prometheus-address", default=None, metavar="ADDR:PORT",
+              help="Where that Prometheus listens; implies --prometheus (default: 127.0.0.1:9090 for "
+              "the default lab, else a free port).")
 @click.option("--soak", type=float, default=12.0, show_default=True,
               help="Seconds of soak analysis in the lab's config (0: none).")
 @click.option("--topology", type=click.Choice(["lab", "production"]), default="lab", show_default=True,
@@ -57,23 +63,29 @@ def up(
     lab_dir: Path | None,
     net: str,
     ssh_port: int | None,
-    frontend: str,
-    store: str,
+    frontend: str | None,
+    store: str | None,
     app: str,
     seed: str | None,
     legs: bool,
-    preview: str,
-    metrics: str,
+    preview: str | None,
+    metrics: str | None,
     with_prometheus: bool,
-    prometheus_address: str,
+    prometheus_address: str | None,
     soak: float,
     topology: str,
 ) -> None:
-    """Build the lab (or restart whatever part of it has died)."""
+    """Build the lab (or restart whatever part of it has died).
+
+    Ports not given are chosen once and recorded in the lab's lab.json: the default lab (the
+    default directory and network) takes the defaults shown, any other lab (its own --dir or
+    --net) free ports, so it never holds one the default lab needs. A later `lab up` of the
+    same lab keeps them; `lab status` shows them."""
     spec = LabSpec(
         nodes=nodes, net=net, ssh_port=ssh_port, frontend=frontend, store=store, app=app, seed=seed,
         legs=legs, preview=preview, metrics=metrics,
-        prometheus=prometheus_address if with_prometheus else None, soak=soak, topology=topology,
+        prometheus=with_prometheus or prometheus_address is not None,
+        prometheus_address=prometheus_address, soak=soak, topology=topology,
     )
     the_lab = Lab(lab_dir or default_lab_dir())
     started = time.monotonic()
@@ -81,7 +93,9 @@ def up(
         state = the_lab.up(spec)
     console.print(
         f"lab up: {len(state.nodes)} node(s) in {time.monotonic() - started:.1f} s; "
-        f"frontend {the_lab.frontend_url}, store {the_lab.store_url}"
+        f"frontend {the_lab.frontend_url}, store {the_lab.store_url}, "
+        "metrics http://{}:{}/metrics".format(*state.spec.metrics_address),
+        soft_wrap=True,
     )
     console.print(f"config: {the_lab.config_path}", soft_wrap=True)
     console.print(

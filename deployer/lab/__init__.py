@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
+from ._dirs import default_lab_dir
 from ._lab import SAMPLE_RELEASES, Lab, LabState, LabStatus, NodeState, NodeStatus
 from ._spec import MAX_NODES, LabSpec
 
@@ -20,10 +18,3 @@ __all__ = [
     "default_lab_dir",
 ]
 
-
-def default_lab_dir() -> Path:
-    env = os.environ.get("DEPLOYER_LAB_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
-    return Path(base) / "deployer" / "lab"

@@ -25,8 +25,9 @@ from pathlib import Path
 
 from .._errors import DeployerError, LabError, PrerequisiteError
 from ._cgroup import Cgroup, cgroup2_root, new_lab_cgroup_name
+from ._dirs import standard_lab_dir
 from ._nodes import NodeProcesses
-from ._procs import port_accepts, port_is_free, stop_processes, wait_until
+from ._procs import free_ports, port_accepts, port_is_free, stop_processes, wait_until
 from ._production import (
     DEPLOY_HOME,
     DEPLOY_USER,
@@ -45,7 +46,7 @@ from ._render import (
     program_file,
 )
 from ._services import start_haproxy, start_haproxy_on_host, start_nginx, start_prometheus
-from ._spec import LabSpec
+from ._spec import DEFAULT_NET, LabSpec
 from ._state import LabState, LabStatus, NodeState, NodeStatus
 from ._sys import atomic_write, http_status, run
 
@@ -88,7 +89,7 @@ def _check_prerequisites(spec: LabSpec | None = None) -> None:
             "run it as root, e.g. `sudo deployer lab up`"
         )
     required = dict(_REQUIRED_COMMANDS)
-    if spec is not None and spec.prometheus is not None:
+    if spec is not None and spec.prometheus:
         required["/usr/bin/prometheus"] = "prometheus"
     if spec is not None and spec.production:
         required["/usr/bin/sudo"] = "sudo"
@@ -229,11 +230,25 @@ class Lab:
                 self._save_state(state)
             return state
 
+    def _is_default_lab(self, spec: LabSpec) -> bool:
+        """The default lab: the default directory (whatever $DEPLOYER_LAB_DIR says) and network."""
+        return spec.net == DEFAULT_NET and self.dir.resolve() == standard_lab_dir().resolve()
+
+    def _choose_ports(self, spec: LabSpec, recorded: LabState | None) -> LabSpec:
+        """``spec`` with every address it leaves unchosen chosen: what this lab recorded at its
+        last `up` (kept, or repaired), else the documented defaults for the default lab, else
+        free ports, so that no other lab ever holds a port the default lab needs."""
+        if recorded is not None:
+            spec = spec.with_ports_of(recorded.spec)
+        return spec.with_ports(defaults=self._is_default_lab(spec), pick=free_ports)
+
     def _prepare_state(self, spec: LabSpec, cgroup_root: Path) -> LabState:
         old = self._load_state()
+        spec = self._choose_ports(spec, old)
         if old is not None and old.spec.shape() != spec.shape():
             if any(ref.alive() for ref in old.processes()):
-                changed = sorted(k for k, v in spec.shape().items() if old.spec.shape()[k] != v)
+                shape, was = spec.shape(), old.spec.shape()
+                changed = sorted(k for k in shape.keys() | was.keys() if shape.get(k) != was.get(k))
                 raise LabError(
                     f"a lab with other settings ({', '.join(changed)}) runs in {self.dir}",
                     hint="run `deployer lab down` first, or pass another --dir",
@@ -352,7 +367,7 @@ class Lab:
                 spec, work=self.dir / "nginx", store_dir=self.store_dir, launcher=launcher,
                 cgroup=services,
             )
-        if spec.prometheus is not None and not (state.prometheus and state.prometheus.alive()):
+        if spec.prometheus and not (state.prometheus and state.prometheus.alive()):
             state.prometheus = start_prometheus(
                 spec, work=self.dir / "prometheus", launcher=launcher, cgroup=services
             )
@@ -372,7 +387,7 @@ class Lab:
             deployer_config(
                 spec,
                 inventory_path=Path(self.inventory_path.name),
-                store_url=f"http://{spec.store}/",
+                store_url="http://{}:{}/".format(*spec.store_address),
                 trusted_key=Path(state.release_public_key).relative_to(self.dir),
                 haproxy_socket=LB_SOCKET if spec.production else self.haproxy_socket,
                 legs_map_path=f"{LB_CONFIG_DIR}/legs.map" if spec.production else self.legs_map,
@@ -391,8 +406,8 @@ class Lab:
             checks.append(("--metrics", spec.metrics_address))
             if spec.legs:
                 checks.append(("--preview", spec.preview_address))
-        if spec.prometheus_address and not (state.prometheus and state.prometheus.alive()):
-            checks.append(("--prometheus", spec.prometheus_address))
+        if spec.prometheus_listen and not (state.prometheus and state.prometheus.alive()):
+            checks.append(("--prometheus-address", spec.prometheus_listen))
         if not (state.nginx and state.nginx.alive()):
             checks.append(("--store", state.spec.store_address))
         for flag, (host, port) in checks:
@@ -709,7 +724,7 @@ class Lab:
             preview_url="http://{}:{}/".format(*spec.preview_address) if spec.legs else None,
             live_leg=live_leg,
             prometheus_url=(
-                "http://{}:{}/".format(*spec.prometheus_address) if spec.prometheus_address else None
+                "http://{}:{}/".format(*spec.prometheus_listen) if spec.prometheus_listen else None
             ),
             prometheus_up=bool(state.prometheus and state.prometheus.alive()),
             lb_host=state.lb_host.address if state.lb_host else None,

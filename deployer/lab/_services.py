@@ -84,7 +84,7 @@ def start_nginx(
 
 
 def start_prometheus(spec: LabSpec, *, work: Path, launcher: Path, cgroup: Cgroup) -> ProcessRef:
-    address = spec.prometheus_address
+    address = spec.prometheus_listen
     assert address is not None
     (work / "data").mkdir(parents=True, exist_ok=True)
     config = work / "prometheus.yml"

@@ -1,19 +1,42 @@
-"""What a lab should look like (:class:`LabSpec`), validated on construction."""
+"""What a lab should look like (:class:`LabSpec`), validated on construction.
+
+A lab owns no fixed port unless asked: each port it binds (frontend, store, preview, HAProxy's
+metrics, Prometheus) is given, or left None until ``lab up`` chooses it once
+(:meth:`LabSpec.with_ports`): the default lab takes the documented defaults (``DEFAULT_PORTS``),
+any other lab free ports, and the lab records what it chose so a later ``up`` reuses it
+(:meth:`LabSpec.with_ports_of`). So a test's, a benchmark's or a second demo lab never takes a
+port the default lab needs, whichever comes up first.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Collection
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from .._errors import UsageError
 from .._versions import validate_version
 
-__all__ = ["MAX_NODES", "LabSpec", "split_address"]
+__all__ = ["DEFAULT_NET", "DEFAULT_PORTS", "MAX_NODES", "LabSpec", "PortPicker", "split_address"]
 
 # Node N lives on <net>.N; .255 is kept out of the range.
 MAX_NODES = 254
+# The default lab's network and the addresses it takes when not told otherwise (the README's).
+DEFAULT_NET = "127.0.1"
+DEFAULT_PORTS = {
+    "frontend": "127.0.0.1:8080",
+    "store": "127.0.0.1:8081",
+    "preview": "127.0.0.1:8082",
+    "metrics": "127.0.0.1:8404",
+    "prometheus_address": "127.0.0.1:9090",
+}
+# The flag that sets each address field (named in errors).
+_FLAGS = {"frontend": "--frontend", "store": "--store", "preview": "--preview",
+          "metrics": "--metrics", "prometheus_address": "--prometheus-address"}
+# How a lab picks free ports: (how many, ports to avoid) -> that many distinct free ports.
+PortPicker = Callable[[int, Collection[int]], list[int]]
 _APP_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 
@@ -42,11 +65,12 @@ class LabSpec:
     # Nodes in the fleet; with ``legs``, nodes in each of the two legs.
     nodes: int = 3
     # First three octets of the node addresses: node N is <net>.N.
-    net: str = "127.0.1"
+    net: str = DEFAULT_NET
     # sshd port on every node; None means 22 where free, else a free port picked per node.
     ssh_port: int | None = None
-    frontend: str = "127.0.0.1:8080"
-    store: str = "127.0.0.1:8081"
+    # The addresses below are ADDR:PORT on loopback, or None: chosen at `lab up` (see the module).
+    frontend: str | None = None
+    store: str | None = None
     app: str = "hello"
     app_port: int = 8000
     # A published release installed on every node at creation, as if baked into the VM image.
@@ -55,10 +79,11 @@ class LabSpec:
     # its own HAProxy backend; live traffic goes to the leg a runtime-API map names, and the
     # ``preview`` frontend reaches the other (idle) leg.
     legs: bool = False
-    preview: str = "127.0.0.1:8082"
-    # HAProxy's Prometheus exporter (always on), and a Prometheus server scraping it, if any.
-    metrics: str = "127.0.0.1:8404"
-    prometheus: str | None = None
+    preview: str | None = None
+    # HAProxy's Prometheus exporter (always on), and a Prometheus server scraping it, if asked.
+    metrics: str | None = None
+    prometheus: bool = False
+    prometheus_address: str | None = None
     # lab: everything as root, HAProxy beside the controller. production: a deploy user with
     # limited sudo, HAProxy on a host of its own reached over SSH, nodes' shell start-up files in
     # place, nodes pulling the store over HTTP only (see _production.py).
@@ -89,13 +114,12 @@ class LabSpec:
                 f"--app: {self.app!r} must be lower-case letters, digits, '-' or '_', "
                 "starting with a letter"
             )
-        addresses = {"--frontend": split_address(self.frontend, what="--frontend"),
-                     "--store": split_address(self.store, what="--store"),
-                     "--metrics": split_address(self.metrics, what="--metrics")}
-        if self.legs:
-            addresses["--preview"] = split_address(self.preview, what="--preview")
-        if self.prometheus is not None:
-            addresses["--prometheus"] = split_address(self.prometheus, what="--prometheus")
+        if self.prometheus_address is not None and not self.prometheus:
+            raise UsageError("--prometheus-address: only with --prometheus")
+        addresses = {
+            _FLAGS[f]: split_address(value, what=_FLAGS[f])
+            for f, value in self._bound().items() if value is not None
+        }
         seen: dict[tuple[str, int], str] = {}
         for flag, address in addresses.items():
             if address in seen:
@@ -105,6 +129,49 @@ class LabSpec:
             validate_version(self.seed, where="--seed")
         if not 0 <= self.soak <= 3600:
             raise UsageError(f"--soak: must be between 0 and 3600 seconds (got {self.soak:g})")
+
+    def _bound(self) -> dict[str, str | None]:
+        """The address fields this lab binds, with their values (None: not chosen yet)."""
+        bound = {"frontend": self.frontend, "store": self.store, "metrics": self.metrics}
+        if self.legs:
+            bound["preview"] = self.preview
+        if self.prometheus:
+            bound["prometheus_address"] = self.prometheus_address
+        return bound
+
+    @property
+    def unchosen(self) -> list[str]:
+        """The address fields this lab binds that are not chosen yet."""
+        return [f for f, value in self._bound().items() if value is None]
+
+    def with_ports_of(self, recorded: LabSpec) -> LabSpec:
+        """This spec with each address it leaves unchosen taken from ``recorded`` (the same
+        lab's earlier `up`), so a later `lab up` without flags keeps, or repairs, what runs."""
+        taken = {f: getattr(recorded, f) for f in self.unchosen if getattr(recorded, f) is not None}
+        return replace(self, **taken) if taken else self
+
+    def with_ports(self, *, defaults: bool, pick: PortPicker) -> LabSpec:
+        """This spec with every address still unchosen chosen: the documented defaults for the
+        default lab (``defaults``), else free ports on 127.0.0.1 from ``pick``, none of them a
+        port given for another of its addresses."""
+        missing = self.unchosen
+        if not missing:
+            return self
+        chosen: dict[str, Any]
+        if defaults:
+            chosen = {f: DEFAULT_PORTS[f] for f in missing}
+        else:
+            given = {split_address(v, what=_FLAGS[f])[1] for f, v in self._bound().items() if v}
+            ports = pick(len(missing), given)
+            chosen = {f: f"127.0.0.1:{port}" for f, port in zip(missing, ports, strict=True)}
+        return replace(self, **chosen)
+
+    @staticmethod
+    def _chosen(value: str | None, flag: str) -> tuple[str, int]:
+        if value is None:
+            # A bug, not bad input: every address is chosen before anything binds it.
+            raise ValueError(f"{flag}: no address chosen yet (LabSpec.with_ports chooses them)")
+        return split_address(value, what=flag)
 
     @property
     def production(self) -> bool:
@@ -146,23 +213,24 @@ class LabSpec:
 
     @property
     def frontend_address(self) -> tuple[str, int]:
-        return split_address(self.frontend, what="--frontend")
+        return self._chosen(self.frontend, "--frontend")
 
     @property
     def store_address(self) -> tuple[str, int]:
-        return split_address(self.store, what="--store")
+        return self._chosen(self.store, "--store")
 
     @property
     def preview_address(self) -> tuple[str, int]:
-        return split_address(self.preview, what="--preview")
+        return self._chosen(self.preview, "--preview")
 
     @property
     def metrics_address(self) -> tuple[str, int]:
-        return split_address(self.metrics, what="--metrics")
+        return self._chosen(self.metrics, "--metrics")
 
     @property
-    def prometheus_address(self) -> tuple[str, int] | None:
-        return None if self.prometheus is None else split_address(self.prometheus, what="--prometheus")
+    def prometheus_listen(self) -> tuple[str, int] | None:
+        """Where the lab's Prometheus listens, or None without one."""
+        return self._chosen(self.prometheus_address, "--prometheus-address") if self.prometheus else None
 
     @property
     def group(self) -> str:
@@ -174,6 +242,12 @@ class LabSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LabSpec:
+        data = dict(data)
+        if isinstance(data.get("prometheus"), str):
+            # Recorded before the address had a field of its own: "prometheus" held it.
+            data["prometheus"], data["prometheus_address"] = True, data["prometheus"]
+        elif data.get("prometheus") is None:
+            data["prometheus"] = False
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
     def shape(self) -> dict[str, Any]:
@@ -182,4 +256,9 @@ class LabSpec:
         data = self.to_dict()
         data.pop("seed")
         data.pop("soak")
+        # An address the lab does not bind is no part of its shape.
+        if not self.legs:
+            data.pop("preview")
+        if not self.prometheus:
+            data.pop("prometheus_address")
         return data

@@ -5,25 +5,32 @@
   made is torn down after the test.
 - ``lab_ssh``: run a shell command on a lab node over real SSH (``lab_ssh_argv``: its argv).
 - ``ansible_env``: environment for the venv's ``ansible``/``ansible-playbook`` (``venv_bin``).
+- ``default_ports`` (session, autouse): every port the default lab takes (frontend, store,
+  preview, metrics, Prometheus) is held while the end-to-end tests run, as after `scripts/demo`.
 
-Every lab gets its own loopback network (127.0.X.0/24) and free frontend/store ports, so labs
-never collide with each other or with a lab started by hand.
+Every lab gets its own loopback network (127.0.X.0/24) and ports the lab picks free, so labs
+never collide with each other, with a lab started by hand, or with the default lab.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from deployer import DeployerError
 from deployer.lab import Lab, LabSpec
-from deployer.lab._procs import free_port, port_is_free
+from deployer.lab._procs import port_is_free
+from deployer.lab._spec import DEFAULT_PORTS, split_address
 
 VENV_BIN = Path(sys.executable).parent
 # Third octets tried for lab networks (127.0.1, the default lab, is never used). Each test
@@ -33,24 +40,90 @@ _NETS = itertools.chain(range(_FIRST_NET, 251), range(70, _FIRST_NET))
 
 
 def next_lab_spec(**overrides: Any) -> LabSpec:
-    """A spec on a network and ports nobody uses right now."""
+    """A spec on a network nobody uses right now. Its ports are left to the lab, which picks
+    free ones (it is not the default lab), so it never takes a port the default lab needs."""
     for octet in _NETS:
         net = f"127.0.{octet}"
         if not any(not port_is_free(f"{net}.{i}", 22) for i in (1, 2, 3)):
-            fields: dict[str, Any] = {
-                "net": net,
-                "frontend": f"127.0.0.1:{free_port()}",
-                "store": f"127.0.0.1:{free_port()}",
-                "preview": f"127.0.0.1:{free_port()}",
-                "metrics": f"127.0.0.1:{free_port()}",
-                # No soak unless a test asks: most deploy tests judge something else.
-                "soak": 0.0,
-            }
-            if overrides.get("prometheus") is True:  # any free port
-                overrides = {**overrides, "prometheus": f"127.0.0.1:{free_port()}"}
-            fields.update(overrides)
+            # No soak unless a test asks: most deploy tests judge something else.
+            fields: dict[str, Any] = {"net": net, "soak": 0.0, **overrides}
             return LabSpec(**fields)
     raise RuntimeError("no free loopback network left for a test lab")
+
+
+@dataclass
+class DefaultPorts:
+    """Who holds the default lab's ports during the session: a lab of the suite's own (``lab``,
+    in a temporary directory, never the user's default lab), or, where something else had some
+    of them (the user's demo lab, say), that program plus the suite's placeholder sockets."""
+
+    lab: Lab | None = None
+    spec: LabSpec | None = None
+    # Ports this machine already had in use when the session began.
+    held_before: list[str] = field(default_factory=list)
+    placeholders: list[socket.socket] = field(default_factory=list)
+
+    @staticmethod
+    def addresses() -> dict[str, tuple[str, int]]:
+        return {f: split_address(a, what=f) for f, a in DEFAULT_PORTS.items()}
+
+    def all_held(self) -> bool:
+        return not any(port_is_free(host, port) for host, port in self.addresses().values())
+
+    def up(self) -> None:
+        assert self.lab is not None and self.spec is not None
+        self.lab.up(self.spec)
+
+    def release(self) -> None:
+        for sock in self.placeholders:
+            sock.close()
+        self.placeholders.clear()
+        if self.lab is not None:
+            self.lab.down()
+
+
+def _default_port_lab_spec() -> LabSpec:
+    """A small lab binding every default port: the frontend, store, metrics, preview (legs) and
+    Prometheus addresses given explicitly, as `deployer lab up` gives them to the default lab."""
+    return next_lab_spec(nodes=1, legs=True, prometheus=True, **DEFAULT_PORTS)
+
+
+def _hold(host: str, port: int) -> socket.socket | None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, port))
+        sock.listen(1)
+    except OSError:  # taken since it was seen free
+        sock.close()
+        return None
+    return sock
+
+
+@pytest.fixture(scope="session", autouse=True)
+def default_ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DefaultPorts]:
+    """The README's order on every run: `scripts/demo` leaves the default lab up, then the tests
+    run. A default-port lab of the suite's own is up for the whole session (torn down at its
+    end), so a test lab that took one of those ports fails its test. Where the machine already
+    holds some of them (a user's lab), that is used as it is, and the suite holds the rest."""
+    held = DefaultPorts()
+    held.held_before = [f"{h}:{p}" for h, p in held.addresses().values() if not port_is_free(h, p)]
+    can_run_a_lab = os.geteuid() == 0 and all(
+        shutil.which(c) for c in ("haproxy", "sshd", "nginx", "prometheus"))
+    try:
+        if not held.held_before and can_run_a_lab:
+            held.lab, held.spec = Lab(tmp_path_factory.mktemp("default-ports")), _default_port_lab_spec()
+            try:
+                held.up()
+            except DeployerError:
+                held.lab.down()  # another run's lab may have taken them meanwhile: hold the rest
+                held.lab = held.spec = None
+        if held.lab is None:
+            for host, port in held.addresses().values():
+                if port_is_free(host, port) and (sock := _hold(host, port)) is not None:
+                    held.placeholders.append(sock)
+        yield held
+    finally:
+        held.release()
 
 
 def _ansible_env() -> dict[str, str]:

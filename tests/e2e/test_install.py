@@ -118,13 +118,11 @@ def test_the_wheel_and_the_collection_work_installed_outside_the_checkout(
          cwd=work, env=env)
 
     # A lab built by the installed wheel (its sample service comes from the wheel's content),
-    # then a deployment from it.
-    spec = next_lab_spec(nodes=2, seed="1.0.0")
+    # then a deployment from it. Its own directory and network: it picks its ports.
     lab = Lab(work / "lab")
     try:
         _run([venv / "bin" / "deployer", "lab", "up", "--dir", lab.dir, "--nodes", "2",
-              "--net", spec.net, "--frontend", spec.frontend, "--store", spec.store,
-              "--seed", "1.0.0"], cwd=work, env=env)
+              "--net", next_lab_spec().net, "--seed", "1.0.0"], cwd=work, env=env)
         _deploy_and_roll_with_the_collection(lab, work, venv, env, collections)
     finally:
         _run([venv / "bin" / "deployer", "lab", "down", "--dir", lab.dir], cwd=work, env=env)

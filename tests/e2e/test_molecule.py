@@ -1,5 +1,7 @@
-"""Each role's molecule scenario, run for real: a one-node lab is created, the role converged on
-it twice (the second run must change nothing), verified, and the lab destroyed.
+"""Each molecule scenario, run for real: each role's (roles/<role>/molecule/default: a one-node
+lab is created, the role converged on it twice, the second run changing nothing, verified, and
+the lab destroyed) and the playbooks' (molecule/<scenario>: playbooks/deploy.yml, and
+playbooks/revert.yml, rolled across a three-node lab the same way).
 
 The scenarios run side by side (each scans for a free lab network from its own starting point),
 so the module takes about as long as the slowest one."""
@@ -20,19 +22,26 @@ from deployer.lab import Lab
 
 pytestmark = pytest.mark.e2e
 
-ROLES_DIR = Path(__file__).resolve().parents[2] / "roles"
-ROLES = ("deployer_release", "deployer_lb_haproxy", "deployer_smoke")
+ROOT = Path(__file__).resolve().parents[2]
+# Each scenario: the directory molecule runs in and its arguments.
+SCENARIOS = {
+    "deployer_release": (ROOT / "roles" / "deployer_release", ["molecule", "test"]),
+    "deployer_lb_haproxy": (ROOT / "roles" / "deployer_lb_haproxy", ["molecule", "test"]),
+    "deployer_smoke": (ROOT / "roles" / "deployer_smoke", ["molecule", "test"]),
+    "playbook-deploy": (ROOT, ["molecule", "test", "--scenario-name", "deploy"]),
+    "playbook-revert": (ROOT, ["molecule", "test", "--scenario-name", "revert"]),
+}
 VENV_BIN = Path(sys.executable).parent
-RUN_TIMEOUT = 300.0
+RUN_TIMEOUT = 480.0
 # Lines of molecule's output shown when a scenario fails.
 OUTPUT_TAIL = 80
 
 
 @dataclass
 class MoleculeRun:
-    """One `molecule test` running in a role directory, with its own ephemeral directory."""
+    """One `molecule test` of a scenario, with its own ephemeral directory."""
 
-    role: str
+    scenario: str
     ephemeral_dir: Path
     # molecule's stdout and stderr (a file, not a pipe, so that no run waits for a reader).
     log_path: Path
@@ -76,25 +85,26 @@ def _molecule_env(ephemeral_dir: Path) -> dict[str, str]:
 def molecule_runs(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, MoleculeRun]]:
-    """Starts `molecule test` at once for every role whose test was selected."""
+    """Starts `molecule test` at once for every scenario whose test was selected."""
     selected = {
-        item.callspec.params["role"]
+        item.callspec.params["scenario"]
         for item in request.session.items
         if isinstance(item, pytest.Function) and item.module is request.module
         and hasattr(item, "callspec")
     }
     runs: dict[str, MoleculeRun] = {}
     try:
-        for role in (r for r in ROLES if r in selected):
+        for scenario in (s for s in SCENARIOS if s in selected):
+            cwd, argv = SCENARIOS[scenario]
             ephemeral_dir = tmp_path_factory.mktemp("mol")
             log_path = tmp_path_factory.mktemp("mol-log") / "molecule.log"
             with log_path.open("wb") as log:
                 process = subprocess.Popen(
-                    ["molecule", "test"], cwd=ROLES_DIR / role, env=_molecule_env(ephemeral_dir),
+                    argv, cwd=cwd, env=_molecule_env(ephemeral_dir),
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
-            runs[role] = MoleculeRun(role, ephemeral_dir, log_path, process)
+            runs[scenario] = MoleculeRun(scenario, ephemeral_dir, log_path, process)
         yield runs
     finally:
         for run in runs.values():
@@ -103,11 +113,14 @@ def molecule_runs(
             Lab(run.lab_dir).down()
 
 
-@pytest.mark.parametrize("role", ROLES)
-def test_molecule_scenario_passes(role: str, molecule_runs: dict[str, MoleculeRun]) -> None:
-    run = molecule_runs[role]
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_molecule_scenario_passes(scenario: str, molecule_runs: dict[str, MoleculeRun]) -> None:
+    run = molecule_runs[scenario]
     returncode, output = run.wait()
     if returncode != 0:
         tail = "\n".join(output.splitlines()[-OUTPUT_TAIL:])
-        pytest.fail(f"molecule test of {role} exited {returncode}:\n{tail}")
+        pytest.fail(f"molecule test of {scenario} exited {returncode}:\n{tail}")
+    # Every step ran: a scenario whose steps were skipped would pass without testing anything.
+    for step in ("create", "converge", "idempotence", "verify", "destroy"):
+        assert f"{step}: Executed: Successful" in output, f"{scenario}: no successful {step}"
     assert not run.lab_dir.exists(), f"molecule's destroy step left the lab in {run.lab_dir}"

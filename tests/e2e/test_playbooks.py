@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from conftest import next_lab_spec
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-LAB_NET = "127.0.56"
-STORE = "127.0.0.1:18181"
-FRONTEND = "127.0.0.1:18180"
 RECAP_LINE = re.compile(r"^(\S+)\s+:\s+(ok=.*)$", re.MULTILINE)
 RECAP_FIELD = re.compile(r"(\w+)=(\d+)")
 
@@ -36,21 +35,32 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         pytest.skip("the lab needs root, haproxy and openssh-server")
     lab_dir = tmp_path_factory.mktemp("lab")
     deployer = str(BIN / "deployer")
-    up = [deployer, "lab", "up", "--dir", str(lab_dir), "--net", LAB_NET, "--nodes", "3"]
-    subprocess.run([*up, "--frontend", FRONTEND, "--store", STORE], check=True, timeout=180)
+    # Its own directory and network: the lab picks its ports (see lab_status for them).
+    net = next_lab_spec().net
+    subprocess.run([deployer, "lab", "up", "--dir", str(lab_dir), "--net", net, "--nodes", "3"],
+                   check=True, timeout=180)
     try:
         yield lab_dir
     finally:
         subprocess.run([deployer, "lab", "down", "--dir", str(lab_dir)], check=False, timeout=120)
 
 
+def lab_status(lab_dir: Path) -> dict[str, Any]:
+    """`deployer lab status --json`: the lab's store URL, its nodes' addresses, ..."""
+    done = subprocess.run([str(BIN / "deployer"), "lab", "status", "--json", "--dir", str(lab_dir)],
+                          capture_output=True, text=True, timeout=60, check=True)
+    status: dict[str, Any] = json.loads(done.stdout)
+    return status
+
+
 def extra_vars(lab_dir: Path, version: str) -> dict[str, Any]:
     manifest = json.loads((lab_dir / "store" / "hello" / version / "manifest.json").read_text())
+    store_url = lab_status(lab_dir)["store_url"]
     return {
         "deployer_hosts": "hello_nodes",
         "deployer_app": "hello",
         "deployer_version": version,
-        "deployer_release_url": f"http://{STORE}/hello/{version}/{manifest['tarball']}",
+        "deployer_release_url": f"{store_url}hello/{version}/{manifest['tarball']}",
         "deployer_release_sha256": manifest["sha256"],
         "deployer_release_size": manifest["size"],
         "deployer_base_dir": "/opt/hello",
@@ -112,12 +122,10 @@ def play(
     return done.returncode, stats
 
 
-def node_address(node: int) -> str:
-    return f"{LAB_NET}.{node}"
-
-
-def served_version(node: int) -> str:
-    with urllib.request.urlopen(f"http://{node_address(node)}:8000/health", timeout=3) as answer:
+def served_version(lab_dir: Path, node: int) -> str:
+    inventory = yaml.safe_load((lab_dir / "inventory.yml").read_text())
+    address = inventory["all"]["children"]["hello_nodes"]["hosts"][f"node{node}"]["ansible_host"]
+    with urllib.request.urlopen(f"http://{address}:8000/health", timeout=3) as answer:
         return str(json.load(answer)["version"])
 
 
@@ -144,11 +152,11 @@ def haproxy_status(lab_dir: Path) -> dict[str, str]:
 def test_deploy_then_upgrade_serves_the_new_release(lab: Path) -> None:
     code, _ = play(lab, "deploy.yml", "1.0.0")
     assert code == 0
-    assert [served_version(n) for n in (1, 2, 3)] == ["1.0.0"] * 3
+    assert [served_version(lab, n) for n in (1, 2, 3)] == ["1.0.0"] * 3
     code, stats = play(lab, "deploy.yml", "1.1.0")
     assert code == 0
     assert all(stats[f"node{n}"]["changed"] > 0 for n in (1, 2, 3))
-    assert [served_version(n) for n in (1, 2, 3)] == ["1.1.0"] * 3
+    assert [served_version(lab, n) for n in (1, 2, 3)] == ["1.1.0"] * 3
     assert set(haproxy_status(lab).values()) == {"UP"}
 
 
@@ -201,7 +209,7 @@ def test_a_switch_that_cannot_be_made_fails_before_the_drain(lab: Path) -> None:
     assert code != 0
     assert stats["node1"]["failed"] == 1 and stats["node1"]["rescued"] == 0
     assert "node2" not in stats and "node3" not in stats
-    assert [served_version(n) for n in (1, 2, 3)] == ["1.1.0"] * 3
+    assert [served_version(lab, n) for n in (1, 2, 3)] == ["1.1.0"] * 3
     assert set(haproxy_status(lab).values()) == {"UP"}
 
 
@@ -213,7 +221,7 @@ def test_a_failing_after_activate_hook_sends_the_node_back(lab: Path) -> None:
     # Both rescues ran: the role's (switch back) and the playbook's (smoke, back into the LB).
     assert stats["node1"]["failed"] == 1 and stats["node1"]["rescued"] == 2
     assert "node2" not in stats and "node3" not in stats
-    assert [served_version(n) for n in (1, 2, 3)] == ["1.1.0"] * 3
+    assert [served_version(lab, n) for n in (1, 2, 3)] == ["1.1.0"] * 3
     assert set(haproxy_status(lab).values()) == {"UP"}
 
 
@@ -222,7 +230,7 @@ def test_bad_release_is_reverted_on_the_first_node_only(lab: Path) -> None:
     assert code != 0
     assert stats["node1"]["failed"] == 1 and stats["node1"]["rescued"] == 1
     assert "node2" not in stats and "node3" not in stats
-    assert [served_version(n) for n in (1, 2, 3)] == ["1.1.0"] * 3
+    assert [served_version(lab, n) for n in (1, 2, 3)] == ["1.1.0"] * 3
     assert set(haproxy_status(lab).values()) == {"UP"}
     code, _ = play(lab, "probe.yml", "1.1.0")
     assert code == 0

@@ -272,6 +272,19 @@ def test_http_checks(http_server: str) -> None:
     assert err.status is Status.BREACH and err.value == 500 and "boom" in err.detail
 
 
+def test_a_failing_http_smoke_test_is_named_by_the_url_it_requested(http_server: str) -> None:
+    # As in the lab's config: {target_url} in the check, the frontend's URL in the context.
+    soak = _soak(_rising(after=10_000), smoke=[HttpCheck("{target_url}/", interval=1)],
+                 context=SmokeContext(target_url=http_server + "/", version="1.3.0-errors"))
+    verdict = soak.start().wait(timeout=20)
+    assert verdict.failed and verdict.breach is not None
+    url = f"{http_server}/"
+    assert verdict.breach.rule == f"http: {url}"
+    assert verdict.line().startswith(f"analysis failed: http: {url} (http_status) 500 != 200")
+    recorded = json.dumps(verdict.to_dict())
+    assert "{target_url}" not in recorded and f"http: {url} (http_status)" in recorded
+
+
 # -- HAProxy counters -----------------------------------------------------------------------
 
 _HEADER = ("# pxname,svname,scur,stot,econ,eresp,status,check_status,hrsp_1xx,hrsp_2xx,hrsp_3xx,"
