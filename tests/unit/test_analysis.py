@@ -459,7 +459,8 @@ def test_the_labs_analysis_section_is_valid() -> None:
 
     for legs in (False, True):
         text = deployer_config(
-            LabSpec(soak=12, legs=legs), inventory_path=Path("inventory.yml"),
+            LabSpec(soak=12, legs=legs).with_ports(defaults=True, pick=lambda n, taken: []),
+            inventory_path=Path("inventory.yml"),
             store_url="http://127.0.0.1:8081/", trusted_key=Path("keys/release.pub"),
             haproxy_socket="/run/lab/admin.sock", legs_map_path="/run/lab/legs.map",
         )
