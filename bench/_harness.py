@@ -280,11 +280,6 @@ class Sampler:
         """Total time ``server`` spent out of the load balancer while sampled."""
         return sum(end - start for start, end in self.intervals.get(server, []))
 
-    def back_in_after(self, server: str, moment: float) -> float | None:
-        """When ``server`` was next seen UP after ``moment`` (None if never)."""
-        ends = [end for start, end in self.intervals.get(server, []) if end >= moment]
-        return min(ends) if ends else None
-
 
 # -- the two tools -----------------------------------------------------------------------------
 

@@ -143,9 +143,6 @@ class Redactor:
             return text
         return self._text.sub(REDACTED, text)
 
-    def found_in(self, text: str) -> bool:
-        return self._text is not None and self._text.search(text) is not None
-
     def value(self, value: Any) -> Any:
         """A copy of ``value`` (strings, mappings, lists, nested) with every secret replaced."""
         if self._text is None:

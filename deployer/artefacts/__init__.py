@@ -5,7 +5,8 @@ from __future__ import annotations
 from ._build import BuiltArtefact, build_artefact, sign_manifest
 from ._manifest import Manifest
 from ._minisign import KeyPair, PublicKey, generate_keypair, load_public_key, verify_signature
-from ._stores import ArtefactStore, PublishResult, open_store
+from ._open import open_store
+from ._stores import ArtefactStore, PublishResult
 from ._verify import verify_release
 
 __all__ = [

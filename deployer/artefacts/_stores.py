@@ -35,7 +35,6 @@ from .._errors import (
     ArtefactError,
     ArtefactNotFoundError,
     ImmutableArtefactError,
-    UsageError,
     VerificationError,
 )
 from .._versions import validate_version
@@ -50,7 +49,6 @@ __all__ = [
     "HttpStore",
     "PublishResult",
     "StagedRelease",
-    "open_store",
     "version_sort_key",
 ]
 
@@ -402,27 +400,3 @@ class HttpStore(ArtefactStore):
         validate_app_name(app, where="--app")
         validate_version(version, where="--version")
         return self._object_url(release_key(app, version, tarball_name(app, version)))
-
-
-def open_store(url: str) -> ArtefactStore:
-    """The store at ``url``: ``file:///dir``, ``http(s)://host/path`` or ``s3://bucket/prefix``."""
-    parsed = urllib.parse.urlparse(url)
-    if parsed.scheme == "file":
-        if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
-            raise UsageError(
-                f"store URL {url!r}: a file store needs an absolute path, as file:///srv/store"
-            )
-        return FileStore(url, Path(urllib.parse.unquote(parsed.path)))
-    if parsed.scheme in ("http", "https"):
-        if not parsed.netloc:
-            raise UsageError(f"store URL {url!r} has no host")
-        return HttpStore(url)
-    if parsed.scheme == "s3":
-        from ._s3 import S3Store
-
-        if not parsed.netloc:
-            raise UsageError(f"store URL {url!r} has no bucket (use s3://bucket/prefix)")
-        return S3Store(url, bucket=parsed.netloc, prefix=parsed.path.strip("/"))
-    raise UsageError(
-        f"store URL {url!r}: unsupported scheme; use file://, http://, https:// or s3://"
-    )

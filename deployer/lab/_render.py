@@ -3,7 +3,6 @@ the Ansible inventory, the deployer configuration and the supervisord program fi
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -397,7 +396,3 @@ stopwaitsecs=10
 stdout_logfile=/var/log/{app}/app.log
 redirect_stderr=true
 """
-
-
-def quote_args(args: list[str]) -> str:
-    return " ".join(shlex.quote(a) for a in args)

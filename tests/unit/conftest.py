@@ -6,8 +6,12 @@ the journal on disk, the store and its signatures, the planner, the lifecycle, t
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import textwrap
-from collections.abc import Callable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -212,3 +216,125 @@ def bluegreen(world: dict[str, Path]) -> Callable[..., Deployment]:
         return build(world["bg_config"], scripts, **kw)
 
     return make
+
+
+# -- a real HAProxy for the load-balancer clients and module ---------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class DummyServer:
+    """Accepts TCP connections and answers each HTTP request 200 once ``gate`` is open (it is
+    unless a test closes it, to hold requests in flight); ``answered`` counts the answers, each
+    counted before it is sent. Health checks (a bare connection) are not answered."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+        self.answered = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                if not conn.recv(4096):
+                    return
+                self.gate.wait(30)
+                self.answered += 1
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.gate.set()
+        self.listener.close()
+
+
+@pytest.fixture()
+def lb(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A real HAProxy (a daemon, on a temporary socket and a free loopback port) with servers
+    node1, node2 and node3 in backend ``app``, all answered by one :class:`DummyServer`."""
+    backend_server = DummyServer()
+    frontend_port = free_port()
+    sock = tmp_path / "admin.sock"
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(
+        f"""global
+    stats socket {sock} level admin
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+frontend web
+    bind 127.0.0.1:{frontend_port}
+    default_backend app
+backend app
+    server node1 127.0.0.1:{backend_server.port} check inter 200ms rise 1 fall 1
+    server node2 127.0.0.1:{backend_server.port}
+    server node3 127.0.0.1:{backend_server.port} check inter 60s rise 2 fall 1
+"""
+    )
+    process = subprocess.Popen(["haproxy", "-db", "-f", str(config)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 5
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        yield {"socket": str(sock), "backend": "app", "frontend_port": frontend_port,
+               "server": backend_server}
+    finally:
+        process.terminate()
+        process.wait(timeout=5)
+        backend_server.close()
+
+
+# -- files older or smaller than the world's --------------------------------------------------
+
+# The journal as the first deployer wrote it (schema 1), with one finished deployment.
+JOURNAL_SCHEMA_1 = """
+CREATE TABLE deployments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, env TEXT NOT NULL, app TEXT NOT NULL, kind TEXT NOT NULL,
+    version TEXT NOT NULL, status TEXT NOT NULL, started_at REAL NOT NULL, ended_at REAL,
+    actor TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL, command TEXT NOT NULL,
+    summary TEXT NOT NULL DEFAULT '', details TEXT NOT NULL DEFAULT '{}'
+);
+INSERT INTO deployments (env, app, kind, version, status, started_at, ended_at, actor, host, pid,
+                         command, summary, details)
+VALUES ('lab', 'hello', 'deploy', '1.0.0', 'succeeded', 1700000000, 1700000010, 'ops@runner',
+        'runner', 4242, 'deployer deploy --env lab --version 1.0.0', '3 nodes', '{"sha256": "ab"}');
+"""
+
+# The smallest valid config (with write_config: its inventory and a key file beside it).
+MINIMAL_CONFIG = """
+state_dir: state
+environments:
+  lab:
+    inventory: hosts.yml
+    app: {name: hello}
+    store: {url: "http://127.0.0.1:8081/"}
+    trusted_keys: [release.pub]
+    load_balancer: {socket: /tmp/x.sock, backend: hello}
+"""
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    """``text`` as deployer.yml in ``tmp_path``, with the one-node inventory and key it names."""
+    (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    node1: {}\n")
+    (tmp_path / "release.pub").write_text("untrusted comment: x\nRWQ=\n")
+    cfg = tmp_path / "deployer.yml"
+    cfg.write_text(textwrap.dedent(text))
+    return cfg

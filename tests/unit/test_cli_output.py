@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 from artefact_helpers import make_source
-from test_config import GOOD, write
+from conftest import MINIMAL_CONFIG as GOOD
+from conftest import write_config as write
 
 from deployer.adapters.journal import Journal
 from deployer.cli.main import main

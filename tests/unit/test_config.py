@@ -7,34 +7,18 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import MINIMAL_CONFIG, write_config
 
 from deployer import ConfigError, load_config
 from deployer.engine.plan import make_plan
 
 REPO = Path(__file__).resolve().parents[2]
 
-GOOD = """
-state_dir: state
-environments:
-  lab:
-    inventory: hosts.yml
-    app: {name: hello}
-    store: {url: "http://127.0.0.1:8081/"}
-    trusted_keys: [release.pub]
-    load_balancer: {socket: /tmp/x.sock, backend: hello}
-"""
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    node1: {}\n")
-    (tmp_path / "release.pub").write_text("untrusted comment: x\nRWQ=\n")
-    cfg = tmp_path / "deployer.yml"
-    cfg.write_text(textwrap.dedent(text))
-    return cfg
+GOOD = MINIMAL_CONFIG
+write = write_config
 
 
 def test_a_minimal_config_loads_with_defaults(tmp_path: Path) -> None:

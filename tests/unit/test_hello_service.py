@@ -22,6 +22,8 @@ import pytest
 
 from deployer import ArtefactError, UsageError, VersionError
 
+pytestmark = pytest.mark.daemons  # the sample service
+
 SERVICE_DIR = Path(__file__).resolve().parents[2] / "examples" / "hello-service"
 BUILD_SCRIPT = SERVICE_DIR / "build.py"
 STARTUP_DEADLINE_SECONDS = 5.0
@@ -294,10 +296,16 @@ def test_sigterm_lets_in_flight_request_finish_then_exits_zero(
         finally:
             connection.close()
 
+    threads = Path(f"/proc/{service.process.pid}/task")
+    idle = len(list(threads.iterdir()))
     in_flight = threading.Thread(target=slow_request)
     in_flight.start()
     assert sent.wait(timeout=5)
-    time.sleep(0.4)  # the server has accepted it and is serving it (it sleeps 1500 ms)
+    # The server has accepted it and is serving it (for 1500 ms): a thread of its own handles it.
+    deadline = time.monotonic() + 5
+    while len(list(threads.iterdir())) <= idle:
+        assert time.monotonic() < deadline, "the service never started serving the request"
+        time.sleep(0.01)
 
     service.process.send_signal(signal.SIGTERM)
 

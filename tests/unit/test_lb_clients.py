@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import test_modules_haproxy
 import yaml
 
 from deployer import LoadBalancerError, load_config
@@ -18,7 +17,7 @@ from deployer.adapters.inventory import ssh_target
 from deployer.adapters.ssh import SshTarget
 from deployer.cli._wiring import load_balancer_for
 
-lb = test_modules_haproxy.lb  # a real HAProxy with servers node1, node2 and node3 in backend "app"
+pytestmark = pytest.mark.daemons  # a real HAProxy
 
 
 def test_the_remote_program_reads_and_changes_haproxy_like_the_local_client(lb: dict[str, Any]) -> None:

@@ -3,96 +3,18 @@
 from __future__ import annotations
 
 import socket
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import DummyServer
 from role_modules import load_module
 
+pytestmark = pytest.mark.daemons  # a real HAProxy
+
 haproxy = load_module("deployer_lb_haproxy", "deployer_haproxy")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class DummyServer:
-    """Accepts TCP connections and answers each HTTP request 200 once ``gate`` is open (it is
-    unless a test closes it, to hold requests in flight); ``answered`` counts the answers, each
-    counted before it is sent. Health checks (a bare connection) are not answered."""
-
-    def __init__(self) -> None:
-        self.gate = threading.Event()
-        self.gate.set()
-        self.answered = 0
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.listener.getsockname()[1])
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                if not conn.recv(4096):
-                    return
-                self.gate.wait(30)
-                self.answered += 1
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        self.gate.set()
-        self.listener.close()
-
-
-@pytest.fixture()
-def lb(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    backend_server = DummyServer()
-    frontend_port = free_port()
-    sock = tmp_path / "admin.sock"
-    config = tmp_path / "haproxy.cfg"
-    config.write_text(
-        f"""global
-    stats socket {sock} level admin
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 5s
-    timeout server 5s
-frontend web
-    bind 127.0.0.1:{frontend_port}
-    default_backend app
-backend app
-    server node1 127.0.0.1:{backend_server.port} check inter 200ms rise 1 fall 1
-    server node2 127.0.0.1:{backend_server.port}
-    server node3 127.0.0.1:{backend_server.port} check inter 60s rise 2 fall 1
-"""
-    )
-    process = subprocess.Popen(["haproxy", "-db", "-f", str(config)], stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 5
-        while not sock.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        yield {"socket": str(sock), "backend": "app", "frontend_port": frontend_port,
-               "server": backend_server}
-    finally:
-        process.terminate()
-        process.wait(timeout=5)
-        backend_server.close()
 
 
 def call(lb: dict[str, Any], server: str, state: str, **extra: Any) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from role_modules import load_module
 
+pytestmark = pytest.mark.daemons  # a real supervisord
+
 switch = load_module("deployer_release", "deployer_release_switch")
 
 needs_supervisord = pytest.mark.skipif(
@@ -53,6 +55,19 @@ class Supervisord:
             "[program:app]\ncommand=/bin/false\nautostart=true\nautorestart=true\n"
             f"startsecs={startsecs}\n"
         )
+
+    def wait_for_crashes(self, count: int) -> None:
+        """Until supervisord has seen the program exit ``count`` more times (its log says so)."""
+        log = self.root / "supervisord.log"
+
+        def exits() -> int:
+            return log.read_text().count("exited: app") if log.exists() else 0
+
+        target = exits() + count
+        deadline = time.monotonic() + 10
+        while exits() < target:
+            assert time.monotonic() < deadline, "supervisord did not restart the crashing program"
+            time.sleep(0.02)
 
     def app(self) -> tuple[int, str]:
         """The running app's pid and the tag its program file gave it."""
@@ -142,7 +157,7 @@ def test_a_fixed_release_replaces_one_that_keeps_crashing(supervisord: Superviso
     for attempt in range(4):
         supervisord.write_crashing_program()
         switch.restart_program(str(supervisord.socket), _never_called, "app")
-        time.sleep(0.3)  # supervisord restarts the crashing process again and again meanwhile
+        supervisord.wait_for_crashes(2)  # it is restarted again and again meanwhile
         supervisord.pidfile.unlink(missing_ok=True)
         supervisord.write_program(f"fixed{attempt}")
 

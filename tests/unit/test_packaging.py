@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import JOURNAL_SCHEMA_1
 
 import deployer
 from deployer import DeployerError, PrerequisiteError
@@ -20,19 +21,6 @@ from deployer.cli.main import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# The journal as the first deployer wrote it (schema 1), with one finished deployment.
-_SCHEMA_1 = """
-CREATE TABLE deployments (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, env TEXT NOT NULL, app TEXT NOT NULL, kind TEXT NOT NULL,
-    version TEXT NOT NULL, status TEXT NOT NULL, started_at REAL NOT NULL, ended_at REAL,
-    actor TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL, command TEXT NOT NULL,
-    summary TEXT NOT NULL DEFAULT '', details TEXT NOT NULL DEFAULT '{}'
-);
-INSERT INTO deployments (env, app, kind, version, status, started_at, ended_at, actor, host, pid,
-                         command, summary, details)
-VALUES ('lab', 'hello', 'deploy', '1.0.0', 'succeeded', 1700000000, 1700000010, 'ops@runner',
-        'runner', 4242, 'deployer deploy --env lab --version 1.0.0', '3 nodes', '{"sha256": "ab"}');
-"""
 
 
 def test_the_version_is_written_in_one_place() -> None:
@@ -95,7 +83,7 @@ def test_the_collection_holds_the_roles_and_their_plugins(tmp_path: Path) -> Non
 def test_an_old_journal_is_migrated_and_stays_readable(tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     with sqlite3.connect(path) as db:
-        db.executescript(_SCHEMA_1)
+        db.executescript(JOURNAL_SCHEMA_1)
     journal = Journal(path)
     try:
         (old,) = journal.deployments("lab")

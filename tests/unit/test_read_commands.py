@@ -131,7 +131,7 @@ def test_an_old_journal_is_read_without_being_migrated(
 ) -> None:
     import sqlite3
 
-    from test_packaging import _SCHEMA_1
+    from conftest import JOURNAL_SCHEMA_1 as _SCHEMA_1
 
     path = load_config(world["config"]).state_dir / "journal.sqlite"
     path.parent.mkdir(parents=True)

@@ -20,6 +20,8 @@ from moto.server import ThreadedMotoServer
 from deployer import ImmutableArtefactError, VerificationError
 from deployer.artefacts import PublishResult, open_store, verify_release
 
+pytestmark = pytest.mark.daemons  # moto's S3 server
+
 
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:

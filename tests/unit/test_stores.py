@@ -24,6 +24,7 @@ from deployer import (
 from deployer.artefacts import open_store, verify_release
 
 
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -139,6 +140,7 @@ def http_store(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
         server.wait(timeout=10)
 
 
+@pytest.mark.daemons  # an HTTP server serving the store
 def test_http_store_round_trip(http_store: tuple[str, Path, Path]) -> None:
     url, root, public = http_store
     store = open_store(url)
@@ -159,6 +161,7 @@ def test_http_store_round_trip(http_store: tuple[str, Path, Path]) -> None:
         verify_release(store, "hello", "1.1.0", [public])
 
 
+@pytest.mark.daemons  # an HTTP server serving the store
 def test_a_missing_release_is_told_apart_from_a_missing_store(
     tmp_path: Path, http_store: tuple[str, Path, Path]
 ) -> None:
