@@ -194,12 +194,18 @@ def test_what_the_operator_does_while_deployer_runs(make_lab: Callable[..., Lab]
         assert status == "failed" and node_phases(events, "node2")[-1] == "out_of_service"
         assert "draining" not in node_phases(events, "node3")
 
-        # Outside a deployment, a load balancer that cannot be read is exit 7, in one line.
-        for command in (["status"], ["plan", "--version", "1.1.0"], ["recover"]):
+        # Outside a deployment, a load balancer that cannot be read is exit 7, in one line; plan
+        # says the deployment would be refused (exit 9, as the deployment would end).
+        for command in (["status"], ["recover"]):
             r = deployer(lab.config_path, *command, "--env", "lab")
             assert r.returncode == 7, (command, r.stderr)
             assert r.stderr.count("deployer: error: cannot reach the HAProxy runtime API") == 1, r.stderr
             assert "Traceback" not in r.stderr
+        r = deployer(lab.config_path, "plan", "--version", "1.1.0", "--env", "lab")
+        assert r.returncode == 9, r.stderr
+        assert r.stderr.count("deployer: error: cannot read the load balancer before touching any node: "
+                              "cannot reach the HAProxy runtime API") == 1, r.stderr
+        assert "Traceback" not in r.stderr
     finally:
         away.rename(lab.haproxy_socket)
     # node2 never left the load balancer (its drain was what failed); with the load balancer

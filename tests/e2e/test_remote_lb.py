@@ -95,9 +95,10 @@ def test_an_operators_maintenance_is_respected_through_a_remote_load_balancer(
     for node in ("node2", "node3"):
         operator.set_state("hello", node, "maint")
 
-    # plan reads the same load balancer, names each server, and says what deploy will do.
+    # plan reads the same load balancer, names each server, and says what deploy will do (and
+    # exits as it would: refused).
     r = cli(config, "plan", "--env", "lab", "--version", "1.1.0")
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 9, r.stderr
     assert "set server hello/node1 state drain" in r.stdout and "{server}" not in r.stdout
     assert "deploy will refuse: node2 (MAINT), node3 (MAINT)" in r.stdout, r.stdout
 
