@@ -1,5 +1,6 @@
-"""Ctrl-C on a real deployment, through the CLI on the lab: while it pre-stages, every SSH
-master it opened ends with it, whenever the signal lands."""
+"""Ctrl-C on a real deployment, through the CLI on the lab: while it pre-stages (every SSH
+master it opened ends with it, whenever the signal lands) and during a soak (the first says
+what the deployment is waiting for; a second aborts at once, every node back in service)."""
 
 from __future__ import annotations
 
@@ -59,3 +60,33 @@ def test_ctrl_c_while_pre_staging_leaves_no_ssh_master_behind(
     masters.close()
     assert ssh_processes(directory) == []
 
+
+def test_a_first_ctrl_c_during_a_soak_says_so_and_a_second_aborts_at_once(
+    make_lab: Callable[..., Lab],
+) -> None:
+    lab = make_lab(nodes=3, seed="1.0.0", soak=60)
+    proc = start(lab.config_path, "deploy", "--env", "lab", "--version", "1.1.0")
+    try:
+        read_until(proc, "soaking 1.1.0")
+        proc.send_signal(signal.SIGINT)
+        said = read_until(proc, "stopping:")
+        assert "stopping: waiting for the soak after batch 1 (up to 60s)" in said, said
+        assert "press Ctrl-C again to abort at once" in said, said
+        assert proc.poll() is None  # still soaking
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        _out, err = proc.communicate(timeout=120)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    # Promptly: not the rest of a 60 s soak.
+    assert took < 15, f"{took:.1f}s after the second Ctrl-C"
+    assert "stopped by the operator" in err, err
+    # node1 finished before the stop and keeps the release; every node is in service.
+    assert fleet(lab) == {"node1": ("1.1.0", "UP"), "node2": ("1.0.0", "UP"),
+                          "node3": ("1.0.0", "UP")}
+    assert ssh_processes((lab.dir / "state" / "ssh").resolve()) == []
