@@ -8,12 +8,13 @@ when it waits.
   rollback that breaches still goes on to every node, with a warning: the fleet ends on one
   release, rolling or blue-green;
 - a deployment failing its soak for want of data says so, naming ``analysis.no_data`` and the
-  further smoke tests.
+  further smoke tests;
+- ``plan`` warns when the rules cannot get ``min_samples`` requests at the current traffic.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from conftest import LEGS, MAP, NODES, Deployment
@@ -156,3 +157,56 @@ def test_a_blue_green_soak_failing_for_want_of_data_names_the_setting(bluegreen:
     assert "switched back to blue" in outcome.summary
     assert "analysis.no_data: pass" in outcome.hint and "analysis.smoke" in outcome.hint
 
+
+# -- plan -------------------------------------------------------------------------------------
+
+
+def plan_warnings(d: Deployment, version: str = "1.1.0") -> tuple[str, ...]:
+    plan = d.lifecycle.plan(version)
+    assert plan.exit_code == 0, plan.refusals  # a warning, not a refusal
+    return plan.warnings
+
+
+def probe(nodes: Mapping[str, str] | list[str], version: str = "1.0.0") -> RunScript:
+    return survey(dict.fromkeys(nodes, version), playbook="probe.yml")
+
+
+def test_plan_warns_when_the_rules_cannot_get_min_samples_at_the_current_traffic(deployment: Make) -> None:
+    # Each of 3 servers answers 1 request a second: 3 requests/s, ~9 in the 3 s window < 10.
+    (warning,) = plan_warnings(deployment([probe(NODES)], soaks=analysis(traffic=1)))
+    assert "the backend hello answers 3 requests/s now" in warning
+    assert "http_5xx_share" in warning and "~9 in its 3s window (min_samples 10)" in warning
+    assert "analysis.no_data: fail, so the soak fails the release" in warning
+    assert "analysis.smoke" in warning
+    # Enough traffic: no warning.
+    assert plan_warnings(deployment([probe(NODES)], soaks=analysis(traffic=100))) == ()
+    # Without traffic at all, as the policy says.
+    (quiet,) = plan_warnings(deployment([probe(NODES)], soaks=analysis(traffic=0, no_data="pass")))
+    assert "0 requests/s" in quiet and "such rounds pass without judging the release" in quiet
+
+
+def test_plan_counts_the_share_of_traffic_the_soaked_servers_get(deployment: Make) -> None:
+    """A rule on the new servers sees the canary's share only (1 of 3 servers): at 6
+    requests/s, 18 in the window for the whole backend but ~6 for the canary."""
+    rules = [{"indicator": "http_5xx_share", "max": "1%"},
+             {"indicator": "http_5xx_share", "max": "1%", "group": "new", "name": "canary 5xx"}]
+    (warning,) = plan_warnings(deployment([probe(NODES)], soaks=analysis(traffic=2, rules=rules)))
+    assert "canary 5xx would see ~6 in its 3s window" in warning
+    assert "http_5xx_share would see" not in warning
+
+
+def test_the_warning_is_in_the_deployments_messages_too(deployment: Make) -> None:
+    d = deployment([survey(dict.fromkeys(NODES, "1.0.0")), good_batch(["node1"]),
+                    good_batch(["node2"]), good_batch(["node3"])],
+                   soaks=analysis(traffic=0, no_data="pass"))
+    outcome = d.deploy("1.1.0")
+    assert outcome.status == "succeeded", outcome.summary
+    assert any("cannot get enough requests at the current traffic" in m for m in d.recorder.messages)
+
+
+def test_a_blue_green_plan_reads_the_live_legs_traffic(bluegreen: Make) -> None:
+    (warning,) = plan_warnings(bluegreen([probe(GREEN)], soaks=analysis(traffic=0, no_data="inconclusive",
+                                                                       inconclusive_limit=3)))
+    assert "the backend hello_blue answers 0 requests/s now" in warning
+    assert "fails the release after 3 such rounds in a row" in warning
+    assert plan_warnings(bluegreen([probe(GREEN)], soaks=analysis(traffic=100))) == ()
