@@ -1,5 +1,5 @@
 """``python -m bench [NAME ...] [--json FILE]``: run benchmarks (overhead, downtime, restore,
-scale, bluegreen, production) on labs of their own and print their figures; with no name, run
+scale, bluegreen, production, lockcheck) on labs of their own and print their figures; with no name, run
 them all."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from . import bluegreen, downtime, overhead, production, restore, scale
+from . import bluegreen, downtime, lockcheck, overhead, production, restore, scale
 from ._harness import machine, say
 
 BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "scale": scale.run,
     "bluegreen": bluegreen.run,
     "production": production.run,
+    "lockcheck": lockcheck.run,
 }
 
 

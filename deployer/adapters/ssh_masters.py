@@ -7,6 +7,14 @@ deployer process: their sockets live in a directory of their own under the state
 asks each master to exit when the command ends, so no master outlives the deployment (nor a host
 key that changed since).
 
+Asking through the sockets is not enough when a run was cancelled (Ctrl-C while pre-staging):
+ansible-runner kills the run's process group while ssh may be between creating its socket
+(under a temporary ``.XXXX`` name, then linked into place) and detaching into a master of its
+own session, so a master can appear after the sockets were listed, or listen on a socket the
+run directory's removal has unlinked; either would live on for ``ControlPersist``. So after the
+directory is gone, :meth:`SshMasters.close` also ends every ssh process of this user whose
+command line names the run's directory (only this run's: the directory is unique to it).
+
 A unix socket path must fit in 107 bytes. When the state directory's path is too long for that,
 the sockets go to ``/tmp/deployer-<uid>/<hash of the state dir>/<run>/`` instead (0700).
 """
@@ -19,9 +27,11 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -33,10 +43,12 @@ __all__ = [
     "SshMasters",
     "auth_hint",
     "control_root",
+    "end_ssh_processes",
     "host_key_hint",
     "is_auth_failure",
     "is_host_key_failure",
     "known_hosts_file",
+    "ssh_processes",
     "ssh_reason",
 ]
 
@@ -128,8 +140,58 @@ class SshMasters:
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL, timeout=10, check=False,
                 )
-        shutil.rmtree(self._dir, ignore_errors=True)
-        self._dir = None
+        run_dir, self._dir = self._dir, None
+        # Removed first: a master still setting up cannot bind its socket there any more (ssh
+        # then gives up), so the processes ended below are all there will be.
+        shutil.rmtree(run_dir, ignore_errors=True)
+        end_ssh_processes(run_dir)
+
+
+# How long close() keeps looking for ssh processes of a run (a master forks as it detaches).
+_END_WAIT = 2.0
+_END_POLL = 0.05
+
+
+def ssh_processes(directory: Path, *, proc: Path = Path("/proc")) -> list[int]:
+    """PIDs of this user's ssh processes whose command line names ``directory``: clients given
+    a ControlPath in it (``-o ControlPath=<dir>/...``) and masters (``ssh: <dir>/... [mux]``)."""
+    needle = os.fsencode(f"{directory}/")
+    found = []
+    try:
+        entries = list(proc.iterdir())
+    except OSError:  # no /proc: nothing to look at
+        return []
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != os.geteuid():
+                continue
+            comm = (entry / "comm").read_bytes().strip()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        if (comm == b"ssh" or cmdline.startswith(b"ssh")) and needle in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def end_ssh_processes(directory: Path, *, wait: float = _END_WAIT) -> list[int]:
+    """End (SIGTERM) every ssh process of this user naming ``directory``, until none is seen
+    for a moment (a master forks as it detaches: the child is caught by the next look).
+    Returns the PIDs signalled."""
+    ended: list[int] = []
+    deadline = time.monotonic() + wait
+    quiet_looks = 0
+    while time.monotonic() < deadline and quiet_looks < 3:
+        pids = [p for p in ssh_processes(directory) if p not in ended]
+        quiet_looks = 0 if pids else quiet_looks + 1
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+                ended.append(pid)
+        time.sleep(_END_POLL)
+    return ended
 
 
 # -- why ssh failed -------------------------------------------------------------------------------

@@ -292,9 +292,12 @@ class BlueGreenExecution(Execution):
         else:
             steps.append(Step("keep", f"after the soak: {self.live} stays on its release as the "
                               "fallback (rollback = one switch)"))
+        # The live leg's traffic is what the new leg gets after the switch.
+        warning = self.soaks.sample_warning(live_backend) if self.soaks is not None else ""
         return DeploymentPlan(
             strategy="blue-green", version=version, kind=run.kind, nodes=tuple(nodes),
             steps=tuple(steps), refusals=tuple(refusals), notes=tuple(notes),
+            warnings=(warning,) if warning else (),
             batches=self.idle_plan.batches if self.idle_plan else None,
             legs={"live": self.live, "idle": self.idle, "after_soak": bg.config.after_soak,
                   "one_switch": self.ready},
@@ -309,6 +312,8 @@ class BlueGreenExecution(Execution):
         if first is not None:
             raise DeploymentRefused(first.reason, hint=first.hint or None)
         self.start(plan)
+        for warning in plan.warnings:
+            run.note(warning, level="warning")
         live, idle = self.live, self.idle
         if self.ready:
             run.note(f"leg {idle} already runs {release.version} and is healthy: one switch")

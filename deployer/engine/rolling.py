@@ -183,14 +183,26 @@ class RollingExecution(Execution):
                     b.index == 1 or self.soaks.when == "after_each_batch"):
                 steps.append(Step("soak", f"soak {version} on the updated nodes for up to "
                                   f"{self.soaks.duration:g}s", b.nodes))
+        warnings: list[str] = []
         if self.soaks is not None and batches.batches:
             steps.append(Step("soak", "soak watch ends with the last batch" if total > 1 else
                               f"soak {version} for up to {self.soaks.duration:g}s"))
+            warnings.append(self._traffic_warning(batches.batches[0]))
         return DeploymentPlan(
             strategy="rolling", version=version, kind=self.run.kind, nodes=tuple(nodes),
             steps=tuple(steps), refusals=tuple(refusals), notes=tuple([*batches.notes, *notes]),
-            warnings=tuple(self.warnings), batches=batches,
+            warnings=tuple(w for w in warnings if w), batches=batches,
         )
+
+    def _traffic_warning(self, first: Batch) -> str:
+        """Whether the soak after the first batch can get enough requests at today's traffic
+        (its servers get their share of the backend's)."""
+        assert self.soaks is not None
+        serving = [n.name for n in self.fleet.nodes
+                   if n.lb_server in self.lb and self.lb[n.lb_server].in_service]
+        soaked = [n for n in serving if n in first.nodes]
+        share = len(soaked) / len(serving) if serving else 1.0
+        return self.soaks.sample_warning(self.fleet.backend, new_share=share)
 
     def _predict(self, batches: Plan) -> tuple[list[Refusal], list[str]]:
         """Every refusal the deployment would make, in the order it would make them."""
@@ -254,6 +266,9 @@ class RollingExecution(Execution):
         for note in plan.notes:
             if note.startswith("no node is in service"):
                 run.note(note)
+        if not self.nested:
+            for warning in plan.warnings:
+                run.note(warning, level="warning")
         if not self.nested:
             self.start(plan)
         if not plan.targets:

@@ -7,6 +7,11 @@ blue-green switch), and a soak left running while later batches roll (:meth:`Soa
 which the engine polls between batches without adding to any node's time out of the load
 balancer. Every round of the rules and every further smoke test's run is published on the
 deployment's event stream (:class:`SoakEvents`), with each rule's value and threshold.
+
+A plan also asks whether the rules can judge at all (:meth:`Soaks.sample_warning`): a rule
+needs ``min_samples`` requests in its window, and an environment without that much traffic
+gives rounds of no data only, which ``no_data`` then passes or fails without looking at the
+release.
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ from .._errors import AnalysisError, DeploymentRefused, LoadBalancerError
 from ..analysis import (
     AnalysisConfig,
     Clock,
+    HAProxySource,
     RuleResult,
     RuntimeCommand,
     SmokeContext,
     Soak,
+    SystemClock,
     Verdict,
     build_soak,
 )
@@ -33,6 +40,8 @@ __all__ = ["SoakEvents", "Soaks", "result_dict"]
 
 # A watch lasts until the rollout ends it; this only bounds it if nothing does.
 _WATCH_LIMIT = 24 * 3600.0
+# The request rate is read from two `show stat` reads this many seconds apart.
+TRAFFIC_READ_SPAN = 1.0
 
 
 def result_dict(result: RuleResult) -> dict[str, Any]:
@@ -138,3 +147,76 @@ class Soaks:
                            observer=SoakEvents(events, scope))
         soak.start(strict=False)  # as in run()
         return soak
+
+    def request_rate(self, backend: str, *, span: float = TRAFFIC_READ_SPAN) -> float | None:
+        """Requests per second the backend's servers answer now: the increase of HAProxy's
+        answer counters between two ``show stat`` reads ``span`` seconds apart (None without
+        the HAProxy source, or when it cannot be read)."""
+        hap = self.config.sources.haproxy
+        if hap is None or self._runtime is None:
+            return None
+        source = HAProxySource(self._runtime, hap.backend or backend)
+        clock = self._clock or SystemClock()
+        try:
+            first = clock.now()
+            source.collect(first)
+            clock.wait(threading.Event(), span)
+            source.collect(clock.now())
+        except (AnalysisError, LoadBalancerError):
+            return None
+        answers = source.measure("requests", window=clock.now() - first + span)
+        elapsed = answers.window or span
+        return (answers.samples or 0) / elapsed if elapsed > 0 else None
+
+    def sample_warning(self, backend: str, *, new_share: float = 1.0) -> str:
+        """A warning when, at the backend's request rate now, the HAProxy rules would not see
+        ``min_samples`` requests in their window ("" when they would, or when it cannot be
+        told). ``new_share``: the part of the backend's traffic the soaked servers (the group
+        ``new``) get; the rest goes to ``old``."""
+        needs = self._sample_needs(new_share)
+        if not needs:
+            return ""
+        rate = self.request_rate(backend)
+        if rate is None:
+            return ""
+        short = [f"{name} would see ~{rate * share * window:.0f} in its {window:g}s window "
+                 f"(min_samples {needed})"
+                 for name, share, window, needed in needs if rate * share * window < needed]
+        if not short:
+            return ""
+        policy = {
+            "pass": "analysis.no_data: pass, so such rounds pass without judging the release",
+            "fail": "analysis.no_data: fail, so the soak fails the release",
+            "inconclusive": "analysis.no_data: inconclusive, so the soak fails the release after "
+                            f"{self.config.inconclusive_limit} such rounds in a row",
+        }[self.config.no_data]
+        hap = self.config.sources.haproxy
+        watched = (hap.backend if hap is not None else None) or backend
+        return (
+            f"the soak's rules cannot get enough requests at the current traffic: the backend "
+            f"{watched} answers {rate:.2g} requests/s now, so {'; '.join(short)}; every round is then no "
+            f"data ({policy}). Send traffic during the soak, lower analysis.min_samples, set "
+            "analysis.no_data: pass, or add further smoke tests (analysis.smoke)"
+        )
+
+    def _sample_needs(self, new_share: float) -> list[tuple[str, float, float, int]]:
+        """(rule, share of the traffic it sees, window, min_samples) of each HAProxy rule that
+        needs requests behind its value."""
+        config = self.config
+        if config.sources.haproxy is None:
+            return []
+        share = {"all": 1.0, "new": new_share, "old": 1.0 - new_share}
+        needs: list[tuple[str, float, float, int]] = []
+        for rule in config.rules:
+            needed = config.min_samples if rule.min_samples is None else rule.min_samples
+            if rule.source != "haproxy" or rule.indicator == "servers_down" or needed <= 0:
+                continue
+            needs.append((rule.name or rule.indicator, share[rule.group], rule.window or config.window,
+                          needed))
+        if 0 < new_share < 1:  # a comparison needs a baseline, and requests on both sides
+            for c in config.compare:
+                needed = config.min_samples if c.min_samples is None else c.min_samples
+                if needed > 0:
+                    needs.append((c.name or f"{c.indicator} (new against old)",
+                                  min(new_share, 1 - new_share), c.window or config.window, needed))
+        return needs

@@ -9,12 +9,29 @@ from collections.abc import Callable
 import pytest
 from conftest import NODES, Deployment
 
-from deployer import DeploymentFailed, DeploymentRefused, FleetAtRiskError, LoadBalancerError
+from deployer import (
+    DeploymentFailed,
+    DeploymentRefused,
+    FleetAtRiskError,
+    LoadBalancerError,
+    LockHeldError,
+)
 from deployer.adapters.haproxy import LoadBalancerGroup
+from deployer.adapters.lock import EnvironmentLock
+from deployer.adapters.process import Identity
 from deployer.engine.events import NodePhaseChanged
 from deployer.engine.left_out import left_out_by_deployer
-from deployer.engine.lifecycle import raise_for
-from deployer.testing import FakeLoadBalancer, good_batch, revert_batch, survey
+from deployer.engine.lifecycle import exit_code_for, raise_for
+from deployer.testing import (
+    FakeLoadBalancer,
+    FakeLockHost,
+    RunScript,
+    ev,
+    good_batch,
+    revert_batch,
+    stats,
+    survey,
+)
 
 Make = Callable[..., Deployment]
 
@@ -178,3 +195,92 @@ def test_a_group_of_load_balancers_counts_a_server_in_service_only_on_all() -> N
     with pytest.raises(LoadBalancerError, match="no route"):
         group.servers("hello")
     assert group.where == "lb1 and lb2"
+
+
+# -- what `plan` predicts, and the deployment then does -------------------------------------------
+
+
+def test_plan_names_why_a_node_in_maintenance_is_not_a_target(deployment: Make) -> None:
+    """node2, in an operator's MAINT on 1.0.0, was listed as "already on 1.3.0"."""
+    lb = maint(FakeLoadBalancer("hello", NODES), "node2")
+    d = deployment([survey({"node1": "1.0.0", "node3": "1.0.0"}, playbook="probe.yml")], lb=lb,
+                   strategy={"operator_maintenance": "skip"})
+    plan = d.lifecycle.plan("1.1.0")
+    node2 = next(n for n in plan.nodes if n.name == "node2")
+    assert not node2.target and node2.load_balancer == "MAINT"
+    assert node2.reason == ("MAINT, put there by someone else: left as it is "
+                            "(strategy.operator_maintenance: skip)")
+    assert not any(n.reason.startswith("already on") for n in plan.nodes)
+    assert plan.targets == ("node1", "node3")
+
+
+def test_plan_predicts_the_capacity_floor_refusal_the_deployment_then_makes(deployment: Make) -> None:
+    """Skip mode, min_healthy "2", one of 3 nodes in MAINT: `plan` exited 0, and the deployment
+    was then refused by the capacity floor. Both now say exit 9."""
+    lb = maint(FakeLoadBalancer("hello", NODES), "node2")
+    setup = {"operator_maintenance": "skip", "min_healthy": "2"}
+    d = deployment([survey({"node1": "1.0.0", "node3": "1.0.0"}, playbook="probe.yml")], lb=lb,
+                   strategy=setup)
+    plan = d.lifecycle.plan("1.1.0")
+    assert plan.exit_code == 9
+    (refusal,) = plan.refusals
+    assert refusal.reason.startswith("capacity floor: only 1 node(s) would stay in service during "
+                                     "batch 1 (floor 2; out of service now: node2 (MAINT))")
+    assert refusal.when == "before any node leaves the load balancer" and "min_healthy" in refusal.hint
+    d = deployment([survey({"node1": "1.0.0", "node3": "1.0.0"})], lb=lb, strategy=setup)
+    outcome = d.deploy("1.1.0")
+    assert outcome.status == "refused" and outcome.summary.startswith(refusal.reason)
+    assert exit_code_for(outcome) == plan.exit_code
+    assert lb.changes == []
+
+
+def test_plan_predicts_a_held_lock(deployment: Make) -> None:
+    host = FakeLockHost()
+    other = EnvironmentLock(host, "lab", me=Identity("ci@far", "far", 1, "1"))
+    other.acquire()
+    d = deployment([survey(dict.fromkeys(NODES, "1.0.0"), playbook="probe.yml")],
+                   lock=EnvironmentLock(host, "lab"))
+    plan = d.lifecycle.plan("1.1.0")
+    assert plan.exit_code == 6 and [r.exit_code for r in plan.refusals] == [6]
+    assert "locked by" in plan.refusals[0].reason and "ci@far" in plan.refusals[0].reason
+    with pytest.raises(LockHeldError) as held:
+        d.deploy("1.1.0")
+    assert held.value.exit_code == plan.exit_code
+
+
+def test_plan_predicts_an_unreachable_node(deployment: Make) -> None:
+    def scripts(playbook: str) -> list[RunScript]:
+        _, events, _ = survey({"node1": "1.0.0", "node2": "1.0.0"}, playbook=playbook)
+        dark = ev("unreachable", "node3", "deployer_release", "facts",
+                  message="ssh: connect to host 127.0.1.3 port 22: Connection timed out")
+        return [(playbook, [*events[:-1], dark, stats(["node1", "node2"], dark=["node3"])], "failed")]
+
+    d = deployment(scripts("probe.yml"))
+    plan = d.lifecycle.plan("1.1.0")
+    assert plan.exit_code == 9 and "cannot reach node3" in plan.refusals[0].reason
+    assert next(n for n in plan.nodes if n.name == "node3").reason.startswith("unreachable: ")
+    d = deployment(scripts("prestage.yml"))
+    outcome = d.deploy("1.1.0")
+    assert outcome.status == "refused" and "cannot reach node3" in outcome.summary
+    assert exit_code_for(outcome) == plan.exit_code
+
+
+def test_a_first_deployment_onto_a_fleet_with_no_node_in_service_goes_ahead(deployment: Make) -> None:
+    """min_healthy "2" cannot hold while no node serves (a fleet that never ran the app): the
+    deployment goes ahead, and both the plan and the deployment say why the floor does not
+    apply yet."""
+    lb = FakeLoadBalancer("hello", NODES)
+    lb.status.update(dict.fromkeys(NODES, "DOWN"))
+    why = ("no node is in service on the load balancer now (a first deployment?): the capacity "
+           "floor (2) cannot be kept while none serves, so it applies once nodes are in service")
+    d = deployment([survey(dict.fromkeys(NODES, ""), playbook="probe.yml")], lb=lb,
+                   strategy={"min_healthy": "2"})
+    plan = d.lifecycle.plan("1.0.0")
+    assert plan.refusals == () and plan.exit_code == 0 and why in plan.notes
+    assert plan.targets == tuple(NODES)
+    d = deployment([survey(dict.fromkeys(NODES, "")), good_batch(["node1"]), good_batch(["node2"]),
+                    good_batch(["node3"])], lb=lb, strategy={"min_healthy": "2"})
+    d.recorder.at_phase("rejoining", lambda ev: lb.status.update({ev.node: "UP"}))  # healthy now
+    outcome = d.deploy("1.0.0")
+    assert outcome.status == "succeeded", outcome.summary
+    assert why in d.recorder.messages

@@ -145,3 +145,37 @@ def test_status_exits_7_when_the_load_balancer_cannot_be_read(
     err = capsys.readouterr().err
     assert "deployer: error: cannot reach the HAProxy runtime API at /nonexistent.sock" in err
     assert "Traceback" not in err
+
+
+class TwoCtrlCsDuringTheFirstBatch(ReplayRunner):
+    """Both Ctrl-Cs arrive while the first batch runs: the first lets it go on, the second
+    aborts it (ansible-runner cancels the run) before node1 is back."""
+
+    lifecycle: Lifecycle | None = None
+
+    def run(self, request: RunRequest, on_event: EventSink, cancelled: CancelCheck) -> RunResult:
+        if request.playbook != "deploy_batch.yml":
+            return super().run(request, on_event, cancelled)
+        self.requests.append(request)
+        on_event(ev("task_start", "node1", "deployer_lb_haproxy", "drain"))
+        assert self.lifecycle is not None
+        assert not self.lifecycle.request_stop()
+        assert not cancelled()  # the first one lets the batch finish
+        assert self.lifecycle.request_stop()
+        assert cancelled()
+        return RunResult(status="canceled", rc=-1)
+
+
+def test_after_a_double_ctrl_c_no_node_is_said_to_have_finished(deployment: Make) -> None:
+    """A second Ctrl-C in the first batch: node1 had not finished, and the messages must not
+    say it (or any node) keeps the new release."""
+    runner = TwoCtrlCsDuringTheFirstBatch([survey(dict.fromkeys(NODES, "1.0.0"))])
+    d = deployment(runner)
+    runner.lifecycle = d.lifecycle
+    outcome = d.deploy("1.1.0")
+    assert outcome.status == "cancelled", outcome.summary
+    assert outcome.nodes["node1"].phase.value != "done"
+    messages = d.recorder.messages
+    assert "no node had finished before the stop: none runs the new release" in messages, messages
+    assert not any("finished before the stop and keep" in m for m in messages), messages
+    assert "rollback" not in " ".join(messages)

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import stat
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +29,7 @@ from deployer.adapters.ssh_masters import (
     is_auth_failure,
     is_host_key_failure,
     known_hosts_file,
+    ssh_processes,
     ssh_reason,
 )
 from deployer.cli._fixes import ssh_fix
@@ -206,3 +211,33 @@ def test_nodes_know_the_user_and_key_the_inventory_gives_them(tmp_path: Path) ->
     assert (web2.user, web2.private_key) == ("other", "/k")  # the host's own
     [db1] = load_nodes(inventory, "db")
     assert (db1.user, db1.private_key) == ("dba", "/d")  # the older names
+
+
+def test_close_ends_a_master_its_socket_no_longer_reaches(short_tmp: Path) -> None:
+    """A run cancelled while ssh set up its master (Ctrl-C while pre-staging): the master can
+    listen on a socket the directory's removal unlinked, or detach after the sockets were
+    listed. close() ends every ssh process of this user that names the run's directory, and
+    only those."""
+    masters = SshMasters(short_tmp / "state")
+    run_dir = masters.directory
+    # Stand-ins for ssh processes (a process is named after the file it runs): one of this
+    # run, one of another run of the same state directory.
+    ssh = short_tmp / "bin" / "ssh"
+    ssh.parent.mkdir()
+    ssh.symlink_to(sys.executable)
+    other = SshMasters(short_tmp / "state").directory
+    sleeper = "import time; time.sleep(60)"
+    ours = subprocess.Popen([str(ssh), "-c", sleeper, "-o", f"ControlPath={run_dir}/0123456789"])
+    theirs = subprocess.Popen([str(ssh), "-c", sleeper, "-o", f"ControlPath={other}/0123456789"])
+    try:
+        deadline = time.monotonic() + 10
+        while ours.pid not in ssh_processes(run_dir) and time.monotonic() < deadline:
+            time.sleep(0.02)  # until the interpreter has started under the ssh name
+        assert ssh_processes(run_dir) == [ours.pid]
+        masters.close()
+        assert ours.wait(timeout=10) == -signal.SIGTERM
+        assert theirs.poll() is None and not run_dir.exists()
+    finally:
+        for proc in (ours, theirs):
+            proc.kill()
+            proc.wait()
