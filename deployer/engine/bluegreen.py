@@ -171,15 +171,17 @@ class BlueGreenExecution(Execution):
         soaks = self.bg.soaks
         if soaks is None:
             return False
-        if self.run.kind != "rollback" or soaks.config.on_rollback == "soak":
+        if self.run.acts_as != "rollback" or soaks.config.on_rollback == "soak":
             return True
         return not ran_successfully(self.bg.journal, self.bg.env_name, self.run.release.version)
 
     def _leg_exec(self, leg: str, release: Release, *, kind: str | None = None) -> RollingExecution:
         run = self.run
         if release is not run.release or (kind and kind != run.kind):
+            # A leg put back (kind "rollback") is a plain rollback of that leg, resume or not.
             run = dataclasses.replace(run, release=release,
-                                      ref=dataclasses.replace(run.ref, kind=kind or run.kind))
+                                      ref=dataclasses.replace(run.ref, kind=kind or run.kind),
+                                      resume=None if kind else run.resume)
         execution = Rolling(self.bg.legs[leg]).begin(run)
         execution.nested = True
         self.steps_run.append(execution)
@@ -212,10 +214,10 @@ class BlueGreenExecution(Execution):
             self.soaks.preflight(bg.config.legs[self.idle].backend, bg.config_file)
         if run.recorded:
             bg.journal.update_details(run.ref.id, legs={"live": self.live, "idle": self.idle})
-        if run.kind == "rollback":
+        if run.acts_as == "rollback":
             # A rollback to what the idle leg still holds is a switch alone.
             self.idle_before = bg.leg_facts(self.idle)
-            self.ready = run.kind == "rollback" and bool(self.idle_before) and all(
+            self.ready = bool(self.idle_before) and all(
                 f.current == run.release.version and f.healthy for f in self.idle_before.values()
             )
         if not self.ready:
@@ -384,7 +386,7 @@ class BlueGreenExecution(Execution):
                            f"soaked and live again", warnings=self.warnings)
 
     def _tolerated(self, verdict: Verdict) -> bool:
-        return verdict.failed and self.run.kind == "rollback"
+        return verdict.failed and self.run.acts_as == "rollback"
 
     def _no_data_hint(self, verdict: Verdict) -> str:
         if verdict.breach is not None and verdict.breach.value is None:

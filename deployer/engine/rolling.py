@@ -96,7 +96,8 @@ class RollingExecution(Execution):
         self.hint = ""
         self.warnings: list[str] = []
         # Soak this deployment? (A rollback to a release that ran here before is not soaked
-        # unless analysis.on_rollback says so.)
+        # unless analysis.on_rollback says so; a resume acts as a rollback or as what it
+        # finishes: see Run.acts_as.)
         self.soaks = strategy.soaks if self._soaked() else None
         # A step of a larger deployment (a blue-green leg): the caller reaches the safe points.
         self.nested = False
@@ -105,7 +106,7 @@ class RollingExecution(Execution):
         soaks = self.strategy.soaks
         if soaks is None:
             return False
-        if self.run.kind != "rollback" or soaks.config.on_rollback == "soak":
+        if self.run.acts_as != "rollback" or soaks.config.on_rollback == "soak":
             return True
         return not ran_successfully(self.fleet.journal, self.fleet.env_name, self.run.release.version)
 
@@ -353,7 +354,7 @@ class RollingExecution(Execution):
         """Publish a soak's verdict; raise DeploymentFailed when it failed (a rollback goes on:
         its release is what the environment is escaping to)."""
         line = verdict.line()
-        tolerated = verdict.failed and self.run.kind == "rollback"
+        tolerated = verdict.failed and self.run.acts_as == "rollback"
         self.run.publish(SoakJudged(scope=when, subject="analysis", outcome=str(verdict.outcome),
                                     line=line, verdict=verdict.to_dict(), tolerated=tolerated))
         self.run.note(f"{when}: {line}", level="warning" if verdict.failed else "info")
@@ -394,7 +395,7 @@ class RollingExecution(Execution):
             status = "cancelled"
         elif not rollout.make_caught_safe():
             summary += "; reverting the nodes caught mid-change failed"
-        elif self.config.on_failure == "rollback" and run.kind != "rollback":
+        elif self.config.on_failure == "rollback" and run.acts_as != "rollback":
             updated = rollout.updated()
             if rollout.roll_back_updated():
                 status = "rolled_back"
