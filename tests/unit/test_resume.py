@@ -7,9 +7,12 @@ tests/e2e/test_resume.py."""
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -330,6 +333,16 @@ def test_a_paused_deployment_is_resumed_the_same_way(tmp_path: Path, deployment:
     assert f"deployment {killed.id} (deploy 1.1.0, rolling" in said[0] and "was paused" in said[0]
     assert result.outcome is not None and result.outcome.status == "succeeded"
     assert played(d)[1:] == [("deploy_batch.yml", ["node1"], "1.0.0")]
+
+
+def test_the_command_with_nothing_to_resume_exits_0_and_says_why(world: dict[str, Path]) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "deployer", "resume", "--env", "lab", "--json", "--config",
+         str(world["config"])], capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "COLUMNS": "300"})
+    assert r.returncode == 0, r.stderr
+    assert "nothing to resume: no deployment of environment 'lab' in the journal" in r.stderr
+    assert json.loads(r.stdout)["status"] == "nothing_to_resume"
 
 
 def test_a_deployment_still_running_is_not_resumed(deployment: Make) -> None:
