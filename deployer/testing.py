@@ -54,11 +54,18 @@ class ReplayRunner:
 
     Each script is ``(playbook, events, status)``; hosts in the request filter the events so one
     recording can serve several batches. Requests are kept in ``self.requests`` for assertions.
+    With ``lb``, the load-balancer role's drains and enables are applied to that fake load
+    balancer as the events replay (as the real role does on HAProxy), so a run cut short leaves
+    it as a real one would be.
     """
 
-    def __init__(self, scripts: Iterable[tuple[str, Sequence[RunnerEvent], str]]) -> None:
+    def __init__(
+        self, scripts: Iterable[tuple[str, Sequence[RunnerEvent], str]], *,
+        lb: FakeLoadBalancer | None = None,
+    ) -> None:
         self.scripts = list(scripts)
         self.requests: list[RunRequest] = []
+        self.lb = lb
 
     @classmethod
     def from_file(cls, path: Path) -> ReplayRunner:
@@ -83,6 +90,10 @@ class ReplayRunner:
                 return RunResult(status="canceled", rc=-1)
             if ev.host is not None and hosts and ev.host not in hosts:
                 continue
+            state = {"drain": "maint", "enable": "ready"}.get(ev.task_file or "")
+            if self.lb is not None and ev.host and ev.role == "deployer_lb_haproxy" and state \
+                    and ev.kind == "task_start":
+                self.lb.set_state(str(request.extravars["deployer_lb_backend"]), ev.host, state)
             on_event(ev)
             if ev.kind == "stats":
                 stats = {k: {h: n for h, n in v.items() if not hosts or h in hosts}

@@ -16,6 +16,7 @@ from types import FrameType
 from typing import IO
 
 import click
+from rich.markup import escape
 
 from .._errors import DeployerError, UsageError
 from .._versions import validate_version
@@ -23,12 +24,13 @@ from ..config import EnvironmentConfig
 from ..engine.events import JsonLinesWriter, Subscriber
 from ..engine.lifecycle import Lifecycle, raise_for
 from ..engine.model import Outcome
+from ..engine.resume import resume as resume_interrupted
 from ._common import config_option, console, env_option, get_config, print_json
 from ._fixes import download_fix, ssh_fix
 from ._wiring import Environment, build_environment
 from .render import ConsoleView, print_outcome
 
-__all__ = ["deploy", "events_option", "finish", "rollback", "wired"]
+__all__ = ["deploy", "events_option", "finish", "resume", "rollback", "wired"]
 
 
 @contextmanager
@@ -89,11 +91,13 @@ def wired(
         environment.close()
 
 
-def finish(outcome: Outcome, as_json: bool, env: EnvironmentConfig) -> None:
-    """Show the outcome and exit with its code; the hint says how to fix nodes that could not
-    be reached (their SSH host key, or their SSH key refused) or could not download the release."""
+def finish(outcome: Outcome, as_json: bool, env: EnvironmentConfig,
+           extra: dict[str, object] | None = None) -> None:
+    """Show the outcome (with ``extra`` in its JSON) and exit with its code; the hint says how
+    to fix nodes that could not be reached (their SSH host key, or their SSH key refused) or
+    could not download the release."""
     if as_json:
-        print_json(outcome.to_dict())
+        print_json({**outcome.to_dict(), **(extra or {})})
     else:
         print_outcome(outcome)
     try:
@@ -146,3 +150,36 @@ def rollback(
         with _stop_on_signals(lifecycle):
             outcome = lifecycle.deploy(target, kind="rollback")
     finish(outcome, as_json, environment.env)
+
+
+@click.command()
+@env_option
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
+@click.option("--quiet", is_flag=True, help="No live progress.")
+@events_option
+@config_option
+def resume(env_name: str, as_json: bool, quiet: bool, events_to: str | None,
+           config_path: Path | None) -> None:
+    """Bring the environment to a safe state after a deployment whose process died.
+
+    Reads the journal and the live load balancer and nodes, says which deployment was
+    interrupted, where, and what it will do, then rolls it back or finishes it as
+    strategy.on_interrupted says (an interrupted rollback is finished). Nothing to resume, or
+    nothing to do: exit 0."""
+    with wired(config_path, env_name, quiet=quiet, events_to=events_to, as_json=as_json) as environment:
+        lifecycle = environment.lifecycle
+
+        def say(text: str) -> None:
+            if not quiet:
+                console.print(escape(text), soft_wrap=True)
+
+        with _stop_on_signals(lifecycle):
+            result = resume_interrupted(
+                lifecycle, on_interrupted=environment.env.strategy.on_interrupted, say=say)
+    if result.outcome is not None:
+        finish(result.outcome, as_json, environment.env, {"resume": result.to_dict()})
+        return
+    if as_json:
+        status = "nothing_to_resume" if result.interruption is None else "nothing_to_do"
+        print_json({"status": status, "deployment": result.deployment, "uid": result.uid or None,
+                    "resume": result.to_dict()})

@@ -28,11 +28,12 @@ def cli() -> None:
 def _register() -> None:
     from .admin_cmds import recover, unlock
     from .artefact_cmd import artefact, keys
-    from .deploy_cmds import deploy, rollback
+    from .deploy_cmds import deploy, resume, rollback
     from .lab_cmd import lab
     from .read_cmds import history, plan, status
 
-    for command in (lab, keys, artefact, deploy, rollback, status, history, plan, recover, unlock):
+    for command in (lab, keys, artefact, deploy, rollback, resume, status, history, plan, recover,
+                    unlock):
         cli.add_command(command)
 
 

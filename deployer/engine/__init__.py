@@ -14,7 +14,8 @@ Where things are (each module does one thing):
 - ``rollout`` — putting a release on nodes and taking it off (batches, reverts, rollbacks);
 - ``tracking`` and ``states`` — each node's phase, and the state machine it moves in;
 - ``soaking`` — soak analysis inside a deployment; ``history`` — what ``rollback`` goes back
-  to; ``recovery`` — ``recover`` and ``resume``; ``left_out`` — who left a node out;
+  to; ``recovery`` — ``recover``; ``resume`` — ``resume``: which deployment was interrupted,
+  and rolling it back or finishing it; ``left_out`` — who left a node out;
 - ``variables`` — what the playbooks are given; ``model`` — the values passed around.
 """
 

@@ -166,20 +166,27 @@ class BlueGreenExecution(Execution):
         self.details: dict[str, Any] = {"switches": []}
         self.warnings: list[str] = []
         self.soaks = strategy.soaks if self._soaked() else None
+        # A resume soaking a leg that was already live: (that leg, the other), for a stop to
+        # switch live traffic back as a stop during any soak does.
+        self.resumed_soak: tuple[str, str] | None = None
+        # A resume switching back: why the other leg cannot take live traffic ("" when it can).
+        self.fallback_problem = ""
 
     def _soaked(self) -> bool:
         soaks = self.bg.soaks
         if soaks is None:
             return False
-        if self.run.kind != "rollback" or soaks.config.on_rollback == "soak":
+        if self.run.acts_as != "rollback" or soaks.config.on_rollback == "soak":
             return True
         return not ran_successfully(self.bg.journal, self.bg.env_name, self.run.release.version)
 
     def _leg_exec(self, leg: str, release: Release, *, kind: str | None = None) -> RollingExecution:
         run = self.run
         if release is not run.release or (kind and kind != run.kind):
+            # A leg put back (kind "rollback") is a plain rollback of that leg, resume or not.
             run = dataclasses.replace(run, release=release,
-                                      ref=dataclasses.replace(run.ref, kind=kind or run.kind))
+                                      ref=dataclasses.replace(run.ref, kind=kind or run.kind),
+                                      resume=None if kind else run.resume)
         execution = Rolling(self.bg.legs[leg]).begin(run)
         execution.nested = True
         self.steps_run.append(execution)
@@ -204,6 +211,9 @@ class BlueGreenExecution(Execution):
         self.live = bg.live_leg()
         self.idle = bg.idle_of(self.live)
         self.details.update(live_before=self.live, idle=self.idle)
+        if self._resuming():
+            self._read_resumed()
+            return
         self._check_live_serves()
         if bg.soaks is not None and self.soaks is None:
             run.note(f"not soaking: a rollback to {run.release.version}, which ran here before "
@@ -212,10 +222,10 @@ class BlueGreenExecution(Execution):
             self.soaks.preflight(bg.config.legs[self.idle].backend, bg.config_file)
         if run.recorded:
             bg.journal.update_details(run.ref.id, legs={"live": self.live, "idle": self.idle})
-        if run.kind == "rollback":
+        if run.acts_as == "rollback":
             # A rollback to what the idle leg still holds is a switch alone.
             self.idle_before = bg.leg_facts(self.idle)
-            self.ready = run.kind == "rollback" and bool(self.idle_before) and all(
+            self.ready = bool(self.idle_before) and all(
                 f.current == run.release.version and f.healthy for f in self.idle_before.values()
             )
         if not self.ready:
@@ -238,6 +248,8 @@ class BlueGreenExecution(Execution):
             )
 
     def plan(self) -> DeploymentPlan:
+        if self._resuming():
+            return self._plan_resumed()
         bg, run = self.bg, self.run
         version = run.release.version
         lb = bg.env.load_balancer
@@ -314,6 +326,9 @@ class BlueGreenExecution(Execution):
         self.start(plan)
         for warning in plan.warnings:
             run.note(warning, level="warning")
+
+        if self._resuming():
+            return self._resumed_steps()
         live, idle = self.live, self.idle
         if self.ready:
             run.note(f"leg {idle} already runs {release.version} and is healthy: one switch")
@@ -389,7 +404,7 @@ class BlueGreenExecution(Execution):
                            f"soaked and live again", warnings=self.warnings)
 
     def _tolerated(self, verdict: Verdict) -> bool:
-        return verdict.failed and self.run.kind == "rollback"
+        return verdict.failed and self.run.acts_as == "rollback"
 
     def _no_data_hint(self, verdict: Verdict) -> str:
         if verdict.breach is not None and verdict.breach.value is None:
@@ -500,6 +515,175 @@ class BlueGreenExecution(Execution):
         execution.read(stage=True)
         execution.perform_nested(execution.plan())
 
+    # -- resuming an interrupted deployment -------------------------------------------------
+    #
+    # A resume (engine/resume.py) says where the interrupted deployment's path picks up: from
+    # the start ("release": the normal path above, nodes already released being skipped), the
+    # soak of a leg already live ("soak"), the uplift ("uplift"), switching live traffic back
+    # and putting the leg back ("switch_back"), putting the idle leg back ("revert"), or
+    # nothing left to do ("done"). ``candidate`` is the leg the release was going to;
+    # ``fallback`` the other (for "uplift": the leg to uplift, and the proven live one).
+
+    def _resuming(self) -> bool:
+        resume = self.run.resume
+        return resume is not None and resume.entry not in ("", "release")
+
+    def _read_resumed(self) -> None:
+        run, bg = self.run, self.bg
+        resume = run.resume
+        assert resume is not None
+        candidate, fallback = resume.candidate, resume.fallback
+        live_on = {"soak": candidate, "switch_back": candidate, "done": candidate,
+                   "uplift": fallback, "revert": fallback}.get(resume.entry)
+        if live_on is not None and self.live != live_on:
+            raise DeploymentRefused(
+                f"live traffic moved to {self.live} since the resume looked (it expected it on "
+                f"{live_on}); nothing was changed",
+                hint=f"run `deployer resume --env {bg.env_name}` again",
+            )
+        if run.recorded:
+            bg.journal.update_details(run.ref.id, legs={"live": self.live, "idle": self.idle})
+        if resume.entry in ("soak", "uplift") and self.soaks is not None:
+            self.soaks.preflight(bg.config.legs[candidate].backend, bg.config_file)
+        if resume.entry == "switch_back":
+            self.fallback_problem = self._cannot_take_traffic(fallback)
+
+    def _cannot_take_traffic(self, leg: str) -> str:
+        """Why ``leg`` cannot take live traffic back on this run's release ("" when it can):
+        every node healthy on it, and one at least in service on the load balancer."""
+        version = self.run.release.version
+        fleet = self.bg.legs[leg]
+        facts = self.bg.leg_facts(leg)
+        bad = [f"{n} ({f.current or 'nothing'}, {'healthy' if f.healthy else 'unhealthy'})"
+               for n, f in facts.items() if f.current != version or not f.healthy]
+        if bad:
+            return f"not every node of {leg} is healthy on {version}: {', '.join(bad)}"
+        try:
+            states = fleet.lb_states()
+        except LoadBalancerError as exc:
+            return f"cannot read the load balancer: {exc}"
+        if not any((s := states.get(n.lb_server)) is not None and s.in_service for n in fleet.nodes):
+            return f"no node of {leg} is in service on the load balancer"
+        return ""
+
+    def _plan_resumed(self) -> DeploymentPlan:
+        bg, run = self.bg, self.run
+        resume = run.resume
+        assert resume is not None
+        candidate, fallback, version = resume.candidate, resume.fallback, run.release.version
+        lb = bg.env.load_balancer
+        backends = {leg: spec.backend for leg, spec in bg.config.legs.items()}
+        back = (f"on {', '.join(lb.all_hosts)}: set map {lb.legs_map} {lb.live_key} "
+                f"{backends[fallback]}")
+        restore = Step("release_leg", f"put the leg {candidate} back on the release it had before "
+                       f"deployment {resume.deployment} (it takes no live traffic)",
+                       tuple(bg.legs[candidate].names()))
+        steps: list[Step] = []
+        refusals: list[Refusal] = []
+        if resume.entry == "soak":
+            steps.append(Step("soak", f"soak {candidate} again under analysis (live on "
+                              f"{resume.version}, its soak interrupted); on a breach: {back} and "
+                              f"put {candidate} back" if self.soaks else "no soak (no analysis)"))
+            if not resume.uplift and bg.config.after_soak == "uplift":
+                steps.append(Step("release_leg", f"then uplift {fallback} to {resume.version}",
+                                  tuple(bg.legs[fallback].names()), SafePoint.BEFORE_UPLIFT.value))
+        elif resume.entry == "uplift":
+            steps.append(Step("release_leg", f"uplift: release {version} to {candidate}, smoke it, "
+                              f"move live traffic to it and soak it", tuple(bg.legs[candidate].names()),
+                              SafePoint.BEFORE_UPLIFT.value))
+        elif resume.entry == "switch_back":
+            steps += [Step("switch", f"{back}  (one operation: live traffic moves back from "
+                           f"{candidate} to {fallback}, on {version})", (),
+                           SafePoint.BEFORE_SWITCH.value), restore]
+            if self.fallback_problem:
+                refusals.append(Refusal(
+                    f"cannot move live traffic back to {fallback}: {self.fallback_problem}; live "
+                    f"traffic stays on {candidate} ({resume.version}, its soak not passed)", 9,
+                    f"repair {fallback}, then run `deployer resume --env {bg.env_name}` again; or "
+                    "set strategy.on_interrupted: finish to soak it again"))
+        elif resume.entry == "revert":
+            steps.append(dataclasses.replace(restore, safe_point=SafePoint.BEFORE_IDLE_LEG.value))
+        else:
+            steps.append(Step("keep", f"nothing to do: {self.live} is live on {resume.version} "
+                              "and its soak passed"))
+        return DeploymentPlan(
+            strategy="blue-green", version=version, kind=run.kind, nodes=(), steps=tuple(steps),
+            refusals=tuple(refusals), legs={"live": self.live, "idle": self.idle,
+                                            "after_soak": bg.config.after_soak, "one_switch": False},
+        )
+
+    def _resumed_steps(self) -> StepsResult:
+        run, bg = self.run, self.bg
+        resume = run.resume
+        assert resume is not None
+        candidate, fallback, version = resume.candidate, resume.fallback, resume.version
+        if resume.entry == "soak":
+            self.resumed_soak = (candidate, fallback)
+            verdict = self._soak(candidate)
+            self.resumed_soak = None
+            if verdict is not None and verdict.failed and not self._tolerated(verdict):
+                self._switch(candidate, fallback, back=True)
+                restored = self._restore_leg(candidate)
+                return StepsResult(
+                    "rolled_back" if restored else "failed",
+                    f"{version} failed its soak on {candidate} again: {verdict.line()}; live "
+                    f"traffic switched back to {fallback}" + ("" if restored else
+                                                              f"; putting {candidate} back failed"),
+                    hint=self._no_data_hint(verdict),
+                )
+            summary = f"{candidate} is live on {version}, soaked again after the interruption"
+            if not resume.uplift and bg.config.after_soak == "uplift":
+                self.live, self.idle = fallback, candidate  # as _uplift names them
+                return self._uplift(summary)
+            if not resume.uplift:
+                summary += f"; {fallback} kept on its release as the fallback"
+            return StepsResult("succeeded", summary, warnings=self.warnings)
+        if resume.entry == "uplift":
+            self.live, self.idle = candidate, fallback  # _uplift: the old leg, the proven one
+            return self._uplift(f"{fallback} is live on {version}, its soak passed")
+        if resume.entry == "switch_back":
+            run.safe_point(SafePoint.BEFORE_SWITCH, label=f"moving live traffic back from "
+                           f"{candidate} to {fallback}", changed=True)
+            self._switch(candidate, fallback, back=True)
+            restored = self._restore_leg(candidate)
+            summary = (f"live traffic switched back from {candidate} ({version}, its soak not "
+                       f"passed) to {fallback} ({run.release.version})")
+            return StepsResult("succeeded" if restored else "failed", summary + (
+                f"; {candidate} put back" if restored else f"; putting {candidate} back failed"))
+        if resume.entry == "revert":
+            run.safe_point(SafePoint.BEFORE_IDLE_LEG, label=f"putting the idle leg {candidate} back")
+            restored = self._restore_leg(candidate)
+            summary = f"live traffic stayed on {fallback}"
+            return StepsResult("succeeded" if restored else "failed", summary + (
+                f"; the idle leg {candidate} put back" if restored
+                else f"; putting the idle leg {candidate} back failed"))
+        return StepsResult("succeeded", f"{self.live} is live on {version} and its soak passed; "
+                           "nothing to do")
+
+    def _restore_leg(self, leg: str) -> bool:
+        """Put a leg that takes no live traffic back on the release its nodes had before the
+        interrupted deployment; with no single one (a first release), on that deployment's own
+        release, so that no node of it stays out of service. Whether it worked."""
+        run = self.run
+        resume = run.resume
+        assert resume is not None
+        before = {resume.from_versions.get(n, "") for n in self.bg.legs[leg].names()}
+        earlier = {v for v in before if v and v != resume.version}
+        target = earlier.pop() if len(earlier) == 1 else resume.version
+        if target != resume.version:
+            run.note(f"putting the leg {leg} back on {target}")
+        else:
+            run.note(f"leg {leg}: no single earlier release to go back to; it keeps {target} "
+                     "(it takes no live traffic), every node back in service", level="warning")
+        try:
+            release = run.release if target == run.release.version else self.bg.verify_release(target)
+        except DeployerError as exc:
+            run.note(f"cannot put the leg {leg} back on {target}: {exc}", level="warning")
+            return False
+        execution = self._leg_exec(leg, release, kind="rollback")
+        execution.read(stage=True)
+        return execution.perform_nested(execution.plan()).status == "succeeded"
+
     # -- the end --------------------------------------------------------------------------
 
     def handle(self, exc: Stopped | Interrupted | DeploymentFailed | LoadBalancerError) -> StepsResult:
@@ -509,6 +693,8 @@ class BlueGreenExecution(Execution):
             if switches and not switches[-1]["back"] and isinstance(exc, Interrupted):
                 last = switches[-1]
                 self._switch(last["to"], last["from"], back=True)
+            elif self.resumed_soak is not None and isinstance(exc, Interrupted):
+                self._switch(*self.resumed_soak, back=True)
             status = "cancelled" if isinstance(error, Interrupted) else "stopped"
             if not self.changed and not switches:
                 for execution in self.steps_run:

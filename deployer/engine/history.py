@@ -9,18 +9,27 @@ from collections.abc import Callable, Iterable
 from .._errors import ConfigError
 from ..adapters.journal import DeploymentRecord, Journal
 
-__all__ = ["ran_successfully", "rollback_target", "successful_history"]
+__all__ = ["acts_as", "ran_successfully", "rollback_target", "successful_history"]
 
 # How many of the environment's latest deployments are read, at most.
 LOOKBACK = 500
 
 
 def successful_history(journal: Journal, env: str) -> list[DeploymentRecord]:
-    """The environment's successful deployments and rollbacks, oldest first."""
+    """The environment's successful deployments and rollbacks, oldest first (a resume that
+    found nothing to do, recorded with version ``-``, changed no release: left out)."""
     return [
         r for r in reversed(journal.deployments(env, limit=LOOKBACK))
-        if r.status == "succeeded" and r.kind in ("deploy", "rollback", "resume")
+        if r.status == "succeeded" and r.kind in ("deploy", "rollback", "resume") and r.version != "-"
     ]
+
+
+def acts_as(record: DeploymentRecord) -> str:
+    """What a deployment was for the history: a resume that rolled back is a rollback, one
+    that finished is what it finished (its journal details say which)."""
+    if record.kind == "resume":
+        return str(record.details.get("acts_as") or "deploy")
+    return record.kind
 
 
 def _release_stack(records: Iterable[DeploymentRecord]) -> list[str]:
@@ -35,7 +44,7 @@ def _release_stack(records: Iterable[DeploymentRecord]) -> list[str]:
     if froms:
         stack.append(str(Counter(froms).most_common(1)[0][0]))
     for rec in records:
-        if rec.kind != "rollback":
+        if acts_as(rec) != "rollback":
             if not stack or stack[-1] != rec.version:
                 stack.append(rec.version)
             continue

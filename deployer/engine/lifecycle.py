@@ -49,7 +49,7 @@ from .events import (
     Subscriber,
 )
 from .locking import locked_deployment
-from .model import DeploymentRef, Outcome, StoreVerifier
+from .model import DeploymentRef, Outcome, Resumption, StoreVerifier
 from .plan import DeploymentPlan, Refusal
 from .recording import JournalRecorder
 from .run import Run
@@ -170,9 +170,11 @@ class Lifecycle:
     # -- deploying --------------------------------------------------------------------------
 
     def deploy(self, version: str, *, kind: str = "deploy", resumes: str | None = None,
-               extra_details: Mapping[str, object] | None = None) -> Outcome:
-        """Deploy ``version`` (``kind``: deploy, rollback or resume). Bad input, an unverified
-        release or a held lock changes nothing (raised before anything is recorded)."""
+               extra_details: Mapping[str, object] | None = None,
+               resumption: Resumption | None = None) -> Outcome:
+        """Deploy ``version`` (``kind``: deploy, rollback or resume; ``resumption``: what a
+        resume continues, for the strategy). Bad input, an unverified release or a held lock
+        changes nothing (raised before anything is recorded)."""
         validate_version(version)
         # Verify the release before touching anything: signature, identity, digest.
         release = self.verify_release(version)
@@ -188,6 +190,7 @@ class Lifecycle:
 
         details: dict[str, object] = {"sha256": release.sha256, "url": redacted_url(release.url),
                                       "strategy": self.kind, **(extra_details or {})}
+        resumes = resumes or (resumption.uid if resumption is not None else None)
         if resumes:
             details["resumes"] = resumes
         try:
@@ -211,7 +214,7 @@ class Lifecycle:
                                              *self.checks], clock=self.clock)
                 run = Run(ref=ref, release=release, events=events, safe_points=points,
                           env_name=self.env_name, config_file=self.config_file, soaks=self.soaks,
-                          stop=self._stop, abort=self._abort)
+                          stop=self._stop, abort=self._abort, resume=resumption)
                 self._run = run
                 return self._perform(run, lambda: held.lease.lost)
         finally:

@@ -21,6 +21,7 @@ __all__ = [
     "NodeStatus",
     "Outcome",
     "Release",
+    "Resumption",
     "StoreVerifier",
 ]
 
@@ -57,6 +58,40 @@ class DeploymentRef:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "uid": self.uid, "env": self.env, "kind": self.kind,
                 "version": self.version}
+
+
+@dataclass(frozen=True)
+class Resumption:
+    """What a ``resume`` deployment continues, as its strategy needs it (see
+    :mod:`deployer.engine.resume`, which decides it from the journal and the live fleet)."""
+
+    # The interrupted deployment: its uid, number, kind and the release it was putting on.
+    uid: str
+    deployment: int
+    kind: str
+    version: str
+    # rollback: back to the releases the nodes had; finish: on to ``version``.
+    mode: str
+    # What each node ran before the interrupted deployment ("" for nothing: a first release).
+    from_versions: dict[str, str] = field(default_factory=dict)
+    # Rolling, rollback: the nodes rolled back (those that ran this resume's release before);
+    # the others are kept on what they run, and put back into service when deployer left them
+    # out. None: every node is in scope.
+    scope: frozenset[str] | None = None
+    # Blue-green: where the path picks up (release | soak | uplift | switch_back | revert |
+    # done), the leg being released (the idle leg, or the old one during an uplift) and the
+    # other one.
+    entry: str = ""
+    candidate: str = ""
+    fallback: str = ""
+    # Blue-green: the interrupted deployment was uplifting the old leg (after a good soak).
+    uplift: bool = False
+
+    @property
+    def acts_as(self) -> str:
+        """The kind whose policies apply (soak, on_failure, a tolerated breach): rolling back is
+        a rollback; finishing is what it finishes."""
+        return "rollback" if self.mode == "rollback" else self.kind
 
 
 @dataclass

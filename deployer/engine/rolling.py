@@ -96,7 +96,8 @@ class RollingExecution(Execution):
         self.hint = ""
         self.warnings: list[str] = []
         # Soak this deployment? (A rollback to a release that ran here before is not soaked
-        # unless analysis.on_rollback says so.)
+        # unless analysis.on_rollback says so; a resume acts as a rollback or as what it
+        # finishes: see Run.acts_as.)
         self.soaks = strategy.soaks if self._soaked() else None
         # A step of a larger deployment (a blue-green leg): the caller reaches the safe points.
         self.nested = False
@@ -105,7 +106,7 @@ class RollingExecution(Execution):
         soaks = self.strategy.soaks
         if soaks is None:
             return False
-        if self.run.kind != "rollback" or soaks.config.on_rollback == "soak":
+        if self.run.acts_as != "rollback" or soaks.config.on_rollback == "soak":
             return True
         return not ran_successfully(self.fleet.journal, self.fleet.env_name, self.run.release.version)
 
@@ -153,6 +154,10 @@ class RollingExecution(Execution):
             elif f is not None and f.unreachable:
                 nodes.append(NodePlan(node.name, "", False, "unreachable: "
                                       + (f.unreachable_reason or "no answer"), label))
+            elif not self._in_scope(node.name):
+                out = s is not None and not s.in_service
+                nodes.append(NodePlan(node.name, current, False, self._kept(node.name) + (
+                    "; put back into service if healthy" if out else ""), label))
             elif rollout.already_there(node.name, self.lb):
                 nodes.append(NodePlan(node.name, current, False,
                                       f"already on {version}, healthy and in service", label))
@@ -203,6 +208,39 @@ class RollingExecution(Execution):
         soaked = [n for n in serving if n in first.nodes]
         share = len(soaked) / len(serving) if serving else 1.0
         return self.soaks.sample_warning(self.fleet.backend, new_share=share)
+
+    def _in_scope(self, name: str) -> bool:
+        resume = self.run.resume
+        return resume is None or resume.scope is None or name in resume.scope
+
+    def _kept(self, name: str) -> str:
+        """Why a resume rolling back leaves a node on what it runs."""
+        resume = self.run.resume
+        assert resume is not None
+        before = resume.from_versions.get(name, "")
+        f = self.rollout.facts.get(name)
+        running = (f.current if f else "") or "nothing"
+        if not before:
+            return (f"kept on {running}: it ran nothing before deployment {resume.deployment} "
+                    "(its first release), so there is nothing to roll it back to")
+        return (f"kept on {running}: it ran {before} before deployment {resume.deployment}, not "
+                f"{self.run.release.version} (a resume rolls back to one release)")
+
+    def _inherit(self, name: str) -> str:
+        """A resume that finishes: a node the interrupted deployment already updated (skipped
+        here) is this run's to roll back on a failure, to what it had before; said in its
+        reason ("" for any other node)."""
+        resume, version = self.run.resume, self.run.release.version
+        f = self.rollout.facts.get(name)
+        if (resume is None or resume.mode != "finish" or f is None or f.current != version
+                or not self.rollout.already_there(name, self.lb)):
+            return ""
+        before = resume.from_versions.get(name, "")
+        if not before or before == version:
+            return ""
+        self.rollout.tracker[name].from_version = before
+        self.rollout.inherited.add(name)
+        return f" (updated from {before} by deployment {resume.deployment})"
 
     def _predict(self, batches: Plan) -> tuple[list[Refusal], list[str]]:
         """Every refusal the deployment would make, in the order it would make them."""
@@ -256,9 +294,11 @@ class RollingExecution(Execution):
         for name, s in rollout.held.items():
             rollout.leave_alone(name, s)
         reasons = {n.name: n.reason for n in plan.nodes}
+        kept = [n for n in tracker.names() if not self._in_scope(n) and n not in rollout.held]
         for name in tracker.names():
-            if name not in plan.targets and name not in rollout.held:
-                tracker.move(name, P.SKIPPED, reasons.get(name, f"already on {version}"))
+            if name not in plan.targets and name not in rollout.held and name not in kept:
+                tracker.move(name, P.SKIPPED, reasons.get(name, f"already on {version}")
+                             + self._inherit(name))
         for name in plan.targets:
             tracker.move(name, P.STAGED if self.config.prestage else P.PENDING)
         assert plan.batches is not None
@@ -271,8 +311,19 @@ class RollingExecution(Execution):
                 run.note(warning, level="warning")
         if not self.nested:
             self.start(plan)
+        if kept:
+            # A resume rolling back: nodes it cannot roll back keep what they run, in service.
+            out = [n for n in kept if (state := self.lb.get(tracker[n].node.lb_server)) is not None
+                   and not state.in_service]
+            for name in kept:
+                if name not in out:
+                    tracker.move(name, P.SKIPPED, self._kept(name))
+            rollout.put_back({n: self._kept(n) for n in out}, self.lb)
         if not plan.targets:
-            return StepsResult("succeeded", f"every node already runs {version}; nothing to do")
+            summary = f"every node already runs {version}; nothing to do"
+            if kept:
+                summary = f"no node to roll back to {version}{self._kept_summary(kept)}"
+            return StepsResult("succeeded", summary)
         total = len(batches.batches)
         for batch in batches.batches:
             label = f"{'canary batch' if batch.canary else 'batch'} {batch.index}/{total}"
@@ -293,10 +344,17 @@ class RollingExecution(Execution):
             if self.config.pause_between_batches and batch is not batches.batches[-1]:
                 self._pause(self.config.pause_between_batches)
         updated = [n for n in plan.targets if tracker[n].phase is P.DONE]
-        summary = f"{len(updated)} node(s) now run {version}"
+        summary = f"{len(updated)} node(s) now run {version}" + self._kept_summary(kept)
         if rollout.held:
             summary += f"; left as they are: {', '.join(rollout.held)}"
         return StepsResult("succeeded", summary, warnings=self.warnings)
+
+    def _kept_summary(self, kept: list[str]) -> str:
+        if not kept:
+            return ""
+        back = self.rollout.rejoined
+        text = f"; kept on what they run: {', '.join(kept)}"
+        return text + (f" ({', '.join(back)} put back into service)" if back else "")
 
     def _pause(self, seconds: float) -> None:
         self.run.note(f"pausing {seconds:g}s before the next batch")
@@ -316,7 +374,8 @@ class RollingExecution(Execution):
         for name, st in self.rollout.tracker.status.items():
             if name in self.rollout.held:
                 continue
-            on_new = st.phase is P.DONE or (st.phase is P.SKIPPED and st.from_version == version)
+            on_new = (st.phase is P.DONE or name in self.rollout.inherited
+                      or (st.phase is P.SKIPPED and st.from_version == version))
             (new if on_new else old).append(st.node.lb_server)
         return new, old
 
@@ -368,7 +427,7 @@ class RollingExecution(Execution):
         """Publish a soak's verdict; raise DeploymentFailed when it failed (a rollback goes on:
         its release is what the environment is escaping to)."""
         line = verdict.line()
-        tolerated = verdict.failed and self.run.kind == "rollback"
+        tolerated = verdict.failed and self.run.acts_as == "rollback"
         self.run.publish(SoakJudged(scope=when, subject="analysis", outcome=str(verdict.outcome),
                                     line=line, verdict=verdict.to_dict(), tolerated=tolerated))
         self.run.note(f"{when}: {line}", level="warning" if verdict.failed else "info")
@@ -409,7 +468,7 @@ class RollingExecution(Execution):
             status = "cancelled"
         elif not rollout.make_caught_safe():
             summary += "; reverting the nodes caught mid-change failed"
-        elif self.config.on_failure == "rollback" and run.kind != "rollback":
+        elif self.config.on_failure == "rollback" and run.acts_as != "rollback":
             updated = rollout.updated()
             if rollout.roll_back_updated():
                 status = "rolled_back"

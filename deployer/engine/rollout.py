@@ -53,6 +53,12 @@ class Rollout:
         self.facts: dict[str, NodeFacts] = {}
         # Nodes someone else put in MAINT/DRAIN, with their state: never touched by this run.
         self.held: dict[str, ServerState] = {}
+        # A resume that finishes: nodes the interrupted deployment had already updated (skipped
+        # here, on the release already). They are rolled back with this run's own on a failure,
+        # to the release they had before it (their from_version).
+        self.inherited: set[str] = set()
+        # Nodes this run put back into service without deploying to them (see put_back).
+        self.rejoined: list[str] = []
 
     @property
     def strategy(self) -> RollingStrategy:
@@ -241,13 +247,17 @@ class Rollout:
             ok = bool(version) and self.revert(group, version, len(group)) and ok
         return ok
 
+    def _updated(self, name: str) -> bool:
+        phase = self.tracker[name].phase
+        return phase is P.DONE or (phase is P.SKIPPED and name in self.inherited)
+
     def updated(self) -> list[str]:
-        return self.tracker.in_phase(P.DONE)
+        return [n for n in self.tracker.names() if self._updated(n)]
 
     def roll_back_updated(self) -> bool:
         """Roll back the nodes this deployment updated, in reverse order, batch by batch."""
         tracker = self.tracker
-        updated = [n for n in reversed(tracker.names()) if tracker[n].phase is P.DONE]
+        updated = [n for n in reversed(tracker.names()) if self._updated(n)]
         updated = [n for n in updated if tracker[n].from_version]
         if updated:
             # Without the load balancer, each revert stops before its node (it cannot drain it).
@@ -272,6 +282,30 @@ class Rollout:
             if not ok:
                 return False
         return True
+
+    def put_back(self, reasons: Mapping[str, str], states: Mapping[str, ServerState]) -> None:
+        """Put back into service nodes this run does not deploy to (each with the reason) that
+        an earlier deployment left out of the load balancer (a resume keeps them on what they
+        run): each healthy one is enabled (``rejoined`` in the journal); an unhealthy one stays
+        out and is this run's to report (``failed``, so the accounting names it and the fix)."""
+        for name, why in reasons.items():
+            node = self.fleet.node(name)
+            s = states.get(node.lb_server)
+            if s is None or s.in_service or name in self.held:
+                continue
+            f = self.facts.get(name)
+            running = (f.current if f else "") or "nothing"
+            if f is not None and f.healthy:
+                self.tracker.move(name, P.SKIPPED, why)
+                self.fleet.lb.set_state(self.fleet.backend, node.lb_server, "ready")
+                note = f"healthy on {running}; put back into service ({s.label} before)"
+                self.tracker.mark(name, "rejoined", note)
+                self.rejoined.append(name)
+                self.run.note(f"{name}: {note}")
+            else:
+                health = (f.health_detail if f else "") or "not read"
+                self.tracker.move(name, P.FAILED, f"{why}; left out of the load balancer and not "
+                                  f"healthy on {running} ({health})")
 
     def note_taken_back(self, states: Mapping[str, ServerState]) -> None:
         """Nodes this deployment put back into service (updated or reverted) that someone else

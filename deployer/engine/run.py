@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from .._errors import DeployerError, DeploymentFailed
 from .events import Event, EventStream, Note
-from .model import DeploymentRef, Release
+from .model import DeploymentRef, Release, Resumption
 from .safepoints import Decision, SafePoint, SafePoints, Verdict
 from .soaking import Soaks
 
@@ -44,10 +44,17 @@ class Run:
     abort: threading.Event = field(default_factory=threading.Event)
     # What the deployment is waiting for now, for the operator's stop message (e.g. a soak).
     waiting_for: str = ""
+    # A ``resume``: what it continues (None for any other deployment).
+    resume: Resumption | None = None
 
     @property
     def kind(self) -> str:
         return self.ref.kind
+
+    @property
+    def acts_as(self) -> str:
+        """The kind whose policies apply: a resume acts as a rollback or as what it finishes."""
+        return self.resume.acts_as if self.resume is not None else self.ref.kind
 
     @property
     def recorded(self) -> bool:
