@@ -259,6 +259,31 @@ def test_fault_file_fails_health_for_the_named_version_only(
     assert _get(service.port, "/health").status == 200
 
 
+def test_fault_file_errors_fails_root_while_health_stays_ok(
+    tmp_path: Path, services: ServiceStarter
+) -> None:
+    fault = tmp_path / "fault"
+    service = services.start(build.build_release("7.0.0", tmp_path / "r", "good"), FAULT_FILE=str(fault))
+    fault.write_text("errors 7.1.0\n")
+    assert _get(service.port, "/").status == 200
+    fault.write_text("errors 7.0.0\n")
+    assert _get(service.port, "/").status == 500
+    assert _get(service.port, "/health").status == 200
+    fault.unlink()
+    assert _get(service.port, "/").status == 200
+
+
+def test_fault_file_crash_stops_the_named_version_at_start_up(tmp_path: Path) -> None:
+    fault = tmp_path / "fault"
+    release = build.build_release("7.0.0", tmp_path / "r", "good")
+    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(_free_port()), "FAULT_FILE": str(fault)}
+    fault.write_text("crash 7.0.0\n")
+    crashed = subprocess.run([str(release / "bin" / "run")], env=env, capture_output=True,
+                             text=True, timeout=10)
+    assert crashed.returncode == 3
+    assert "crashing at start-up: fault injected for 7.0.0" in crashed.stderr
+
+
 def test_errors_release_fails_root_after_errors_after_while_health_stays_ok(
     tmp_path: Path, services: ServiceStarter
 ) -> None:

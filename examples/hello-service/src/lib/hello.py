@@ -184,18 +184,32 @@ class HelloServer(ThreadingHTTPServer):
         )
 
 
-def injected_fault(version: str) -> bool:
-    """Game-day fault injection: a node-local file makes health fail for one or all versions.
+# Faults a game day can place on one node (see injected_fault).
+FAULTS = ("unhealthy", "errors", "crash")
 
-    ``$FAULT_FILE`` (default /etc/hello/fault) containing ``unhealthy`` fails every version on
-    this node; ``unhealthy 1.1.0`` fails only that version, so a rollback to another one heals.
+
+def injected_fault(version: str) -> str | None:
+    """Game-day fault injection: a node-local file plays a failure of this release on this node.
+
+    ``$FAULT_FILE`` (default /etc/hello/fault) holds one fault and, optionally, the versions it
+    applies to (none: every version), so a rollback to another version heals it:
+
+    - ``unhealthy [VERSION...]``: ``/health`` answers 503;
+    - ``errors [VERSION...]``: ``/`` answers 500 while ``/health`` stays 200 (only live traffic
+      shows it);
+    - ``crash [VERSION...]``: the process exits at start-up (its supervisor restarts it, again and
+      again: a crash loop).
+
+    Returns the fault that applies to ``version`` now, or None.
     """
     path = Path(os.environ.get("FAULT_FILE") or DEFAULT_FAULT_FILE)
     try:
         words = path.read_text().split()
     except OSError:
-        return False
-    return bool(words) and words[0] == "unhealthy" and (len(words) == 1 or version in words[1:])
+        return None
+    if not words or words[0] not in FAULTS:
+        return None
+    return words[0] if len(words) == 1 or version in words[1:] else None
 
 
 class HelloHandler(BaseHTTPRequestHandler):
@@ -220,7 +234,7 @@ class HelloHandler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         settings = self.server.settings
         if url.path == "/health":
-            if settings.variant == "badhealth" or injected_fault(settings.version):
+            if settings.variant == "badhealth" or injected_fault(settings.version) == "unhealthy":
                 self._send_json(
                     HTTPStatus.SERVICE_UNAVAILABLE,
                     {"version": settings.version, "node": settings.node, "status": "failing"},
@@ -233,7 +247,7 @@ class HelloHandler(BaseHTTPRequestHandler):
                     send_body,
                 )
         elif url.path == "/":
-            if self.server.failing_now():
+            if self.server.failing_now() or injected_fault(settings.version) == "errors":
                 self._send_text(
                     HTTPStatus.INTERNAL_SERVER_ERROR,
                     f"internal error on {settings.node} (v{settings.version})\n",
@@ -315,6 +329,11 @@ def main(release_dir: Path) -> int:
     except StartupError as error:
         print(f"hello-service: cannot start: {error}", file=sys.stderr)
         return 2
+
+    if injected_fault(settings.version) == "crash":
+        print(f"hello-service: crashing at start-up: fault injected for {settings.version}",
+              file=sys.stderr)
+        return 3
 
     # Block the stop signals before any thread exists (threads inherit the mask), then take
     # them synchronously in the main thread with sigwait.
