@@ -9,7 +9,8 @@ One model per section, each validating itself on construction:
 - ``load_balancer``: one model per kind (:class:`HAProxyConfig`);
 - ``strategy``: one model per kind, told apart by ``kind`` (:class:`RollingStrategy`,
   :class:`BlueGreenStrategy` with its :class:`LegConfig`);
-- ``lock`` (:class:`LockConfig`); ``analysis`` (:class:`~deployer.analysis.AnalysisConfig`).
+- ``lock`` (:class:`LockConfig`); ``analysis`` (:class:`~deployer.analysis.AnalysisConfig`);
+- ``gameday`` (:class:`GameDayConfig`): whether game days may inject faults there.
 
 :func:`load_config` reads a file and raises :class:`~deployer.ConfigError` naming the file, the
 field (as a dotted path) and the bad value.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from ._app import AppConfig, HealthCheckConfig, StoreConfig
 from ._environment import Config, EnvironmentConfig, RunnerConfig
+from ._gameday import GameDayConfig
 from ._load import DEFAULT_CONFIG_NAME, default_config_path, load_config
 from ._load_balancer import HAProxyConfig, LoadBalancerConfig
 from ._lock import DEFAULT_LOCK_DIR, LockConfig
@@ -31,6 +33,7 @@ __all__ = [
     "BlueGreenStrategy",
     "Config",
     "EnvironmentConfig",
+    "GameDayConfig",
     "HAProxyConfig",
     "HealthCheckConfig",
     "LegConfig",

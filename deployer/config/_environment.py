@@ -13,6 +13,7 @@ from .._errors import ConfigError
 from ..analysis._config import AnalysisConfig
 from ._app import AppConfig, StoreConfig
 from ._base import NAME, Model
+from ._gameday import GameDayConfig
 from ._load_balancer import LoadBalancerConfig
 from ._lock import LockConfig
 from ._strategy import RollingStrategy, StrategyConfig
@@ -36,6 +37,8 @@ class EnvironmentConfig(Model):
     extra_vars: dict[str, Any] = Field(default_factory=dict)
     # The deployment lock: where it is kept and its lease (see LockConfig).
     lock: LockConfig = LockConfig()
+    # Game days: off unless allowed here (see GameDayConfig).
+    gameday: GameDayConfig = GameDayConfig()
 
     @property
     def lock_at(self) -> Literal["load_balancer", "state_dir"]:

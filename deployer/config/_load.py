@@ -79,7 +79,12 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
                     field=f"environments.{name}.trusted_keys.{i}", value=str(key),
                 )
             keys.append(kp)
-        envs[name] = env.model_copy(update={"inventory": inv, "trusted_keys": keys})
+        gameday = env.gameday
+        if gameday.store_dir is not None:
+            gameday = gameday.model_copy(
+                update={"store_dir": str(_resolve(base, Path(gameday.store_dir)))})
+        envs[name] = env.model_copy(update={"inventory": inv, "trusted_keys": keys,
+                                            "gameday": gameday})
     return cfg.model_copy(
         update={
             "environments": envs,

@@ -201,3 +201,35 @@ def test_a_bad_runner_section_names_the_field(tmp_path: Path, runner: str, field
         load_config(cfg)
     msg = str(err.value)
     assert str(cfg) in msg and field in msg and words in msg, msg
+
+
+def test_game_days_are_off_unless_an_environment_allows_them(tmp_path: Path) -> None:
+    env = load_config(write(tmp_path, GOOD)).environment("lab")
+    assert env.gameday.allowed is False and env.gameday.releases == []
+    text = GOOD + ("    gameday: {allowed: true, releases: [1.0.0, 1.1.0], error_threshold: 0.5%,\n"
+                   "              store_dir: store, load_url: 'http://127.0.0.1:8080/'}\n")
+    game = load_config(write(tmp_path, text)).environment("lab").gameday
+    assert game.allowed and game.releases == ["1.0.0", "1.1.0"]
+    assert game.error_threshold == pytest.approx(0.005)
+    assert game.store_dir == str(tmp_path / "store")  # relative to the config file
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "value"),
+    [
+        ("{allowed: true, error_threshold: 0.01}", "gameday.error_threshold", "percentage"),
+        ("{allowed: true, releases: [1.0.0, 1.0.0]}", "gameday.releases", "twice"),
+        ("{allowed: true, releases: ['1.0;x']}", "gameday.releases", "1.0;x"),
+        ("{allowed: true, fault_file: etc/fault}", "gameday.fault_file", "etc/fault"),
+        ("{allowed: true, slow_path: /slow}", "gameday.slow_path", "{ms}"),
+        ("{allowed: yes, rate: 0}", "gameday.rate", "0"),
+        ("{allowed: true, colour: red}", "gameday.colour", "red"),
+    ],
+)
+def test_bad_game_day_settings_name_the_field(
+    tmp_path: Path, section: str, field: str, value: str
+) -> None:
+    cfg = write(tmp_path, GOOD + f"    gameday: {section}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert f"environments.lab.{field}" in str(err.value) and value in str(err.value)
