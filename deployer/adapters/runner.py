@@ -47,7 +47,9 @@ _TASK_FILE = re.compile(r"roles/(?P<role>[^/]+)/tasks/(?P<file>[^/:]+)\.ya?ml")
 class RunnerEvent:
     """One event of a playbook run, reduced to what the engine needs."""
 
-    kind: str  # "task_start" | "ok" | "failed" | "skipped" | "unreachable" | "stats"
+    # "task_start" | "ok" | "failed" | "skipped" | "unreachable" | "stats"; "item_ok": one item
+    # of a loop went well (its own result, e.g. one load balancer's drain of the node).
+    kind: str
     host: str | None = None
     task: str = ""
     role: str | None = None
@@ -145,6 +147,7 @@ def translate(raw: Mapping[str, Any]) -> RunnerEvent | None:
     kinds = {
         "runner_on_start": "task_start",
         "runner_on_ok": "ok",
+        "runner_item_on_ok": "item_ok",
         "runner_on_failed": "failed",
         "runner_on_skipped": "skipped",
         "runner_on_unreachable": "unreachable",

@@ -258,22 +258,30 @@ class Lifecycle:
             run.publish(LockChanged(what="lost", detail=lost() or (result.stop_error.message
                                                                     if result.stop_error else "")))
         details: dict[str, object] = execution.outcome_details()
+        nodes = dict(execution.node_status())
+        cut = {n: st.sessions_cut for n, st in nodes.items() if st.sessions_cut}
+        warnings = list(result.warnings)
+        if cut:
+            details["sessions_cut"] = cut
+            warnings += [f"{n}: {count} session(s) were still open when load_balancer.drain_timeout "
+                         "ran out; the node was taken out anyway and its restart cut them"
+                         for n, count in cut.items()]
         if details:
             self.journal.update_details(run.ref.id, **details)
         self.journal.finish_deployment(run.ref.id, status, result.summary)
         outcome = Outcome(
             deployment_id=run.ref.id, kind=run.kind, version=run.release.version, status=status,
-            nodes=dict(execution.node_status()), summary=result.summary,
+            nodes=nodes, summary=result.summary,
             out_of_service=accounting.out_of_service, fix_commands=fix, started=started,
             ended=time.time(), left_alone=accounting.left_alone, hint=result.hint, details=details,
-            uid=run.ref.uid, warnings=result.warnings, stop_error=result.stop_error,
+            uid=run.ref.uid, warnings=warnings, stop_error=result.stop_error,
         )
         run.safe_points.reach(SafePoint.AFTER_OUTCOME, run.ref, label=status,
                               changed=execution.changed, all_in_service=not accounting.out_of_service)
         run.publish(DeploymentFinished(
             status=status, summary=result.summary, exit_code=exit_code_for(outcome),
             duration_s=round(outcome.ended - started, 3), out_of_service=accounting.out_of_service,
-            fix=fix, hint=result.hint, warnings=result.warnings,
+            fix=fix, hint=result.hint, warnings=warnings,
             nodes={n: st.to_dict() for n, st in outcome.nodes.items()},
         ))
         return outcome

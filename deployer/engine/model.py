@@ -127,6 +127,9 @@ class NodeStatus:
     cause: str = ""
     # The blue-green leg the node belongs to, if any.
     leg: str | None = None
+    # Sessions still open when load_balancer.drain_timeout ran out (summed over the load
+    # balancers): the node was taken out anyway, and its restart cut them.
+    sessions_cut: int = 0
 
     @property
     def name(self) -> str:
@@ -138,6 +141,7 @@ class NodeStatus:
             "detail": self.detail,
             "out_of_lb_s": None if self.out_seconds is None else round(self.out_seconds, 3),
             **({"leg": self.leg} if self.leg else {}),
+            **({"sessions_cut": self.sessions_cut} if self.sessions_cut else {}),
         }
 
 

@@ -51,6 +51,8 @@ class NodeTracker:
         # While set, every phase a run reports is this one (a revert's smoke and rejoin are
         # steps of reverting).
         self.collapse_to: NodePhase | None = None
+        # Nodes whose drain timed out with sessions open, not said in an event yet.
+        self._cut_unsaid: set[str] = set()
 
     def __getitem__(self, name: str) -> NodeStatus:
         return self.status[name]
@@ -77,6 +79,13 @@ class NodeTracker:
             return
         if ev.facts.get("deployer_node_outcome"):
             st.outcome_fact = str(ev.facts["deployer_node_outcome"])
+        if ev.kind == "item_ok" and (ev.role, ev.task_file) == ("deployer_lb_haproxy", "drain"):
+            if ev.result.get("drain_timed_out"):
+                # Taken out with sessions still open: the restart that follows cuts them. Said
+                # with the node's next phase, so the journal keeps it.
+                st.sessions_cut += int(ev.result.get("sessions") or 0)
+                self._cut_unsaid.add(st.name)
+            return
         if ev.kind == "failed" and not ev.ignore_errors:
             st.cause = st.cause or ev.message or f"task failed: {ev.task}"
         elif ev.kind == "unreachable":
@@ -122,6 +131,11 @@ class NodeTracker:
             note = f"unexpected move from {st.phase.value} to {phase.value}, recorded as reported"
             detail = f"{detail}; {note}" if detail else note
             self.events.publish(Note(text=f"warning: {name}: {note}", level="warning"))
+        if name in self._cut_unsaid:
+            self._cut_unsaid.discard(name)
+            cut = (f"{st.sessions_cut} session(s) still open when load_balancer.drain_timeout ran "
+                   "out: taken out anyway, cut by the restart")
+            detail = f"{detail}; {cut}" if detail else cut
         now = time.time()
         if phase is P.DRAINING:
             st.out_since = now

@@ -411,3 +411,38 @@ def test_the_journal_keeps_no_signature_or_credentials_of_a_download_url(
         "https://releases.s3.example:9000/hello/1.1.0/hello-1.1.0.tar.gz?<signed query not recorded>")
     stored = (d.journal.path).read_bytes() + d.journal.path.with_suffix(".sqlite-wal").read_bytes()
     assert b"abc123" not in stored and b"secret" not in stored
+
+
+def test_sessions_a_timed_out_drain_left_open_are_reported_in_the_outcome_and_journal(
+    deployment: Make,
+) -> None:
+    playbook, events, status = good_batch(["node1"])
+    # The drain's loop item: the one load balancer's answer, sessions still open at the timeout.
+    cut = ev("item_ok", "node1", "deployer_lb_haproxy", "drain",
+             result={"drain_timed_out": True, "sessions": 2, "item": "localhost"})
+    events.insert(1, cut)
+    d = deployment([survey(dict.fromkeys(NODES, "1.0.0")), (playbook, events, status),
+                    good_batch(["node2"]), good_batch(["node3"])])
+    outcome = d.deploy("1.1.0")
+    assert outcome.status == "succeeded"
+    assert outcome.nodes["node1"].sessions_cut == 2 and outcome.nodes["node2"].sessions_cut == 0
+    assert outcome.to_dict()["nodes"]["node1"]["sessions_cut"] == 2
+    assert "sessions_cut" not in outcome.to_dict()["nodes"]["node2"]
+    assert outcome.to_dict()["sessions_cut"] == {"node1": 2}
+    assert any(w.startswith("node1: 2 session(s) were still open when load_balancer.drain_timeout")
+               for w in outcome.warnings)
+    record = d.journal.deployments("lab")[0]
+    assert record.details["sessions_cut"] == {"node1": 2}
+    deploying = next(e for e in d.journal.node_events(record.id)
+                     if e.node == "node1" and e.phase == "deploying")
+    assert "2 session(s) still open when load_balancer.drain_timeout ran out" in deploying.detail
+
+
+def test_a_drain_that_emptied_the_node_in_time_reports_no_cut(deployment: Make) -> None:
+    playbook, events, status = good_batch(["node1"])
+    events.insert(1, ev("item_ok", "node1", "deployer_lb_haproxy", "drain",
+                        result={"drain_timed_out": False, "sessions": 0}))
+    d = deployment([survey(dict.fromkeys(NODES, "1.0.0")), (playbook, events, status),
+                    good_batch(["node2"]), good_batch(["node3"])])
+    outcome = d.deploy("1.1.0")
+    assert "sessions_cut" not in outcome.to_dict() and not outcome.warnings
