@@ -62,7 +62,11 @@ _RUN_DIR_ROOM = 1 + 8
 # A persistent master per node, opened by the first task and reused by every later one. These
 # come after the inventory's own ssh arguments, so an inventory that sets ControlMaster,
 # ControlPersist or ControlPath itself is obeyed (ssh takes the first value it is given).
-SSH_PERSIST_ARGS = "-C -o ControlMaster=auto -o ControlPersist=300s"
+# A master whose node stops answering (its network cut, its VM lost) would otherwise hold every
+# command sent through it until TCP gives up, a quarter of an hour later: keepalives end it
+# after 15 s, and the command fails as unreachable.
+SSH_PERSIST_ARGS = ("-C -o ControlMaster=auto -o ControlPersist=300s "
+                    "-o ServerAliveInterval=5 -o ServerAliveCountMax=3")
 
 
 def _fits(root: Path) -> bool:
