@@ -30,6 +30,8 @@ branch to an exit code and prints its message without a traceback::
     │   │                                      failed): nothing in service was changed
     │   └── FleetAtRiskError           exit 11 a node this deployment took out may still be out
     │                                          of service: see the journal
+    ├── GameDayUnsafe                  exit 20 a game day found a scenario whose outcome was not
+    │                                          the safe one (or could not tell): see its report
     └── Interrupted                    exit 130 the operator stopped the run (Ctrl-C / SIGTERM)
 """
 
@@ -44,6 +46,7 @@ __all__ = [
     "DeploymentFailed",
     "DeploymentRefused",
     "FleetAtRiskError",
+    "GameDayUnsafe",
     "ImmutableArtefactError",
     "Interrupted",
     "LabError",
@@ -172,6 +175,12 @@ class DeploymentRefused(DeploymentFailed):
 
 class FleetAtRiskError(DeploymentFailed):
     exit_code = 11
+
+
+class GameDayUnsafe(DeployerError):
+    """A game day's scenario did not end safely, or could not tell."""
+
+    exit_code = 20
 
 
 class Interrupted(DeployerError):
