@@ -335,6 +335,14 @@ def deployer_config(
                 # The deployment lock, on the load balancer's host: every controller using
                 # this lab meets there (its default directory; the plain lab's is its own).
                 "lock": {"at": "load_balancer", **({"dir": lock_dir} if lock_dir else {})},
+                # A lab is where failures are rehearsed: game days may inject faults here,
+                # deploying the sample service's two good releases back and forth.
+                "gameday": {
+                    "allowed": True,
+                    "releases": ["1.0.0", "1.1.0"],
+                    "load_url": "http://{}:{}/".format(*spec.frontend_address),
+                    "store_dir": "store",
+                },
             }
         },
     }
