@@ -1,8 +1,11 @@
 # Shortcuts for the scripts the README names (the scripts work without make).
-.PHONY: demo test lint bench clean
+.PHONY: demo gameday test lint bench clean
 
 demo:
 	scripts/demo
+
+gameday:
+	scripts/gameday
 
 test:
 	scripts/test
