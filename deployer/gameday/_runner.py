@@ -209,7 +209,7 @@ class Rehearsal:
         self.resume_found: str | None = None
         self.second: SecondController | None = None
         self.long_lived: LoadCount | None = None
-        self._held: list[threading.Thread] = []
+        self.held: list[threading.Thread] = []
         self._wired: Wired | None = None
 
     # -- what scenarios use ---------------------------------------------------------------
@@ -309,10 +309,11 @@ class Rehearsal:
         self.exit_code = (exit_code_for(self.outcome) if self.outcome is not None
                           else self.error.exit_code if self.error is not None else None)
         if self.injected_at is not None and self.exit_code not in (0, None):
-            self._detected(self.ended_at, f"the deployment's outcome (exit {self.exit_code})")
+            self.detected(self.ended_at, f"the deployment's outcome (exit {self.exit_code})")
         self.left_out_at_outcome = self._out_of_lb()
 
-    def _detected(self, at: float, by: str) -> None:
+    def detected(self, at: float, by: str) -> None:
+        """The fault was noticed at ``at`` (the earliest sign wins), by ``by``."""
         if self.detected_at is None or at < self.detected_at:
             self.detected_at, self.detected_by = at, by
 
@@ -350,7 +351,7 @@ class Rehearsal:
 
         def say(text: str) -> None:
             if text.startswith("found:") and self.injected_at is not None:
-                self._detected(self.now(), "`deployer resume`, run at once after the kill")
+                self.detected(self.now(), "`deployer resume`, run at once after the kill")
             self.timeline.add(f"resume: {text}")
 
         try:
@@ -460,7 +461,7 @@ class Rehearsal:
         self.second = SecondController(proc.returncode, said, recorded)
         self.timeline.add(f"second controller: exit {proc.returncode}: {said}")
         if proc.returncode == 6:
-            self._detected(self.now(), "the deployment lock (the second controller was refused)")
+            self.detected(self.now(), "the deployment lock (the second controller was refused)")
 
     def hold(self, count: int, path: str, *, seconds: float) -> None:
         """Long-lived requests through the load balancer (the load's), open before this returns."""
@@ -468,7 +469,7 @@ class Rehearsal:
         if load is None:
             raise DeployerError("no load to hold requests with")
         base = sum(s.sessions for s in self._sessions().values())
-        self._held = load.hold(count, path, seconds=seconds)
+        self.held = load.hold(count, path, seconds=seconds)
         self.injected_at = self.now()
         self.timeline.add(f"{count} long-lived request(s) to {path} opened", self.injected_at)
         self.game.say(f"  fault: {count} long-lived request(s) to {path}")
@@ -489,7 +490,7 @@ class Rehearsal:
         return states
 
     def wait_held(self) -> None:
-        for thread in self._held:
+        for thread in self.held:
             thread.join(timeout=60)
         if self.game.load is not None and self.injected_at is not None:
             self.long_lived = self.game.load.count(self.injected_at - 1, long_lived=True)
@@ -588,7 +589,6 @@ class GameDay:
         """A copy of the config whose state directory (so journal) is its own: a second
         controller of the same environment, meeting the first at the lock."""
         raw = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
-        base = self.config_path.resolve().parent
         where = self.work_dir / "second-controller"
         where.mkdir(parents=True, exist_ok=True)
         raw["state_dir"] = str(where / "state")
@@ -596,8 +596,8 @@ class GameDay:
             loaded = self.config.environment(name)
             env["inventory"] = str(loaded.inventory)
             env["trusted_keys"] = [str(k) for k in loaded.trusted_keys]
-            if isinstance(env.get("gameday"), dict) and env["gameday"].get("store_dir"):
-                env["gameday"]["store_dir"] = str(base / env["gameday"]["store_dir"])
+            if isinstance(env.get("gameday"), dict) and loaded.gameday.store_dir:
+                env["gameday"]["store_dir"] = loaded.gameday.store_dir
         path = where / "deployer.yml"
         path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
         return path
@@ -738,7 +738,7 @@ class GameDay:
         return result
 
     def _finish_held(self, r: Rehearsal) -> None:
-        if r._held:
+        if r.held:
             r.wait_held()
 
     def _await_steady(self, since: float, *, timeout: float) -> Observation:
@@ -782,7 +782,7 @@ class GameDay:
             for w in r.watches:
                 heard = w.first_after(r.injected_at, scenario.detects)
                 if heard is not None:
-                    r._detected(heard.at, describe_event(heard.event))
+                    r.detected(heard.at, describe_event(heard.event))
             if r.detected_at is not None:
                 result.detected_s = round(r.detected_at - r.injected_at, 2)
                 result.detected_by = r.detected_by

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
@@ -29,19 +30,19 @@ __all__ = ["SCENARIOS", "Context", "Scenario", "scenario_named"]
 _CONTROLLER = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
+@dataclass(frozen=True, kw_only=True)
 class Context:
     """What a scenario knows before it starts: the environment and the releases it moves
     between (the fleet runs ``baseline``; a rehearsal deploys ``target``)."""
 
-    def __init__(self, *, env_name: str, strategy: str, baseline: str, target: str,
-                 fault_file: str, release_root: str, live_leg: str | None = None) -> None:
-        self.env_name = env_name
-        self.strategy = strategy
-        self.baseline = baseline
-        self.target = target
-        self.fault_file = fault_file
-        self.release_root = release_root
-        self.live_leg = live_leg
+    env_name: str
+    strategy: str  # rolling | blue-green
+    baseline: str
+    target: str
+    # The application's fault file on the nodes, and where its releases live there.
+    fault_file: str
+    release_root: str
+    live_leg: str | None = None
 
     @property
     def blue_green(self) -> bool:

@@ -23,6 +23,7 @@ from .._errors import DeployerError
 from ..adapters.journal import Journal, is_abandoned
 from ..adapters.loadbalancer import ServerState
 from ..config import EnvironmentConfig
+from ..engine.bluegreen import BlueGreen
 from ..engine.states import NodePhase
 from ..engine.variables import base_vars
 from ._load import LoadCount
@@ -180,13 +181,11 @@ def observe(wired: Wired, *, known: Collection[str], threshold: float,
                 detail=detail,
             ))
     live: str | None = None
-    if legs:
-        live_leg = getattr(wired.strategy, "live_leg", None)
-        if callable(live_leg):
-            try:
-                live = str(live_leg())
-            except DeployerError:
-                live = None
+    if isinstance(wired.strategy, BlueGreen):
+        try:
+            live = wired.strategy.live_leg()
+        except DeployerError:
+            live = None
     problems = steady_problems(views, known=known, threshold=threshold, load=load,
                                min_requests=min_requests, legs=legs, live_leg=live,
                                lb_error=lb_error)
