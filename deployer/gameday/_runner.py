@@ -649,7 +649,9 @@ class GameDay:
             report.cleanup = undone + ([resumed] if resumed else [])
             for line in report.cleanup:
                 self.say(f"left by an earlier game day: {line}")
-            self.load = Load(self.load_url, rate=self.rate).start()
+            # Load for the whole game day, bounded all the same (a scenario takes minutes).
+            self.load = Load(self.load_url, rate=self.rate,
+                             max_seconds=60 + 600 * len(chosen)).start()
             try:
                 for scenario, why_not in chosen:
                     if self.stopping:
