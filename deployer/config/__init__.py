@@ -9,7 +9,10 @@ One model per section, each validating itself on construction:
 - ``load_balancer``: one model per kind (:class:`HAProxyConfig`);
 - ``strategy``: one model per kind, told apart by ``kind`` (:class:`RollingStrategy`,
   :class:`BlueGreenStrategy` with its :class:`LegConfig`);
-- ``lock`` (:class:`LockConfig`); ``analysis`` (:class:`~deployer.analysis.AnalysisConfig`).
+- ``lock`` (:class:`LockConfig`); ``analysis`` (:class:`~deployer.analysis.AnalysisConfig`);
+- for the environment's runner: ``pointer`` (one model per kind: :class:`FilePointerConfig`,
+  :class:`HttpPointerConfig`, :class:`SsmPointerConfig`), ``agent`` (:class:`AgentConfig`) and
+  ``promotion`` (:class:`PromotionConfig`).
 
 :func:`load_config` reads a file and raises :class:`~deployer.ConfigError` naming the file, the
 field (as a dotted path) and the bad value.
@@ -17,6 +20,14 @@ field (as a dotted path) and the bad value.
 
 from __future__ import annotations
 
+from ._agent import (
+    AgentConfig,
+    FilePointerConfig,
+    HttpPointerConfig,
+    PointerConfig,
+    PromotionConfig,
+    SsmPointerConfig,
+)
 from ._app import AppConfig, HealthCheckConfig, StoreConfig
 from ._environment import Config, EnvironmentConfig, RunnerConfig
 from ._load import DEFAULT_CONFIG_NAME, default_config_path, load_config
@@ -27,17 +38,23 @@ from ._strategy import BlueGreenStrategy, LegConfig, RollingStrategy, StrategyCo
 __all__ = [
     "DEFAULT_CONFIG_NAME",
     "DEFAULT_LOCK_DIR",
+    "AgentConfig",
     "AppConfig",
     "BlueGreenStrategy",
     "Config",
     "EnvironmentConfig",
+    "FilePointerConfig",
     "HAProxyConfig",
     "HealthCheckConfig",
+    "HttpPointerConfig",
     "LegConfig",
     "LoadBalancerConfig",
     "LockConfig",
+    "PointerConfig",
+    "PromotionConfig",
     "RollingStrategy",
     "RunnerConfig",
+    "SsmPointerConfig",
     "StoreConfig",
     "StrategyConfig",
     "StrategyKind",
