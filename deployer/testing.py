@@ -9,6 +9,7 @@ any (the lock's fake decides with the lock program's own function):
 - :class:`FakeLoadBalancer` — the load-balancer seam: servers and routing maps in memory, every
   change recorded, and HAProxy's ``show stat`` counters for a soak's metric source;
 - :class:`FakeLockHost` — where a deployment lock lives, in memory, with a clock moved by hand;
+- :class:`FakePointer` — an environment's desired-version pointer and the status beside it;
 - :class:`FakeSource` — a metric source of the soak analysis, with scripted measurements;
 - :class:`FakeClock` — the analysis clock, which moves only when something waits.
 
@@ -28,12 +29,14 @@ from . import _errors
 from .adapters import _lock_program
 from .adapters.loadbalancer import ADMIN_STATES, ServerState
 from .adapters.runner import CancelCheck, EventSink, RunnerEvent, RunRequest, RunResult, hosts_with
+from .agent._pointer import Desired, PointerValue
 from .analysis._model import Measurement
 
 __all__ = [
     "FakeClock",
     "FakeLoadBalancer",
     "FakeLockHost",
+    "FakePointer",
     "FakeSource",
     "ReplayRunner",
     "bad_batch",
@@ -234,6 +237,54 @@ class FakeLockHost:
                 self.log.append(log)
             copied: dict[str, Any] = json.loads(json.dumps(answer))  # as if it crossed a wire
             return copied
+
+
+class FakePointer:
+    """The pointer seam in memory: each write gives a new revision (as SSM's parameter
+    versions do); every write is kept (``writes``, ``status_writes``); ``unreadable`` makes
+    every read fail as an unreachable pointer would."""
+
+    def __init__(self, text: str | None = None) -> None:
+        self.text = text
+        self.revision = 1 if text is not None else 0
+        self.status: str | None = None
+        self.writes: list[str] = []
+        self.status_writes: list[str] = []
+        self.unreadable = ""
+
+    @property
+    def where(self) -> str:
+        return "fake:pointer"
+
+    @property
+    def status_where(self) -> str:
+        return "fake:status"
+
+    def _check(self) -> None:
+        if self.unreadable:
+            raise _errors.PointerError(f"pointer {self.where}: cannot read it: {self.unreadable}")
+
+    def read(self) -> PointerValue | None:
+        self._check()
+        return None if self.text is None else PointerValue(self.text, str(self.revision))
+
+    def write(self, text: str) -> str:
+        self.text = text
+        self.revision += 1
+        self.writes.append(text)
+        return str(self.revision)
+
+    def read_status(self) -> str | None:
+        self._check()
+        return self.status
+
+    def write_status(self, text: str) -> None:
+        self.status = text
+        self.status_writes.append(text)
+
+    def set(self, version: str, *, reason: str = "", requester: str = "test") -> str:
+        """Write ``version`` as ``deployer pointer set`` does; its revision."""
+        return self.write(Desired(version=version, reason=reason, requester=requester).to_text())
 
 
 class FakeSource:

@@ -1,6 +1,7 @@
 """Build what a command needs for one environment from the config: the only place that picks
 concrete adapters (ansible-runner, HAProxy, the SQLite journal, the deployment lock, the
-artefact store) and hands them to the engine's lifecycle and strategy."""
+artefact store, the promotion store) and hands them to the engine's lifecycle and strategy,
+with the environment's gates (the promotion gate) as checks."""
 
 from __future__ import annotations
 
@@ -27,10 +28,12 @@ from ..engine.safepoints import Check
 from ..engine.soaking import Soaks
 from ..engine.strategies import leg_environment, make_strategy
 from ..engine.strategy import Strategy
+from ..promotion import PromotionGate
 
 __all__ = [
     "Environment",
     "build_environment",
+    "gates_for",
     "journal_for",
     "load_balancer_for",
     "lock_for",
@@ -122,6 +125,14 @@ def release_verifier(env: EnvironmentConfig) -> Callable[[str], Release]:
     return verify
 
 
+def gates_for(env_name: str, env: EnvironmentConfig, journal: Journal) -> list[Check]:
+    """The environment's gates, asked at admission by every deployment (by hand or by its
+    agent) and predicted by ``plan``: the promotion gate, when it has an environment before it."""
+    if env.promotion is None or env.promotion.after is None:
+        return []
+    return [PromotionGate(env_name=env_name, app=env.app.name, config=env.promotion, journal=journal)]
+
+
 @dataclass
 class Environment:
     """Everything one command needs of one environment, wired."""
@@ -189,7 +200,8 @@ def build_environment(
     lock = lock_for(config, env_name)
     lifecycle = Lifecycle(
         env_name=env_name, app=env.app.name, strategy=strategy, journal=journal, lock=lock,
-        verify_release=verify, subscribers=subscribers, checks=checks, soaks=soaks,
+        verify_release=verify, subscribers=subscribers,
+        checks=[*gates_for(env_name, env, journal), *checks], soaks=soaks,
         command=shlex.join(["deployer", *sys.argv[1:]]), config_file=config_file,
     )
     return Environment(name=env_name, config=config, env=env, runner=runner, lb=lb, journal=journal,
