@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .._clock import iso_utc
-from .._errors import ConfigError, DeployerError
+from .._errors import ConfigError, DeployerError, PointerError
 from .._versions import validate_version
 from ..adapters.process import actor
 from ..agent import (
@@ -33,7 +33,7 @@ from ..agent import (
     PromotionRecorded,
     SharedJsonLines,
     StatusPublished,
-    get_desired,
+    desired_from,
     open_pointer,
     set_desired,
 )
@@ -155,15 +155,22 @@ def pointer_get(env_name: str, as_json: bool, config_path: Path | None) -> None:
     """Show the version the pointer asks for and the status its runner published."""
     config = get_config(config_path)
     the_pointer = open_pointer(config, env_name)
-    desired = get_desired(the_pointer)
+    value = the_pointer.read()
+    problem = ""
+    try:
+        desired = desired_from(value, where=the_pointer.where)
+    except PointerError as exc:  # shown, with the status: the runner refused it too
+        desired, problem = None, exc.message
     status = AgentStatus.from_text(the_pointer.read_status())
     if as_json:
         print_json({"env": env_name, "pointer": the_pointer.where,
                     "desired": desired.to_dict() if desired else None,
-                    "status_at": the_pointer.status_where,
+                    "problem": problem or None, "status_at": the_pointer.status_where,
                     "status": status.to_dict() if status else None})
         return
-    if desired is None:
+    if problem:
+        out.print(f"[red]{escape(problem)}[/]", soft_wrap=True)
+    elif desired is None:
         out.print(f"pointer {escape(the_pointer.where)}: no version", soft_wrap=True)
     else:
         who = " by ".join(p for p in (desired.set_at, desired.requester) if p)
