@@ -113,6 +113,11 @@ class PromotionGate:
                 if rec.version == release.version and rec.details.get("sha256") == release.sha256:
                     return (f"a rollback to {release.version}, which ran here successfully "
                             f"(deployment {rec.uid or rec.id})")
+                # What the nodes ran when a deployment succeeded here (a store never holds two
+                # artefacts under one version: the version names the digest).
+                if release.version in (rec.details.get("from_versions") or {}).values():
+                    return (f"a rollback to {release.version}, which ran here before deployment "
+                            f"{rec.uid or rec.id}")
         return ""
 
 

@@ -183,6 +183,11 @@ def test_a_rollback_to_a_release_the_journal_saw_succeed_here_needs_no_record(
     journal.finish_deployment(dep, "succeeded")
     assert _ask(_gate(path, journal), "1.0.0", kind="rollback").decision is Decision.CONTINUE
     assert _ask(_gate(path, journal), "1.0.0", sha256=OTHER_DIGEST, kind="rollback").decision is Decision.STOP
+    # What the nodes ran before a successful deployment ran here too (a seeded first release).
+    assert _ask(_gate(path, journal), "0.9.0", kind="rollback").decision is Decision.STOP
+    journal.update_details(dep, from_versions={"node1": "0.9.0"})
+    verdict = _ask(_gate(path, journal), "0.9.0", kind="rollback")
+    assert verdict.decision is Decision.CONTINUE and "ran here before deployment" in verdict.reason
 
 
 def test_a_store_that_cannot_be_read_refuses(path: dict[str, Path]) -> None:
