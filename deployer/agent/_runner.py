@@ -195,7 +195,10 @@ class Agent:
         if self.stopping:
             return Step("stopped", 0)
         witness = _Witness()
-        wired = self.open_environment([*self.subscribers(), witness])
+        try:
+            wired = self.open_environment([*self.subscribers(), witness])
+        except DeployerError as exc:  # e.g. its inventory gone: said, and looked at again
+            return self._error(f"cannot wire the environment: {exc.message}", None)
         try:
             if self._resume_pending:
                 resumed = self._resume(wired)
@@ -341,6 +344,8 @@ class Agent:
             return self._publish(self._status(
                 "busy", f"an interrupted deployment is to be resumed, but {exc.message}; trying "
                 "again at the next look", None, None, exit_code=0), kind="")
+        except DeployerError as exc:  # nothing acted on before what was left is put right
+            return self._error(f"cannot resume the interrupted deployment: {_with_hint(exc)}", None)
         finally:
             self._current = None
         self._resume_pending = False

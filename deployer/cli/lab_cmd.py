@@ -121,6 +121,11 @@ def up(
         f"use it with: export DEPLOYER_CONFIG={the_lab.config_path}  (or --config on each command)",
         soft_wrap=True,
     )
+    console.print(
+        f"its runner: deployer pointer set --env {spec.env} --version V --reason TEXT, then "
+        f"deployer agent --env {spec.env} --once",
+        soft_wrap=True,
+    )
 
 
 def _path_up(lab_dir: Path, envs: str, *, nodes: int, net: str, app: str, seed: str | None,

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from conftest import NODES, Deployment
 
+from deployer import ConfigError
 from deployer.adapters.lock import EnvironmentLock
 from deployer.adapters.process import Identity
 from deployer.agent import Agent, AgentStatus, Observed, decide, deployment_kind
@@ -373,3 +374,18 @@ def test_once_runs_one_look_and_exits_with_its_code(runner: Callable[..., Runner
     types = [p.type for p in r.heard]
     assert types[0] == "agent_started" and types[-1] == "agent_stopped"
     assert json.loads(pointer.status or "{}")["decision"] == "deployed"
+
+
+def test_an_environment_that_cannot_be_wired_is_an_error_look_not_a_crash() -> None:
+    pointer = FakePointer("1.1.0")
+
+    def broken(subscribers: Sequence[Subscriber]) -> Wired:
+        raise ConfigError("inventory file not found", file="/etc/deployer/lab.yml",
+                          field="environments.lab.inventory")
+
+    agent = Agent(env_name="lab", app="hello", config=AgentConfig(), pointer=pointer,
+                  open_environment=broken)
+    step = agent.step()
+    assert (step.decision, step.exit_code) == ("error", 1)
+    status = AgentStatus.from_text(pointer.status)
+    assert status is not None and "inventory file not found" in status.reason
