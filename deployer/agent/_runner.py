@@ -22,7 +22,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar, Protocol
 
 from .._clock import iso_utc
@@ -41,6 +41,7 @@ from ..engine.events import (
     Subscriber,
 )
 from ..engine.fleet import Fleet
+from ..engine.history import successful_history
 from ..engine.lifecycle import Lifecycle, exit_code_for
 from ..engine.model import DeploymentRef, Outcome
 from ..engine.resume import resume
@@ -223,6 +224,8 @@ class Agent:
             last = AgentStatus.from_text(self.pointer.read_status())
         except PointerError as exc:
             return self._error(f"cannot read the published status: {exc.message}", desired)
+        if self._published is None:
+            self._published = last  # what is published already need not be written again
         try:
             observed = observe(wired.strategy, wired.fleets)
         except DeployerError as exc:
@@ -239,6 +242,10 @@ class Agent:
                 last.acted if last is not None else None)
             status = self._status(plan.decision, plan.reason, desired, observed, acted=acted,
                                   last=last, exit_code=DRIFT_EXIT if plan.decision == "drift" else 0)
+            if plan.decision == "in_sync" and not status.same_as(self._published):
+                promotion = self._catch_up(wired, observed)
+                if promotion is not None:
+                    status = replace(status, promotion=promotion)
             return self._publish(status, kind="")
         assert desired is not None
         return self._deploy(wired, witness, desired, plan, observed, last)
@@ -332,6 +339,36 @@ class Agent:
                                               where=recorded.where, key_id=recorded.key_id,
                                               checks=checks), ref=ref)
         return {"where": recorded.where, "key_id": recorded.key_id}, ""
+
+    def _catch_up(self, wired: Wired, observed: Observed) -> dict[str, str] | None:
+        """The record of a successful deployment of what runs now, published if a runner was
+        killed before it could publish it (restart-safe at any moment): from the journal's
+        deployment of that release, every serving node being on it."""
+        version = observed.running
+        if self.recorder is None or version is None:
+            return None
+        found = next((r for r in reversed(successful_history(wired.lifecycle.journal, self.env_name))
+                      if r.version == version and r.uid and r.details.get("sha256")), None)
+        if found is None or self.recorder.recorded(version, found.uid):
+            return None
+        verdict = found.details.get("analysis")
+        soaked = isinstance(verdict, dict) and verdict.get("outcome") == "passed"
+        checks = ["signature", *(c.name for c in wired.lifecycle.checks), "smoke",
+                  *(["soak"] if soaked else [])]
+        ref = DeploymentRef(found.id, found.uid, self.env_name, found.kind, version)
+        try:
+            recorded = self.recorder.record(version=version, sha256=str(found.details["sha256"]),
+                                            deployment=found.uid, at=found.ended_at or self.clock(),
+                                            checks=checks, nodes=sorted(observed.nodes))
+        except DeployerError as exc:
+            self._publish_event(PromotionRecorded(
+                version=version, sha256=str(found.details["sha256"]), where="", key_id="",
+                checks=checks, ok=False, error=exc.message), ref=ref)
+            return None
+        self._publish_event(PromotionRecorded(version=version, sha256=recorded.record.sha256,
+                                              where=recorded.where, key_id=recorded.key_id,
+                                              checks=checks), ref=ref)
+        return {"where": recorded.where, "key_id": recorded.key_id}
 
     def _resume(self, wired: Wired) -> Step | None:
         """Resume this controller's interrupted deployment, if any (once it could)."""

@@ -130,6 +130,12 @@ class PromotionRecorder:
         self.store_url = store_url
         self._open_store = open_store
 
+    def recorded(self, version: str, deployment: str) -> bool:
+        """Whether this environment's record of ``deployment`` is in the store already."""
+        key = PromotionRecord(app=self.app, version=version, sha256="0" * 64,
+                              environment=self.env_name, deployment=deployment, at="").key
+        return self._open_store(self.store_url).read(key) is not None
+
     def record(self, *, version: str, sha256: str, deployment: str, at: float,
                checks: Sequence[str], nodes: Sequence[str]) -> Recorded:
         record = PromotionRecord(app=self.app, version=version, sha256=sha256,

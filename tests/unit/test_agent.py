@@ -389,3 +389,38 @@ def test_an_environment_that_cannot_be_wired_is_an_error_look_not_a_crash() -> N
     assert (step.decision, step.exit_code) == ("error", 1)
     status = AgentStatus.from_text(pointer.status)
     assert status is not None and "inventory file not found" in status.reason
+
+
+def test_a_timers_repeated_looks_do_not_rewrite_the_status(runner: Callable[..., Runner]) -> None:
+    pointer = FakePointer("1.0.0")
+    first = runner([probe("1.0.0")], pointer=pointer)
+    assert first.agent.run(once=True) == 0
+    assert len(pointer.status_writes) == 1
+    again = runner([probe("1.0.0")], pointer=pointer)  # the next run of the timer: a new process
+    assert again.agent.run(once=True) == 0
+    assert len(pointer.status_writes) == 1  # the same news: not written again
+    assert [e["decision"] for e in again.of("agent_decision")] == ["in_sync"]
+
+
+def test_a_record_the_runner_was_killed_before_publishing_is_published_when_it_looks_again(
+    runner: Callable[..., Runner], tmp_path: Path,
+) -> None:
+    keys = generate_keypair(tmp_path / "keys", "lab")
+    (tmp_path / "promotions").mkdir()
+    store = f"file://{tmp_path / 'promotions'}"
+    recorder = PromotionRecorder(env_name="lab", app="hello", signing_key=keys.secret_path,
+                                 store_url=store)
+    pointer = FakePointer()
+    r = runner([*rollout("1.0.0"), probe("1.1.0"), probe("1.1.0")], pointer=pointer,
+               recorder=recorder)
+    pointer.set("1.1.0")
+    # The deployment ran and succeeded; the runner died before it recorded or published it.
+    outcome = r.d.deploy("1.1.0")
+    assert outcome.status == "succeeded"
+    assert r.look() == ("in_sync", 0)
+    [signed] = read_records(open_record_store(store), "hello", "1.1.0", "lab")
+    record = signed.verified([load_public_key(keys.public_path)])
+    assert (record.deployment, record.sha256) == (outcome.uid, r.d.lifecycle.verify_release("1.1.0").sha256)
+    assert r.status.promotion == {"where": signed.where, "key_id": signed.key_id}
+    assert r.look() == ("in_sync", 0)  # once
+    assert len(read_records(open_record_store(store), "hello", "1.1.0", "lab")) == 1
