@@ -416,6 +416,8 @@ class Agent:
             running = observed.running if observed else None
             versions = observed.versions if observed else {}
         last_deployment = deployment or (last.last_deployment if last is not None else None)
+        if deployment is None and promotion is None and last is not None:
+            promotion = last.promotion  # the last deployment's record, as its other facts
         return AgentStatus(
             env=self.env_name, app=self.app, decision=decision, reason=reason, desired=desired,
             running=running, versions=versions, acted=acted, last_deployment=last_deployment,
