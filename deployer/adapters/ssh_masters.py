@@ -1,4 +1,5 @@
-"""SSH connection sharing for playbook runs: where the control sockets live, and closing them.
+"""SSH connection sharing for playbook runs (and the controller's own calls to the load
+balancer's and the lock's host): where the control sockets live, and closing them.
 
 Ansible keeps one SSH master connection per node (``ControlMaster``/``ControlPersist``) so that
 the batches of a deployment do not pay for a new handshake per task. Those masters belong to one
@@ -122,6 +123,13 @@ class SshMasters:
     @property
     def opened(self) -> bool:
         return self._dir is not None
+
+    def control_path(self, key: str) -> str:
+        """The control socket for the controller's own connection named by ``key`` (e.g. to
+        the load balancer's host), in this run's directory: ``c`` and 9 hex digits, as short as
+        Ansible's names, so that it fits a unix socket's path."""
+        digest = hashlib.sha256(key.encode()).hexdigest()[:9]
+        return str(self.directory / f"c{digest}")
 
     def sockets(self) -> list[Path]:
         if self._dir is None or not self._dir.is_dir():
