@@ -176,18 +176,18 @@ def build_environment(
     env = config.environment(env_name)
     state = Path(config.state_dir)
     own_masters: SshMasters | None = None
+    masters: SshMasters | None = None
     if runner is None:
-        ansible = AnsibleRunner(
+        runner = AnsibleRunner(
             artifacts_root=state / "runs", keep_runs=config.runner.keep_runs,
             secret_vars=config.runner.secret_vars,
         )
         # The command's own SSH calls share the runner's directory of masters (closed with it).
-        masters = ansible.ssh
-        runner = ansible
+        masters = getattr(runner, "ssh", None)
         record = os.environ.get("DEPLOYER_RECORD_EVENTS")
         if record:  # keep every run's events, e.g. to make replay fixtures for engine tests
             runner = RecordingRunner(runner, Path(record))
-    else:
+    if not isinstance(masters, SshMasters):
         masters = own_masters = SshMasters(state)
     lb = load_balancer_for(env, masters=masters)
     journal = journal_for(config, read_only=read_only)
