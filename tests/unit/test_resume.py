@@ -3,7 +3,7 @@ fakes at the seams only. The killed deployment is a real one run through the lif
 the event it dies at: the journal is kept as it was written at that moment (as after a SIGKILL,
 nothing after it), its process is one that is gone, and it still holds the lock. The fake load
 balancer is left as the playbook's drains and enables had made it. The real thing, on the lab:
-tests/e2e/test_resume.py."""
+tests/e2e/test_resume_lab.py."""
 
 from __future__ import annotations
 
