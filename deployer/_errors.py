@@ -22,6 +22,10 @@ branch to an exit code and prints its message without a traceback::
     ├── LabError                       exit 8  the local lab could not be built or inspected
     ├── AnalysisError                  exit 12 a metric source of the soak analysis cannot be queried
     │                                          (unreachable, bad query)
+    ├── GateRefused                    exit 14 refused by a gate (e.g. no valid promotion record from
+    │                                          the environment before this one); nothing was changed
+    ├── PointerError                   exit 1  an environment's desired-version pointer (or the
+    │                                          status beside it) cannot be read or written
     ├── DeploymentFailed               exit 10 the rollout failed after changing nodes; they were
     │   │                                      reverted or rolled back (or left, on_failure: halt)
     │   ├── DeploymentRefused          exit 9  refused before any node left the load balancer
@@ -47,6 +51,7 @@ __all__ = [
     "DeploymentRefused",
     "FleetAtRiskError",
     "GameDayUnsafe",
+    "GateRefused",
     "ImmutableArtefactError",
     "Interrupted",
     "LabError",
@@ -54,6 +59,7 @@ __all__ = [
     "LockError",
     "LockHeldError",
     "LockLostError",
+    "PointerError",
     "PrerequisiteError",
     "UsageError",
     "VerificationError",
@@ -161,6 +167,21 @@ class AnalysisError(DeployerError):
     """A metric source of the soak analysis cannot be reached or rejects a query."""
 
     exit_code = 12
+
+
+class GateRefused(DeployerError):
+    """A gate (the promotion gate today; release windows and approvals later) refused the
+    deployment after its release was verified and before the lock was taken: nothing was
+    changed or recorded."""
+
+    exit_code = 14
+
+
+class PointerError(DeployerError):
+    """The desired-version pointer, or the status published beside it, cannot be read or
+    written (its file, URL or parameter named)."""
+
+    exit_code = 1
 
 
 class DeploymentFailed(DeployerError):

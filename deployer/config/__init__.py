@@ -11,6 +11,9 @@ One model per section, each validating itself on construction:
   :class:`BlueGreenStrategy` with its :class:`LegConfig`);
 - ``lock`` (:class:`LockConfig`); ``analysis`` (:class:`~deployer.analysis.AnalysisConfig`);
 - ``gameday`` (:class:`GameDayConfig`): whether game days may inject faults there.
+- for the environment's runner: ``pointer`` (one model per kind: :class:`FilePointerConfig`,
+  :class:`HttpPointerConfig`, :class:`SsmPointerConfig`), ``agent`` (:class:`AgentConfig`) and
+  ``promotion`` (:class:`PromotionConfig`).
 
 :func:`load_config` reads a file and raises :class:`~deployer.ConfigError` naming the file, the
 field (as a dotted path) and the bad value.
@@ -18,6 +21,14 @@ field (as a dotted path) and the bad value.
 
 from __future__ import annotations
 
+from ._agent import (
+    AgentConfig,
+    FilePointerConfig,
+    HttpPointerConfig,
+    PointerConfig,
+    PromotionConfig,
+    SsmPointerConfig,
+)
 from ._app import AppConfig, HealthCheckConfig, StoreConfig
 from ._environment import Config, EnvironmentConfig, RunnerConfig
 from ._gameday import GameDayConfig
@@ -29,18 +40,24 @@ from ._strategy import BlueGreenStrategy, LegConfig, RollingStrategy, StrategyCo
 __all__ = [
     "DEFAULT_CONFIG_NAME",
     "DEFAULT_LOCK_DIR",
+    "AgentConfig",
     "AppConfig",
     "BlueGreenStrategy",
     "Config",
     "EnvironmentConfig",
+    "FilePointerConfig",
     "GameDayConfig",
     "HAProxyConfig",
     "HealthCheckConfig",
+    "HttpPointerConfig",
     "LegConfig",
     "LoadBalancerConfig",
     "LockConfig",
+    "PointerConfig",
+    "PromotionConfig",
     "RollingStrategy",
     "RunnerConfig",
+    "SsmPointerConfig",
     "StoreConfig",
     "StrategyConfig",
     "StrategyKind",

@@ -3,6 +3,7 @@
 ::
 
     verify the release (signature, digest)      nothing changed yet; bad input stops here
+    admission: the checks asked (gates)         a stop refuses the deployment (GateRefused)
     take the lock, record the deployment        a global id (ULID) besides the local number
     preflight → plan → steps                    the strategy's (see .strategy), with the safe
                                                 points between steps (see .safepoints)
@@ -12,8 +13,9 @@
 Everything that happens is an event on the deployment's :class:`~.events.EventStream`: the
 journal writes them (synchronously), the console prints them, ``--events`` streams them.
 Checks registered at construction (``checks``) are asked at every safe point, after the
-operator's stop request and the lock; that is where release windows, approvals and an agent's
-stop request plug in, without touching a strategy.
+operator's stop request and the lock, and first at ``admission``, before the lock is taken:
+that is where gates (the promotion gate; release windows and approvals) plug in, without
+touching a strategy.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .._errors import (
     DeploymentFailed,
     DeploymentRefused,
     FleetAtRiskError,
+    GateRefused,
     Interrupted,
     LockError,
     LockHeldError,
@@ -49,11 +52,11 @@ from .events import (
     Subscriber,
 )
 from .locking import locked_deployment
-from .model import DeploymentRef, Outcome, Resumption, StoreVerifier
+from .model import DeploymentRef, Outcome, Release, Resumption, StoreVerifier
 from .plan import DeploymentPlan, Refusal
 from .recording import JournalRecorder
 from .run import Run
-from .safepoints import Check, LockCheck, OperatorStop, SafePoint, SafePoints
+from .safepoints import Check, Decision, LockCheck, OperatorStop, SafePoint, SafePoints, Verdict
 from .soaking import Soaks
 from .strategy import Execution, StepsResult, Strategy
 
@@ -146,12 +149,33 @@ class Lifecycle:
             execution = self.strategy.begin(run)
             execution.read(stage=False)
             plan = execution.plan()
+            admitted = self._admission(events, release, kind)
         finally:
             events.close()
+        refusals = list(plan.refusals)
         locked = self._lock_refusal()
         if locked is not None:
-            plan = dataclasses.replace(plan, refusals=(locked, *plan.refusals))
+            refusals.insert(0, locked)
+        if not admitted.goes_on:
+            error = _refusal_error(admitted)
+            refusals.insert(0, Refusal(error.message, error.exit_code, error.hint or "",
+                                       when="before anything is changed (at admission)"))
+        if tuple(refusals) != plan.refusals:
+            plan = dataclasses.replace(plan, refusals=tuple(refusals))
         return plan
+
+    def _admission(self, events: EventStream, release: Release, kind: str) -> Verdict:
+        """Ask the checks at ``admission`` (the gates): the release is verified, nothing is
+        locked, recorded or changed yet."""
+        if not self.checks:
+            return Verdict.go()
+        ref = DeploymentRef(id=0, uid="", env=self.env_name, kind=kind, version=release.version)
+        before, events.deployment = events.deployment, ref
+        try:
+            points = SafePoints(events, list(self.checks), clock=self.clock)
+            return points.reach(SafePoint.ADMISSION, ref, release=release)
+        finally:
+            events.deployment = before
 
     def _lock_refusal(self) -> Refusal | None:
         try:
@@ -194,6 +218,9 @@ class Lifecycle:
         if resumes:
             details["resumes"] = resumes
         try:
+            admitted = self._admission(events, release, kind)
+            if not admitted.goes_on:
+                raise _refusal_error(admitted)
             with locked_deployment(
                 self.journal, self.lock, note, env_name=self.env_name, app=self.app, kind=kind,
                 version=version, command=self.command, details=details,
@@ -277,7 +304,8 @@ class Lifecycle:
             uid=run.ref.uid, warnings=warnings, stop_error=result.stop_error,
         )
         run.safe_points.reach(SafePoint.AFTER_OUTCOME, run.ref, label=status,
-                              changed=execution.changed, all_in_service=not accounting.out_of_service)
+                              changed=execution.changed, all_in_service=not accounting.out_of_service,
+                              release=run.release)
         run.publish(DeploymentFinished(
             status=status, summary=result.summary, exit_code=exit_code_for(outcome),
             duration_s=round(outcome.ended - started, 3), out_of_service=accounting.out_of_service,
@@ -285,6 +313,14 @@ class Lifecycle:
             nodes={n: st.to_dict() for n, st in outcome.nodes.items()},
         ))
         return outcome
+
+
+def _refusal_error(verdict: Verdict) -> DeployerError:
+    """What a deployment refused at admission raises: the stopping check's error, or a gate
+    refusal for a check that failed it (nothing was changed either way)."""
+    if verdict.decision is Decision.STOP and verdict.error is not None:
+        return verdict.error
+    return GateRefused(f"{verdict.check}: {verdict.reason}", hint=verdict.hint or None)
 
 
 def _error_for(outcome: Outcome) -> DeployerError | None:

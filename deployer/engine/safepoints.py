@@ -3,6 +3,8 @@ and none is half-done, and the checks that decide there whether it goes on.
 
 The same named points in every strategy::
 
+    admission         the release verified, before the lock is taken: nothing changed or
+                      recorded yet (gates decide here: a stop refuses the deployment)
     before_start      after the plan, before anything leaves the load balancer
     before_batch      rolling: before each batch (and so before each node leaves the LB)
     before_idle_leg   blue-green: before releasing to the idle leg
@@ -18,9 +20,11 @@ deployment ends with) or ``fail`` (the deployment fails here and rolls back per
 :class:`~deployer.DeployerError` stops the deployment with that error: when a check cannot
 tell, nothing more is changed.
 
-Checks today: the operator's stop request (Ctrl-C, SIGTERM) and the deployment lock,
-confirmed with its host at every point before anything leaves the load balancer. Release
-windows, approvals and an agent's stop request plug in here.
+Checks today: the operator's stop request (Ctrl-C, SIGTERM), the deployment lock, confirmed
+with its host at every point before anything leaves the load balancer, and gates such as the
+promotion gate (:mod:`deployer.promotion`), which decide at ``admission``, where the checks
+passed to the lifecycle are asked first: a stop there raises its error (``GateRefused``, exit
+14) before the lock is taken. Release windows and approvals plug in the same way.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import Protocol
 from .._errors import DeployerError, Interrupted, LockError, LockLostError
 from ..adapters.lock import Lease
 from .events import CheckVerdictEvent, EventStream, SafePointReached
-from .model import DeploymentRef
+from .model import DeploymentRef, Release
 
 __all__ = [
     "Check",
@@ -49,6 +53,7 @@ __all__ = [
 
 
 class SafePoint(StrEnum):
+    ADMISSION = "admission"
     BEFORE_START = "before_start"
     BEFORE_BATCH = "before_batch"
     BEFORE_IDLE_LEG = "before_idle_leg"
@@ -107,6 +112,8 @@ class SafePointContext:
     changed: bool = False
     # Every node is back in service at this point (False only at after_outcome when some are not).
     all_in_service: bool = True
+    # The verified release (its digest), at admission and after.
+    release: Release | None = None
 
 
 class Check(Protocol):
@@ -133,10 +140,11 @@ class SafePoints:
 
     def reach(
         self, point: SafePoint, deployment: DeploymentRef, *, label: str = "", index: int | None = None,
-        changed: bool = False, all_in_service: bool = True,
+        changed: bool = False, all_in_service: bool = True, release: Release | None = None,
     ) -> Verdict:
         ctx = SafePointContext(point=point, deployment=deployment, now=self.clock(), label=label,
-                               index=index, changed=changed, all_in_service=all_in_service)
+                               index=index, changed=changed, all_in_service=all_in_service,
+                               release=release)
         self.events.publish(SafePointReached(point=point.value, label=label, index=index))
         decided = Verdict.go()
         for check in self.checks:

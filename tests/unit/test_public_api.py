@@ -14,9 +14,9 @@ def test_top_level_exports() -> None:
     assert sorted(deployer.__all__) == sorted([
         "ArtefactError", "ArtefactNotFoundError", "Config", "ConfigError", "DeployerError",
         "DeploymentFailed", "DeploymentRefused", "EnvironmentConfig", "FleetAtRiskError",
-        "ImmutableArtefactError",
+        "GateRefused", "ImmutableArtefactError",
         "Interrupted", "LabError", "LoadBalancerError", "LockError", "LockHeldError", "LockLostError",
-        "PrerequisiteError",
+        "PointerError", "PrerequisiteError",
         "UsageError", "VerificationError", "VersionError", "__version__", "load_config",
         "validate_version",
     ])
