@@ -1,6 +1,6 @@
 """Game days without a lab: what the steady state and the journal say, which scenarios run and
 how each is judged, the verdict, the report, and the refusal of an environment that does not
-allow game days. The scenarios themselves run on a lab in tests/e2e/test_gameday.py."""
+allow game days. The scenarios themselves run on a lab in tests/e2e/test_gameday_lab.py."""
 
 from __future__ import annotations
 

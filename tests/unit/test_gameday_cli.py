@@ -1,5 +1,5 @@
 """`deployer gameday`: the scenarios listed, and an environment that does not allow game days
-refused before anything runs (the game days themselves: tests/e2e/test_gameday.py)."""
+refused before anything runs (the game days themselves: tests/e2e/test_gameday_lab.py)."""
 
 from __future__ import annotations
 

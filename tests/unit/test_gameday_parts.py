@@ -1,6 +1,6 @@
 """Game days' building blocks without a lab: where a fault goes in (points, the watch), the
 faults that undo themselves from their record alone, that record (the ledger), and the bounded
-load. The faults themselves run on a lab in tests/e2e/test_gameday.py."""
+load. The faults themselves run on a lab in tests/e2e/test_gameday_lab.py."""
 
 from __future__ import annotations
 
