@@ -31,7 +31,7 @@ from ._events import (
 from ._file import FilePointer
 from ._http import HttpPointer
 from ._observe import Observed, observe
-from ._open import open_pointer
+from ._open import open_pointer, pointer_from
 from ._pointer import Desired, Pointer, PointerValue, desired_from, get_desired, set_desired
 from ._runner import Agent, OpenEnvironment, Step, Wired
 from ._ssm import SsmPointer
@@ -67,5 +67,6 @@ __all__ = [
     "get_desired",
     "observe",
     "open_pointer",
+    "pointer_from",
     "set_desired",
 ]

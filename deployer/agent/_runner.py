@@ -61,12 +61,20 @@ ERROR_EXIT = 1
 
 
 class Wired(Protocol):
-    """What a runner needs of its environment for one look, wired from the config."""
+    """What a runner needs of its environment for one look, wired from the config (read
+    only)."""
 
-    env: EnvironmentConfig
-    lifecycle: Lifecycle
-    fleets: dict[str, Fleet]
-    strategy: Strategy
+    @property
+    def env(self) -> EnvironmentConfig: ...
+
+    @property
+    def lifecycle(self) -> Lifecycle: ...
+
+    @property
+    def fleets(self) -> dict[str, Fleet]: ...
+
+    @property
+    def strategy(self) -> Strategy: ...
 
     def close(self) -> None: ...
 
