@@ -43,6 +43,9 @@ class GameDayConfig(Model):
     # The directory behind the store's URL, for the tampered-artefact scenario when the store is
     # served over HTTP (a file:// store needs none). Relative to the config file.
     store_dir: str | None = None
+    # How long the steady state may take to come back after a scenario (its fault undone, the
+    # fixes its outcome names run) before the scenario counts as unsafe, in seconds.
+    restore_timeout: float = Field(60.0, gt=0, le=3600)
 
     @field_validator("releases")
     @classmethod

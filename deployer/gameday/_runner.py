@@ -48,8 +48,6 @@ from ._wired import Wired, Wiring
 
 __all__ = ["GameDay", "Rehearsal", "check_allowed", "cleanup", "decide", "select"]
 
-# How long the steady state may take to come back after a scenario before it counts as lost.
-RESTORE_TIMEOUT = 60.0
 
 
 def check_allowed(config: Config, env_name: str) -> GameDayConfig:
@@ -77,7 +75,7 @@ def check_allowed(config: Config, env_name: str) -> GameDayConfig:
 
 def decide(*, crashed: str, never_injected: str, wrong: Sequence[str], unnamed: Sequence[str],
            undo_failed: Sequence[str], after: Sequence[str], journal: Sequence[str],
-           ) -> tuple[str, list[str]]:
+           restore_timeout: float = 60.0) -> tuple[str, list[str]]:
     """A scenario's verdict and its reasons.
 
     ``crashed``: why the rehearsal did not finish (stopped, broken); ``never_injected``: why its
@@ -102,7 +100,7 @@ def decide(*, crashed: str, never_injected: str, wrong: Sequence[str], unnamed: 
     if after and inconclusive:
         reasons.append("the steady state after it: " + "; ".join(after))
     elif after:
-        reasons.append(f"the steady state did not come back within {RESTORE_TIMEOUT:g} s: "
+        reasons.append(f"the steady state did not come back within {restore_timeout:g} s: "
                        + "; ".join(after))
     if journal:
         reasons.append("the journal does not match the live state: " + "; ".join(journal))
@@ -730,7 +728,8 @@ class GameDay:
             crashed = crashed or "stopped by the operator"
             restored = self.observe(r.ended_at or self.load.now())
         else:
-            restored = self._await_steady(r.ended_at or self.load.now(), timeout=RESTORE_TIMEOUT)
+            restored = self._await_steady(r.ended_at or self.load.now(),
+                                          timeout=self.gameday.restore_timeout)
         result.steady_after = restored.to_dict()
         self._judge(r, result, restored, crashed, start)
         if result.verdict == "unsafe" and not restored.holds:
@@ -778,7 +777,8 @@ class GameDay:
         result.verdict, result.reasons = decide(
             crashed=crashed, never_injected=never,
             wrong=scenario.judge(r) if not crashed and not never else [],
-            unnamed=unnamed, undo_failed=r.undo_failed, after=after.problems, journal=journal)
+            unnamed=unnamed, undo_failed=r.undo_failed, after=after.problems, journal=journal,
+            restore_timeout=self.gameday.restore_timeout)
         # Times, from the fault going in.
         if r.injected_at is not None:
             for w in r.watches:

@@ -105,13 +105,16 @@ def test_every_scenario_ends_safely_on_a_rolling_lab_under_load(rolling_lab: Lab
 
 
 def test_a_game_day_with_rollback_disabled_is_unsafe_and_fails(rolling_lab: Lab) -> None:
-    halt = configured(rolling_lab, "deployer-halt.yml", strategy={"on_failure": "halt"})
+    # The steady state cannot come back by itself here: a short wait for it is enough.
+    halt = configured(rolling_lab, "deployer-halt.yml", strategy={"on_failure": "halt"},
+                      gameday={"restore_timeout": 10})
     r, report = gameday(halt, "soak-degrade", "--report", str(rolling_lab.dir / "report-halt"))
     assert r.returncode == 20, r.stderr
     assert "not safe: soak-degrade" in r.stderr
     (scenario,) = report["scenarios"]
     assert scenario["verdict"] == "unsafe"
     assert any("the fleet runs several releases" in why for why in scenario["reasons"]), scenario
+    assert any("did not come back within 10 s" in why for why in scenario["reasons"]), scenario
     # Put back for the next game day (outside what was measured), said in the report.
     assert scenario["reset"] and len(one_release(rolling_lab)) == 1
     assert own_tables() == [] and ledger(rolling_lab) == []
