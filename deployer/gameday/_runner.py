@@ -596,6 +596,10 @@ class GameDay:
             env["trusted_keys"] = [str(k) for k in loaded.trusted_keys]
             if isinstance(env.get("gameday"), dict) and loaded.gameday.store_dir:
                 env["gameday"]["store_dir"] = loaded.gameday.store_dir
+            # The runner's sections with their paths as loaded (absolute).
+            for section, model in (("pointer", loaded.pointer), ("promotion", loaded.promotion)):
+                if model is not None and isinstance(env.get(section), dict):
+                    env[section] = model.model_dump(mode="json", exclude_none=True)
         path = where / "deployer.yml"
         path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
         return path

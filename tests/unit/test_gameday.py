@@ -250,6 +250,23 @@ def test_the_verdict() -> None:
     assert decide(**{**clean, "crashed": "stopped", "undo_failed": ["cut: nft"]})[0] == "unsafe"
 
 
+def test_a_second_controllers_config_keeps_every_path_as_loaded(tmp_path: Path) -> None:
+    from deployer.gameday import GameDay
+
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "preprod.pub").write_text("untrusted comment: x\nRWQ=\n")
+    config = load_config(write_config(tmp_path, ALLOWED + (
+        "    pointer: {kind: file, path: pointer/lab.json}\n"
+        "    promotion: {after: preprod, trusted_keys: [keys/preprod.pub], store: file:///tmp/p}\n")))
+    game = GameDay(config, "lab", wire=lambda *a, **k: None,  # type: ignore[arg-type,return-value]
+                   load_url="http://127.0.0.1:9/", say=lambda text: None)
+    second = load_config(game.second_config())
+    env, other = config.environment("lab"), second.environment("lab")
+    assert other.pointer == env.pointer and other.promotion == env.promotion
+    assert other.inventory == env.inventory and other.trusted_keys == env.trusted_keys
+    assert second.state_dir != config.state_dir
+
+
 # -- the environment must allow game days ------------------------------------------------------
 
 
