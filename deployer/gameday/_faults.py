@@ -13,6 +13,8 @@ record, so a fault left by a game day that was killed is undone by the next one,
 ``lb_api``          the load balancer's runtime socket moved aside (its API gone), then back
 ``tamper``          a release's tarball in the store changed after publishing, then restored
 ``disk_full``       a full filesystem over the node's releases directory, then unmounted
+``pointer``         the environment's pointer written (a new version asked of its runner),
+                    then given back what it held
 ==================  =========================================================================
 """
 
@@ -26,6 +28,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,10 +38,11 @@ from .._errors import DeployerError, PrerequisiteError
 from ..adapters.inventory import Node, load_nodes, ssh_target
 from ..adapters.remote_shell import RemoteShell
 from ..adapters.ssh import SshTarget
+from ..agent import Desired, Pointer, pointer_from
 from ..config import BlueGreenStrategy, EnvironmentConfig
 
-__all__ = ["FAULT_KINDS", "AppFault", "CutNode", "DiskFull", "Fault", "LbApiGone", "Reach",
-           "TamperArtefact", "fault_from_record"]
+__all__ = ["FAULT_KINDS", "AppFault", "CutNode", "DiskFull", "Fault", "LbApiGone", "PointerMoved",
+           "Reach", "TamperArtefact", "fault_from_record"]
 
 # The name every nftables table of a game day starts with (the rest is random: its own).
 NFT_PREFIX = "deployer_gameday_"
@@ -340,8 +344,58 @@ class DiskFull(Fault):
         return {"node": self.node, "releases_dir": self.dir}
 
 
+class PointerMoved(Fault):
+    """The environment's pointer written: its runner is asked for ``version`` (as by
+    ``deployer pointer set``). What the pointer held, and what will be written, are known
+    before anything is recorded, so undoing gives back what it held; an undo leaves alone a
+    pointer someone else has written since."""
+
+    kind = "pointer"
+
+    def __init__(self, where: str, version: str, wrote: str, previous: str | None) -> None:
+        self.where, self.version, self.wrote, self.previous = where, version, wrote, previous
+
+    @classmethod
+    def of(cls, reach: Reach, version: str, reason: str) -> PointerMoved:
+        pointer = _pointer(reach, None)
+        held = pointer.read()
+        desired = Desired(version=version, reason=reason, requester="deployer gameday",
+                          set_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        return cls(pointer.where, version, desired.to_text(),
+                   held.text if held is not None else None)
+
+    def describe(self) -> str:
+        return f"the pointer {self.where} set to {self.version}"
+
+    def inject(self, reach: Reach) -> None:
+        _pointer(reach, self.where).write(self.wrote)
+
+    def undo(self, reach: Reach) -> None:
+        pointer = _pointer(reach, self.where)
+        held = pointer.read()
+        if held is None or held.text.strip() != self.wrote.strip():
+            return  # never written, given back already, or written since by someone else
+        # Nothing was there: an empty value, which asks for no version.
+        pointer.write(self.previous if self.previous is not None else "")
+
+    def record(self) -> dict[str, Any]:
+        return {"where": self.where, "version": self.version, "wrote": self.wrote,
+                "previous": self.previous}
+
+
+def _pointer(reach: Reach, where: str | None) -> Pointer:
+    """The environment's pointer (the one at ``where``: refused if the config names another)."""
+    if reach.env.pointer is None:
+        raise DeployerError("the environment has no pointer (no `pointer:` section)")
+    pointer = pointer_from(reach.env.pointer)
+    if where is not None and pointer.where != where:
+        raise DeployerError(f"the environment's pointer is now {pointer.where}, not {where}: "
+                            "give that one back by hand")
+    return pointer
+
+
 FAULT_KINDS: dict[str, type[Fault]] = {
-    cls.kind: cls for cls in (AppFault, CutNode, LbApiGone, TamperArtefact, DiskFull)
+    cls.kind: cls for cls in (AppFault, CutNode, LbApiGone, TamperArtefact, DiskFull, PointerMoved)
 }
 
 
@@ -357,4 +411,7 @@ def fault_from_record(kind: str, record: Mapping[str, Any]) -> Fault:
         return TamperArtefact(record["path"], record["backup"])
     if kind == "disk_full":
         return DiskFull(record["node"], record["releases_dir"])
+    if kind == "pointer":
+        return PointerMoved(record["where"], record["version"], record["wrote"],
+                            record.get("previous"))
     raise DeployerError(f"unknown fault kind {kind!r} in the game day's ledger")

@@ -93,10 +93,11 @@ class FaultLedger:
         self._write([e for e in self._read() if e.id != entry.id])
 
     def undo_all(self, reach: Reach, env: str) -> tuple[list[str], list[str]]:
-        """Undo every fault recorded for ``env``: (what was undone, what could not be, and why)."""
+        """Undo every fault recorded for ``env``, the newest first (a fault may have gone in
+        over an earlier one): (what was undone, what could not be, and why)."""
         undone: list[str] = []
         failed: list[str] = []
-        for entry in self.entries(env):
+        for entry in reversed(self.entries(env)):
             fault = entry.fault
             try:
                 fault.undo(reach)

@@ -20,10 +20,18 @@ import pytest
 from conftest import MINIMAL_CONFIG, write_config
 
 from deployer import DeployerError, UsageError, load_config
+from deployer.agent import FilePointer, get_desired
 from deployer.engine.events import NodePhaseChanged, Published, SafePointReached
 from deployer.engine.model import DeploymentRef
 from deployer.gameday import FaultLedger
-from deployer.gameday._faults import CutNode, LbApiGone, Reach, TamperArtefact, fault_from_record
+from deployer.gameday._faults import (
+    CutNode,
+    LbApiGone,
+    PointerMoved,
+    Reach,
+    TamperArtefact,
+    fault_from_record,
+)
 from deployer.gameday._load import Load
 from deployer.gameday._points import Point, Watch, reacts
 
@@ -121,6 +129,37 @@ def test_a_cut_is_undone_only_on_a_table_of_the_game_days_own() -> None:
     assert fault_from_record("cut", cut.record()).record() == cut.record()
     with pytest.raises(DeployerError, match="not a game day's"):
         CutNode("node2", ["127.0.9.2"], table="filter").undo(None)  # type: ignore[arg-type]
+
+
+def test_pointer_moves_are_undone_newest_first_back_to_what_the_pointer_held(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, ALLOWED + "    pointer: {kind: file, path: p.json}\n"))
+    reach = Reach(config.environment("lab"))
+    pointer = FilePointer(tmp_path / "p.json", tmp_path / "p.status.json")
+    ledger = FaultLedger(tmp_path / "state")
+    # Nothing in the pointer yet; the rehearsal asks for 1.1.0, then moves it to 1.0.0.
+    for version in ("1.1.0", "1.0.0"):
+        fault = PointerMoved.of(reach, version, "game day")
+        ledger.add("lab", fault, "pointer-changed")  # what it held is in the record already
+        fault.inject(reach)
+    desired = get_desired(pointer)
+    assert desired is not None and desired.version == "1.0.0"
+    assert desired.requester == "deployer gameday" and desired.reason == "game day"
+    # The game day dies here: the next one undoes both from their records, newest first.
+    undone, failed = FaultLedger(tmp_path / "state").undo_all(reach, "lab")
+    assert failed == [] and len(undone) == 2
+    assert get_desired(pointer) is None  # an empty value: no version, as before
+    # A pointer that held a value gets it back; one written since by someone else is left alone.
+    pointer.write("1.0.0")
+    fault = PointerMoved.of(reach, "1.1.0", "game day")
+    fault.inject(reach)
+    fault_from_record("pointer", json.loads(json.dumps(fault.record()))).undo(reach)
+    held = pointer.read()
+    assert held is not None and held.text.strip() == "1.0.0"
+    fault.inject(reach)
+    pointer.write("1.2.0")
+    fault.undo(reach)
+    written = get_desired(pointer)
+    assert written is not None and written.version == "1.2.0"
 
 
 def test_one_game_day_at_a_time_per_state_directory(tmp_path: Path) -> None:
