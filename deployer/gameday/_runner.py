@@ -8,7 +8,8 @@ resumes and recovers (see :mod:`._scenarios`). Deployments run through the engin
 in this process (a :class:`~._points.Watch` among their subscribers puts the fault in at its
 point), except a deployment the scenario kills, which runs as ``deployer deploy --events -`` in a
 process of its own, and a second controller's, which runs as ``deployer deploy`` with a config
-of its own.
+of its own. An agent cycle runs the environment's runner (:class:`~deployer.agent.Agent`) in
+this process, its looks one after the other, on the environment's pointer.
 """
 
 from __future__ import annotations
@@ -25,15 +26,18 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
 from .._errors import ConfigError, DeployerError, UsageError
 from ..adapters.journal import Journal
+from ..adapters.process import actor
+from ..agent import Agent, Step, pointer_from
 from ..config import BlueGreenStrategy, Config, GameDayConfig
+from ..engine.events import Subscriber
 from ..engine.left_out import left_out_by_deployer
-from ..engine.lifecycle import Lifecycle, exit_code_for
+from ..engine.lifecycle import exit_code_for
 from ..engine.model import Outcome
 from ..engine.recovery import recover
 from ..engine.resume import find_interrupted, resume
@@ -48,6 +52,8 @@ from ._wired import Wired, Wiring
 
 __all__ = ["GameDay", "Rehearsal", "check_allowed", "cleanup", "decide", "select"]
 
+# How the environment's runner names itself in a rehearsal (its deployments' details say so).
+RUNNER_IDENTITY = "deployer gameday"
 
 
 def check_allowed(config: Config, env_name: str) -> GameDayConfig:
@@ -133,7 +139,9 @@ def _resume_own(config: Config, env_name: str, wire: Wiring, say: Callable[[str]
     wired = wire(config, env_name)
     try:
         found, _ = find_interrupted(wired.journal, env_name, lock=wired.lock)
-        if found is None or "gameday" not in found.root.details:
+        details = found.root.details if found is not None else {}
+        own = "gameday" in details or str(details.get("agent", "")).startswith(RUNNER_IDENTITY)
+        if found is None or not own:
             return ""
         result = resume(wired.lifecycle, on_interrupted=wired.env.strategy.on_interrupted, say=say)
     except DeployerError as exc:
@@ -162,6 +170,12 @@ def select(names: Sequence[str], strategy: str) -> list[tuple[Scenario, str]]:
     return [(s, "" if strategy in s.strategies else
              f"for {' and '.join(s.strategies)} environments; this one is {strategy}")
             for s in wanted]
+
+
+class Stoppable(Protocol):
+    """What a stop asks: a deployment's lifecycle, or the environment's runner deploying."""
+
+    def request_stop(self) -> bool: ...
 
 
 @dataclass
@@ -208,6 +222,8 @@ class Rehearsal:
         self.second: SecondController | None = None
         self.long_lived: LoadCount | None = None
         self.held: list[threading.Thread] = []
+        # The environment's runner's looks (a rehearsal of an agent cycle), each as it ended.
+        self.looks: list[Step] = []
         self._wired: Wired | None = None
 
     # -- what scenarios use ---------------------------------------------------------------
@@ -225,13 +241,19 @@ class Rehearsal:
     def saw(self, test: Callable[[Mapping[str, Any]], bool]) -> bool:
         return any(test(h.event) for w in self.watches for h in w.events())
 
-    def inject(self, fault: Fault) -> None:
-        """Record the fault in the ledger, put it in place, say so."""
+    def inject(self, fault: Fault, *, setup: bool = False) -> None:
+        """Record the fault in the ledger, put it in place, say so. ``setup``: a change the
+        rehearsal makes to set itself up (recorded and undone like a fault, but not the fault
+        whose time to detect is measured)."""
         entry = self.game.ledger.add(self.game.env_name, fault, self.scenario.name)
         self.faults.append((fault, entry))
         fault.inject(self.reach)
         self.faults[-1] = (fault, self.game.ledger.update(entry, fault))
         at = self.now()
+        if setup:
+            self.timeline.add(f"set up: {fault.describe()}", at)
+            self.game.say(f"  set up: {fault.describe()}")
+            return
         if self.injected_at is None:
             self.injected_at = at
         self.timeline.add(f"fault in place: {fault.describe()}", at)
@@ -461,6 +483,49 @@ class Rehearsal:
         if proc.returncode == 6:
             self.detected(self.now(), "the deployment lock (the second controller was refused)")
 
+    def runner_looks(self, looks: int, *, point: Point,
+                     at_point: Callable[[dict[str, Any]], None]) -> None:
+        """The environment's runner (``deployer agent``, in this process, with the
+        environment's pointer and agent settings, recording no promotion) looking ``looks``
+        times; ``at_point`` runs at ``point`` of what it does. Each look is kept in
+        :attr:`looks`; the exit code is the last look's."""
+        env = self.game.env
+        if env.pointer is None:
+            raise DeployerError("the environment has no pointer")
+        watch = Watch(point, at_point)
+        self.watches.append(watch)
+        game = self.game
+
+        def open_environment(subscribers: Sequence[Subscriber]) -> Wired:
+            return game.wire(game.config, game.env_name, subscribers=subscribers)
+
+        agent = Agent(env_name=game.env_name, app=env.app.name, config=env.agent,
+                      pointer=pointer_from(env.pointer), open_environment=open_environment,
+                      subscribers=lambda: [watch], recorder=None,
+                      identity=f"{RUNNER_IDENTITY} {self.scenario.name} ({actor()} pid {os.getpid()})")
+        game.running = agent
+        try:
+            for n in range(1, looks + 1):
+                if game.stopping:
+                    break
+                step = agent.step()
+                self.looks.append(step)
+                status = step.status
+                if status is not None and status.deployment:
+                    self.uids.append(status.deployment)
+                self.exit_code = step.exit_code
+                reason = status.reason if status is not None else ""
+                self.timeline.add(f"runner look {n}: {step.decision} (exit {step.exit_code})"
+                                  + (f": {reason}" if reason else ""))
+        finally:
+            game.running = None
+            agent.events.close()
+        if watch.inject_error:
+            self.inject_errors.append(watch.inject_error)
+            self.timeline.add(f"the fault could not be injected: {watch.inject_error}")
+        self.ended_at = self.now()
+        self.left_out_at_outcome = self._out_of_lb()
+
     def hold(self, count: int, path: str, *, seconds: float) -> None:
         """Long-lived requests through the load balancer (the load's), open before this returns."""
         load = self.game.load
@@ -494,6 +559,14 @@ class Rehearsal:
             self.long_lived = self.game.load.count(self.injected_at - 1, long_lived=True)
 
     def actual(self) -> str:
+        if self.looks:
+            return "; ".join(
+                f"look {n}: {s.decision} (exit {s.exit_code})"
+                + (f": {s.status.last_deployment.kind} {s.status.last_deployment.version} "
+                   f"{s.status.last_deployment.status}"
+                   if s.status is not None and s.status.deployment and s.status.last_deployment
+                   else "")
+                for n, s in enumerate(self.looks, 1))
         if self.outcome is not None:
             return (f"{self.outcome.status} (exit {self.exit_code}): {self.outcome.summary}"
                     + (f"; out of service: {'; '.join(self.outcome.out_of_service)}"
@@ -554,8 +627,9 @@ class GameDay:
         self.rate = rate or self.gameday.rate
         self.report_dir = report_dir
         self.load: Load | None = None
-        # The lifecycle of the deployment under way, and a deployment's process, for a stop.
-        self.running: Lifecycle | None = None
+        # The lifecycle of the deployment under way (or the runner running it), and a
+        # deployment's process, for a stop.
+        self.running: Stoppable | None = None
         self.child: subprocess.Popen[str] | None = None
         self.stopping = False
         self._reader: Wired | None = None

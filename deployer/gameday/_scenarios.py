@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
-from ._faults import AppFault, CutNode, LbApiGone, TamperArtefact
+from ._faults import AppFault, CutNode, LbApiGone, PointerMoved, TamperArtefact
 from ._faults import DiskFull as FullDisk
 from ._points import Point, reacts
 
@@ -533,11 +533,100 @@ class SecondController(Scenario):
         return False  # the second controller's refusal: timed by the runner
 
 
+# -- the environment's runner -------------------------------------------------------------------
+
+
+class PointerChanged(Scenario):
+    name = "pointer-changed"
+    title = "The pointer changing during a deployment by the environment's runner"
+
+    def fault(self, ctx: Context) -> str:
+        return (f"the environment's pointer set to {ctx.baseline} (as `deployer pointer set` "
+                f"does) while its runner deploys {ctx.target}, the version the pointer named "
+                "when the runner looked")
+
+    def point(self, ctx: Context) -> str:
+        return f"{_safe_point(ctx).describe()} of the runner's deployment"
+
+    def expected(self, ctx: Context) -> str:
+        return (f"the runner finishes the deployment it started ({ctx.target}) or stops it at a "
+                "safe point, and publishes that it acted on the value it read, not the new one; "
+                f"its next look deploys {ctx.baseline}; the look after finds the fleet in sync; "
+                "one deployment at a time, every node in service")
+
+    def applies(self, ctx: Context, r: Rehearsal) -> str:
+        if r.game.env.pointer is None:
+            return "the environment has no pointer (a `pointer:` section): no runner to rehearse"
+        return ""
+
+    def rehearse(self, r: Rehearsal) -> None:
+        ctx = r.ctx
+        r.inject(PointerMoved.of(r.reach, ctx.target, "game day: a release for the runner"),
+                 setup=True)
+
+        def move(event: dict[str, Any]) -> None:
+            r.inject(PointerMoved.of(r.reach, ctx.baseline,
+                                     "game day: the pointer changed during a deployment"))
+
+        # Look 1 deploys the target (the pointer moves meanwhile), look 2 the new value, look 3
+        # finds the fleet in sync.
+        r.runner_looks(3, point=_safe_point(ctx), at_point=move)
+        if r.injected_at is not None:
+            for w in r.watches:
+                heard = w.first_after(r.injected_at, lambda e: _started(e, ctx.baseline))
+                if heard is not None:
+                    r.detected(heard.at, f"the runner's next look, deploying {ctx.baseline}")
+
+    def judge(self, r: Rehearsal) -> list[str]:
+        ctx = r.ctx
+        looks = r.looks
+        if len(looks) < 3:
+            return [f"the runner looked {len(looks)} time(s), not 3"]
+        problems: list[str] = []
+        first, second, third = (s.status for s in looks[:3])
+        decisions = [s.decision for s in looks[:3]]
+        if decisions[0] not in ("deployed", "stopped") or first is None or \
+                first.last_deployment is None or first.last_deployment.version != ctx.target:
+            problems.append(f"look 1 did not deploy {ctx.target} (or stop it at a safe point): "
+                            f"{decisions[0]}")
+        elif decisions[0] == "deployed" and (first.acted is None or first.acted.version != ctx.target):
+            acted = first.acted.version if first.acted else "nothing"
+            problems.append(f"look 1 published that it acted on {acted}, not on the value it "
+                            f"read ({ctx.target})")
+        if decisions[1] != "deployed" or second is None or second.last_deployment is None or \
+                second.last_deployment.version != ctx.baseline:
+            problems.append(f"look 2 did not deploy the pointer's new value {ctx.baseline}: "
+                            f"{decisions[1]}" + (f" ({second.reason})" if second and second.reason else ""))
+        if decisions[2] != "in_sync" or third is None or third.running != ctx.baseline:
+            problems.append(f"look 3 did not find the fleet in sync on {ctx.baseline}: "
+                            f"{decisions[2]}" + (f" ({third.reason})" if third and third.reason else ""))
+        running: set[str] = set()
+        for h in (h for w in r.watches for h in w.events()):
+            uid = str((h.event.get("deployment") or {}).get("uid") or "")
+            if h.event.get("type") == "deployment_started":
+                if running - {uid}:
+                    problems.append(f"deployment {uid} started while {', '.join(sorted(running))} "
+                                    "had not finished")
+                running.add(uid)
+            elif h.event.get("type") == "deployment_finished":
+                running.discard(uid)
+        return problems
+
+    def detects(self, event: Mapping[str, Any]) -> bool:
+        return False  # the runner's next deployment: timed by the rehearsal
+
+
+def _started(event: Mapping[str, Any], version: str) -> bool:
+    return (event.get("type") == "deployment_started"
+            and (event.get("deployment") or {}).get("version") == version)
+
+
 # In the order `gameday run all` runs them: the two that need a release no node holds yet come
 # first (on a fresh lab it is new everywhere).
 SCENARIOS: tuple[Scenario, ...] = (
     DiskFull(), TamperedArtefact(), SmokeFail(), CrashLoop(), SoakDegrade(), NodeUnreachable(),
     LbApiDown(), KillMidBatch(), KillDuringSoak(), SlowDrain(), SecondController(),
+    PointerChanged(),
 )
 
 

@@ -79,7 +79,7 @@ def test_every_scenario_ends_safely_on_a_rolling_lab_under_load(rolling_lab: Lab
         "disk-full": "safe", "artefact-tampered": "safe", "smoke-fail": "safe",
         "crash-loop": "safe", "soak-degrade": "safe", "node-unreachable": "safe",
         "lb-api-down": "safe", "kill-mid-batch": "safe", "kill-during-soak": "skipped",
-        "slow-drain": "safe", "second-controller": "safe",
+        "slow-drain": "safe", "second-controller": "safe", "pointer-changed": "safe",
     }, r.stderr
     ran = [s for s in report["scenarios"] if s["verdict"] == "safe"]
     for s in ran:
@@ -93,6 +93,9 @@ def test_every_scenario_ends_safely_on_a_rolling_lab_under_load(rolling_lab: Lab
     assert by_name["node-unreachable"]["exit_code"] in (10, 11)
     assert "unreachable" in by_name["node-unreachable"]["actual"]
     assert by_name["kill-mid-batch"]["detected_by"].startswith("`deployer resume`")
+    moved = by_name["pointer-changed"]
+    assert moved["actual"].startswith("look 1: deployed (exit 0)") and "look 3: in_sync" in moved["actual"]
+    assert moved["detected_by"].startswith("the runner's next look") and len(moved["deployments"]) == 2
     slow = by_name["slow-drain"]
     assert slow["long_lived"]["failed"] >= 1 and "session(s) still open" in slow["detected_by"]
     # Nothing of the game day is left in place; the fleet serves one release.
@@ -177,10 +180,11 @@ def test_the_blue_green_failure_paths_end_safely(tmp_path_factory: pytest.TempPa
     lab = Lab(tmp_path_factory.mktemp("gameday-bluegreen"))
     try:
         lab.up(next_lab_spec(nodes=1, seed="1.0.0", soak=4.0, legs=True))
-        r, report = gameday(lab.config_path, "soak-degrade", "kill-during-soak", "lb-api-down")
+        r, report = gameday(lab.config_path, "soak-degrade", "kill-during-soak", "lb-api-down",
+                            "pointer-changed")
         assert r.returncode == 0, r.stderr
         assert verdicts(report) == {"soak-degrade": "safe", "kill-during-soak": "safe",
-                                    "lb-api-down": "safe"}, r.stderr
+                                    "lb-api-down": "safe", "pointer-changed": "safe"}, r.stderr
         soak = report["scenarios"][0]
         assert soak["exit_code"] == 10 and "switched back" in soak["actual"]
         killed = report["scenarios"][1]

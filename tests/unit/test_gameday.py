@@ -15,6 +15,7 @@ from conftest import MINIMAL_CONFIG, write_config
 from deployer import ConfigError, UsageError, load_config
 from deployer.adapters.inventory import Node
 from deployer.adapters.journal import Journal
+from deployer.agent import Acted, AgentStatus, Desired, LastDeployment, Step
 from deployer.engine.model import NodeStatus, Outcome
 from deployer.engine.states import NodePhase
 from deployer.gameday import GameDayReport, ScenarioResult, check_allowed, decide, select
@@ -23,6 +24,7 @@ from deployer.gameday._scenarios import (
     SCENARIOS,
     Context,
     KillMidBatch,
+    PointerChanged,
     SecondController,
     SlowDrain,
     SmokeFail,
@@ -248,6 +250,51 @@ def test_the_verdict() -> None:
     assert verdict == "inconclusive" and reasons[1] == "the steady state after it: node1 runs two"
     # A fault left in place is never merely inconclusive.
     assert decide(**{**clean, "crashed": "stopped", "undo_failed": ["cut: nft"]})[0] == "unsafe"
+
+
+def look(decision: str, *, desired: str, revision: str, deployed: str = "",
+         running: str | None = None) -> Step:
+    """A runner's look as its published status says it."""
+    last = (LastDeployment(uid=f"01{deployed}", id=1, kind="deploy", version=deployed,
+                           status="succeeded", exit_code=0, revision=revision) if deployed else None)
+    status = AgentStatus(env="lab", app="hello", decision=decision,
+                         desired=Desired(desired, revision=revision), running=running,
+                         acted=Acted(revision, desired), last_deployment=last,
+                         deployment=last.uid if last else "")
+    return Step(decision, 0, status)
+
+
+def started(uid: str) -> dict[str, Any]:
+    return {"type": "deployment_started", "deployment": {"uid": uid, "version": "x"}}
+
+
+def finished(uid: str) -> dict[str, Any]:
+    return {"type": "deployment_finished", "deployment": {"uid": uid}, "status": "succeeded"}
+
+
+def test_a_pointer_changed_mid_deployment_is_deployed_at_the_next_look_never_lost() -> None:
+    s = PointerChanged()
+    looks = [look("deployed", desired="1.1.0", revision="r1", deployed="1.1.0", running="1.1.0"),
+             look("deployed", desired="1.0.0", revision="r2", deployed="1.0.0", running="1.0.0"),
+             look("in_sync", desired="1.0.0", revision="r2", running="1.0.0")]
+    one_at_a_time = [started("A"), finished("A"), started("B"), finished("B")]
+
+    def judged(steps: list[Step], events: list[dict[str, Any]]) -> list[str]:
+        r = rehearsal(looks=steps)
+        r.watches = [SimpleNamespace(events=lambda: [SimpleNamespace(event=e) for e in events])]
+        return list(s.judge(r))
+
+    assert judged(looks, one_at_a_time) == []
+    # The new value taken for the one the runner read: it would never be deployed.
+    claimed = [look("deployed", desired="1.0.0", revision="r2", deployed="1.1.0", running="1.1.0"),
+               look("in_sync", desired="1.0.0", revision="r2", running="1.1.0"), looks[2]]
+    assert judged(claimed, one_at_a_time) == [
+        "look 1 published that it acted on 1.0.0, not on the value it read (1.1.0)",
+        "look 2 did not deploy the pointer's new value 1.0.0: in_sync",
+    ]
+    assert judged(looks, [started("A"), started("B"), finished("A"), finished("B")]) == [
+        "deployment B started while A had not finished"]
+    assert judged(looks[:2], one_at_a_time) == ["the runner looked 2 time(s), not 3"]
 
 
 def test_a_second_controllers_config_keeps_every_path_as_loaded(tmp_path: Path) -> None:
