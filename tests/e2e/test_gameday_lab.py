@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import next_lab_spec
 from lab_cli import configured, deployer, fleet, read_until
+from lab_specs import next_lab_spec
 
 from deployer.lab import Lab
 
