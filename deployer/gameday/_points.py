@@ -106,7 +106,10 @@ class Watch(Subscriber):
         self.injected_at: float | None = None
         self.inject_error = ""
         self._matches = 0
-        self._lock = threading.Lock()
+        # Re-entrant: Ctrl-C's handler runs in the thread that may be injecting here, and asking
+        # the deployment to stop publishes an event (a plain lock would deadlock the game day).
+        self._lock = threading.RLock()
+        self._injecting = False
 
     def on_event(self, published: Published) -> None:
         self.feed(published.to_dict())
@@ -115,19 +118,23 @@ class Watch(Subscriber):
         """Hear one event (as on the wire); True when it was the point (the fault went in)."""
         with self._lock:
             self.heard.append(Heard(self.clock(), event))
-            if self.point is None or self.injected_at is not None or self.inject_error:
+            if (self.point is None or self.injected_at is not None or self.inject_error
+                    or self._injecting):
                 return False
             if not self.point.matches(event):
                 return False
             self._matches += 1
             if self._matches < self.point.nth:
                 return False
+            self._injecting = True
             try:
                 if self._inject is not None:
                     self._inject(event)
             except Exception as exc:  # a fault that failed to go in is reported, not raised
                 self.inject_error = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
                 return False
+            finally:
+                self._injecting = False
             self.injected_at = self.clock()
             return True
 

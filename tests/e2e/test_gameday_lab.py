@@ -128,13 +128,19 @@ def test_ctrl_c_undoes_the_faults_in_place(rolling_lab: Lab) -> None:
         [sys.executable, "-m", "deployer", "gameday", "run", "smoke-fail", "--env", "lab",
          "--config", str(rolling_lab.config_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # SIGABRT: every thread's stack
     )
     try:
         read_until(proc, "fault:", "/etc/hello/fault")
         fault_file = rolling_lab.dir / "nodes" / ledger(rolling_lab)[0]["record"]["node"] / "etc" / "fault"
         assert fault_file.read_text().startswith("unhealthy ")
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            out, err = proc.communicate(timeout=30)
+            raise AssertionError(f"the game day did not stop within 120 s of Ctrl-C:\n{err}") from None
     finally:
         if proc.poll() is None:
             proc.kill()

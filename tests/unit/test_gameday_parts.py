@@ -71,6 +71,26 @@ def test_the_watch_injects_once_at_the_nth_match_and_never_raises_into_the_deplo
     assert failing.injected_at is None and failing.inject_error == "no route to host"
 
 
+def test_an_event_published_while_the_fault_goes_in_is_heard_not_deadlocked() -> None:
+    """Ctrl-C's handler runs in the injecting thread and publishes (the stop's note)."""
+    injected: list[str] = []
+    watch: Watch
+
+    def inject(event: dict[str, Any]) -> None:
+        injected.append(event["node"])
+        watch.on_event(wire(NodePhaseChanged(node="node2", phase="draining"), seq=2))
+
+    watch = Watch(Point.node_phase("draining"), inject)
+    done = threading.Thread(
+        target=lambda: watch.on_event(wire(NodePhaseChanged(node="node1", phase="draining"))),
+        daemon=True)
+    done.start()
+    done.join(timeout=5)
+    assert not done.is_alive(), "the watch deadlocked on an event heard while injecting"
+    # Heard, and not injected again: the fault went in once.
+    assert injected == ["node1"] and len(watch.events()) == 2 and watch.injected_at is not None
+
+
 def test_what_counts_as_the_deployment_reacting() -> None:
     assert reacts({"type": "node", "phase": "reverting"})
     assert not reacts({"type": "node", "phase": "done"})
