@@ -88,7 +88,10 @@ class Watch(Subscriber):
     the event, before the deployment moves on.
 
     Synchronous on purpose: a fault that is "at the safe point before batch 2" must be in place
-    before batch 2 starts, so it cannot wait behind a queue as other subscribers do. An injection
+    before batch 2 starts, so it cannot wait behind a queue as other subscribers do. The
+    controller's own events (a safe point, a batch starting) hold the deployment until the fault
+    is in; a node's phases are the play's, heard while it goes on: a fault that must be in place
+    before a node is touched goes in at the start of its batch. An injection
     takes a fraction of a second (one SSH command, one nftables table, a file); one that fails is
     kept in ``inject_error`` and never raised into the deployment.
     """

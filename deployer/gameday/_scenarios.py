@@ -111,22 +111,24 @@ class Scenario(ABC):
 
 
 class _AppFaultOnFirstNode(Scenario):
-    """The application's fault file set for the new release on the first node to leave the
-    load balancer, just as it leaves."""
+    """The application's fault file set for the new release on the first node of the first
+    batch, as the batch starts: in place before anything is done to that node (the play waits
+    at the batch's gate until the controller lets it go, after this event)."""
 
     words: ClassVar[str]
 
     def point(self, ctx: Context) -> str:
-        return Point.node_phase("draining").describe()
+        return f"{_first_batch(ctx).describe()}, on its first node"
 
     def rehearse(self, r: Rehearsal) -> None:
         ctx = r.ctx
 
         def inject(event: dict[str, Any]) -> None:
-            r.hit_nodes = [str(event["node"])]
-            r.inject(AppFault(str(event["node"]), ctx.fault_file, f"{self.words} {ctx.target}"))
+            node = str((event.get("nodes") or [""])[0])
+            r.hit_nodes = [node]
+            r.inject(AppFault(node, ctx.fault_file, f"{self.words} {ctx.target}"))
 
-        r.deploy(ctx.target, point=Point.node_phase("draining"), at_point=inject)
+        r.deploy(ctx.target, point=_first_batch(ctx), at_point=inject)
 
     def judge(self, r: Rehearsal) -> list[str]:
         problems = failed_safely(r)
@@ -215,6 +217,14 @@ class SoakDegrade(Scenario):
 
 
 # -- the infrastructure failing under the deployment -------------------------------------------
+
+
+def _first_batch(ctx: Context) -> Point:
+    """The start of the first batch (rolling), or of the idle leg's release."""
+    if ctx.blue_green:
+        return Point.event("batch", "the start of the release to the idle leg", index=1,
+                           rollback=False)
+    return Point.event("batch", "the start of batch 1", index=1, rollback=False)
 
 
 def _mid_point(ctx: Context) -> Point:
