@@ -22,6 +22,10 @@ branch to an exit code and prints its message without a traceback::
     ├── LabError                       exit 8  the local lab could not be built or inspected
     ├── AnalysisError                  exit 12 a metric source of the soak analysis cannot be queried
     │                                          (unreachable, bad query)
+    ├── GateRefused                    exit 14 refused by a gate; nothing changed
+    ├── DeploymentPaused               exit 15 a gate (a window closing, a freeze) paused a running
+    │                                          deployment at a safe point: every node in service,
+    │                                          `deployer resume` continues it
     ├── DeploymentFailed               exit 10 the rollout failed after changing nodes; they were
     │   │                                      reverted or rolled back (or left, on_failure: halt)
     │   ├── DeploymentRefused          exit 9  refused before any node left the load balancer
@@ -43,7 +47,9 @@ __all__ = [
     "DeployerError",
     "DeploymentFailed",
     "DeploymentRefused",
+    "DeploymentPaused",
     "FleetAtRiskError",
+    "GateRefused",
     "ImmutableArtefactError",
     "Interrupted",
     "LabError",
@@ -158,6 +164,32 @@ class AnalysisError(DeployerError):
     """A metric source of the soak analysis cannot be reached or rejects a query."""
 
     exit_code = 12
+
+
+class GateRefused(DeployerError):
+    """Refused by a gate; nothing changed."""
+
+    exit_code = 14
+
+    def __init__(self, message: str, *, hint: str | None = None, gate: str = "",
+                 opens_at: float | None = None) -> None:
+        super().__init__(message, hint=hint)
+        # Which gate refused (window, freeze, approval, ...), and when it may let the deployment
+        # through (the next window opening), for a caller that waits (the agent).
+        self.gate = gate
+        self.opens_at = opens_at
+
+
+class DeploymentPaused(DeployerError):
+    """A gate paused a running deployment at a safe point; ``deployer resume`` continues it."""
+
+    exit_code = 15
+
+    def __init__(self, message: str, *, hint: str | None = None, gate: str = "",
+                 opens_at: float | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.gate = gate
+        self.opens_at = opens_at
 
 
 class DeploymentFailed(DeployerError):

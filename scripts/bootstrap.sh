@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3 python3-venv python3-pip openssh-server openssh-client haproxy supervisor
               nginx-light minisign socat curl iproute2 util-linux procps sqlite3 git prometheus
-              systemd sudo)  # systemd-analyze: the rendered units; sudo: the production-like lab
+              systemd sudo tzdata)  # systemd-analyze: the rendered units; sudo: the production-like lab;
+                                    # tzdata: release windows in their time zones
 extra=""
 [ "${1:-}" = "--test" ] && extra="[test]"
 
