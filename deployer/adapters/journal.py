@@ -44,10 +44,11 @@ CREATE TABLE IF NOT EXISTS deployments (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     env TEXT NOT NULL,
     app TEXT NOT NULL,
-    kind TEXT NOT NULL,               -- deploy | rollback | resume | recover | unlock
+    kind TEXT NOT NULL,               -- deploy | rollback | resume | recover | unlock | freeze
+                                      -- | unfreeze
     version TEXT NOT NULL,            -- the target release
     status TEXT NOT NULL,             -- running | succeeded | failed | rolled_back | cancelled
-                                      -- | refused | stopped
+                                      -- | refused | stopped | paused
     started_at REAL NOT NULL,
     ended_at REAL,
     actor TEXT NOT NULL,              -- user@host
@@ -303,9 +304,10 @@ class Journal:
 
     def mark_abandoned(self, env: str) -> list[DeploymentRecord]:
         """Mark 'running' deployments whose process is gone from this host as failed; return
-        them. The process is its PID and the PID's start time: a PID the kernel handed to
-        another process since is gone (a record older than schema 3 has no start time; its PID
-        alone is checked). A deployment run from another host is left as it is."""
+        them (a ``paused`` deployment is not running: it waits for ``resume``, untouched). The
+        process is its PID and the PID's start time: a PID the kernel handed to another process
+        since is gone (a record older than schema 3 has no start time; its PID alone is
+        checked). A deployment run from another host is left as it is."""
         gone = []
         for rec in self.deployments(env, limit=20):
             if is_abandoned(rec):

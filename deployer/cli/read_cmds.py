@@ -256,7 +256,7 @@ def history(
     table.add_column("summary", overflow="fold", ratio=1)
     colours = {"succeeded": "green", "failed": "red", "rolled_back": "yellow",
                "cancelled": "yellow", "running": "cyan", "refused": "yellow", "abandoned": "red",
-               "stopped": "yellow"}
+               "stopped": "yellow", "paused": "cyan"}
     for r in records:
         d = r.to_dict()
         took = f"{r.ended_at - r.started_at:.0f}s" if r.ended_at else "-"

@@ -468,6 +468,8 @@ class RollingExecution(Execution):
             status = "cancelled"
         elif not rollout.make_caught_safe():
             summary += "; reverting the nodes caught mid-change failed"
+        elif run.high_risk:
+            summary += f"; High Risk, halted with nothing rolled back: {self.states()}"
         elif self.config.on_failure == "rollback" and run.acts_as != "rollback":
             updated = rollout.updated()
             if rollout.roll_back_updated():

@@ -26,7 +26,7 @@ from deployer import (
 from deployer.adapters.lock import EnvironmentLock
 from deployer.adapters.process import Identity
 from deployer.adapters.runner import EventSink, RunRequest, RunResult
-from deployer.engine.events import BatchStarted
+from deployer.engine.events import BatchStarted, DeploymentFinished, DeploymentStarted
 from deployer.engine.lifecycle import raise_for
 from deployer.testing import (
     FakeLockHost,
@@ -224,10 +224,17 @@ def test_unsigned_or_unknown_release_is_refused_before_any_run(deployment: Make)
     from deployer import ArtefactError
 
     d = deployment([])
-    with pytest.raises(ArtefactError):
+    with pytest.raises(ArtefactError) as refused:
         d.deploy("9.9.9")
     assert d.runner.requests == []
-    assert d.journal.deployments("lab") == []
+    # On the record all the same (every deployment is), as refused before the lock.
+    [record] = d.journal.deployments("lab")
+    assert (record.status, record.version, record.details["refused_before_lock"]) == (
+        "refused", "9.9.9", True)
+    assert record.summary == refused.value.message
+    finished = d.recorder.of(DeploymentFinished)
+    assert [(f.status, f.exit_code) for f in finished] == [("refused", 4)]
+    assert d.recorder.of(DeploymentStarted)[0].locked is False
 
 
 def test_a_second_deployment_is_refused_by_the_lock(world: dict[str, Path], deployment: Make) -> None:
