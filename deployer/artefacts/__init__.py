@@ -7,7 +7,7 @@ from ._manifest import Manifest
 from ._minisign import KeyPair, PublicKey, generate_keypair, load_public_key, verify_signature
 from ._open import open_store
 from ._stores import ArtefactStore, PublishResult
-from ._verify import verify_release
+from ._verify import VerifiedRelease, verified_release, verify_release
 
 __all__ = [
     "ArtefactStore",
@@ -16,11 +16,13 @@ __all__ = [
     "Manifest",
     "PublicKey",
     "PublishResult",
+    "VerifiedRelease",
     "build_artefact",
     "generate_keypair",
     "load_public_key",
     "open_store",
     "sign_manifest",
+    "verified_release",
     "verify_release",
     "verify_signature",
 ]

@@ -104,19 +104,21 @@ def soaks_for(env_name: str, env: EnvironmentConfig, lb: LoadBalancer) -> Soaks 
 
 def release_verifier(env: EnvironmentConfig) -> Callable[[str], Release]:
     def verify(version: str) -> Release:
-        from ..artefacts import open_store, verify_release
+        from ..artefacts import open_store, verified_release
 
         store = open_store(env.store.url)
-        manifest = verify_release(
+        verified = verified_release(
             store, env.app.name, version, env.trusted_keys, check_tarball=True
         )
+        manifest = verified.manifest
         if env.store.node_url:
             url = f"{env.store.node_url.rstrip('/')}/{env.app.name}/{version}/{manifest.tarball}"
         else:
             url = store.node_url(env.app.name, version, ttl=env.store.presign_ttl)
         return Release(
             app=manifest.app, version=manifest.version, url=url,
-            sha256=manifest.sha256, size=manifest.size,
+            sha256=manifest.sha256, size=manifest.size, key_id=verified.key_id,
+            irreversible=manifest.irreversible or "",
         )
 
     return verify
