@@ -9,7 +9,9 @@ One model per section, each validating itself on construction:
 - ``load_balancer``: one model per kind (:class:`HAProxyConfig`);
 - ``strategy``: one model per kind, told apart by ``kind`` (:class:`RollingStrategy`,
   :class:`BlueGreenStrategy` with its :class:`LegConfig`);
-- ``lock`` (:class:`LockConfig`); ``analysis`` (:class:`~deployer.analysis.AnalysisConfig`).
+- ``lock`` (:class:`LockConfig`); ``analysis`` (:class:`~deployer.analysis.AnalysisConfig`);
+- ``gates`` (:class:`GatesConfig`): windows, freezes, approvals, change records, decision
+  records, evidence.
 
 :func:`load_config` reads a file and raises :class:`~deployer.ConfigError` naming the file, the
 field (as a dotted path) and the bad value.
@@ -19,6 +21,17 @@ from __future__ import annotations
 
 from ._app import AppConfig, HealthCheckConfig, StoreConfig
 from ._environment import Config, EnvironmentConfig, RunnerConfig
+from ._gates import (
+    ApprovalsConfig,
+    ApproverConfig,
+    ChangeApiConfig,
+    DecisionRecordConfig,
+    EvidenceConfig,
+    FreezeConfig,
+    GatesConfig,
+    WindowConfig,
+    time_zone,
+)
 from ._load import DEFAULT_CONFIG_NAME, default_config_path, load_config
 from ._load_balancer import HAProxyConfig, LoadBalancerConfig
 from ._lock import DEFAULT_LOCK_DIR, LockConfig
@@ -28,9 +41,16 @@ __all__ = [
     "DEFAULT_CONFIG_NAME",
     "DEFAULT_LOCK_DIR",
     "AppConfig",
+    "ApprovalsConfig",
+    "ApproverConfig",
     "BlueGreenStrategy",
+    "ChangeApiConfig",
     "Config",
+    "DecisionRecordConfig",
     "EnvironmentConfig",
+    "EvidenceConfig",
+    "FreezeConfig",
+    "GatesConfig",
     "HAProxyConfig",
     "HealthCheckConfig",
     "LegConfig",
@@ -41,6 +61,8 @@ __all__ = [
     "StoreConfig",
     "StrategyConfig",
     "StrategyKind",
+    "WindowConfig",
     "default_config_path",
     "load_config",
+    "time_zone",
 ]

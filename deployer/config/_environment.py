@@ -13,6 +13,7 @@ from .._errors import ConfigError
 from ..analysis._config import AnalysisConfig
 from ._app import AppConfig, StoreConfig
 from ._base import NAME, Model
+from ._gates import GatesConfig
 from ._load_balancer import LoadBalancerConfig
 from ._lock import LockConfig
 from ._strategy import RollingStrategy, StrategyConfig
@@ -36,6 +37,9 @@ class EnvironmentConfig(Model):
     extra_vars: dict[str, Any] = Field(default_factory=dict)
     # The deployment lock: where it is kept and its lease (see LockConfig).
     lock: LockConfig = LockConfig()
+    # Governance: release windows, freezes, approvals, change records, decision records and
+    # the signing of evidence records (see GatesConfig and deployer.gates).
+    gates: GatesConfig = GatesConfig()
 
     @property
     def lock_at(self) -> Literal["load_balancer", "state_dir"]:
@@ -50,6 +54,16 @@ class EnvironmentConfig(Model):
     def lock_host(self) -> str:
         """The host keeping a load-balancer lock (lock.host, else the first load balancer)."""
         return self.lock.host or self.load_balancer.all_hosts[0]
+
+    @model_validator(mode="after")
+    def _window_rollback_needs_rollback(self) -> EnvironmentConfig:
+        if self.gates.on_window_close == "rollback" and self.strategy.on_failure != "rollback":
+            raise ValueError(
+                "gates.on_window_close: rollback fails the deployment where the window closes, "
+                "and the updated nodes go back as strategy.on_failure says: it needs "
+                "strategy.on_failure: rollback (or on_window_close: pause or finish)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _blue_green_needs_a_legs_map(self) -> EnvironmentConfig:

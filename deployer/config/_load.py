@@ -6,6 +6,7 @@ Every error names the file, the field (as a dotted path, e.g.
 
 from __future__ import annotations
 
+import datetime
 import os
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ import yaml
 from pydantic import ValidationError
 
 from .._errors import ConfigError
-from ._environment import Config
+from ._environment import Config, EnvironmentConfig
+from ._gates import GatesConfig
 
 __all__ = ["DEFAULT_CONFIG_NAME", "default_config_path", "load_config"]
 
@@ -59,6 +61,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         value = err.get("input") if err["type"] != "missing" else None
         if isinstance(value, dict):
             value = None
+        elif isinstance(value, datetime.date):  # YAML's reading of an unquoted date
+            value = value.isoformat()
         raise ConfigError(msg, file=str(cfg_path), field=field, value=value) from None
 
     base = cfg_path.resolve().parent
@@ -79,7 +83,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
                     field=f"environments.{name}.trusted_keys.{i}", value=str(key),
                 )
             keys.append(kp)
-        envs[name] = env.model_copy(update={"inventory": inv, "trusted_keys": keys})
+        envs[name] = env.model_copy(update={"inventory": inv, "trusted_keys": keys,
+                                            "gates": _resolve_gates(base, cfg_path, name, env)})
     return cfg.model_copy(
         update={
             "environments": envs,
@@ -87,6 +92,41 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
             "source": cfg_path.resolve(),
         }
     )
+
+
+def _resolve_gates(base: Path, cfg_path: Path, name: str, env: EnvironmentConfig) -> GatesConfig:
+    """The gates' key and credential files, taken from the config's directory; a key file that
+    is not there is named with its field."""
+    gates = env.gates
+    prefix = f"environments.{name}.gates"
+
+    def existing(path: Path, field: str) -> Path:
+        resolved = _resolve(base, path)
+        if not resolved.is_file():
+            raise ConfigError("file not found", file=str(cfg_path), field=f"{prefix}.{field}",
+                              value=str(path))
+        return resolved
+
+    update: dict[str, Any] = {}
+    if gates.approvals is not None:
+        approvals = gates.approvals
+        update["approvals"] = approvals.model_copy(update={
+            "approvers": [a.model_copy(update={"key": existing(a.key, f"approvals.approvers.{i}.key")})
+                          for i, a in enumerate(approvals.approvers)],
+            "requesters": [r.model_copy(update={"key": existing(r.key, f"approvals.requesters.{i}.key")})
+                           for i, r in enumerate(approvals.requesters)],
+        })
+    if gates.change_api is not None:
+        api = gates.change_api
+        update["change_api"] = api.model_copy(update={
+            field: existing(value, f"change_api.{field}")
+            for field in ("user_file", "password_file", "token_file")
+            if (value := getattr(api, field)) is not None
+        })
+    if gates.evidence.key is not None:
+        update["evidence"] = gates.evidence.model_copy(
+            update={"key": existing(gates.evidence.key, "evidence.key")})
+    return gates.model_copy(update=update)
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
