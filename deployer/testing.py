@@ -8,7 +8,8 @@ any (the lock's fake decides with the lock program's own function):
   :func:`good_batch`, :func:`bad_batch`, :func:`revert_batch` write such scripts;
 - :class:`FakeLoadBalancer` — the load-balancer seam: servers and routing maps in memory, every
   change recorded, and HAProxy's ``show stat`` counters for a soak's metric source;
-- :class:`FakeLockHost` — where a deployment lock lives, in memory, with a clock moved by hand;
+- :class:`FakeLockHost` — where a deployment lock (and the environment's freeze) lives, in
+  memory, with a clock moved by hand;
 - :class:`FakeSource` — a metric source of the soak analysis, with scripted measurements;
 - :class:`FakeClock` — the analysis clock, which moves only when something waits.
 
@@ -222,9 +223,12 @@ class FakeLockHost:
             if self.unreachable:
                 raise _errors.LockError(f"cannot reach the lock at {self.where}: connection timed out")
             env = request["env"]
-            changed, record, answer, log = _lock_program.decide(
-                self.records.get(env), request, self.now
-            )
+            if request.get("op") in _lock_program.FREEZE_OPS:  # the freeze, beside the lock
+                env = f"{env}.freeze"
+                decide = _lock_program.decide_freeze
+            else:
+                decide = _lock_program.decide
+            changed, record, answer, log = decide(self.records.get(env), request, self.now)
             if changed:
                 if record is None:
                     self.records.pop(env, None)
