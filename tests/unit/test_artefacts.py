@@ -34,8 +34,9 @@ from deployer.artefacts import (
 def test_public_names_are_exactly_the_api() -> None:
     assert sorted(artefacts.__all__) == sorted([
         "ArtefactStore", "BuiltArtefact", "KeyPair", "Manifest", "PublicKey", "PublishResult",
-        "VerifiedRelease", "build_artefact", "generate_keypair", "load_public_key", "open_store",
-        "sign_manifest", "verified_release", "verify_release", "verify_signature",
+        "SecretKey", "VerifiedRelease", "build_artefact", "generate_keypair", "load_public_key",
+        "load_secret_key", "open_store", "sign_bytes", "sign_manifest", "signer_key_id",
+        "verified_release", "verify_release", "verify_signature",
     ])
     for name in artefacts.__all__:
         assert hasattr(artefacts, name)
