@@ -10,6 +10,8 @@ any (the lock's fake decides with the lock program's own function):
   change recorded, and HAProxy's ``show stat`` counters for a soak's metric source;
 - :class:`FakeLockHost` — where a deployment lock (and the environment's freeze) lives, in
   memory, with a clock moved by hand;
+- :class:`FakeChangeProvider` — change records of a change-management system, in memory, every
+  update recorded (the real client is tested against an HTTP server on loopback);
 - :class:`FakeSource` — a metric source of the soak analysis, with scripted measurements;
 - :class:`FakeClock` — the analysis clock, which moves only when something waits.
 
@@ -30,8 +32,10 @@ from .adapters import _lock_program
 from .adapters.loadbalancer import ADMIN_STATES, ServerState
 from .adapters.runner import CancelCheck, EventSink, RunnerEvent, RunRequest, RunResult, hosts_with
 from .analysis._model import Measurement
+from .gates.changes import ChangeRecord
 
 __all__ = [
+    "FakeChangeProvider",
     "FakeClock",
     "FakeLoadBalancer",
     "FakeLockHost",
@@ -238,6 +242,31 @@ class FakeLockHost:
                 self.log.append(log)
             copied: dict[str, Any] = json.loads(json.dumps(answer))  # as if it crossed a wire
             return copied
+
+
+class FakeChangeProvider:
+    """Change records in memory, by number; ``updates`` keeps every write (sys_id, fields);
+    ``unreachable`` makes every call fail as an unreachable API does."""
+
+    where = "fake change API"
+
+    def __init__(self, records: Iterable[ChangeRecord] = ()) -> None:
+        self.records = {r.number: r for r in records}
+        self.updates: list[tuple[str, dict[str, str]]] = []
+        self.unreachable = False
+
+    def _reach(self) -> None:
+        if self.unreachable:
+            raise _errors.GateRefused("cannot reach the change API (GET fake): timed out",
+                                      gate="change")
+
+    def read(self, number: str) -> ChangeRecord | None:
+        self._reach()
+        return self.records.get(number)
+
+    def update(self, sys_id: str, fields: Mapping[str, str]) -> None:
+        self._reach()
+        self.updates.append((sys_id, dict(fields)))
 
 
 class FakeSource:
