@@ -11,15 +11,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..adapters.freeze import EnvironmentFreeze
 from ..adapters.haproxy import HAProxyOverSSH, HAProxyRuntime, LoadBalancerGroup
 from ..adapters.inventory import load_nodes, ssh_target
 from ..adapters.journal import Journal
 from ..adapters.loadbalancer import LoadBalancer
 from ..adapters.lock import EnvironmentLock, ProgramHost, state_dir_lock
+from ..adapters.process import actor
 from ..adapters.runner import AnsibleRunner, RecordingRunner, Runner, close_runner
 from ..adapters.ssh import SshTarget
+from ..artefacts import ArtefactStore
 from ..config import BlueGreenStrategy, Config, EnvironmentConfig
-from ..engine.events import Subscriber
+from ..engine.events import Note, Subscriber
 from ..engine.fleet import Fleet
 from ..engine.lifecycle import Lifecycle
 from ..engine.model import Release
@@ -27,10 +30,14 @@ from ..engine.safepoints import Check
 from ..engine.soaking import Soaks
 from ..engine.strategies import leg_environment, make_strategy
 from ..engine.strategy import Strategy
+from ..gates import GateRequest, Gates, build_gates
+from ..gates.changes import ChangeApi
+from ..gates.evidence import EvidenceSigner
 
 __all__ = [
     "Environment",
     "build_environment",
+    "freeze_for",
     "journal_for",
     "load_balancer_for",
     "lock_for",
@@ -61,6 +68,11 @@ def lock_for(config: Config, env_name: str) -> EnvironmentLock:
     return EnvironmentLock(
         ProgramHost(env.lock.dir, target=target, name=host), env_name, lease=env.lock.lease
     )
+
+
+def freeze_for(config: Config, env_name: str) -> EnvironmentFreeze:
+    """The environment's emergency freeze, kept beside its lock (the same host and directory)."""
+    return EnvironmentFreeze(lock_for(config, env_name).host, env_name)
 
 
 def load_balancer_for(env: EnvironmentConfig) -> LoadBalancer:
@@ -138,6 +150,8 @@ class Environment:
     fleets: dict[str, Fleet]
     strategy: Strategy
     lifecycle: Lifecycle
+    # The gates of the command's request (None: a command that does not deploy or plan).
+    gates: Gates | None = None
 
     def close(self) -> None:
         """Close what the command opened (the SSH masters of its playbook runs)."""
@@ -156,10 +170,14 @@ def build_environment(
     checks: Sequence[Check] = (),
     runner: Runner | None = None,
     read_only: bool = False,
+    gates: GateRequest | None = None,
 ) -> Environment:
     """The environment wired for one command: its fleets (one, or one per blue-green leg),
     strategy and lifecycle. ``read_only`` for a command that only reads (the journal is opened
-    read-only, so it cannot deploy)."""
+    read-only, so it cannot deploy). ``gates``: what the command's request brings to the
+    environment's gates (a command that deploys or plans); their checks are registered with
+    the lifecycle and, unless ``read_only``, their subscribers (the evidence record, the
+    change's outcome) with its events."""
     env = config.environment(env_name)
     lb = load_balancer_for(env)
     state = Path(config.state_dir)
@@ -189,10 +207,40 @@ def build_environment(
     strategy = make_strategy(env_name=env_name, env=env, fleets=fleets, lb=lb, journal=journal,
                              verify_release=verify, soaks=soaks, config_file=config_file)
     lock = lock_for(config, env_name)
+    gate_set: Gates | None = None
+    lifecycles: list[Lifecycle] = []
+
+    def say(text: str) -> None:
+        """A word from the gates' subscribers, on the deployment's stream (as a warning)."""
+        stream = lifecycles[0].events if lifecycles else None
+        if stream is not None:
+            stream.publish(Note(text=text, level="warning"))
+
+    if gates is not None:
+        api = env.gates.change_api
+        store_url = env.gates.evidence.store or env.store.url
+
+        def evidence_store() -> ArtefactStore:
+            from ..artefacts import open_store
+
+            return open_store(store_url)
+
+        gate_set = build_gates(
+            env_name=env_name, env=env, journal=journal, freeze=EnvironmentFreeze(lock.host, env_name),
+            request=gates, nodes={n.name: leg or None for leg, f in fleets.items() for n in f.nodes},
+            group_sizes={leg: len(f.nodes) for leg, f in fleets.items()}, actor=actor(),
+            config_file=config_file, change_provider=ChangeApi(api) if api is not None else None,
+            store=evidence_store, signer=None if read_only else EvidenceSigner.of(env), say=say,
+            deploying=not read_only,
+        )
+        checks = [*checks, *gate_set.checks]
+        subscribers = [*subscribers, *gate_set.subscribers]
     lifecycle = Lifecycle(
         env_name=env_name, app=env.app.name, strategy=strategy, journal=journal, lock=lock,
         verify_release=verify, subscribers=subscribers, checks=checks, soaks=soaks,
         command=shlex.join(["deployer", *sys.argv[1:]]), config_file=config_file,
     )
+    lifecycles.append(lifecycle)
     return Environment(name=env_name, config=config, env=env, runner=runner, lb=lb, journal=journal,
-                       lock=lock, fleets=fleets, strategy=strategy, lifecycle=lifecycle)
+                       lock=lock, fleets=fleets, strategy=strategy, lifecycle=lifecycle,
+                       gates=gate_set)

@@ -29,11 +29,12 @@ def _register() -> None:
     from .admin_cmds import recover, unlock
     from .artefact_cmd import artefact, keys
     from .deploy_cmds import deploy, resume, rollback
+    from .gate_cmds import approval, evidence, freeze, unfreeze
     from .lab_cmd import lab
     from .read_cmds import history, plan, status
 
     for command in (lab, keys, artefact, deploy, rollback, resume, status, history, plan, recover,
-                    unlock):
+                    unlock, freeze, unfreeze, approval, evidence):
         cli.add_command(command)
 
 

@@ -1,0 +1,99 @@
+"""The gates on the command line: `approval sign`, `freeze` and `unfreeze`, a refusal's exit
+code and message, bad gate options; the world's config with a `gates:` section."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deployer.adapters.journal import Journal
+from deployer.artefacts import generate_keypair
+from deployer.cli.main import main
+
+
+def run(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    return int(exited.value.code or 0)
+
+
+def with_gates(world: dict[str, Path], gates: dict[str, object]) -> Path:
+    data = yaml.safe_load(world["config"].read_text())
+    data["environments"]["lab"]["gates"] = gates
+    path = world["root"] / "gated.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_approval_sign_writes_an_approval_of_the_verified_release(
+    world: dict[str, Path], capsys: pytest.CaptureFixture[str],
+) -> None:
+    sam = generate_keypair(world["root"] / "people", "sam")
+    ci = generate_keypair(world["root"] / "people", "ci")
+    out = world["root"] / "sam.approval"
+    assert run(["approval", "sign", "--env", "lab", "--version", "1.1.0", "--key", str(sam.secret_path),
+                "--expires", "8h", "--change", "CHG0000001", "--requester", str(ci.public_path),
+                "--out", str(out), "--config", str(world["config"])]) == 0
+    document = json.loads(out.read_text())
+    approval = document["approval"]
+    assert (approval["app"], approval["version"], approval["environment"], approval["change"]) == (
+        "hello", "1.1.0", "lab", "CHG0000001")
+    assert len(approval["sha256"]) == 64 and approval["requester"] == ci.key_id_hex
+    assert document["signature"].startswith("untrusted comment:")
+    assert f"signed by key {sam.key_id_hex}" in capsys.readouterr().err
+    # A release the store does not hold is not approved.
+    assert run(["approval", "sign", "--env", "lab", "--version", "9.9.9", "--key", str(sam.secret_path),
+                "--expires", "8h", "--out", str(out), "--config", str(world["config"])]) == 4
+
+
+def test_a_frozen_environment_refuses_deploy_with_exit_14_and_unfreeze_lifts_it(
+    world: dict[str, Path], capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = str(world["config"])
+    assert run(["freeze", "--env", "lab", "--reason", "DR exercise", "--config", config]) == 0
+    assert "lab is frozen by " in capsys.readouterr().err
+    assert run(["deploy", "--env", "lab", "--version", "1.1.0", "--config", config]) == 14
+    err = capsys.readouterr().err
+    assert "deployer: error: refused by the freeze gate: environment 'lab' is frozen by " in err
+    assert ": DR exercise; nothing was changed" in err and "deployer unfreeze --env lab" in err
+    assert run(["unfreeze", "--env", "lab", "--reason", "exercise over", "--config", config]) == 0
+    assert "lifted the freeze" in capsys.readouterr().err
+    journal = Journal(world["root"] / "state" / "journal.sqlite", read_only=True)
+    kinds = [(r.kind, r.status) for r in journal.deployments("lab")]
+    assert kinds == [("unfreeze", "succeeded"), ("deploy", "refused"), ("freeze", "succeeded")]
+    # The freeze lives beside the lock, and its log says who froze and lifted it.
+    log = (world["root"] / "state" / "locks" / "lab.log").read_text().splitlines()
+    assert [json.loads(line)["event"] for line in log] == ["froze", "unfroze"]
+
+
+def test_outside_a_window_deploy_exits_14_and_plan_would_say_so(
+    world: dict[str, Path], capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A window that is never open now: one minute, a year away is not expressible; use a window
+    # on a day that is not today.
+    import datetime as dt
+
+    tomorrow = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[(dt.datetime.now(dt.UTC).weekday() + 2) % 7]
+    config = with_gates(world, {"windows": [{"days": [tomorrow], "from": "00:00", "to": "00:01"}]})
+    assert run(["deploy", "--env", "lab", "--version", "1.1.0", "--config", str(config)]) == 14
+    err = capsys.readouterr().err
+    assert "refused by the window gate: outside every release window of 'lab'" in err
+    assert "the next opens " in err
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--reason", "x"], "--reason goes with --break-glass"),
+    (["--break-glass"], "--break-glass needs --reason TEXT"),
+    (["--change", "CHG 1; DROP"], "--change: 'CHG 1; DROP' is not a change number"),
+    (["--approval", "/nonexistent.approval"], "--approval: /nonexistent.approval does not exist"),
+    (["--high-risk", " "], "--high-risk needs its reason"),
+])
+def test_bad_gate_options_are_refused_with_exit_2(
+    world: dict[str, Path], capsys: pytest.CaptureFixture[str], argv: list[str], says: str,
+) -> None:
+    assert run(["deploy", "--env", "lab", "--version", "1.1.0", *argv, "--config", str(world["config"])]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
