@@ -408,9 +408,9 @@ def _high_risk(release: Release, declared: str) -> str:
 def _refusal_of(verdict: Verdict) -> Refusal:
     """A check's refusal before the lock, as the plan shows it."""
     error = verdict.error
-    return Refusal(f"{verdict.check}: {verdict.reason}",
-                   error.exit_code if error is not None else GateRefused.exit_code,
-                   verdict.hint, when="before the lock is taken: nothing is done")
+    if error is not None:
+        return Refusal(error.message, error.exit_code, verdict.hint)
+    return Refusal(f"{verdict.check}: {verdict.reason}", GateRefused.exit_code, verdict.hint)
 
 
 def _error_for(outcome: Outcome) -> DeployerError | None:
