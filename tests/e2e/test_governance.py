@@ -1,8 +1,8 @@
 """Governance on the lab, through the CLI: stop the line (a freeze set while a deployment runs
 pauses it at its next safe point; `unfreeze` and `resume` finish it), and a deployment that
 needs an approved change in a ServiceNow-style change API (a small HTTP server on loopback),
-asked for by a requester known by key, whose change record is updated with the outcome and whose signed evidence
-record an auditor verifies with one command. One lab for the file."""
+asked for by a requester known by key, whose change record is updated with the outcome and
+whose signed evidence record an auditor verifies with one command. One lab for the file."""
 
 from __future__ import annotations
 
