@@ -31,7 +31,7 @@ from ._wiring import Environment, build_environment
 from .gate_cmds import GateOptions, gate_options
 from .render import ConsoleView, print_outcome
 
-__all__ = ["deploy", "events_option", "finish", "resume", "rollback", "wired"]
+__all__ = ["deploy", "events_option", "finish", "outcome_options", "resume", "rollback", "wired"]
 
 
 @contextmanager
@@ -57,6 +57,14 @@ def events_option(func: click.decorators.FC) -> click.decorators.FC:
         help="Also write every event of the deployment as JSON lines to FILE ('-': stdout; "
         "see the README for the schema).",
     )(func)
+
+
+def outcome_options(func: click.decorators.FC) -> click.decorators.FC:
+    """--json, --quiet and --events: how a command that deploys shows what happens."""
+    func = events_option(func)
+    func = click.option("--quiet", is_flag=True, help="No live progress.")(func)
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print the outcome as JSON on stdout.")(func)
 
 
 def _event_writer(events_to: str | None, as_json: bool) -> Subscriber | None:
@@ -117,9 +125,7 @@ def finish(outcome: Outcome, as_json: bool, env: EnvironmentConfig,
 @click.command()
 @env_option
 @click.option("--version", "version", required=True, help="Release to deploy.")
-@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
-@click.option("--quiet", is_flag=True, help="No live progress.")
-@events_option
+@outcome_options
 @gate_options
 @config_option
 def deploy(env_name: str, version: str, as_json: bool, quiet: bool, events_to: str | None,
@@ -138,9 +144,7 @@ def deploy(env_name: str, version: str, as_json: bool, quiet: bool, events_to: s
 @click.command()
 @env_option
 @click.option("--to", "to_version", default=None, help="Release to go back to (default: the one before).")
-@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
-@click.option("--quiet", is_flag=True, help="No live progress.")
-@events_option
+@outcome_options
 @gate_options
 @config_option
 def rollback(
@@ -164,9 +168,7 @@ def rollback(
 
 @click.command()
 @env_option
-@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
-@click.option("--quiet", is_flag=True, help="No live progress.")
-@events_option
+@outcome_options
 @gate_options
 @config_option
 def resume(env_name: str, as_json: bool, quiet: bool, events_to: str | None,
