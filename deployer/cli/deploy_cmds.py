@@ -137,7 +137,8 @@ def deploy(env_name: str, version: str, as_json: bool, quiet: bool, events_to: s
                gates=gates) as environment:
         lifecycle = environment.lifecycle
         with _stop_on_signals(lifecycle):
-            outcome = lifecycle.deploy(version, high_risk=gates.high_risk)
+            outcome = lifecycle.deploy(version, high_risk=gates.high_risk,
+                                       extra_details=gates.details(environment.env))
     finish(outcome, as_json, environment.env)
 
 
@@ -162,7 +163,8 @@ def rollback(
         if not quiet:
             console.print(f"rolling {env_name} back to {target}")
         with _stop_on_signals(lifecycle):
-            outcome = lifecycle.deploy(target, kind="rollback", high_risk=gates.high_risk)
+            outcome = lifecycle.deploy(target, kind="rollback", high_risk=gates.high_risk,
+                                       extra_details=gates.details(environment.env))
     finish(outcome, as_json, environment.env)
 
 

@@ -54,6 +54,19 @@ class GateOptions:
         self.reason = (reason or "").strip()
         self.high_risk = (high_risk or "").strip()
 
+    def details(self, env: EnvironmentConfig) -> dict[str, object]:
+        """What the journal keeps with the deployment: its change, a break-glass and its reason,
+        the environment's decision record (the evidence has all of it, and more)."""
+        details: dict[str, object] = {}
+        if self.change:
+            details["change"] = self.change
+        if self.break_glass:
+            details["break_glass"] = {"reason": self.reason}
+        record = env.gates.decision_record
+        if record is not None:
+            details["decision_record"] = record.model_dump()
+        return details
+
     def request(self, env: EnvironmentConfig) -> GateRequest:
         """The request for ``env``: approval files read, the requester's key loaded (named as
         the config's requesters name it)."""

@@ -97,3 +97,21 @@ def test_bad_gate_options_are_refused_with_exit_2(
     assert run(["deploy", "--env", "lab", "--version", "1.1.0", *argv, "--config", str(world["config"])]) == 2
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err
+
+
+def test_a_break_glass_deployment_is_on_the_record_as_such_with_its_reason_and_change(
+    world: dict[str, Path], capsys: pytest.CaptureFixture[str],
+) -> None:
+    olu = generate_keypair(world["root"] / "people", "olu")
+    ci = generate_keypair(world["root"] / "people", "ci")
+    config = with_gates(world, {
+        "approvals": {"approvers": [{"name": "olu", "key": str(olu.public_path), "roles": ["break_glass"]}]},
+        "decision_record": {"id": "DR-1", "ref": "docs/dr-1.md"}})
+    assert run(["deploy", "--env", "lab", "--version", "1.1.0", "--break-glass", "--reason", "INC-7",
+                "--change", "CHG0000009", "--requester-key", str(ci.secret_path),
+                "--config", str(config)]) == 14
+    assert "refused by the break_glass gate" in capsys.readouterr().err
+    [record] = Journal(world["root"] / "state" / "journal.sqlite", read_only=True).deployments("lab")
+    assert record.details["break_glass"] == {"reason": "INC-7"}
+    assert record.details["change"] == "CHG0000009"
+    assert record.details["decision_record"] == {"id": "DR-1", "ref": "docs/dr-1.md"}
