@@ -126,6 +126,11 @@ class EvidenceCollector(Subscriber):
         self.signature = ""
         self.published = ""
 
+    def _reset(self) -> None:
+        self.gates, self.phases, self.smoke, self.soak, self.switches = [], [], [], [], []
+        self.plan, self._pending_smoke = {}, {}
+        self.record, self.signature, self.published = b"", "", ""
+
     def on_event(self, published: Published) -> None:
         try:
             self._hear(published)
@@ -136,6 +141,7 @@ class EvidenceCollector(Subscriber):
         ev = published.event
         at = iso_utc(published.at)
         if isinstance(ev, DeploymentStarted):
+            self._reset()  # a new deployment (a lifecycle may run several)
             self.started = ev.data()
             self.started_at = published.at
         elif isinstance(ev, CheckVerdictEvent):

@@ -293,3 +293,15 @@ def test_evidence_is_published_to_the_store_and_an_auditor_verifies_it_with_one_
     assert (f"deployment {outcome.deployment_id} ({outcome.uid}): deploy hello 1.1.0 to lab — "
             "succeeded") in shown
     assert "smoke node node2: passed" in shown and f"signed: by key {keys.key_id_hex}" in shown
+
+
+def test_each_deployment_has_its_own_evidence_record(world: dict[str, Path]) -> None:
+    scripts = [survey(FROM_1_0), *[good_batch([n]) for n in NODES], survey(dict.fromkeys(NODES, "1.1.0"))]
+    g = gated(world["config"], scripts, gates={})
+    first, second = g.deploy("1.1.0"), g.deploy("1.1.0")  # the second has nothing to do
+    assert (first.status, second.status) == ("succeeded", "succeeded"), second.summary
+    records = [json.loads(g.d.journal.evidence(o.deployment_id).record)  # type: ignore[union-attr]
+               for o in (first, second)]
+    assert [r["deployment"]["uid"] for r in records] == [first.uid, second.uid]
+    assert len(records[0]["checks"]["smoke"]) == 3 and records[1]["checks"]["smoke"] == []
+    assert not any(x["node"] == "node1" and x["phase"] == "done" for x in records[1]["timeline"])
