@@ -233,6 +233,8 @@ class FakeLockHost:
             else:
                 decide = _lock_program.decide
             changed, record, answer, log = decide(self.records.get(env), request, self.now)
+            if request.get("op") == "renew":  # as the lock program: the freeze, in the same answer
+                answer["freeze"] = self.records.get(f"{env}.freeze")
             if changed:
                 if record is None:
                     self.records.pop(env, None)

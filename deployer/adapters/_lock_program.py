@@ -26,7 +26,9 @@ Operations (an identity is ``{"host", "pid", "pid_start"}``):
   holder the caller found gone (``take_over`` names that exact holder and its ``acquired_at``);
   renew it when the caller already holds it; else answer ``held`` with the holder;
 - ``renew`` (``identity``, ``lease``, ``deployment``): push the lease on when the caller holds the
-  lock (and record its deployment); else answer ``lost`` with whoever holds it now, if anyone;
+  lock (and record its deployment); else answer ``lost`` with whoever holds it now, if anyone.
+  The answer also carries the environment's freeze (``freeze``), read under the same guard: a
+  deployment confirming its lock at a safe point learns of a freeze in the same round trip;
 - ``release`` (``identity``): remove the lock only if the caller holds it;
 - ``remove`` (``by``, ``reason``, ``force``, ``expect``): remove it when its lease has expired, or
   when it is exactly ``expect`` (a holder the caller found gone), or when ``force`` is set;
@@ -253,6 +255,8 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
             current, request, time.time())
         if changed:
             _write(path, record)
+        if request.get("op") == "renew":
+            answer["freeze"] = _read(base + ".freeze.json")
         if log is not None:
             with open(base + ".log", "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(log, sort_keys=True) + "\n")

@@ -7,17 +7,29 @@ and unfreeze).
 - :class:`FreezeBoard`: what the gates and the CLI need (the Protocol);
 - :class:`EnvironmentFreeze`: the freeze of one environment on a
   :class:`~deployer.adapters.lock.LockHost` (the lock's own host; the fake lock host in tests).
+
+Reading it costs nothing at a deployment's safe points: the lock is confirmed there first (one
+renewal), and the lock program's answer to a renewal carries the freeze, read under the same
+guard; a read within a moment of that renewal uses it (:data:`FRESH`) instead of asking the
+host again (over SSH, a new connection: about a quarter of a second). Admission, before the
+lock is taken, asks the host (``fresh``).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .._clock import iso_utc
-from .lock import LockHost
+from .lock import EnvironmentLock, LockHost
 
-__all__ = ["EnvironmentFreeze", "FreezeBoard", "FreezeRecord"]
+__all__ = ["FRESH", "EnvironmentFreeze", "FreezeBoard", "FreezeRecord"]
+
+# Seconds a freeze read by a lock renewal stands for a fresh read (the renewal at a safe point
+# comes just before the gates there).
+FRESH = 2.0
 
 
 @dataclass(frozen=True)
@@ -50,8 +62,9 @@ class FreezeBoard(Protocol):
     @property
     def where(self) -> str: ...
 
-    def show(self) -> FreezeRecord | None:
-        """The freeze in force, if any (raises LockError when its host cannot be reached)."""
+    def show(self, *, fresh: bool = False) -> FreezeRecord | None:
+        """The freeze in force, if any (raises LockError when its host cannot be reached);
+        ``fresh``: asked of the host now, not taken from the lock's last renewal."""
         ...
 
     def freeze(self, *, by: str, reason: str) -> tuple[FreezeRecord, bool]:
@@ -66,9 +79,13 @@ class FreezeBoard(Protocol):
 class EnvironmentFreeze:
     """The freeze of one environment, kept on ``host`` beside its lock."""
 
-    def __init__(self, host: LockHost, env: str) -> None:
+    def __init__(self, host: LockHost, env: str, *, lock: EnvironmentLock | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.host = host
         self.env = env
+        # The environment's lock on the same host, whose renewals read the freeze too.
+        self.lock = lock
+        self._clock = clock
 
     @property
     def where(self) -> str:
@@ -77,8 +94,12 @@ class EnvironmentFreeze:
     def _call(self, op: str, **fields: Any) -> dict[str, Any]:
         return self.host.call({"op": op, "env": self.env, **fields})
 
-    def show(self) -> FreezeRecord | None:
-        record = self._call("freeze_show").get("record")
+    def show(self, *, fresh: bool = False) -> FreezeRecord | None:
+        seen = self.lock.freeze_seen if self.lock is not None else None
+        if not fresh and seen is not None and self._clock() - seen[0] <= FRESH:
+            record = seen[1]
+        else:
+            record = self._call("freeze_show").get("record")
         return FreezeRecord.from_dict(record) if record else None
 
     def freeze(self, *, by: str, reason: str) -> tuple[FreezeRecord, bool]:

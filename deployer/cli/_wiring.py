@@ -72,7 +72,8 @@ def lock_for(config: Config, env_name: str) -> EnvironmentLock:
 
 def freeze_for(config: Config, env_name: str) -> EnvironmentFreeze:
     """The environment's emergency freeze, kept beside its lock (the same host and directory)."""
-    return EnvironmentFreeze(lock_for(config, env_name).host, env_name)
+    lock = lock_for(config, env_name)
+    return EnvironmentFreeze(lock.host, env_name, lock=lock)
 
 
 def load_balancer_for(env: EnvironmentConfig) -> LoadBalancer:
@@ -226,7 +227,8 @@ def build_environment(
             return open_store(store_url)
 
         gate_set = build_gates(
-            env_name=env_name, env=env, journal=journal, freeze=EnvironmentFreeze(lock.host, env_name),
+            env_name=env_name, env=env, journal=journal,
+            freeze=EnvironmentFreeze(lock.host, env_name, lock=lock),
             request=gates, nodes={n.name: leg or None for leg, f in fleets.items() for n in f.nodes},
             group_sizes={leg: len(f.nodes) for leg, f in fleets.items()}, actor=actor(),
             config_file=config_file, change_provider=ChangeApi(api) if api is not None else None,

@@ -165,7 +165,8 @@ class FreezeGate(_Gate):
     def check(self, ctx: SafePointContext) -> Verdict:
         if ctx.point is SafePoint.AFTER_OUTCOME:
             return Verdict.go()
-        frozen = self.board.show()
+        # Before the lock, ask the host; after, the lock's confirmation here brought it along.
+        frozen = self.board.show(fresh=ctx.point is SafePoint.BEFORE_LOCK)
         if frozen is None:
             return Verdict(Decision.CONTINUE, reason="not frozen")
         reason = f"environment {self.env!r} is {frozen.describe()}"

@@ -100,7 +100,8 @@ def gated(
     d = build(config, scripts, lock=lock, env_update={"gates": gates_config}, **build_kw)
     clock = clock or Clock()
     d.lifecycle.clock = clock
-    freeze = EnvironmentFreeze(lock.host, "lab")  # type: ignore[attr-defined]
+    assert isinstance(lock, EnvironmentLock)
+    freeze = EnvironmentFreeze(lock.host, "lab", lock=lock)
     said: list[str] = []
     nodes = {n.name: (leg or None) for leg, f in d.fleets.items() for n in f.nodes}
     signer = EvidenceSigner(load_secret_key(signer_key), signer_key) if signer_key else None

@@ -14,10 +14,19 @@ from conftest import LEGS, MAP, NODES
 from gates_world import DAY_WINDOW, HOUR, TUESDAY_1550, Clock, Gated, People, at_batch, gated, with_approvals
 
 from deployer import DeploymentPaused, GateRefused
+from deployer.adapters.lock import EnvironmentLock
 from deployer.engine.events import CheckVerdictEvent, DeploymentStarted, TrafficSwitched
 from deployer.engine.lifecycle import exit_code_for, raise_for
 from deployer.engine.resume import resume
-from deployer.testing import FakeLoadBalancer, ReplayRunner, bad_batch, good_batch, revert_batch, survey
+from deployer.testing import (
+    FakeLoadBalancer,
+    FakeLockHost,
+    ReplayRunner,
+    bad_batch,
+    good_batch,
+    revert_batch,
+    survey,
+)
 
 FROM_1_0 = dict.fromkeys(NODES, "1.0.0")
 BLUE, GREEN = LEGS["blue"], LEGS["green"]
@@ -215,6 +224,25 @@ def test_a_freeze_set_while_a_deployment_runs_pauses_it_and_unfreeze_lets_it_con
                            good_batch(["node2"]), good_batch(["node3"])]
     result = resume(g.d.lifecycle, on_interrupted="rollback", say=lambda _: None)
     assert result.outcome is not None and result.outcome.status == "succeeded"
+
+
+def test_the_freeze_is_read_with_the_lock_at_each_safe_point_not_asked_for_again(
+    world: dict[str, Path],
+) -> None:
+    """Over SSH each read of the lock's host is a new connection: at a safe point the lock's
+    confirmation brings the freeze along; only admission (before the lock) asks for it."""
+    host = FakeLockHost()
+    scripts = [survey(FROM_1_0), *[good_batch([n]) for n in NODES]]
+    g = gated(world["config"], scripts, gates={}, lock=EnvironmentLock(host, "lab"))
+    assert g.deploy("1.1.0").status == "succeeded"
+    ops = [r["op"] for r in host.requests]
+    assert ops.count("freeze_show") == 1 and ops.index("freeze_show") < ops.index("acquire")
+    assert ops.count("renew") >= 4  # before_start and before each batch (and the lease)
+    # And a freeze made between two safe points is seen at the next one, by the renewal.
+    g.d.runner.scripts += [survey(dict.fromkeys(NODES, "1.1.0")), good_batch(["node1"])]
+    at_batch(g.d, 1, lambda: g.freeze.freeze(by="oncall@ops", reason="now"))
+    outcome = g.deploy("1.2.0-badhealth")
+    assert outcome.status == "paused" and "frozen by oncall@ops" in outcome.summary, outcome.summary
 
 
 # -- approvals ----------------------------------------------------------------------------------
