@@ -247,7 +247,7 @@ def _print_evidence(record: dict[str, Any], *, signed: str, published: str) -> N
         say(f"decision record: {escape(dr['id'])} ({escape(dr['ref'])}): "
             + escape("; ".join(record.get("zero_downtime_gaps") or [])))
     for g in record.get("gates", []):
-        if g["point"] == "before_lock" or g["decision"] != "continue":
+        if g["point"] == "admission" or g["decision"] != "continue":
             say(f"gate {g['gate']} at {g['point']}: {g['decision']}: {escape(g['reason'])}")
     checks = record.get("checks", {})
     for s in checks.get("smoke", []):

@@ -3,7 +3,7 @@
 ::
 
     verify the release (signature, digest)      nothing changed yet; bad input stops here
-    admission: the checks at before_lock        the gates (windows, freezes, approvals)
+    admission: the checks asked (the gates)     windows, freezes, approvals; a refusal changes nothing
     take the lock, record the deployment        a global id (ULID) besides the local number
     preflight → plan → steps                    the strategy's (see .strategy), with the safe
                                                 points between steps (see .safepoints)
@@ -13,7 +13,7 @@
 Everything that happens is an event on the deployment's :class:`~.events.EventStream`: the
 journal writes them (synchronously), the console prints them, ``--events`` streams them.
 Checks registered at construction (``checks``) are asked at every safe point, after the
-operator's stop request and the lock, and once before the lock (``before_lock``); that is
+operator's stop request and the lock, and once before the lock (``admission``); that is
 where release windows, approvals and an agent's stop request plug in, without touching a
 strategy.
 
@@ -169,7 +169,7 @@ class Lifecycle:
             plan = execution.plan()
         finally:
             events.close()
-        verdicts = points.ask(points.context(SafePoint.BEFORE_LOCK, ref, planning=True), every=True)
+        verdicts = points.ask(points.context(SafePoint.ADMISSION, ref, planning=True), every=True)
         gated = [_refusal_of(v) for v in verdicts if not v.goes_on]
         locked = self._lock_refusal()
         return dataclasses.replace(
@@ -237,7 +237,7 @@ class Lifecycle:
             # Admission: the checks before the lock (the gates); a refusal here changes nothing.
             points = SafePoints(events, list(self.checks), clock=self.clock, release=release,
                                 acts_as=acts_as, high_risk=high_risk)
-            admission = points.context(SafePoint.BEFORE_LOCK, DeploymentRef(
+            admission = points.context(SafePoint.ADMISSION, DeploymentRef(
                 id=0, uid="", env=self.env_name, kind=kind, version=version))
             verdicts = points.ask(admission)
             refused.admission = (points, admission, verdicts)

@@ -3,7 +3,7 @@ and none is half-done, and the checks that decide there whether it goes on.
 
 The same named points in every strategy::
 
-    before_lock       the release verified, before the lock is taken: nothing done yet (a
+    admission         the release verified, before the lock is taken: nothing done yet (a
                       check that stops here refuses the deployment; only its record is written)
     before_start      after the plan, before anything leaves the load balancer
     before_batch      rolling: before each batch (and so before each node leaves the LB)
@@ -22,7 +22,7 @@ tell, nothing more is changed.
 
 Checks today: the operator's stop request (Ctrl-C, SIGTERM) and the deployment lock,
 confirmed with its host at every point before anything leaves the load balancer; and the
-checks registered with the lifecycle, asked at every point including ``before_lock``: the
+checks registered with the lifecycle, asked at every point including ``admission``: the
 gates (:mod:`deployer.gates`: release windows, freezes, approvals, change records).
 """
 
@@ -52,7 +52,7 @@ __all__ = [
 
 
 class SafePoint(StrEnum):
-    BEFORE_LOCK = "before_lock"
+    ADMISSION = "admission"
     BEFORE_START = "before_start"
     BEFORE_BATCH = "before_batch"
     BEFORE_IDLE_LEG = "before_idle_leg"
@@ -207,7 +207,7 @@ class OperatorStop:
         self._requested = requested
 
     def check(self, ctx: SafePointContext) -> Verdict:
-        if ctx.point in (SafePoint.BEFORE_LOCK, SafePoint.AFTER_OUTCOME) or not self._requested():
+        if ctx.point in (SafePoint.ADMISSION, SafePoint.AFTER_OUTCOME) or not self._requested():
             return Verdict.go()
         what = ctx.label or ctx.point.value.replace("_", " ")
         return Verdict.stop(Interrupted(f"stopped by the operator before {what}"))
@@ -237,7 +237,7 @@ class LockCheck:
         self.timings: list[float] = []
 
     def check(self, ctx: SafePointContext) -> Verdict:
-        if ctx.point in (SafePoint.BEFORE_LOCK, SafePoint.AFTER_OUTCOME):
+        if ctx.point in (SafePoint.ADMISSION, SafePoint.AFTER_OUTCOME):
             return Verdict.go()
         started = time.monotonic()
         try:

@@ -2,7 +2,7 @@
 record every deployment leaves.
 
 The gates plug into the engine without changing it: each is a check at the lifecycle's safe
-points (:class:`~deployer.engine.Check`; asked at admission, ``before_lock``, and at every
+points (:class:`~deployer.engine.Check`; asked at ``admission``, before the lock, and at every
 safe point after), and what they do at the end listens to the deployment's events
 (:class:`~deployer.engine.Subscriber`). One ``gates:`` section per environment configures
 them (:class:`~deployer.config.GatesConfig`).

@@ -1,7 +1,7 @@
 """The gates, as checks at the lifecycle's safe points (:class:`~deployer.engine.Check`).
 
 Each gate is one check with its own name, so that every verdict — at admission
-(``before_lock``) and at every safe point after it — is its own event, journalled when it is
+(``admission``) and at every safe point after it — is its own event, journalled when it is
 not ``continue``, and kept in the evidence record:
 
 ========================  ==================================================================
@@ -136,7 +136,7 @@ class _Gate:
         gates.on_window_close says."""
         if ctx.point is SafePoint.AFTER_OUTCOME:
             return Verdict.go()
-        if ctx.point is SafePoint.BEFORE_LOCK or not ctx.changed:
+        if ctx.point is SafePoint.ADMISSION or not ctx.changed:
             return self.refuse(reason, hint=hint, opens_at=opens_at)
         policy = self.state.config.on_window_close
         if policy == "finish":
@@ -166,13 +166,13 @@ class FreezeGate(_Gate):
         if ctx.point is SafePoint.AFTER_OUTCOME:
             return Verdict.go()
         # Before the lock, ask the host; after, the lock's confirmation here brought it along.
-        frozen = self.board.show(fresh=ctx.point is SafePoint.BEFORE_LOCK)
+        frozen = self.board.show(fresh=ctx.point is SafePoint.ADMISSION)
         if frozen is None:
             return Verdict(Decision.CONTINUE, reason="not frozen")
         reason = f"environment {self.env!r} is {frozen.describe()}"
         hint = (f"when the line may move again: `deployer unfreeze --env {self.env} --reason "
                 "'...'`")
-        if ctx.point is SafePoint.BEFORE_LOCK or not ctx.changed:
+        if ctx.point is SafePoint.ADMISSION or not ctx.changed:
             return self.refuse(reason, hint=hint)
         return self.pause(ctx, reason, hint=f"{hint}, then `deployer resume --env {self.env}`")
 
@@ -193,7 +193,7 @@ class DecisionRecordGate(_Gate):
         state.decision_record = record.model_dump() if record is not None else None
 
     def check(self, ctx: SafePointContext) -> Verdict:
-        if ctx.point is not SafePoint.BEFORE_LOCK:
+        if ctx.point is not SafePoint.ADMISSION:
             return Verdict.go()
         if not self.gaps:
             text = "zero downtime: no decision record needed"
@@ -225,7 +225,7 @@ class RequesterGate(_Gate):
         self.clock = clock
 
     def check(self, ctx: SafePointContext) -> Verdict:
-        if ctx.point is not SafePoint.BEFORE_LOCK:
+        if ctx.point is not SafePoint.ADMISSION:
             return Verdict.go()
         request = self.state.request
         if request.requester is None or request.requester_secret is None:
@@ -260,7 +260,7 @@ class _ApprovalsGate(_Gate):
             sha256=release.sha256 if release else "", environment=self.env,
             change=request.change, now=ctx.now, high_risk=high_risk, break_glass=break_glass,
         )
-        if ctx.point is SafePoint.BEFORE_LOCK:
+        if ctx.point is SafePoint.ADMISSION:
             self.state.note_approvals(self.kind, found)
         return found, rejected
 
@@ -285,7 +285,7 @@ class BreakGlassGate(_ApprovalsGate):
     def check(self, ctx: SafePointContext) -> Verdict:
         request = self.state.request
         if ctx.point is SafePoint.AFTER_OUTCOME or not request.break_glass:
-            return Verdict.go() if ctx.point is not SafePoint.BEFORE_LOCK else Verdict(
+            return Verdict.go() if ctx.point is not SafePoint.ADMISSION else Verdict(
                 Decision.CONTINUE, reason="not a break-glass deployment")
         role = self.state.config.break_glass_role
         if not request.reason.strip():
@@ -379,14 +379,14 @@ class WindowGate(_Gate):
             return Verdict(Decision.CONTINUE, reason="no release windows")
         exempt = self.exempt(ctx)
         if exempt:
-            if ctx.point is SafePoint.BEFORE_LOCK:
+            if ctx.point is SafePoint.ADMISSION:
                 self.state.window = f"outside windows: {exempt}" if cal.window_at(ctx.now) is None \
                     else f"in a window; {exempt}"
             return Verdict(Decision.CONTINUE, reason=exempt)
         occurrence = cal.window_at(ctx.now)
         if occurrence is not None:
             text = f"in the window {occurrence.describe()}"
-            if ctx.point is SafePoint.BEFORE_LOCK:
+            if ctx.point is SafePoint.ADMISSION:
                 self.state.window = text
             return Verdict(Decision.CONTINUE, reason=text)
         opens = cal.next_opening(ctx.now)
@@ -450,7 +450,7 @@ class ChangeGate(_Gate):
         try:
             record = self.provider.read(number)
         except GateRefused as exc:
-            if ctx.point is SafePoint.BEFORE_LOCK or not ctx.changed:
+            if ctx.point is SafePoint.ADMISSION or not ctx.changed:
                 return self.refuse(f"cannot read change {number}: {exc.message}", hint=exc.hint or "")
             return self.pause(ctx, f"cannot read change {number}: {exc.message}")
         if record is None:

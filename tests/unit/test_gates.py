@@ -73,7 +73,7 @@ def test_in_a_window_the_deployment_goes_through_and_records_the_window(world: d
     assert g.gates.state.window.startswith("in the window every day 09:00-16:00 UTC, open from "
                                            "tue 2026-12-08 09:00 UTC to tue 2026-12-08 16:00 UTC")
     points = {p for p, _, _ in verdicts(g, "window")}
-    assert points == {"before_lock", "before_start", "before_batch"}
+    assert points == {"admission", "before_start", "before_batch"}
 
 
 def test_a_window_closing_mid_rollout_pauses_it_and_resume_continues_in_the_next(
@@ -344,7 +344,7 @@ def test_high_risk_with_both_approvals_goes_through_and_halts_on_failure_rolling
                                                          "deploy_batch.yml"]
     assert "High Risk, halted with nothing rolled back: on 1.1.0: node1" in outcome.summary
     assert "not changed, on 1.0.0: node3" in outcome.summary
-    reason = next(r for p, d, r in verdicts(g, "high_risk") if p == "before_lock")
+    reason = next(r for p, d, r in verdicts(g, "high_risk") if p == "admission")
     assert reason.startswith("High Risk (rewrites the orders table): approved by sam "
                              "(service_management), eve (engineering_management)")
     assert g.d.recorder.of(DeploymentStarted)[0].high_risk == "rewrites the orders table"

@@ -227,7 +227,7 @@ def test_every_deployment_leaves_a_signed_evidence_record_that_verifies(world: d
     assert record["requested_by"]["actor"] and record["requested_by"]["requester"]["signature"]
     assert [a["approver"] for a in record["approvals"]] == ["sam"]
     assert record["window"].startswith("in the window every day 09:00-16:00 UTC")
-    assert {(g_["gate"], g_["decision"]) for g_ in record["gates"] if g_["point"] == "before_lock"} >= {
+    assert {(g_["gate"], g_["decision"]) for g_ in record["gates"] if g_["point"] == "admission"} >= {
         ("window", "continue"), ("approval", "continue"), ("freeze", "continue")}
     assert [(s["node"], s["passed"]) for s in record["checks"]["smoke"]] == [(n, True) for n in NODES]
     assert {n: v["phase"] for n, v in record["nodes"].items()} == dict.fromkeys(NODES, "done")
