@@ -393,6 +393,8 @@ class WindowGate(_Gate):
         tz = cal.windows[0].tz
         when = (f"the next opens {iso_local(opens, tz)} ({iso_utc(opens)})" if opens is not None
                 else "no window opens in the next year")
+        if ctx.point is SafePoint.ADMISSION:
+            self.state.window = f"outside every release window ({cal.describe_windows()}); {when}"
         return self.closed(ctx, f"outside every release window of {self.env!r} "
                            f"({cal.describe_windows()}); {when}", opens_at=opens,
                            hint="deploy in a window, or for an emergency: --break-glass --reason "

@@ -250,6 +250,8 @@ def test_a_refused_deployment_leaves_evidence_too(world: dict[str, Path]) -> Non
     evidence = json.loads(row.record)
     assert evidence["deployment"]["status"] == "refused" and evidence["deployment"]["exit_code"] == 14
     assert evidence["deployment"]["refused_before_lock"] is True
+    assert evidence["window"].startswith("outside every release window (every day 09:00-16:00 UTC); "
+                                         "the next opens")
     [window] = [x for x in evidence["gates"] if x["gate"] == "window"]
     assert window["decision"] == "stop" and "outside every release window" in window["reason"]
 
