@@ -32,6 +32,8 @@ from deployer.artefacts import build_artefact, open_store, sign_manifest
 from deployer.lab import Lab, LabSpec
 from deployer.lab._procs import port_is_free
 
+from . import _phases
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 BASELINE_PLAYBOOK = ROOT / "bench" / "baseline" / "rolling.yml"
@@ -300,6 +302,8 @@ class DeployRun:
     # CPU time of the tool's whole process tree (the deployer, ansible-playbook, its forks and
     # SSH clients), counted as each child is reaped.
     controller_cpu_seconds: float = 0.0
+    # Seconds per phase (see _phases): a list per phase (one value per batch or node).
+    phases: dict[str, list[float]] = field(default_factory=dict)
 
 
 def _children_cpu_seconds() -> float:
@@ -332,15 +336,18 @@ def _stop_child(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def run_deployer(lab: BenchLab, config: Path, version: str) -> DeployRun:
-    """``deployer deploy`` as an operator runs it; also the driver process's peak memory."""
+def run_deployer(lab: BenchLab, config: Path, version: str, *, root: Path = ROOT) -> DeployRun:
+    """``deployer deploy`` as an operator runs it (its events written with ``--events``, for the
+    phases); also the driver process's peak memory. ``root``: the checkout whose deployer runs
+    (its code and its playbooks), to measure another commit beside this one."""
+    events = Path(tempfile.mkstemp(prefix="bench-events-", suffix=".jsonl", dir=lab.dir)[1])
     argv = [sys.executable, "-m", "deployer", "deploy", "--env", "lab", "--version", version,
-            "--config", str(config), "--json", "--quiet"]
+            "--config", str(config), "--json", "--quiet", "--events", str(events)]
     with Sampler(lab.socket) as sampler, tempfile.TemporaryFile() as out:
         started_at = time.time()
         t0 = time.monotonic()
         cpu0 = _children_cpu_seconds()
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT))
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=str(root))
         peak = 0.0
         try:
             while proc.poll() is None:
@@ -357,11 +364,18 @@ def run_deployer(lab: BenchLab, config: Path, version: str) -> DeployRun:
     with contextlib.suppress(ValueError):
         # The JSON outcome on stdout; an error line on stderr may follow it.
         outcome = json.JSONDecoder().raw_decode(text[start:])[0] if start >= 0 else {}
+    state_dir = config.parent / str(yaml.safe_load(config.read_text()).get("state_dir", "state"))
+    restarts: dict[str, float] = {}
+    for run_files in runner_runs(state_dir, started_at - 1):
+        restarts.update(_phases.restart_seconds(run_files.events))
+    phases = _phases.deployer_phases(_phases.read_events(events), started=started_at,
+                                     ended=started_at + seconds, restarts=restarts)
+    events.unlink(missing_ok=True)
     return DeployRun(
         tool="deployer", version=version, seconds=seconds, rc=proc.returncode,
         out_of_lb={n: sampler.out_seconds(n) for n in lab.nodes}, peak_rss_mb=peak,
         outcome=outcome, output=text, started_at=started_at, lb_intervals=dict(sampler.intervals),
-        controller_cpu_seconds=controller_cpu,
+        controller_cpu_seconds=controller_cpu, phases=phases,
     )
 
 
@@ -370,11 +384,57 @@ def baseline_env() -> dict[str, str]:
     env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}"
     env["ANSIBLE_CONFIG"] = str(BASELINE_CONFIG)
     env["ANSIBLE_NOCOLOR"] = "1"
+    # The task timeline, for the phases (written only where $BENCH_TIMELINE names a file).
+    env["ANSIBLE_CALLBACK_PLUGINS"] = str(BASELINE_PLAYBOOK.parent / "callback_plugins")
+    env["ANSIBLE_CALLBACKS_ENABLED"] = "bench_timeline"
     return env
 
 
-def run_baseline(lab: BenchLab, version: str) -> DeployRun:
-    """The plain ``ansible-playbook`` rolling playbook on the same nodes."""
+# Mitogen for Ansible, in a virtualenv of the benchmarks' own (never the project's). mitogen
+# 0.3.54 supports ansible-core 2.10 to 2.19 (its loader refuses older ones; 0.3.54 is the first
+# release that runs 2.19's templating): pinned with the ansible-core the project's venv runs.
+MITOGEN = "mitogen==0.3.54"
+MITOGEN_ANSIBLE = "ansible-core==2.19.14"
+MITOGEN_VENV = ROOT / ".bench-venvs" / "mitogen-0.3.54"
+
+
+@dataclass(frozen=True)
+class Mitogen:
+    """The plain playbook's tools from the Mitogen virtualenv, with the ``mitogen_linear``
+    strategy."""
+
+    bin: Path
+    strategy_plugins: Path
+
+    def env(self) -> dict[str, str]:
+        env = baseline_env()
+        env["PATH"] = f"{self.bin}:{env['PATH']}"
+        env["ANSIBLE_STRATEGY_PLUGINS"] = str(self.strategy_plugins)
+        env["ANSIBLE_STRATEGY"] = "mitogen_linear"
+        return env
+
+
+def mitogen() -> Mitogen:
+    """The Mitogen virtualenv, created (with pip, from the package index) when missing."""
+    python = MITOGEN_VENV / "bin" / "python"
+    stamp = MITOGEN_VENV / ".installed"
+    wanted = f"{MITOGEN} {MITOGEN_ANSIBLE}\n"
+    if not stamp.exists() or stamp.read_text() != wanted:
+        say(f"  creating {MITOGEN_VENV} ({MITOGEN}, {MITOGEN_ANSIBLE})")
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(MITOGEN_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        MITOGEN, MITOGEN_ANSIBLE], check=True)
+        stamp.write_text(wanted)
+    found = subprocess.run(
+        [str(python), "-c", "import ansible_mitogen, os; print(os.path.dirname(ansible_mitogen.__file__))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    return Mitogen(bin=MITOGEN_VENV / "bin", strategy_plugins=Path(found) / "plugins" / "strategy")
+
+
+def run_baseline(lab: BenchLab, version: str, *, under: Mitogen | None = None) -> DeployRun:
+    """The plain ``ansible-playbook`` rolling playbook on the same nodes (``under`` Mitogen's
+    ``mitogen_linear`` strategy, from its own virtualenv, when given)."""
     m = lab.manifest(version)
     extra = {
         "version": version,
@@ -382,16 +442,25 @@ def run_baseline(lab: BenchLab, version: str) -> DeployRun:
         "release_sha256": m["sha256"],
         "haproxy_socket": str(lab.socket),
     }
-    argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(lab.lab.inventory_path),
-            str(BASELINE_PLAYBOOK), "-e", json.dumps(extra)]
+    env = under.env() if under is not None else baseline_env()
+    playbook = (under.bin if under is not None else VENV_BIN) / "ansible-playbook"
+    argv = [str(playbook), "-i", str(lab.lab.inventory_path), str(BASELINE_PLAYBOOK), "-e", json.dumps(extra)]
+    timeline = Path(tempfile.mkstemp(prefix="bench-timeline-", suffix=".jsonl", dir=lab.dir)[1])
+    env["BENCH_TIMELINE"] = str(timeline)
     with Sampler(lab.socket) as sampler:
+        started_at = time.time()
         t0 = time.monotonic()
-        proc = subprocess.run(argv, capture_output=True, text=True, env=baseline_env(), check=False)
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
         seconds = time.monotonic() - t0
+    phases = _phases.plain_phases(_phases.read_timeline(timeline), started=started_at,
+                                  ended=started_at + seconds)
+    timeline.unlink(missing_ok=True)
     return DeployRun(
-        tool="plain ansible-playbook", version=version, seconds=seconds, rc=proc.returncode,
+        tool="mitogen_linear" if under is not None else "plain ansible-playbook", version=version,
+        seconds=seconds, rc=proc.returncode,
         out_of_lb={n: sampler.out_seconds(n) for n in lab.nodes},
-        output=proc.stdout[-3000:] + proc.stderr[-2000:],
+        output=proc.stdout[-3000:] + proc.stderr[-2000:], started_at=started_at,
+        lb_intervals=dict(sampler.intervals), phases=phases,
     )
 
 

@@ -22,10 +22,14 @@ branch to an exit code and prints its message without a traceback::
     ├── LabError                       exit 8  the local lab could not be built or inspected
     ├── AnalysisError                  exit 12 a metric source of the soak analysis cannot be queried
     │                                          (unreachable, bad query)
-    ├── GateRefused                    exit 14 refused by a gate; nothing changed
+    ├── GateRefused                    exit 14 refused by a gate (a release window, a freeze, an
+    │                                          approval, no valid promotion record from the
+    │                                          environment before this one); nothing was changed
     ├── DeploymentPaused               exit 15 a gate (a window closing, a freeze) paused a running
     │                                          deployment at a safe point: every node in service,
     │                                          `deployer resume` continues it
+    ├── PointerError                   exit 1  an environment's desired-version pointer (or the
+    │                                          status beside it) cannot be read or written
     ├── DeploymentFailed               exit 10 the rollout failed after changing nodes; they were
     │   │                                      reverted or rolled back (or left, on_failure: halt)
     │   ├── DeploymentRefused          exit 9  refused before any node left the load balancer
@@ -57,6 +61,7 @@ __all__ = [
     "LockError",
     "LockHeldError",
     "LockLostError",
+    "PointerError",
     "PrerequisiteError",
     "UsageError",
     "VerificationError",
@@ -167,15 +172,17 @@ class AnalysisError(DeployerError):
 
 
 class GateRefused(DeployerError):
-    """Refused by a gate; nothing changed."""
+    """A gate refused the deployment after its release was verified, before the lock was
+    taken (a release window, a freeze, an approval, the promotion gate), or before anything
+    changed at a later safe point: nothing was changed, and the refusal is on the record."""
 
     exit_code = 14
 
     def __init__(self, message: str, *, hint: str | None = None, gate: str = "",
                  opens_at: float | None = None) -> None:
         super().__init__(message, hint=hint)
-        # Which gate refused (window, freeze, approval, ...), and when it may let the deployment
-        # through (the next window opening), for a caller that waits (the agent).
+        # Which gate refused (window, freeze, approval, promotion, ...), and when it may let the
+        # deployment through (the next window opening), for a caller that waits (the agent).
         self.gate = gate
         self.opens_at = opens_at
 
@@ -190,6 +197,13 @@ class DeploymentPaused(DeployerError):
         super().__init__(message, hint=hint)
         self.gate = gate
         self.opens_at = opens_at
+
+
+class PointerError(DeployerError):
+    """The desired-version pointer, or the status published beside it, cannot be read or
+    written (its file, URL or parameter named)."""
+
+    exit_code = 1
 
 
 class DeploymentFailed(DeployerError):

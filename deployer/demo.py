@@ -5,7 +5,9 @@ rolls to 1.1.0 under load through HAProxy (counting failed requests), tries the 
 1.2.0-badhealth (reverted automatically) and 1.3.0-errors (healthy at first, caught by the soak
 after the canary batch), then shows status and history; then a blue-green lab: a release
 switched live in one operation, a bad one switched back during its soak, and a rollback that is
-one switch. Every step is a real `deployer` command, printed before it runs.
+one switch; then a path to live of two environments: preprod's runner deploys what its pointer
+names, prod's refuses what preprod has not passed and deploys what it has. Every step is a real
+`deployer` command, printed before it runs.
 """
 
 from __future__ import annotations
@@ -21,14 +23,19 @@ from .lab import default_lab_dir
 from .lab._load import LoadGenerator, LoadReport
 
 console = Console(highlight=False)
-# The blue-green lab sits beside the rolling one, on addresses and ports of its own.
+# The blue-green lab sits beside the rolling one, on addresses and ports of its own; so does the
+# path to live (one fleet per environment).
 _BLUE_GREEN_DIR = default_lab_dir().parent / "lab-blue-green"
+_PATH_DIR = default_lab_dir().parent / "lab-path"
 
 
-def _deployer(*args: str, check: bool = True) -> int:
+def _deployer(*args: str, check: bool = True, quiet_stdout: bool = False) -> int:
+    """Run a deployer command, shown before it runs (``quiet_stdout``: without its JSON lines,
+    which the runner writes for machines)."""
     cmd = [sys.executable, "-m", "deployer", *args]
     console.print(f"\n[bold cyan]$ deployer {shlex.join(args)}[/]")
-    rc = subprocess.run(cmd, check=False).returncode
+    rc = subprocess.run(cmd, check=False,
+                        stdout=subprocess.DEVNULL if quiet_stdout else None).returncode
     if check and rc != 0:
         console.print(f"[bold red]demo stopped: 'deployer {shlex.join(args)}' exited {rc}[/]")
         sys.exit(rc)
@@ -88,10 +95,14 @@ def main() -> None:
     _deployer("history", "--env", "lab")
 
     _blue_green()
+    _path_to_live()
     console.print(
-        f"\nBoth labs stay up. Rolling: `export DEPLOYER_CONFIG={lab_config}`; blue-green: "
-        f"`--config {_BLUE_GREEN_DIR / 'deployer.yml'}`. Try `deployer plan --env lab --version "
-        "1.0.0`, `deployer rollback --env lab`, or `deployer lab down [--dir DIR]` when done.",
+        f"\nThe labs stay up. Rolling: `export DEPLOYER_CONFIG={lab_config}`; blue-green: "
+        f"`--config {_BLUE_GREEN_DIR / 'deployer.yml'}`; the path to live: `--config "
+        f"{_PATH_DIR / 'envs' / 'ENV' / 'deployer.yml'}`. Try `deployer plan --env lab --version "
+        "1.0.0`, `deployer rollback --env lab`, `deployer pointer set --env lab --version 1.1.0 "
+        "--reason try` then `deployer agent --env lab --once`, or `deployer lab down [--dir DIR]` "
+        "when done.",
         soft_wrap=True,
     )
 
@@ -135,6 +146,46 @@ def _blue_green() -> None:
     console.print(f"[bold {colour}]load during the rollback:[/] {report.line()}")
     _deployer("status", "--env", "lab", "--config", config)
     _deployer("history", "--env", "lab", "--config", config)
+
+
+def _path_to_live() -> None:
+    """Two environments, each pulling its own release: preprod's runner deploys what its
+    pointer names and records it as passed; prod's refuses what preprod has not passed."""
+    console.rule("9. the path to live: preprod and prod, each with its own fleet, runner and pointer")
+    # One fleet of one node per environment (127.0.3 and 127.0.4); the releases lab up signed
+    # and published are in the store both pull from.
+    _deployer("lab", "up", "--dir", str(_PATH_DIR), "--envs", "preprod,prod", "--nodes", "1",
+              "--seed", "1.0.0", "--soak", "0", "--net", "127.0.3")
+    _deployer("artefact", "list", "--store", _lab_value("store_url", str(_PATH_DIR)))
+
+    def config(env: str) -> str:
+        return str(_PATH_DIR / "envs" / env / "deployer.yml")
+
+    console.rule("10. preprod's runner deploys what its pointer names, and records it as passed")
+    _deployer("pointer", "set", "--env", "preprod", "--version", "1.1.0", "--reason",
+              "release train 49", "--config", config("preprod"))
+    _deployer("agent", "--env", "preprod", "--once", "--config", config("preprod"),
+              quiet_stdout=True)
+    _deployer("pointer", "get", "--env", "preprod", "--config", config("preprod"))
+
+    console.rule("11. prod refuses a release preprod has not passed (exit 14, nothing changed)")
+    _deployer("pointer", "set", "--env", "prod", "--version", "1.3.0-errors", "--reason",
+              "skip the queue", "--config", config("prod"))
+    rc = _deployer("agent", "--env", "prod", "--once", "--config", config("prod"),
+                   check=False, quiet_stdout=True)
+    console.print(f"agent exited {rc} (14: refused by the promotion gate, as intended)")
+    if rc != 14:
+        sys.exit(1)
+    _deployer("pointer", "get", "--env", "prod", "--config", config("prod"))
+
+    console.rule("12. ... and deploys one preprod passed")
+    _deployer("pointer", "set", "--env", "prod", "--version", "1.1.0", "--reason",
+              "preprod passed it", "--config", config("prod"))
+    _deployer("agent", "--env", "prod", "--once", "--config", config("prod"),
+              quiet_stdout=True)
+    _deployer("pointer", "get", "--env", "prod", "--config", config("prod"))
+    _deployer("promotion", "show", "--store", f"file://{_PATH_DIR / 'promotions'}", "--app",
+              "hello", "--version", "1.1.0")
 
 
 def _lab_value(key: str, lab_dir: str | None = None) -> str:

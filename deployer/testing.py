@@ -12,6 +12,7 @@ any (the lock's fake decides with the lock program's own function):
   memory, with a clock moved by hand;
 - :class:`FakeChangeProvider` — change records of a change-management system, in memory, every
   update recorded (the real client is tested against an HTTP server on loopback);
+- :class:`FakePointer` — an environment's desired-version pointer and the status beside it;
 - :class:`FakeSource` — a metric source of the soak analysis, with scripted measurements;
 - :class:`FakeClock` — the analysis clock, which moves only when something waits.
 
@@ -20,17 +21,21 @@ The real things are tested on the lab (tests/e2e).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from . import _errors
+from ._resources import content_dir
 from .adapters import _lock_program
 from .adapters.loadbalancer import ADMIN_STATES, ServerState
 from .adapters.runner import CancelCheck, EventSink, RunnerEvent, RunRequest, RunResult, hosts_with
+from .agent._pointer import Desired, PointerValue
 from .analysis._model import Measurement
 from .gates.changes import ChangeRecord
 
@@ -39,6 +44,7 @@ __all__ = [
     "FakeClock",
     "FakeLoadBalancer",
     "FakeLockHost",
+    "FakePointer",
     "FakeSource",
     "ReplayRunner",
     "bad_batch",
@@ -62,6 +68,15 @@ class ReplayRunner:
     With ``lb``, the load-balancer role's drains and enables are applied to that fake load
     balancer as the events replay (as the real role does on HAProxy), so a run cut short leaves
     it as a real one would be.
+
+    A run of ``rollout.yml`` (every batch of a rollout in one run) plays the gate's part as the
+    play does: at each batch of the plan it connects to the controller's gate named in the
+    request's variables, with the gate's own client (``ask`` of the ``deployer_batch_gate``
+    action plugin), and waits for the answer; each batch the gate lets go replays the next
+    script (a ``deploy_batch.yml`` one: the same tasks) on the hosts it was given
+    (:meth:`play_batch`, which tests override to act in the middle of a batch). The hosts of
+    every batch let go are kept in ``self.batches``. As Ansible does, the play ends after a batch
+    in which a host failed, or every host was unreachable.
     """
 
     def __init__(
@@ -71,6 +86,13 @@ class ReplayRunner:
         self.scripts = list(scripts)
         self.requests: list[RunRequest] = []
         self.lb = lb
+        # Set by kill(): the deploying process died; nothing more happens on the nodes.
+        self.killed = threading.Event()
+        # Dies (kill()) right after replaying the first event this says yes to.
+        self.die_after: Callable[[RunnerEvent], bool] | None = None
+        self.batches: list[list[str]] = []
+        # What each gate was answered: ("go", hosts) or ("stop", reason).
+        self.gate_answers: list[tuple[str, Any]] = []
 
     @classmethod
     def from_file(cls, path: Path) -> ReplayRunner:
@@ -82,29 +104,51 @@ class ReplayRunner:
 
     def run(self, request: RunRequest, on_event: EventSink, cancelled: CancelCheck) -> RunResult:
         self.requests.append(request)
+        if request.playbook == "rollout.yml":
+            return self._rollout(request, on_event, cancelled)
+        return self._replay(self._next(request.playbook, list(request.hosts)), request.hosts,
+                            on_event, cancelled,
+                            backend=str(request.extravars.get("deployer_lb_backend", "")))
+
+    def _next(self, playbook: str | tuple[str, ...], hosts: Sequence[str]) -> RunScript:
+        expected = (playbook,) if isinstance(playbook, str) else playbook
         if not self.scripts:
-            raise AssertionError(f"unexpected run of {request.playbook} on {list(request.hosts)}")
-        playbook, events, status = self.scripts.pop(0)
-        if playbook != request.playbook:
-            raise AssertionError(f"expected a run of {playbook}, got {request.playbook}")
-        hosts = set(request.hosts)
+            raise AssertionError(f"unexpected run of {expected[0]} on {list(hosts)}")
+        script = self.scripts.pop(0)
+        if script[0] not in expected:
+            raise AssertionError(f"expected a run of {script[0]}, got {expected[0]} on {list(hosts)}")
+        return (script[0], list(script[1]), script[2])
+
+    def _replay(self, script: RunScript, hosts: Sequence[str], on_event: EventSink,
+                cancelled: CancelCheck, *, within: bool = False, backend: str = "") -> RunResult:
+        _, events, status = script
+        wanted = set(hosts)
         failed: set[str] = set()
         dark: set[str] = set()
         for ev in events:
+            if self.killed.is_set():
+                return RunResult(status="failed", rc=-9, error="killed")
             if cancelled():
                 return RunResult(status="canceled", rc=-1)
-            if ev.host is not None and hosts and ev.host not in hosts:
+            if ev.host is not None and wanted and ev.host not in wanted:
                 continue
             state = {"drain": "maint", "enable": "ready"}.get(ev.task_file or "")
             if self.lb is not None and ev.host and ev.role == "deployer_lb_haproxy" and state \
-                    and ev.kind == "task_start":
-                self.lb.set_state(str(request.extravars["deployer_lb_backend"]), ev.host, state)
-            on_event(ev)
+                    and ev.kind == "task_start" and backend:
+                self.lb.set_state(backend, ev.host, state)
+            if self.die_after is not None and self.die_after(ev):
+                on_event(ev)
+                self.kill()
+                return RunResult(status="failed", rc=-9, error="killed")
             if ev.kind == "stats":
-                stats = {k: {h: n for h, n in v.items() if not hosts or h in hosts}
+                if within:  # a batch of a longer run: its stats come at the run's end
+                    continue
+                on_event(ev)
+                stats = {k: {h: n for h, n in v.items() if not wanted or h in wanted}
                          for k, v in ev.facts.items()}
                 failed, dark = (set(hosts_with(stats, k)) for k in ("failures", "dark"))
                 break
+            on_event(ev)
             if ev.host is None:
                 continue
             if ev.kind == "failed" and not ev.ignore_errors:
@@ -115,6 +159,74 @@ class ReplayRunner:
             status=status, rc=0 if status == "successful" else 2,
             failed_hosts=frozenset(failed), unreachable_hosts=frozenset(dark),
         )
+
+    def kill(self) -> None:
+        """The deploying process and its playbook runs die now (SIGKILL): the runs stop where
+        they are, nothing more reaches the nodes or the load balancer."""
+        self.killed.set()
+
+    def play_batch(self, request: RunRequest, hosts: Sequence[str], on_event: EventSink,
+                   cancelled: CancelCheck) -> RunResult:
+        """One batch of a ``rollout.yml`` run, let go on ``hosts``: the next script's events."""
+        return self._replay(self._next(("deploy_batch.yml", "rollout.yml"), hosts), hosts,
+                            on_event, cancelled, within=True,
+                            backend=str(request.extravars.get("deployer_lb_backend", "")))
+
+    def _rollout(self, request: RunRequest, on_event: EventSink, cancelled: CancelCheck) -> RunResult:
+        ask, closed = _gate_client()
+        order = [str(h) for h in request.extravars["deployer_rollout_hosts"]]
+        sizes = [int(n) for n in request.extravars["deployer_batch_sizes"]]
+        gate = str(request.extravars["deployer_gate_socket"])
+        failed: set[str] = set()
+        dark: set[str] = set()
+        for size in sizes:
+            batch, order = order[:size], order[size:]
+            on_event(RunnerEvent(kind="gate", task="Wait for the controller's go"))
+            try:
+                answer = ask(gate, {"batch": batch, "failed": sorted(failed | dark)})
+            except closed as exc:
+                # The gate task fails (run_once: on every host of the batch); the play ends.
+                on_event(ev("failed", batch[0], message=f"no go from the controller: {exc}"))
+                failed |= set(batch)
+                break
+            if answer["decision"] != "go":
+                self.gate_answers.append(("stop", answer.get("reason", "")))
+                break
+            hosts = [str(h) for h in answer["hosts"]]
+            self.gate_answers.append(("go", hosts))
+            if not hosts:
+                continue
+            self.batches.append(hosts)
+            result = self.play_batch(request, hosts, on_event, cancelled)
+            if result.status == "canceled":
+                return result
+            failed |= result.failed_hosts
+            dark |= result.unreachable_hosts
+            if result.failed_hosts or set(hosts) <= result.unreachable_hosts:
+                break  # max_fail_percentage: 0, or the whole batch unreachable
+        everyone = [str(h) for h in request.extravars["deployer_rollout_hosts"]]
+        on_event(stats([h for h in everyone if h not in failed | dark], failed=sorted(failed),
+                       dark=sorted(dark)))
+        ok = not failed and not dark
+        return RunResult(status="successful" if ok else "failed", rc=0 if ok else 2,
+                         failed_hosts=frozenset(failed - dark), unreachable_hosts=frozenset(dark))
+
+
+def _gate_client() -> tuple[Callable[[str, Mapping[str, Any]], dict[str, Any]], type[Exception]]:
+    """The gate's own client, from the action plugin the play runs."""
+    global _GATE_MODULE
+    if _GATE_MODULE is None:
+        path = content_dir() / "playbooks" / "action_plugins" / "deployer_batch_gate.py"
+        spec = importlib.util.spec_from_file_location("_deployer_batch_gate", path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {path}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _GATE_MODULE = module
+    return _GATE_MODULE.ask, _GATE_MODULE.GateClosed
+
+
+_GATE_MODULE: ModuleType | None = None
 
 
 class FakeLoadBalancer:
@@ -269,6 +381,54 @@ class FakeChangeProvider:
     def update(self, sys_id: str, fields: Mapping[str, str]) -> None:
         self._reach()
         self.updates.append((sys_id, dict(fields)))
+
+
+class FakePointer:
+    """The pointer seam in memory: each write gives a new revision (as SSM's parameter
+    versions do); every write is kept (``writes``, ``status_writes``); ``unreadable`` makes
+    every read fail as an unreachable pointer would."""
+
+    def __init__(self, text: str | None = None) -> None:
+        self.text = text
+        self.revision = 1 if text is not None else 0
+        self.status: str | None = None
+        self.writes: list[str] = []
+        self.status_writes: list[str] = []
+        self.unreadable = ""
+
+    @property
+    def where(self) -> str:
+        return "fake:pointer"
+
+    @property
+    def status_where(self) -> str:
+        return "fake:status"
+
+    def _check(self) -> None:
+        if self.unreadable:
+            raise _errors.PointerError(f"pointer {self.where}: cannot read it: {self.unreadable}")
+
+    def read(self) -> PointerValue | None:
+        self._check()
+        return None if self.text is None else PointerValue(self.text, str(self.revision))
+
+    def write(self, text: str) -> str:
+        self.text = text
+        self.revision += 1
+        self.writes.append(text)
+        return str(self.revision)
+
+    def read_status(self) -> str | None:
+        self._check()
+        return self.status
+
+    def write_status(self, text: str) -> None:
+        self.status = text
+        self.status_writes.append(text)
+
+    def set(self, version: str, *, reason: str = "", requester: str = "test") -> str:
+        """Write ``version`` as ``deployer pointer set`` does; its revision."""
+        return self.write(Desired(version=version, reason=reason, requester=requester).to_text())
 
 
 class FakeSource:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .._resources import content_dir
+from .batch_gate import GATE_ACTIONS
 from .redaction import Redactor, env_secrets, extravar_secrets
 from .run_dirs import RunDirectory, remove_in_background, rotate, scrub
 from .ssh_masters import SSH_PERSIST_ARGS, SshMasters, ssh_reason
@@ -47,7 +48,9 @@ _TASK_FILE = re.compile(r"roles/(?P<role>[^/]+)/tasks/(?P<file>[^/:]+)\.ya?ml")
 class RunnerEvent:
     """One event of a playbook run, reduced to what the engine needs."""
 
-    kind: str  # "task_start" | "ok" | "failed" | "skipped" | "unreachable" | "stats"
+    # "task_start" | "ok" | "failed" | "skipped" | "unreachable" | "stats"; and "gate": the play
+    # has reached a batch gate (rollout.yml), every event of the batch before it sent.
+    kind: str
     host: str | None = None
     task: str = ""
     role: str | None = None
@@ -151,6 +154,9 @@ def translate(raw: Mapping[str, Any]) -> RunnerEvent | None:
         "playbook_on_stats": "stats",
     }
     kind = kinds.get(name)
+    if name == "playbook_on_task_start" and data.get("task_action") in GATE_ACTIONS:
+        # Announced by the play before its gate task asks the controller.
+        return RunnerEvent(kind="gate", task=str(data.get("task") or ""))
     if kind is None:
         return None
     if kind == "stats":

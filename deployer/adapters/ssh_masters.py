@@ -1,4 +1,5 @@
-"""SSH connection sharing for playbook runs: where the control sockets live, and closing them.
+"""SSH connection sharing for playbook runs (and the controller's own calls to the load
+balancer's and the lock's host): where the control sockets live, and closing them.
 
 Ansible keeps one SSH master connection per node (``ControlMaster``/``ControlPersist``) so that
 the batches of a deployment do not pay for a new handshake per task. Those masters belong to one
@@ -123,6 +124,13 @@ class SshMasters:
     def opened(self) -> bool:
         return self._dir is not None
 
+    def control_path(self, key: str) -> str:
+        """The control socket for the controller's own connection named by ``key`` (e.g. to
+        the load balancer's host), in this run's directory: ``c`` and 9 hex digits, as short as
+        Ansible's names, so that it fits a unix socket's path."""
+        digest = hashlib.sha256(key.encode()).hexdigest()[:9]
+        return str(self.directory / f"c{digest}")
+
     def sockets(self) -> list[Path]:
         if self._dir is None or not self._dir.is_dir():
             return []
@@ -132,14 +140,22 @@ class SshMasters:
         """Ask every master of this run to exit, then remove the run's directory."""
         if self._dir is None:
             return
+        # Every master asked at once (each answer is a round trip through its socket); one that
+        # does not answer dies with its ControlPersist timeout, or below.
+        asked: list[subprocess.Popen[bytes]] = []
         for sock in self.sockets():
-            # A master that does not answer dies with its ControlPersist timeout.
-            with contextlib.suppress(OSError, subprocess.SubprocessError):
-                subprocess.run(
+            with contextlib.suppress(OSError):
+                asked.append(subprocess.Popen(
                     ["ssh", "-O", "exit", "-o", f"ControlPath={sock}", "deployer-master"],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL, timeout=10, check=False,
-                )
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                ))
+        deadline = time.monotonic() + 10
+        for proc in asked:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         run_dir, self._dir = self._dir, None
         # Removed first: a master still setting up cannot bind its socket there any more (ssh
         # then gives up), so the processes ended below are all there will be.
@@ -179,12 +195,15 @@ def ssh_processes(directory: Path, *, proc: Path = Path("/proc")) -> list[int]:
 def end_ssh_processes(directory: Path, *, wait: float = _END_WAIT) -> list[int]:
     """End (SIGTERM) every ssh process of this user naming ``directory``, until none is seen
     for a moment (a master forks as it detaches: the child is caught by the next look).
-    Returns the PIDs signalled."""
+    Returns the PIDs signalled. When the first look finds none, there is no process left to
+    fork one (nothing starts a new ssh naming the directory once it is removed): done."""
     ended: list[int] = []
     deadline = time.monotonic() + wait
     quiet_looks = 0
     while time.monotonic() < deadline and quiet_looks < 3:
         pids = [p for p in ssh_processes(directory) if p not in ended]
+        if not pids and not ended:
+            break
         quiet_looks = 0 if pids else quiet_looks + 1
         for pid in pids:
             with contextlib.suppress(OSError):

@@ -1,9 +1,12 @@
 """Build what a command needs for one environment from the config: the only place that picks
 concrete adapters (ansible-runner, HAProxy, the SQLite journal, the deployment lock, the
-artefact store) and hands them to the engine's lifecycle and strategy."""
+artefact store, the promotion store, the change API) and hands them to the engine's lifecycle
+and strategy, with the environment's gates (the governance gates of the command's request, then
+the promotion gate) as checks."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import sys
@@ -20,6 +23,7 @@ from ..adapters.lock import EnvironmentLock, ProgramHost, state_dir_lock
 from ..adapters.process import actor
 from ..adapters.runner import AnsibleRunner, RecordingRunner, Runner, close_runner
 from ..adapters.ssh import SshTarget
+from ..adapters.ssh_masters import SshMasters
 from ..artefacts import ArtefactStore
 from ..config import BlueGreenStrategy, Config, EnvironmentConfig
 from ..engine.events import Note, Subscriber
@@ -33,11 +37,13 @@ from ..engine.strategy import Strategy
 from ..gates import GateRequest, Gates, build_gates
 from ..gates.changes import ChangeApi
 from ..gates.evidence import EvidenceSigner
+from ..promotion import PromotionGate
 
 __all__ = [
     "Environment",
     "build_environment",
     "freeze_for",
+    "gates_for",
     "journal_for",
     "load_balancer_for",
     "lock_for",
@@ -53,17 +59,17 @@ def journal_for(config: Config, *, read_only: bool = False) -> Journal:
     return Journal(Path(config.state_dir) / "journal.sqlite", read_only=read_only)
 
 
-def lock_for(config: Config, env_name: str) -> EnvironmentLock:
+def lock_for(config: Config, env_name: str, *, masters: SshMasters | None = None) -> EnvironmentLock:
     """The environment's deployment lock: on the load balancer's host (``lock.host``, default
     the first load balancer; over SSH as the inventory says, or here for a local one), or in
-    the state directory."""
+    the state directory. With ``masters``, the calls over SSH share one connection."""
     env = config.environment(env_name)
     if env.lock_at == "state_dir":
         return state_dir_lock(Path(config.state_dir), env_name, lease=env.lock.lease)
     host = env.lock_host
     target = (
         SshTarget(host=host, address=host, local=True) if host in _CONTROLLER
-        else _target_of(env, host)
+        else _target_of(env, host, masters)
     )
     return EnvironmentLock(
         ProgramHost(env.lock.dir, target=target, name=host), env_name, lease=env.lock.lease
@@ -76,10 +82,11 @@ def freeze_for(config: Config, env_name: str) -> EnvironmentFreeze:
     return EnvironmentFreeze(lock.host, env_name, lock=lock)
 
 
-def load_balancer_for(env: EnvironmentConfig) -> LoadBalancer:
+def load_balancer_for(env: EnvironmentConfig, *, masters: SshMasters | None = None) -> LoadBalancer:
     """The runtime API client for the environment's load balancer(s): the socket (or tcp://
     address) dialled from here, or reached on each load-balancer host over SSH (see
-    ``load_balancer.connect``); several hosts act as one."""
+    ``load_balancer.connect``; with ``masters``, one connection shared by every call); several
+    hosts act as one."""
     lb = env.load_balancer
     members: list[LoadBalancer] = []
     for host in lb.all_hosts:
@@ -89,17 +96,24 @@ def load_balancer_for(env: EnvironmentConfig) -> LoadBalancer:
         if direct:
             members.append(HAProxyRuntime(lb.socket))
         else:
-            members.append(HAProxyOverSSH(host, lb.socket, _target_of(env, host)))
+            members.append(HAProxyOverSSH(host, lb.socket, _target_of(env, host, masters)))
     return members[0] if len(members) == 1 else LoadBalancerGroup(members)
 
 
-def _target_of(env: EnvironmentConfig, host: str) -> Callable[[], SshTarget]:
-    """How to reach ``host`` over SSH, read from the inventory when first needed."""
+def _target_of(
+    env: EnvironmentConfig, host: str, masters: SshMasters | None = None,
+) -> Callable[[], SshTarget]:
+    """How to reach ``host`` over SSH, read from the inventory when first needed; with
+    ``masters``, through a connection shared by every call of the command."""
 
     def resolve() -> SshTarget:
         target = ssh_target(env.inventory, host)
         # A host Ansible runs locally: the same command, without SSH.
-        return target or SshTarget(host=host, address=host, local=True)
+        if target is None:
+            return SshTarget(host=host, address=host, local=True)
+        if masters is None:
+            return target
+        return dataclasses.replace(target, control_path=masters.control_path(target.connection_key()))
 
     return resolve
 
@@ -137,6 +151,14 @@ def release_verifier(env: EnvironmentConfig) -> Callable[[str], Release]:
     return verify
 
 
+def gates_for(env_name: str, env: EnvironmentConfig, journal: Journal) -> list[Check]:
+    """The environment's gates, asked at admission by every deployment (by hand or by its
+    agent) and predicted by ``plan``: the promotion gate, when it has an environment before it."""
+    if env.promotion is None or env.promotion.after is None:
+        return []
+    return [PromotionGate(env_name=env_name, app=env.app.name, config=env.promotion, journal=journal)]
+
+
 @dataclass
 class Environment:
     """Everything one command needs of one environment, wired."""
@@ -153,10 +175,15 @@ class Environment:
     lifecycle: Lifecycle
     # The gates of the command's request (None: a command that does not deploy or plan).
     gates: Gates | None = None
+    # The SSH masters of the command's own calls, when not the runner's.
+    ssh: SshMasters | None = None
 
     def close(self) -> None:
-        """Close what the command opened (the SSH masters of its playbook runs)."""
+        """Close what the command opened (the SSH masters of its playbook runs and of its own
+        calls to the load balancer's and the lock's host)."""
         close_runner(self.runner)
+        if self.ssh is not None:
+            self.ssh.close()
 
     @property
     def nodes(self) -> list[object]:
@@ -180,16 +207,22 @@ def build_environment(
     the lifecycle and, unless ``read_only``, their subscribers (the evidence record, the
     change's outcome) with its events."""
     env = config.environment(env_name)
-    lb = load_balancer_for(env)
     state = Path(config.state_dir)
+    own_masters: SshMasters | None = None
+    masters: SshMasters | None = None
     if runner is None:
         runner = AnsibleRunner(
             artifacts_root=state / "runs", keep_runs=config.runner.keep_runs,
             secret_vars=config.runner.secret_vars,
         )
+        # The command's own SSH calls share the runner's directory of masters (closed with it).
+        masters = getattr(runner, "ssh", None)
         record = os.environ.get("DEPLOYER_RECORD_EVENTS")
         if record:  # keep every run's events, e.g. to make replay fixtures for engine tests
             runner = RecordingRunner(runner, Path(record))
+    if not isinstance(masters, SshMasters):
+        masters = own_masters = SshMasters(state)
+    lb = load_balancer_for(env, masters=masters)
     journal = journal_for(config, read_only=read_only)
     config_file = str(config.source or "config")
     verify = release_verifier(env)
@@ -207,7 +240,7 @@ def build_environment(
         fleets = {"": fleet(None)}
     strategy = make_strategy(env_name=env_name, env=env, fleets=fleets, lb=lb, journal=journal,
                              verify_release=verify, soaks=soaks, config_file=config_file)
-    lock = lock_for(config, env_name)
+    lock = lock_for(config, env_name, masters=masters)
     gate_set: Gates | None = None
     lifecycles: list[Lifecycle] = []
 
@@ -235,14 +268,15 @@ def build_environment(
             store=evidence_store, signer=None if read_only else EvidenceSigner.of(env), say=say,
             deploying=not read_only,
         )
-        checks = [*checks, *gate_set.checks]
         subscribers = [*subscribers, *gate_set.subscribers]
     lifecycle = Lifecycle(
         env_name=env_name, app=env.app.name, strategy=strategy, journal=journal, lock=lock,
-        verify_release=verify, subscribers=subscribers, checks=checks, soaks=soaks,
+        verify_release=verify, subscribers=subscribers,
+        checks=[*(gate_set.checks if gate_set is not None else []),
+                *gates_for(env_name, env, journal), *checks], soaks=soaks,
         command=shlex.join(["deployer", *sys.argv[1:]]), config_file=config_file,
     )
     lifecycles.append(lifecycle)
     return Environment(name=env_name, config=config, env=env, runner=runner, lb=lb, journal=journal,
                        lock=lock, fleets=fleets, strategy=strategy, lifecycle=lifecycle,
-                       gates=gate_set)
+                       gates=gate_set, ssh=own_masters)

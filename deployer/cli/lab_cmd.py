@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from ..lab import Lab, LabSpec, LabStatus, default_lab_dir
+from .._errors import LabError
+from ..lab import Lab, LabSpec, LabStatus, PathLab, PathSpec, PathStatus, default_lab_dir
 from ._common import console, out, print_json
 
 
@@ -58,6 +59,12 @@ def lab() -> None:
 @click.option("--topology", type=click.Choice(["lab", "production"]), default="lab", show_default=True,
               help="production: a deploy user with limited sudo, HAProxy on a host of its own "
               "reached over SSH, nodes pulling the store over HTTP only.")
+@click.option("--envs", default=None, metavar="ENV,ENV,...",
+              help="A path to live: one fleet of --nodes per environment, in this order (each its "
+              "own HAProxy, keys, pointer, state directory and config; one artefact store and one "
+              "promotion store shared). Environment N is on the network after N-1's.")
+@click.option("--ssm", is_flag=True,
+              help="With --envs: SSM pointers, in moto's server on loopback, instead of files.")
 def up(
     nodes: int,
     lab_dir: Path | None,
@@ -74,6 +81,8 @@ def up(
     prometheus_address: str | None,
     soak: float,
     topology: str,
+    envs: str | None,
+    ssm: bool,
 ) -> None:
     """Build the lab (or restart whatever part of it has died).
 
@@ -81,13 +90,23 @@ def up(
     default directory and network) takes the defaults shown, any other lab (its own --dir or
     --net) free ports, so it never holds one the default lab needs. A later `lab up` of the
     same lab keeps them; `lab status` shows them."""
+    lab_dir = lab_dir or default_lab_dir()
+    if envs is not None:
+        _path_up(lab_dir, envs, nodes=nodes, net=net, app=app, seed=seed, legs=legs, soak=soak,
+                 topology=topology, ssm=ssm)
+        return
+    if ssm:
+        raise click.UsageError("--ssm is for a path to live: give --envs too")
+    if PathLab.holds_one(lab_dir):
+        raise LabError(f"{lab_dir} holds a path-to-live lab",
+                       hint="pass --envs as it was built, or `deployer lab down` it first")
     spec = LabSpec(
         nodes=nodes, net=net, ssh_port=ssh_port, frontend=frontend, store=store, app=app, seed=seed,
         legs=legs, preview=preview, metrics=metrics,
         prometheus=with_prometheus or prometheus_address is not None,
         prometheus_address=prometheus_address, soak=soak, topology=topology,
     )
-    the_lab = Lab(lab_dir or default_lab_dir())
+    the_lab = Lab(lab_dir)
     started = time.monotonic()
     with console.status(f"bringing up {nodes} lab node(s) in {the_lab.dir}"):
         state = the_lab.up(spec)
@@ -102,15 +121,45 @@ def up(
         f"use it with: export DEPLOYER_CONFIG={the_lab.config_path}  (or --config on each command)",
         soft_wrap=True,
     )
+    console.print(
+        f"its runner: deployer pointer set --env {spec.env} --version V --reason TEXT, then "
+        f"deployer agent --env {spec.env} --once",
+        soft_wrap=True,
+    )
+
+
+def _path_up(lab_dir: Path, envs: str, *, nodes: int, net: str, app: str, seed: str | None,
+             legs: bool, soak: float, topology: str, ssm: bool) -> None:
+    names = tuple(e.strip() for e in envs.split(",") if e.strip())
+    spec = PathSpec(envs=names, nodes=nodes, net=net, app=app, seed=seed, legs=legs, soak=soak,
+                    topology=topology, ssm=ssm)
+    path = PathLab(lab_dir)
+    started = time.monotonic()
+    with console.status(f"bringing up {len(names)} environment(s) of {nodes} node(s) in {path.dir}"):
+        state = path.up(spec)
+    status = path.status()
+    console.print(f"lab up: {', '.join(names)} in {time.monotonic() - started:.1f} s; store "
+                  f"{status.store_url}, promotion store {status.promotion_store}"
+                  + (f", SSM at {state.ssm_endpoint}" if state.ssm_endpoint else ""), soft_wrap=True)
+    for name, env_status in status.envs.items():
+        console.print(f"{name}: frontend {env_status.frontend_url}; config {env_status.config_path}",
+                      soft_wrap=True)
+    first = names[0]
+    console.print(f"each environment's runner: deployer agent --env ENV --config "
+                  f"{path.config_path('ENV')}; to deploy: deployer pointer set --env {first} "
+                  f"--version 1.0.0 --reason ... --config {path.config_path(first)}", soft_wrap=True)
 
 
 @lab.command()
 @_dir_option
 def down(lab_dir: Path | None) -> None:
-    """Stop every lab process and remove the lab's files."""
-    the_lab = Lab(lab_dir or default_lab_dir())
-    the_lab.down()
-    console.print(f"lab down: {the_lab.dir} removed")
+    """Stop every lab process and remove the lab's files (every environment of a path to live)."""
+    where = lab_dir or default_lab_dir()
+    if PathLab.holds_one(where):
+        PathLab(where).down()
+    else:
+        Lab(where).down()
+    console.print(f"lab down: {Path(where).absolute()} removed")
 
 
 def _yes_no(value: bool) -> str:
@@ -157,9 +206,31 @@ def _render(status: LabStatus) -> None:
 @_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 def status(lab_dir: Path | None, as_json: bool) -> None:
-    """Show the lab's nodes, services and files."""
-    result = Lab(lab_dir or default_lab_dir()).status()
+    """Show the lab's nodes, services and files (each environment's, for a path to live)."""
+    where = lab_dir or default_lab_dir()
+    if PathLab.holds_one(where):
+        path = PathLab(where).status()
+        if as_json:
+            print_json(path.to_dict())
+        else:
+            _render_path(path)
+        return
+    result = Lab(where).status()
     if as_json:
         print_json(result.to_dict())
     else:
         _render(result)
+
+
+def _render_path(status: PathStatus) -> None:
+    if not status.exists:
+        console.print(f"no path-to-live lab in {status.dir}")
+        return
+    for name, env_status in status.envs.items():
+        out.print(f"[bold]environment {name}[/]")
+        _render(env_status)
+    out.print("[bold]shared by the environments[/]")
+    out.print(f"store:           {status.store_url}")
+    out.print(f"promotion store: {status.promotion_store}")
+    if status.ssm_endpoint:
+        out.print(f"SSM (moto):      {'up' if status.ssm_up else 'DOWN'}  {status.ssm_endpoint}")

@@ -27,6 +27,7 @@ def cli() -> None:
 
 def _register() -> None:
     from .admin_cmds import recover, unlock
+    from .agent_cmds import agent, pointer, promotion
     from .artefact_cmd import artefact, keys
     from .deploy_cmds import deploy, resume, rollback
     from .gate_cmds import approval, evidence, freeze, unfreeze
@@ -34,7 +35,7 @@ def _register() -> None:
     from .read_cmds import history, plan, status
 
     for command in (lab, keys, artefact, deploy, rollback, resume, status, history, plan, recover,
-                    unlock, freeze, unfreeze, approval, evidence):
+                    unlock, agent, pointer, promotion, freeze, unfreeze, approval, evidence):
         cli.add_command(command)
 
 
@@ -58,7 +59,8 @@ def _usage_hint(exc: click.UsageError) -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        cli.main(args=argv, prog_name="deployer", standalone_mode=False)
+        # A command's own exit code (click.exceptions.Exit) comes back as the result.
+        result = cli.main(args=argv, prog_name="deployer", standalone_mode=False)
     except DeployerError as exc:
         report_error(exc.message, exc.hint)
         sys.exit(exc.exit_code)
@@ -84,4 +86,4 @@ def main(argv: list[str] | None = None) -> None:
         console.print("deployer: [bold red]internal error[/] (a bug in deployer; details follow)")
         console.print(traceback.format_exc(), markup=False)
         sys.exit(70)
-    sys.exit(0)
+    sys.exit(result if isinstance(result, int) else 0)

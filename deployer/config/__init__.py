@@ -10,6 +10,9 @@ One model per section, each validating itself on construction:
 - ``strategy``: one model per kind, told apart by ``kind`` (:class:`RollingStrategy`,
   :class:`BlueGreenStrategy` with its :class:`LegConfig`);
 - ``lock`` (:class:`LockConfig`); ``analysis`` (:class:`~deployer.analysis.AnalysisConfig`);
+- for the environment's runner: ``pointer`` (one model per kind: :class:`FilePointerConfig`,
+  :class:`HttpPointerConfig`, :class:`SsmPointerConfig`), ``agent`` (:class:`AgentConfig`) and
+  ``promotion`` (:class:`PromotionConfig`);
 - ``gates`` (:class:`GatesConfig`): windows, freezes, approvals, change records, decision
   records, evidence.
 
@@ -19,6 +22,14 @@ field (as a dotted path) and the bad value.
 
 from __future__ import annotations
 
+from ._agent import (
+    AgentConfig,
+    FilePointerConfig,
+    HttpPointerConfig,
+    PointerConfig,
+    PromotionConfig,
+    SsmPointerConfig,
+)
 from ._app import AppConfig, HealthCheckConfig, StoreConfig
 from ._environment import Config, EnvironmentConfig, RunnerConfig
 from ._gates import (
@@ -40,6 +51,7 @@ from ._strategy import BlueGreenStrategy, LegConfig, RollingStrategy, StrategyCo
 __all__ = [
     "DEFAULT_CONFIG_NAME",
     "DEFAULT_LOCK_DIR",
+    "AgentConfig",
     "AppConfig",
     "ApprovalsConfig",
     "ApproverConfig",
@@ -49,15 +61,20 @@ __all__ = [
     "DecisionRecordConfig",
     "EnvironmentConfig",
     "EvidenceConfig",
+    "FilePointerConfig",
     "FreezeConfig",
     "GatesConfig",
     "HAProxyConfig",
     "HealthCheckConfig",
+    "HttpPointerConfig",
     "LegConfig",
     "LoadBalancerConfig",
     "LockConfig",
+    "PointerConfig",
+    "PromotionConfig",
     "RollingStrategy",
     "RunnerConfig",
+    "SsmPointerConfig",
     "StoreConfig",
     "StrategyConfig",
     "StrategyKind",

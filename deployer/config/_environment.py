@@ -1,5 +1,6 @@
-"""An environment (its fleet, release, load balancer, strategy, analysis and lock), and the
-whole file: ``state_dir``, ``runner`` and ``environments``."""
+"""An environment (its fleet, release, load balancer, strategy, analysis and lock; its
+pointer, agent and promotion for its runner), and the whole file: ``state_dir``, ``runner``
+and ``environments``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from .._errors import ConfigError
 from ..analysis._config import AnalysisConfig
+from ._agent import AgentConfig, PointerConfig, PromotionConfig
 from ._app import AppConfig, StoreConfig
 from ._base import NAME, Model
 from ._gates import GatesConfig
@@ -37,6 +39,12 @@ class EnvironmentConfig(Model):
     extra_vars: dict[str, Any] = Field(default_factory=dict)
     # The deployment lock: where it is kept and its lease (see LockConfig).
     lock: LockConfig = LockConfig()
+    # Where the version to run is written, and the runner's status published (deployer agent).
+    pointer: PointerConfig | None = None
+    # How the runner polls its pointer.
+    agent: AgentConfig = AgentConfig()
+    # The environment before this one on the path to live, and this one's promotion records.
+    promotion: PromotionConfig | None = None
     # Governance: release windows, freezes, approvals, change records, decision records and
     # the signing of evidence records (see GatesConfig and deployer.gates).
     gates: GatesConfig = GatesConfig()
@@ -116,6 +124,9 @@ class Config(Model):
                 raise ValueError(f"environment name {name!r} must be lower-case letters, digits, '-' or '_'")
         if not self.environments:
             raise ValueError("at least one environment is required")
+        for name, env in self.environments.items():
+            if env.promotion is not None and env.promotion.after == name:
+                raise ValueError(f"environment {name!r}: promotion.after names the environment itself")
         return self
 
     def environment(self, name: str) -> EnvironmentConfig:

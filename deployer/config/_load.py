@@ -15,15 +15,18 @@ import yaml
 from pydantic import ValidationError
 
 from .._errors import ConfigError
+from ._agent import FilePointerConfig, SsmPointerConfig
 from ._environment import Config, EnvironmentConfig
 from ._gates import GatesConfig
 
 __all__ = ["DEFAULT_CONFIG_NAME", "default_config_path", "load_config"]
 
 DEFAULT_CONFIG_NAME = "deployer.yml"
-# The tags of a union told apart by `kind` (the strategy's), which pydantic puts into an
-# error's location; a field's path as the user wrote it has none of them.
-_UNION_TAGS = frozenset({"rolling", "blue-green"})
+# The tags of unions told apart by `kind` (the strategy's, the pointer's), which pydantic puts
+# into an error's location; a field's path as the user wrote it has none of them.
+_UNION_TAGS = {"strategy": frozenset({"rolling", "blue-green"}),
+               "pointer": frozenset({"file", "http", "ssm"})}
+
 
 def default_config_path() -> Path:
     env = os.environ.get("DEPLOYER_CONFIG")
@@ -83,8 +86,11 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
                     field=f"environments.{name}.trusted_keys.{i}", value=str(key),
                 )
             keys.append(kp)
-        envs[name] = env.model_copy(update={"inventory": inv, "trusted_keys": keys,
-                                            "gates": _resolve_gates(base, cfg_path, name, env)})
+        envs[name] = env.model_copy(update={
+            "inventory": inv, "trusted_keys": keys,
+            **_runner_paths(env, base, cfg_path, name),
+            "gates": _resolve_gates(base, cfg_path, name, env),
+        })
     return cfg.model_copy(
         update={
             "environments": envs,
@@ -129,7 +135,37 @@ def _resolve_gates(base: Path, cfg_path: Path, name: str, env: EnvironmentConfig
     return gates.model_copy(update=update)
 
 
+def _runner_paths(env: EnvironmentConfig, base: Path, cfg_path: Path, name: str) -> dict[str, Any]:
+    """The pointer's and the promotion's files, taken from the config's directory; the public
+    keys of the environment before this one must exist (the gate reads them)."""
+    update: dict[str, Any] = {}
+    pointer = env.pointer
+    if isinstance(pointer, FilePointerConfig):
+        update["pointer"] = pointer.model_copy(update={
+            "path": _resolve(base, pointer.path),
+            "status_path": _resolve(base, pointer.status_path) if pointer.status_path else None,
+        })
+    elif isinstance(pointer, SsmPointerConfig) and pointer.credentials_file is not None:
+        update["pointer"] = pointer.model_copy(
+            update={"credentials_file": _resolve(base, pointer.credentials_file)})
+    promotion = env.promotion
+    if promotion is not None:
+        keys = []
+        for i, key in enumerate(promotion.trusted_keys):
+            kp = _resolve(base, key)
+            if not kp.is_file():
+                raise ConfigError(
+                    "public key file not found", file=str(cfg_path),
+                    field=f"environments.{name}.promotion.trusted_keys.{i}", value=str(key),
+                )
+            keys.append(kp)
+        signing = _resolve(base, promotion.signing_key) if promotion.signing_key else None
+        update["promotion"] = promotion.model_copy(update={"trusted_keys": keys, "signing_key": signing})
+    return update
+
+
 def _field_path(loc: tuple[int | str, ...]) -> str:
     parts: list[Any] = list(loc)
-    kept = [p for i, p in enumerate(parts) if not (p in _UNION_TAGS and i and parts[i - 1] == "strategy")]
+    kept = [p for i, p in enumerate(parts)
+            if not (i and p in _UNION_TAGS.get(str(parts[i - 1]), frozenset()))]
     return ".".join(str(p) for p in kept)

@@ -7,7 +7,8 @@ Where things are (each module does one thing):
 - ``strategy`` — the interface a strategy implements (:class:`Strategy`, :class:`Execution`);
   ``rolling`` and ``bluegreen`` — the two strategies;
 - ``safepoints`` — the named safe points and the checks asked there (the operator's stop, the
-  lock; release windows and approvals plug in here); ``run`` — a deployment as a strategy sees it;
+  lock, and gates at ``admission``, such as :mod:`deployer.promotion`'s; release windows and
+  approvals plug in the same way); ``run`` — a deployment as a strategy sees it;
 - ``events`` — the typed event stream and its subscribers; ``recording`` — the journal as one;
 - ``plan`` — the plan as data, and the rolling batches under the capacity floor;
 - ``fleet`` — reading nodes and the load balancer, and the guards around them;

@@ -3,7 +3,8 @@
 ::
 
     verify the release (signature, digest)      nothing changed yet; bad input stops here
-    admission: the checks asked (the gates)     windows, freezes, approvals; a refusal changes nothing
+    admission: the checks asked (the gates)     promotion, windows, freezes, approvals; a
+                                                refusal (GateRefused) changes nothing
     take the lock, record the deployment        a global id (ULID) besides the local number
     preflight → plan → steps                    the strategy's (see .strategy), with the safe
                                                 points between steps (see .safepoints)
@@ -13,9 +14,9 @@
 Everything that happens is an event on the deployment's :class:`~.events.EventStream`: the
 journal writes them (synchronously), the console prints them, ``--events`` streams them.
 Checks registered at construction (``checks``) are asked at every safe point, after the
-operator's stop request and the lock, and once before the lock (``admission``); that is
-where release windows, approvals and an agent's stop request plug in, without touching a
-strategy.
+operator's stop request and the lock, and first at ``admission``, before the lock is taken;
+that is where the gates (the promotion gate, release windows, freezes, approvals) and an
+agent's stop request plug in, without touching a strategy.
 
 Every deployment is recorded, a refused one too: an unverified release, a check refusing it
 before the lock, or the lock held by another deployment leaves a journal record (status
@@ -343,7 +344,8 @@ class Lifecycle:
             uid=run.ref.uid, warnings=result.warnings, stop_error=result.stop_error,
         )
         run.safe_points.reach(SafePoint.AFTER_OUTCOME, run.ref, label=status,
-                              changed=execution.changed, all_in_service=not accounting.out_of_service)
+                              changed=execution.changed, all_in_service=not accounting.out_of_service,
+                              release=run.release)
         run.publish(DeploymentFinished(
             status=status, summary=result.summary, exit_code=exit_code_for(outcome),
             duration_s=round(outcome.ended - started, 3), out_of_service=accounting.out_of_service,
@@ -407,10 +409,12 @@ def _high_risk(release: Release, declared: str) -> str:
 
 def _refusal_of(verdict: Verdict) -> Refusal:
     """A check's refusal before the lock, as the plan shows it."""
+    when = "before anything is changed (at admission)"
     error = verdict.error
     if error is not None:
-        return Refusal(error.message, error.exit_code, verdict.hint)
-    return Refusal(f"{verdict.check}: {verdict.reason}", GateRefused.exit_code, verdict.hint)
+        return Refusal(error.message, error.exit_code, verdict.hint, when=when)
+    return Refusal(f"{verdict.check}: {verdict.reason}", GateRefused.exit_code, verdict.hint,
+                   when=when)
 
 
 def _error_for(outcome: Outcome) -> DeployerError | None:

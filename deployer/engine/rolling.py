@@ -21,10 +21,12 @@ from .._errors import (
 )
 from ..adapters.inventory import Node
 from ..adapters.loadbalancer import ServerState
+from ..adapters.runner import RunResult
 from ..analysis import Soak, Verdict
 from ..config import RollingStrategy
 from .events import SoakJudged
 from .fleet import Fleet, held_text
+from .gated import GatedRollout
 from .history import ran_successfully, rollback_target
 from .model import NodeStatus
 from .plan import Batch, DeploymentPlan, NodePlan, Plan, Refusal, Step, make_plan
@@ -309,40 +311,53 @@ class RollingExecution(Execution):
         if not self.nested:
             for warning in plan.warnings:
                 run.note(warning, level="warning")
-        if not self.nested:
-            self.start(plan)
-        if kept:
-            # A resume rolling back: nodes it cannot roll back keep what they run, in service.
-            out = [n for n in kept if (state := self.lb.get(tracker[n].node.lb_server)) is not None
-                   and not state.in_service]
-            for name in kept:
-                if name not in out:
-                    tracker.move(name, P.SKIPPED, self._kept(name))
-            rollout.put_back({n: self._kept(n) for n in out}, self.lb)
+        def begin() -> None:
+            """The before_start safe point, then (a resume rolling back) nodes it cannot roll
+            back keep what they run, in service."""
+            if not self.nested:
+                self.start(plan)
+            if kept:
+                out = [n for n in kept if (state := self.lb.get(tracker[n].node.lb_server)) is not None
+                       and not state.in_service]
+                for name in kept:
+                    if name not in out:
+                        tracker.move(name, P.SKIPPED, self._kept(name))
+                rollout.put_back({n: self._kept(n) for n in out}, self.lb)
+
         if not plan.targets:
+            begin()
             summary = f"every node already runs {version}; nothing to do"
             if kept:
                 summary = f"no node to roll back to {version}{self._kept_summary(kept)}"
             return StepsResult("succeeded", summary)
         total = len(batches.batches)
-        for batch in batches.batches:
-            label = f"{'canary batch' if batch.canary else 'batch'} {batch.index}/{total}"
-            if not self.nested:
-                run.safe_point(SafePoint.BEFORE_BATCH, label=label, index=batch.index,
-                               changed=self.changed)
-            batch = rollout.check_batch(batch, batches)
-            if not batch.nodes:
-                continue
-            result = rollout.run_batch(batch, batches, total=total)
-            if run.stop.is_set() and result.status == "canceled":
-                raise Interrupted("stopped by the operator during a batch")
-            if not result.succeeded:
-                failed = [n for n in batch.nodes if tracker[n].phase is not P.DONE]
-                why = f" ({result.error})" if result.error else ""
-                raise DeploymentFailed(rollout.failure_text(failed) + why)
-            self._analyse(batch, batches)
-            if self.config.pause_between_batches and batch is not batches.batches[-1]:
-                self._pause(self.config.pause_between_batches)
+        # Pre-staged, every batch runs in one Ansible run held at each batch by the controller's
+        # gate (started now: its start-up overlaps the safe points). Without pre-staging each
+        # batch is a run of its own, and so is a blue-green leg (one batch, no safe point of its
+        # own: nothing to overlap).
+        runs = (GatedRollout(rollout, batches, total=total) if self.config.prestage and not self.nested
+                else _BatchRuns(rollout, batches, total=total))
+        with runs:
+            begin()
+            for batch in batches.batches:
+                label = f"{'canary batch' if batch.canary else 'batch'} {batch.index}/{total}"
+                if not self.nested:
+                    run.safe_point(SafePoint.BEFORE_BATCH, label=label, index=batch.index,
+                                   changed=self.changed)
+                batch = rollout.check_batch(batch, batches)
+                if not batch.nodes:
+                    runs.skip(batch)
+                    continue
+                result = runs.run_batch(batch)
+                if run.stop.is_set() and result.status == "canceled":
+                    raise Interrupted("stopped by the operator during a batch")
+                if not result.succeeded:
+                    failed = [n for n in batch.nodes if tracker[n].phase is not P.DONE]
+                    why = f" ({result.error})" if result.error else ""
+                    raise DeploymentFailed(rollout.failure_text(failed) + why)
+                self._analyse(batch, batches)
+                if self.config.pause_between_batches and batch is not batches.batches[-1]:
+                    self._pause(self.config.pause_between_batches)
         updated = [n for n in plan.targets if tracker[n].phase is P.DONE]
         summary = f"{len(updated)} node(s) now run {version}" + self._kept_summary(kept)
         if rollout.held:
@@ -510,6 +525,28 @@ class RollingExecution(Execution):
         accounting = Accounting()
         self.rollout.account(accounting)
         return accounting
+
+
+class _BatchRuns:
+    """Each batch in an Ansible run of its own (:meth:`Rollout.run_batch`): the way without
+    pre-staging, where a batch also reads, stages and checks its nodes (``deploy.yml``)."""
+
+    def __init__(self, rollout: Rollout, plan: Plan, *, total: int) -> None:
+        self.rollout = rollout
+        self.plan = plan
+        self.total = total
+
+    def __enter__(self) -> _BatchRuns:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def run_batch(self, batch: Batch) -> RunResult:
+        return self.rollout.run_batch(batch, self.plan, total=self.total)
+
+    def skip(self, batch: Batch) -> None:
+        return None
 
 
 def _rolling(fleet: Fleet) -> RollingStrategy:

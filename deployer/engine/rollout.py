@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from .._errors import DeploymentFailed, DeploymentRefused, Interrupted, LoadBalancerError
 from ..adapters.loadbalancer import ServerState
@@ -167,23 +167,14 @@ class Rollout:
         return batch
 
     def run_batch(self, batch: Batch, plan: Plan, *, total: int) -> RunResult:
-        """Drain, switch, restart, smoke and rejoin the batch's nodes (the playbook reverts a
-        node that fails its smoke check)."""
+        """Drain, switch, restart, smoke and rejoin the batch's nodes in a run of their own (the
+        playbook reverts a node that fails its smoke check). The engine runs every batch of a
+        pre-staged rollout in one run instead (:mod:`.gated`); this is the way without
+        pre-staging."""
         self.run.publish(BatchStarted(index=batch.index, total=total, nodes=list(batch.nodes),
                                       canary=batch.canary, leg=self.fleet.leg))
-        release = self.release
-        extravars = dict(self._vars(release))
+        extravars = self._deploy_vars(batch.nodes)
         extravars["deployer_serial"] = len(batch.nodes)
-        # What the pre-stage (or probe) run has just read, so the batch does not read it again.
-        extravars["deployer_known_releases"] = {
-            name: {
-                "current": self.facts[name].current,
-                "previous": self.facts[name].previous,
-                "staged_sha256": {release.version: release.sha256}
-                if self.strategy.prestage else {},
-            }
-            for name in batch.nodes if name in self.facts
-        }
         result = self.fleet.runner.run(
             RunRequest(
                 # After pre-staging (nodes read, staged and their variables checked) a batch
@@ -197,6 +188,38 @@ class Rollout:
         )
         self.tracker.settle(batch.nodes, result, success=P.DONE)
         return result
+
+    def gated_request(self, plan: Plan) -> Callable[[str], RunRequest]:
+        """The run of ``rollout.yml`` for every batch of ``plan`` (see :mod:`.gated`), given the
+        path of the controller's gate."""
+        targets = [n for b in plan.batches for n in b.nodes]
+        extravars = self._deploy_vars(targets)
+        extravars["deployer_rollout_hosts"] = targets
+        extravars["deployer_batch_sizes"] = [len(b.nodes) for b in plan.batches]
+
+        def request(gate: str) -> RunRequest:
+            return RunRequest(
+                playbook="rollout.yml", inventory=self.env.inventory, hosts=targets,
+                extravars={**extravars, "deployer_gate_socket": gate},
+                forks=max([plan.forks, *(len(b.nodes) for b in plan.batches)]),
+            )
+
+        return request
+
+    def _deploy_vars(self, nodes: Sequence[str]) -> dict[str, object]:
+        release = self.release
+        extravars = dict(self._vars(release))
+        # What the pre-stage (or probe) run has just read, so the batch does not read it again.
+        extravars["deployer_known_releases"] = {
+            name: {
+                "current": self.facts[name].current,
+                "previous": self.facts[name].previous,
+                "staged_sha256": {release.version: release.sha256}
+                if self.strategy.prestage else {},
+            }
+            for name in nodes if name in self.facts
+        }
+        return extravars
 
     def failure_text(self, failed: Iterable[str]) -> str:
         parts = []

@@ -74,7 +74,8 @@ class Run:
     ) -> None:
         """Reach ``point``: go on, raise :class:`Stopped` (end safely here), or raise
         :class:`DeploymentFailed` (fail here; the strategy rolls back per on_failure)."""
-        verdict = self.safe_points.reach(point, self.ref, label=label, index=index, changed=changed)
+        verdict = self.safe_points.reach(point, self.ref, label=label, index=index, changed=changed,
+                                         release=self.release)
         if verdict.decision is Decision.STOP:
             raise Stopped(verdict)
         if verdict.decision is Decision.FAIL:

@@ -3,8 +3,9 @@ and none is half-done, and the checks that decide there whether it goes on.
 
 The same named points in every strategy::
 
-    admission         the release verified, before the lock is taken: nothing done yet (a
-                      check that stops here refuses the deployment; only its record is written)
+    admission         the release verified, before the lock is taken: nothing changed yet
+                      (gates decide here: a stop refuses the deployment, and only its record
+                      is written)
     before_start      after the plan, before anything leaves the load balancer
     before_batch      rolling: before each batch (and so before each node leaves the LB)
     before_idle_leg   blue-green: before releasing to the idle leg
@@ -22,8 +23,10 @@ tell, nothing more is changed.
 
 Checks today: the operator's stop request (Ctrl-C, SIGTERM) and the deployment lock,
 confirmed with its host at every point before anything leaves the load balancer; and the
-checks registered with the lifecycle, asked at every point including ``admission``: the
-gates (:mod:`deployer.gates`: release windows, freezes, approvals, change records).
+checks registered with the lifecycle, asked at every point including ``admission``: the gates
+— the promotion gate (:mod:`deployer.promotion`), release windows, freezes, approvals and
+change records (:mod:`deployer.gates`). A stop at ``admission`` refuses the deployment with its
+error (``GateRefused``, exit 14) before the lock is taken.
 """
 
 from __future__ import annotations
@@ -150,11 +153,14 @@ class SafePoints:
     def context(
         self, point: SafePoint, deployment: DeploymentRef, *, label: str = "",
         index: int | None = None, changed: bool = False, all_in_service: bool = True,
-        planning: bool = False,
+        planning: bool = False, release: Release | None = None,
     ) -> SafePointContext:
+        """The context of ``point`` for ``deployment`` (``release``: the deployment's, when
+        these safe points were not given it)."""
         return SafePointContext(point=point, deployment=deployment, now=self.clock(), label=label,
                                 index=index, changed=changed, all_in_service=all_in_service,
-                                release=self.release, acts_as=self.acts_as or deployment.kind,
+                                release=release or self.release,
+                                acts_as=self.acts_as or deployment.kind,
                                 high_risk=self.high_risk, planning=planning)
 
     def ask(self, ctx: SafePointContext, *, every: bool = False) -> list[Verdict]:
@@ -191,10 +197,10 @@ class SafePoints:
 
     def reach(
         self, point: SafePoint, deployment: DeploymentRef, *, label: str = "", index: int | None = None,
-        changed: bool = False, all_in_service: bool = True,
+        changed: bool = False, all_in_service: bool = True, release: Release | None = None,
     ) -> Verdict:
         ctx = self.context(point, deployment, label=label, index=index, changed=changed,
-                           all_in_service=all_in_service)
+                           all_in_service=all_in_service, release=release)
         return self.publish(ctx, self.ask(ctx))
 
 

@@ -129,7 +129,20 @@ class Lab:
 
     @property
     def store_dir(self) -> Path:
+        """The artefact store's directory: this lab's own, or that of the lab whose store it
+        shares."""
+        state = self._load_state()
+        return self._store_dir(state.spec if state is not None else None)
+
+    def _store_dir(self, spec: LabSpec | None) -> Path:
+        if spec is not None and spec.shared_store is not None:
+            return Path(spec.shared_store) / "store"
         return self.dir / "store"
+
+    @property
+    def pointer_dir(self) -> Path:
+        """Where the lab's file pointer (and the status beside it) live."""
+        return self.dir / "pointer"
 
     @property
     def lock_dir(self) -> Path:
@@ -362,9 +375,9 @@ class Lab:
                     spec, layouts, work=self.dir / "haproxy", admin_socket=self.haproxy_socket,
                     launcher=launcher, cgroup=services,
                 )
-        if not (state.nginx and state.nginx.alive()):
+        if spec.shared_store is None and not (state.nginx and state.nginx.alive()):
             state.nginx = start_nginx(
-                spec, work=self.dir / "nginx", store_dir=self.store_dir, launcher=launcher,
+                spec, work=self.dir / "nginx", store_dir=self._store_dir(spec), launcher=launcher,
                 cgroup=services,
             )
         if spec.prometheus and not (state.prometheus and state.prometheus.alive()):
@@ -393,6 +406,7 @@ class Lab:
                 legs_map_path=f"{LB_CONFIG_DIR}/legs.map" if spec.production else self.legs_map,
                 lb_host=LB_HOST if spec.production else None,
                 lock_dir=None if spec.production else str(self.lock_dir),
+                pointer_path=self.pointer_dir.relative_to(self.dir) / f"{spec.env}.json",
             ),
         )
         if spec.seed is not None:
@@ -408,7 +422,7 @@ class Lab:
                 checks.append(("--preview", spec.preview_address))
         if spec.prometheus_listen and not (state.prometheus and state.prometheus.alive()):
             checks.append(("--prometheus-address", spec.prometheus_listen))
-        if not (state.nginx and state.nginx.alive()):
+        if spec.shared_store is None and not (state.nginx and state.nginx.alive()):
             checks.append(("--store", state.spec.store_address))
         for flag, (host, port) in checks:
             if not port_is_free(host, port):
@@ -443,6 +457,12 @@ class Lab:
     # -- releases ----------------------------------------------------------------------------
 
     def _ensure_release_key(self, state: LabState) -> None:
+        if state.spec.shared_store is not None:
+            # Releases are signed by the lab whose store this one shares: trust its key.
+            public = self.keys_dir / "release.pub"
+            shutil.copyfile(Path(state.spec.shared_store) / "keys" / "release.pub", public)
+            state.release_key, state.release_public_key = None, str(public)
+            return
         if (
             state.release_key and Path(state.release_key).is_file()
             and state.release_public_key and Path(state.release_public_key).is_file()
@@ -462,13 +482,14 @@ class Lab:
         from ..artefacts import build_artefact, open_store, sign_manifest
 
         app = state.spec.app
+        store_dir = self._store_dir(state.spec)
         todo = [
             (v, variant) for v, variant in SAMPLE_RELEASES
-            if not (self.store_dir / app / v / "manifest.json.minisig").is_file()
+            if not (store_dir / app / v / "manifest.json.minisig").is_file()
         ]
         state.published = [v for v, _ in SAMPLE_RELEASES if (v, _) not in todo]
-        if not todo:
-            return
+        if not todo or state.spec.shared_store is not None:
+            return  # a shared store is published by the lab that owns it
         build_script = _examples_dir() / "build.py"
         if not build_script.is_file():
             raise LabError(
@@ -477,7 +498,7 @@ class Lab:
                 " holding examples/hello-service",
             )
         assert state.release_key is not None
-        store = open_store(f"file://{self.store_dir}")
+        store = open_store(f"file://{store_dir}")
         with tempfile.TemporaryDirectory(dir=self.dir, prefix=".build-") as tmp:
             for version, variant in todo:
                 src = Path(tmp) / f"src-{version}"
@@ -496,10 +517,11 @@ class Lab:
     def _install_seed(self, state: LabState, version: str) -> list[NodeState]:
         """Install release ``version`` on every node that has none yet; return those nodes."""
         app = state.spec.app
-        tarball = self.store_dir / app / version / f"{app}-{version}.tar.gz"
+        store_dir = self._store_dir(state.spec)
+        tarball = store_dir / app / version / f"{app}-{version}.tar.gz"
         if not tarball.is_file():
             raise LabError(
-                f"--seed {version}: no such release of {app} in the lab store {self.store_dir}",
+                f"--seed {version}: no such release of {app} in the lab store {store_dir}",
                 hint=f"published: {', '.join(state.published) or 'none'}",
             )
         to_seed = [
@@ -661,7 +683,8 @@ class Lab:
         self._node_processes(state, cgroup2_root()).crash(node)
 
     def _remove_files(self) -> None:
-        for name in ("nodes", "haproxy", "nginx", "prometheus", "keys", "store", "bin", "state", "locks"):
+        for name in ("nodes", "haproxy", "nginx", "prometheus", "keys", "store", "bin", "state", "locks",
+                     "pointer", "aws"):
             shutil.rmtree(self.dir / name, ignore_errors=True)
         # The production topology's hosts: their private passwd, shadow, sudoers.d and locks.
         shutil.rmtree(ProductionHosts(self.dir).root, ignore_errors=True)
@@ -711,12 +734,12 @@ class Lab:
             nodes = list(pool.map(node_status, state.nodes))
         store_host, store_port = spec.store_address
         front_host, front_port = spec.frontend_address
+        store_runs = spec.shared_store is not None or bool(state.nginx and state.nginx.alive())
         return LabStatus(
             dir=self.dir, exists=True, nodes=nodes, haproxy_up=haproxy_up,
-            store_up=bool(state.nginx and state.nginx.alive())
-            and port_accepts(store_host, store_port),
+            store_up=store_runs and port_accepts(store_host, store_port),
             config_path=self.config_path, inventory_path=self.inventory_path,
-            store_dir=self.store_dir, store_url=f"http://{store_host}:{store_port}/",
+            store_dir=self._store_dir(spec), store_url=f"http://{store_host}:{store_port}/",
             frontend_url=f"http://{front_host}:{front_port}/",
             haproxy_socket=self.haproxy_socket, keys_dir=self.keys_dir, published=state.published,
             cgroup=state.cgroup,
@@ -728,5 +751,5 @@ class Lab:
             ),
             prometheus_up=bool(state.prometheus and state.prometheus.alive()),
             lb_host=state.lb_host.address if state.lb_host else None,
-            topology=spec.topology,
+            topology=spec.topology, env=spec.env,
         )

@@ -20,6 +20,7 @@ __all__ = [
     "legs_map",
     "nginx_config",
     "node_init_script",
+    "path_env_sections",
     "program_file",
     "prometheus_config",
     "sshd_config",
@@ -302,12 +303,12 @@ def inventory(
 def deployer_config(
     spec: LabSpec, *, inventory_path: Path, store_url: str, trusted_key: Path,
     haproxy_socket: Path | str, legs_map_path: Path | str, lb_host: str | None = None,
-    lock_dir: str | None = None,
+    lock_dir: str | None = None, pointer_path: Path = Path("pointer/lab.json"),
 ) -> str:
     data = {
         "state_dir": "state",
         "environments": {
-            "lab": {
+            spec.env: {
                 "inventory": str(inventory_path),
                 "group": spec.group,
                 "app": {
@@ -335,10 +336,14 @@ def deployer_config(
                 # The deployment lock, on the load balancer's host: every controller using
                 # this lab meets there (its default directory; the plain lab's is its own).
                 "lock": {"at": "load_balancer", **({"dir": lock_dir} if lock_dir else {})},
+                # What the environment's runner (`deployer agent`) deploys, written with
+                # `deployer pointer set`; its status is published beside it.
+                "pointer": {"kind": "file", "path": str(pointer_path)},
+                "agent": {"interval": 5, "jitter": 0.2},
             }
         },
     }
-    lab: dict[str, Any] = data["environments"]["lab"]  # type: ignore[index]
+    lab: dict[str, Any] = data["environments"][spec.env]  # type: ignore[index]
     if lb_host is not None:
         # Production-like: the runtime API only on the load balancer's host, read over SSH; the
         # smoke check runs on each node itself.
@@ -396,3 +401,24 @@ stopwaitsecs=10
 stdout_logfile=/var/log/{app}/app.log
 redirect_stderr=true
 """
+
+
+def path_env_sections(
+    env: str, *, previous: str | None, promotion_store: str, ssm_endpoint: str | None,
+) -> dict[str, Any]:
+    """What a path-to-live lab adds to one environment's config: its pointer (SSM in moto when
+    asked; else the file pointer every lab has), its runner's polling, and its promotion: the
+    previous environment's public key, its own signing key, the shared promotion store."""
+    sections: dict[str, Any] = {"agent": {"interval": 3, "jitter": 0.2}}
+    if ssm_endpoint is not None:
+        sections["pointer"] = {
+            "kind": "ssm", "parameter": f"/deployer/{env}/version",
+            "status_parameter": f"/deployer/{env}/status", "region": "us-east-1",
+            "endpoint_url": ssm_endpoint, "profile": f"deployer-{env}",
+            "credentials_file": "aws/credentials",
+        }
+    promotion: dict[str, Any] = {"signing_key": "keys/promotion.key", "store": promotion_store}
+    if previous is not None:
+        promotion = {"after": previous, "trusted_keys": [f"keys/{previous}-promotion.pub"], **promotion}
+    sections["promotion"] = promotion
+    return sections

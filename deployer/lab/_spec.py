@@ -91,6 +91,12 @@ class LabSpec:
     # Seconds of soak analysis in the lab's deployer.yml (after the canary batch, or after the
     # blue-green switch); 0 leaves analysis out.
     soak: float = 12.0
+    # The environment's name in the lab's deployer.yml.
+    env: str = "lab"
+    # The directory of another lab whose artefact store (and release key) this lab uses: one
+    # store for the environments of a path-to-live lab (``store`` is then that lab's address,
+    # and this lab runs no store of its own).
+    shared_store: str | None = None
 
     def __post_init__(self) -> None:
         if self.topology not in ("lab", "production"):
@@ -129,10 +135,19 @@ class LabSpec:
             validate_version(self.seed, where="--seed")
         if not 0 <= self.soak <= 3600:
             raise UsageError(f"--soak: must be between 0 and 3600 seconds (got {self.soak:g})")
+        if not _APP_NAME.match(self.env):
+            raise UsageError(
+                f"environment name {self.env!r} must be lower-case letters, digits, '-' or '_', "
+                "starting with a letter"
+            )
+        if self.shared_store is not None and self.store is None:
+            raise ValueError("a lab sharing another's store is given that store's address")
 
     def _bound(self) -> dict[str, str | None]:
         """The address fields this lab binds, with their values (None: not chosen yet)."""
-        bound = {"frontend": self.frontend, "store": self.store, "metrics": self.metrics}
+        bound = {"frontend": self.frontend, "metrics": self.metrics}
+        if self.shared_store is None:
+            bound["store"] = self.store
         if self.legs:
             bound["preview"] = self.preview
         if self.prometheus:

@@ -168,6 +168,8 @@ class LabStatus:
     # The production topology's load-balancer host (its address), else None.
     lb_host: str | None = None
     topology: str = "lab"
+    # The environment's name in the lab's config.
+    env: str = "lab"
 
     @property
     def healthy(self) -> bool:
@@ -200,4 +202,5 @@ class LabStatus:
             "prometheus_up": self.prometheus_up,
             "lb_host": self.lb_host,
             "topology": self.topology,
+            "env": self.env,
         }

@@ -31,7 +31,7 @@ def fleet(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[Script]], FakeLoadB
     def make(scripts: list[Script]) -> FakeLoadBalancer:
         lb = FakeLoadBalancer("hello", NODES)
         monkeypatch.setattr(_wiring, "AnsibleRunner", lambda **_: ReplayRunner(scripts))
-        monkeypatch.setattr(_wiring, "load_balancer_for", lambda env: lb)
+        monkeypatch.setattr(_wiring, "load_balancer_for", lambda env, **kw: lb)
         return lb
 
     return make

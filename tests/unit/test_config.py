@@ -37,6 +37,7 @@ def test_the_commented_example_is_valid(tmp_path: Path) -> None:
     shutil.copy(REPO / "inventories" / "production.example.yml", tmp_path / "inventories")
     (tmp_path / "keys").mkdir()
     (tmp_path / "keys" / "release.pub").write_text("x\n")
+    (tmp_path / "keys" / "preprod-promotion.pub").write_text("x\n")
     shutil.copy(example, tmp_path / "cfg" / "deployer.yml")
     cfg = load_config(tmp_path / "cfg" / "deployer.yml")
     env = cfg.environment("prod")

@@ -8,7 +8,7 @@ import dataclasses
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -51,7 +51,7 @@ def test_success_rolls_one_node_at_a_time(deployment: Make) -> None:
     outcome = d.deploy("1.1.0")
     runner, journal = d.runner, d.journal
     assert outcome.status == "succeeded"
-    assert [list(r.hosts) for r in runner.requests[1:]] == [["node1"], ["node2"], ["node3"]]
+    assert runner.batches == [["node1"], ["node2"], ["node3"]]
     assert runner.requests[0].forks == 3  # pre-staging runs on every node at once
     assert runner.requests[1].extravars["deployer_version"] == "1.1.0"
     assert len(runner.requests[1].extravars["deployer_release_sha256"]) == 64
@@ -121,7 +121,7 @@ def test_unhealthy_node_on_the_target_version_is_redeployed(deployment: Make) ->
     runner = d.runner
     outcome = d.deploy("1.1.0")
     assert outcome.status == "succeeded"
-    assert [list(r.hosts) for r in runner.requests[1:]] == [["node2"]]
+    assert runner.batches == [["node2"]]
 
 
 def test_prestage_failure_changes_nothing(deployment: Make) -> None:
@@ -161,8 +161,8 @@ def test_batches_of_a_percentage_with_a_canary(deployment: Make) -> None:
     assert outcome.status == "succeeded"
     batches = [e.nodes for e in d.recorder.of(BatchStarted)]
     assert batches == [["node1"], ["node2", "node3"]] and d.recorder.of(BatchStarted)[0].canary
-    assert [list(r.hosts) for r in runner.requests[1:]] == [["node1"], ["node2", "node3"]]
-    assert runner.requests[2].forks == 2
+    assert runner.batches == [["node1"], ["node2", "node3"]]
+    assert runner.requests[1].forks == 2
 
 
 def test_without_prestaging_the_batches_read_stage_and_check_the_nodes_themselves(
@@ -275,11 +275,11 @@ def test_a_deployment_that_lost_its_lock_stops_at_the_next_safe_point(deployment
     intruder = EnvironmentLock(host, "lab", me=Identity("ci@far", "far", 1, "1"))
 
     class TakenOverDuringTheFirstBatch(ReplayRunner):
-        def run(self, request: RunRequest, on_event: EventSink, cancelled: Callable[[], bool]) -> RunResult:
-            result = super().run(request, on_event, cancelled)
-            if request.playbook == "deploy_batch.yml":
-                intruder.remove(by="ops@far", reason="runner presumed dead", force=True)
-                intruder.acquire()
+        def play_batch(self, request: RunRequest, hosts: Sequence[str], on_event: EventSink,
+                       cancelled: Callable[[], bool]) -> RunResult:
+            result = super().play_batch(request, hosts, on_event, cancelled)
+            intruder.remove(by="ops@far", reason="runner presumed dead", force=True)
+            intruder.acquire()
             return result
 
     runner = TakenOverDuringTheFirstBatch([
@@ -290,7 +290,8 @@ def test_a_deployment_that_lost_its_lock_stops_at_the_next_safe_point(deployment
     with pytest.raises(LockLostError, match="pid 1") as lost:
         raise_for(outcome)
     assert lost.value.exit_code == 13
-    assert [r.playbook for r in runner.requests] == ["prestage.yml", "deploy_batch.yml"]
+    assert [r.playbook for r in runner.requests] == ["prestage.yml", "rollout.yml"]
+    assert runner.batches == [["node1"]] and runner.gate_answers[-1][0] == "stop"
     record = d.journal.deployments("lab")[0]
     assert record.status == "stopped" and "lost the lock" in record.summary
     events = d.journal.node_events(record.id)

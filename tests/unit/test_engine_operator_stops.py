@@ -4,7 +4,7 @@ it back, and `status` when the load balancer cannot be read."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -84,7 +84,7 @@ def test_by_default_a_node_put_in_maintenance_before_its_batch_stops_the_rollout
     outcome = d.deploy("1.1.0")
     assert outcome.status == "rolled_back", outcome.summary
     assert "node3 (MAINT) is out of the load balancer, put there by someone else" in outcome.summary
-    assert [(r.playbook, list(r.hosts)) for r in d.runner.requests[3:]] == [
+    assert [(r.playbook, list(r.hosts)) for r in d.runner.requests[2:]] == [
         ("revert.yml", ["node2"]), ("revert.yml", ["node1"])]
     assert "draining" not in d.phases(outcome, "node3") and lb.admin["node3"] == "maint"
     with pytest.raises(DeploymentFailed) as failed:
@@ -102,7 +102,8 @@ def test_an_updated_node_put_in_maintenance_is_not_rolled_back_or_put_back(
     operator_maint_before_batch(d, 2, "node1")
     outcome = d.deploy("1.1.0")
     assert outcome.status == "rolled_back", outcome.summary
-    assert [r.playbook for r in d.runner.requests] == ["prestage.yml", "deploy_batch.yml", "deploy_batch.yml"]
+    assert [r.playbook for r in d.runner.requests] == ["prestage.yml", "rollout.yml"]
+    assert d.runner.batches == [["node1"], ["node2"]]
     assert "left as they are, taken out by someone else: node1" in outcome.summary
     assert "rolled back node1" not in outcome.summary
     assert outcome.left_alone == ["node1 (MAINT)"]
@@ -153,10 +154,8 @@ class TwoCtrlCsDuringTheFirstBatch(ReplayRunner):
 
     lifecycle: Lifecycle | None = None
 
-    def run(self, request: RunRequest, on_event: EventSink, cancelled: CancelCheck) -> RunResult:
-        if request.playbook != "deploy_batch.yml":
-            return super().run(request, on_event, cancelled)
-        self.requests.append(request)
+    def play_batch(self, request: RunRequest, hosts: Sequence[str], on_event: EventSink,
+                   cancelled: CancelCheck) -> RunResult:
         on_event(ev("task_start", "node1", "deployer_lb_haproxy", "drain"))
         assert self.lifecycle is not None
         assert not self.lifecycle.request_stop()

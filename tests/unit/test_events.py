@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from deployer.agent import AGENT_EVENT_TYPES
 from deployer.engine.events import (
     EVENT_TYPES,
     SCHEMA_VERSION,
@@ -29,10 +30,10 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 ENVELOPE = {"schema", "seq", "at", "type", "deployment"}
 
 
-def documented() -> dict[str, set[str]]:
-    """The README's table of event types: type -> its fields."""
+def documented(after: str = "The types and their fields") -> dict[str, set[str]]:
+    """The README's table of event types that follows ``after``: type -> its fields."""
     text = README.read_text(encoding="utf-8")
-    table = text.split("The types and their fields", 1)[1].split("\n\n", 2)[1]
+    table = text.split(after, 1)[1].split("\n\n", 2)[1]
     types: dict[str, set[str]] = {}
     for row in table.splitlines()[2:]:
         cells = [c.strip() for c in row.strip().strip("|").split("|")]
@@ -60,6 +61,15 @@ def test_every_event_type_and_field_is_documented_in_the_readme() -> None:
     for name, cls in EVENT_TYPES.items():
         fields = {f.name for f in dataclasses.fields(cls)}
         assert docs[name] == fields, name
+
+
+def test_every_runner_event_type_and_field_is_documented_in_the_readme() -> None:
+    docs = documented("The runner's event types and their fields")
+    assert set(docs) == set(AGENT_EVENT_TYPES)
+    for name, cls in AGENT_EVENT_TYPES.items():
+        assert docs[name] == {f.name for f in dataclasses.fields(cls)}, name
+    # One wire, one registry of names: a runner's event is never taken for a deployment's.
+    assert not set(AGENT_EVENT_TYPES) & set(EVENT_TYPES)
 
 
 def _published(stream: EventStream, text: str) -> Published:

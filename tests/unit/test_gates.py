@@ -92,7 +92,9 @@ def test_a_window_closing_mid_rollout_pauses_it_and_resume_continues_in_the_next
     assert paused.value.message.startswith("paused by the window gate before batch 2/3: outside every "
                                            "release window")
     assert "every node is in service" in paused.value.message
-    assert [r.playbook for r in g.d.runner.requests] == ["prestage.yml", "deploy_batch.yml"]
+    # One run for the rollout: batch 1 went, the gate of batch 2 was told to stop.
+    assert [r.playbook for r in g.d.runner.requests] == ["prestage.yml", "rollout.yml"]
+    assert g.d.runner.batches == [["node1"]] and g.d.runner.gate_answers[-1][0] == "stop"
     assert lb.admin == dict.fromkeys(NODES, "ready")
     assert statuses(g) == [("deploy", "paused")]
     assert g.d.lifecycle.lock.show().record is None  # the lock is released
@@ -112,7 +114,7 @@ def test_a_window_closing_mid_rollout_pauses_it_and_resume_continues_in_the_next
     result = resume(g.d.lifecycle, on_interrupted="rollback", say=said.append)
     assert "was paused" in said[0] and "finish it: deploy 1.1.0" in said[1]
     assert result.outcome is not None and result.outcome.status == "succeeded"
-    assert [list(r.hosts) for r in g.d.runner.requests[-2:]] == [["node2"], ["node3"]]
+    assert g.d.runner.batches[-2:] == [["node2"], ["node3"]]
     assert statuses(g) == [("resume", "succeeded"), ("resume", "refused"), ("deploy", "paused")]
 
 
@@ -340,8 +342,8 @@ def test_high_risk_with_both_approvals_goes_through_and_halts_on_failure_rolling
     high_risk_request(people, g, "1.1.0")
     outcome = g.deploy("1.1.0", high_risk="rewrites the orders table")
     assert outcome.status == "failed", outcome.summary
-    assert [r.playbook for r in g.d.runner.requests] == ["prestage.yml", "deploy_batch.yml",
-                                                         "deploy_batch.yml"]
+    assert [r.playbook for r in g.d.runner.requests] == ["prestage.yml", "rollout.yml"]
+    assert g.d.runner.batches == [["node1"], ["node2"]]
     assert "High Risk, halted with nothing rolled back: on 1.1.0: node1" in outcome.summary
     assert "not changed, on 1.0.0: node3" in outcome.summary
     reason = next(r for p, d, r in verdicts(g, "high_risk") if p == "admission")

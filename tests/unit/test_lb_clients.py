@@ -109,3 +109,27 @@ def test_the_config_picks_the_client(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="either host or hosts"):
         _env(tmp_path, sock + ", host: lb1, hosts: [lb1, lb2]}")
+
+
+def test_the_commands_own_calls_over_ssh_share_one_connection(tmp_path: Path) -> None:
+    """A deployment reads the load balancer and confirms its lock at every safe point: over SSH,
+    every call goes through one master, its socket in the command's own directory of masters
+    (closed with them), after the inventory's own arguments (which win)."""
+    from deployer.adapters.ssh_masters import SshMasters
+
+    masters = SshMasters(tmp_path / "state")
+    env = _env(tmp_path, "{socket: /run/haproxy/admin.sock, backend: hello, host: lb1}")
+    remote = load_balancer_for(env, masters=masters)
+    assert isinstance(remote, HAProxyOverSSH)
+    argv = remote.target.argv(["true"])
+    paths = [a.removeprefix("ControlPath=") for a in argv if a.startswith("ControlPath=")]
+    assert len(paths) == 1 and "ControlMaster=auto" in argv and argv[-2:] == ["lb1", "true"]
+    control = Path(paths[0])
+    assert control.parent == masters.directory and len(control.name) == 10
+    # The same host: the same connection, for the lock's calls too.
+    again = load_balancer_for(env, masters=masters)
+    assert isinstance(again, HAProxyOverSSH) and again.target.control_path == str(control)
+    # Without masters (a command that makes one call), no connection is kept.
+    assert load_balancer_for(env).target.control_path is None  # type: ignore[union-attr]
+    masters.close()
+    assert not control.parent.exists()

@@ -16,7 +16,7 @@ def test_top_level_exports() -> None:
         "DeploymentFailed", "DeploymentPaused", "DeploymentRefused", "EnvironmentConfig",
         "FleetAtRiskError", "GateRefused", "ImmutableArtefactError",
         "Interrupted", "LabError", "LoadBalancerError", "LockError", "LockHeldError", "LockLostError",
-        "PrerequisiteError",
+        "PointerError", "PrerequisiteError",
         "UsageError", "VerificationError", "VersionError", "__version__", "load_config",
         "validate_version",
     ])

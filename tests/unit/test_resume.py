@@ -3,10 +3,11 @@ fakes at the seams only. The killed deployment is a real one run through the lif
 the event it dies at: the journal is kept as it was written at that moment (as after a SIGKILL,
 nothing after it), its process is one that is gone, and it still holds the lock. The fake load
 balancer is left as the playbook's drains and enables had made it. The real thing, on the lab:
-tests/e2e/test_resume.py."""
+tests/e2e/test_resume_lab.py."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -24,12 +25,14 @@ from deployer import ConfigError, LockHeldError
 from deployer.adapters.journal import ABANDONED_SUMMARY, DeploymentRecord, Journal
 from deployer.adapters.lock import EnvironmentLock
 from deployer.adapters.process import Identity
+from deployer.adapters.runner import RunnerEvent
 from deployer.analysis import parse_analysis_config
 from deployer.engine.events import NodePhaseChanged, Note, Published, Subscriber, TrafficSwitched
 from deployer.engine.left_out import left_out_by_deployer
 from deployer.engine.lifecycle import exit_code_for
 from deployer.engine.resume import ResumeResult, find_interrupted, resume
 from deployer.engine.soaking import Soaks
+from deployer.engine.tracking import PHASE_BY_TASK_FILE
 from deployer.testing import (
     FakeClock,
     FakeLoadBalancer,
@@ -70,10 +73,13 @@ def kill(d: Deployment, version: str, at: Callable[[Published], bool], tmp: Path
 
         def on_event(self, published: Published) -> None:
             if at(published):
+                d.runner.kill()  # the playbook runs die with the process
                 with sqlite3.connect(path) as db:
                     db.backup(snapshot)
                 raise Killed
 
+    if isinstance(at, node_at):
+        d.runner.die_after = at.on_nodes
     d.lifecycle.subscribers.append(Kill())
     with pytest.raises(Killed):
         d.deploy(version, **deploy)
@@ -93,8 +99,21 @@ def kill(d: Deployment, version: str, at: Callable[[Published], bool], tmp: Path
     return record
 
 
-def node_at(node: str, phase: str) -> Callable[[Published], bool]:
-    return lambda p: isinstance(p.event, NodePhaseChanged) and (p.event.node, p.event.phase) == (node, phase)
+class node_at:
+    """At ``node`` moving to ``phase``. On the nodes (the runner's side) the process dies as the
+    task that moves it starts: a rollout's one run replays on a thread of its own, ahead of the
+    engine hearing it, and must not go on past the moment of death."""
+
+    def __init__(self, node: str, phase: str) -> None:
+        self.node, self.phase = node, phase
+
+    def __call__(self, p: Published) -> bool:
+        return isinstance(p.event, NodePhaseChanged) and (p.event.node, p.event.phase) == (
+            self.node, self.phase)
+
+    def on_nodes(self, ev: RunnerEvent) -> bool:
+        return (ev.kind == "task_start" and ev.host == self.node
+                and PHASE_BY_TASK_FILE.get((ev.role or "", ev.task_file or "")) == self.phase)
 
 
 def note_at(start: str) -> Callable[[Published], bool]:
@@ -121,8 +140,17 @@ def admin(lb: FakeLoadBalancer) -> dict[str, str]:
 
 
 def played(d: Deployment) -> list[tuple[str, list[str], str]]:
-    return [(r.playbook, list(r.hosts), str(r.extravars.get("deployer_version", "")))
-            for r in d.runner.requests]
+    """Each run (a rollout's one run: each batch it let go, as the batch runs it replaces)."""
+    runs: list[tuple[str, list[str], str]] = []
+    batches = iter(d.runner.batches)
+    for r in d.runner.requests:
+        version = str(r.extravars.get("deployer_version", ""))
+        if r.playbook == "rollout.yml":
+            runs += [("deploy_batch.yml", batch, version)
+                     for batch in itertools.islice(batches, len(r.extravars["deployer_batch_sizes"]))]
+        else:
+            runs.append((r.playbook, list(r.hosts), version))
+    return runs
 
 
 def rolling(tmp_path: Path, deployment: Make, scripts: list[RunScript], version: str,
@@ -197,9 +225,9 @@ def test_killed_mid_batch_rollback_puts_every_node_back_on_its_release(
     assert record.details["resumes"] == killed.uid and record.details["acts_as"] == "rollback"
     assert left_out_by_deployer(d.journal, "lab", NODES) == {}
     # Idempotent: nothing more to resume, nothing run, nothing recorded.
-    count = len(records(d))
+    count, runs = len(records(d)), len(d.runner.requests)
     again, _ = run_resume(d)
-    assert again.interruption is None and len(records(d)) == count and len(d.runner.requests) == 3
+    assert again.interruption is None and len(records(d)) == count and len(d.runner.requests) == runs
 
 
 def test_killed_mid_batch_finish_deploys_the_rest_and_the_node_caught_rejoins(
