@@ -30,9 +30,11 @@ def test_a_window_closing_mid_rollout_pauses_it_and_resume_continues_it_in_the_n
     make_lab: Callable[..., Lab],
 ) -> None:
     lab = make_lab(nodes=3, seed="1.0.0")
-    # Start 45 s into a minute: the deployment is admitted in the window [m, m+1) and reaches
-    # batch 2 after it closed (batch 1 and a 15 s pause take longer than the 15 s left). The
-    # next window is [m+2, m+3).
+    # Start 40 to 46 s into a minute: the deployment is admitted, and reaches batch 1, in the
+    # window [m, m+1) (verifying and pre-staging take 4 s, or 10 s on a busy machine), and
+    # reaches batch 2 after it closed (batch 1 and a 25 s pause take longer than the 20 s
+    # left at most: a batch of the rollout's one run takes under a second). The next window
+    # is [m+2, m+3).
     while not 40 <= time.time() % 60 < 46:
         time.sleep(0.5)
     minute = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
@@ -41,7 +43,7 @@ def test_a_window_closing_mid_rollout_pauses_it_and_resume_continues_it_in_the_n
          "to": hhmm(minute + dt.timedelta(minutes=1))},
         {"from": hhmm(minute + dt.timedelta(minutes=2)), "to": hhmm(minute + dt.timedelta(minutes=3))},
     ]
-    config = configured(lab, "windows.yml", strategy={"pause_between_batches": 15},
+    config = configured(lab, "windows.yml", strategy={"pause_between_batches": 25},
                         gates={"timezone": "Europe/London", "windows": windows,
                                "on_window_close": "pause"})
 
