@@ -198,11 +198,15 @@ class Lifecycle:
 
     def deploy(self, version: str, *, kind: str = "deploy", resumes: str | None = None,
                extra_details: Mapping[str, object] | None = None,
-               resumption: Resumption | None = None, high_risk: str = "") -> Outcome:
+               resumption: Resumption | None = None, high_risk: str = "",
+               record_refused: bool = True, record_lock_held: bool = True) -> Outcome:
         """Deploy ``version`` (``kind``: deploy, rollback or resume; ``resumption``: what a
         resume continues, for the strategy; ``high_risk``: why it is High Risk, if it is). Bad
         input raises before anything is recorded; an unverified release, a check refusing it
-        before the lock, or a held lock is recorded as refused, then raised."""
+        before the lock, or a held lock is recorded as refused, then raised (without
+        ``record_refused``, only raised: a request whose refusal is on the record already,
+        asked again, e.g. by a runner waiting for a window; without ``record_lock_held``, a
+        held lock is only raised: a runner tries again at its next look)."""
         validate_version(version)
         events = EventStream([JournalRecorder(self.journal), *self.subscribers], clock=self.clock)
         self.events = events
@@ -220,7 +224,7 @@ class Lifecycle:
             details["resumes"] = resumes
         acts_as = resumption.acts_as if resumption is not None else kind
         refused = _Refusals(self, events, kind=kind, version=version, details=details,
-                            resumes=resumes, pending=pending)
+                            resumes=resumes, pending=pending, record=record_refused)
         try:
             # Verify the release before touching anything: signature, identity, digest.
             try:
@@ -256,7 +260,8 @@ class Lifecycle:
                         kind=kind, version=version, command=self.command, details=details,
                     ))
                 except (LockHeldError, LockError) as exc:
-                    refused.record(exc)
+                    if record_lock_held or not isinstance(exc, LockHeldError):
+                        refused.record(exc)
                     raise
                 ref = DeploymentRef(id=held.deployment_id, uid=held.uid, env=self.env_name,
                                     kind=kind, version=version)
@@ -361,8 +366,10 @@ class _Refusals:
     deployment is on the record, refused ones included."""
 
     def __init__(self, lifecycle: Lifecycle, events: EventStream, *, kind: str, version: str,
-                 details: dict[str, object], resumes: str | None, pending: list[str]) -> None:
+                 details: dict[str, object], resumes: str | None, pending: list[str],
+                 record: bool = True) -> None:
         self.lifecycle = lifecycle
+        self.enabled = record
         self.events = events
         self.kind = kind
         self.version = version
@@ -374,6 +381,8 @@ class _Refusals:
         self.admission: tuple[SafePoints, SafePointContext, list[Verdict]] | None = None
 
     def record(self, error: DeployerError) -> None:
+        if not self.enabled:
+            return
         lc = self.lifecycle
         started = time.time()
         deployment_id, uid = lc.journal.start(

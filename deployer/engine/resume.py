@@ -455,10 +455,11 @@ def _high_risk_of(found: Interruption) -> str:
 
 
 def resume(lifecycle: Lifecycle, *, on_interrupted: str, say: Callable[[str], None],
-           high_risk: str = "") -> ResumeResult:
+           high_risk: str = "", record_refused: bool = True) -> ResumeResult:
     """Resume the environment's interrupted deployment (see the module documentation): say
     what was found and what will be done, then do it. Nothing to resume, or nothing to do:
-    no outcome (the latter recorded in the journal)."""
+    no outcome (the latter recorded in the journal). ``record_refused``: as for
+    :meth:`Lifecycle.deploy`."""
     journal, env = lifecycle.journal, lifecycle.env_name
     found, why = find_interrupted(journal, env, lock=lifecycle.lock)
     if found is None:
@@ -474,7 +475,8 @@ def resume(lifecycle: Lifecycle, *, on_interrupted: str, say: Callable[[str], No
         result.deployment, result.uid = _record_nothing(lifecycle, found, decision, details, say)
         return result
     outcome = lifecycle.deploy(decision.version, kind="resume", resumption=decision.resumption,
-                               extra_details=details, high_risk=high_risk or _high_risk_of(found))
+                               extra_details=details, high_risk=high_risk or _high_risk_of(found),
+                               record_refused=record_refused)
     result.outcome = outcome
     if outcome.status != "succeeded":
         _name_left_out(lifecycle, outcome)
