@@ -74,6 +74,16 @@ class EnvironmentConfig(Model):
         return self
 
     @model_validator(mode="after")
+    def _signed_pointer_needs_requesters(self) -> EnvironmentConfig:
+        if self.pointer is not None and self.pointer.require_signed and not (
+                self.gates.approvals is not None and self.gates.approvals.requesters):
+            raise ValueError(
+                "pointer.require_signed needs the requesters' public keys "
+                "(gates.approvals.requesters: [{name, key}]) to know who signed a request"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _blue_green_needs_a_legs_map(self) -> EnvironmentConfig:
         if self.strategy.kind == "blue-green" and not self.load_balancer.legs_map:
             raise ValueError(

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from ..adapters.freeze import FreezeBoard
 from ..adapters.journal import Journal
-from ..artefacts import ArtefactStore
+from ..artefacts import ArtefactStore, load_public_key
 from ..config import EnvironmentConfig
 from ..engine.events import Subscriber
 from ..engine.safepoints import Check
@@ -91,7 +91,9 @@ def build_gates(
         FreezeGate(state, freeze),
         DecisionRecordGate(state, zero_downtime_gaps(env, group_sizes), config.decision_record,
                            config_file),
-        RequesterGate(state, actor, clock),
+        RequesterGate(state, actor, clock, requesters=[
+            (r.name, load_public_key(r.key))
+            for r in (config.approvals.requesters if config.approvals is not None else [])]),
         BreakGlassGate(state, approvers),
         HighRiskGate(state, approvers),
         WindowGate(state, calendar, journal),

@@ -18,7 +18,15 @@ roles), never from the document: identity is the key.
 
 The **requester** signs the deployment request with their own key at admission
 (``deploy --requester-key KEY``): so deployer knows who asks by key, and four eyes compares
-keys — an approval signed by the requester's own key does not count.
+keys — an approval signed by the requester's own key does not count. A request to an
+environment's runner is signed when it is written to the pointer (``pointer set
+--requester-key KEY``: :func:`sign_pointer_request`) and verified by the runner against the
+keys of the config's requesters (:func:`verify_pointer_request`)::
+
+    {"request": {"kind": "deployer-pointer-request", "app": "hello", "environment": "prod",
+                 "version": "1.4.2", "sha256": "…", "reason": "…", "requester": "…",
+                 "set_at": "…", "change": "CHG0000001" | null, "high_risk": "" },
+     "signature": "untrusted comment: …\n…"}
 """
 
 from __future__ import annotations
@@ -46,20 +54,25 @@ from ..config import ApprovalsConfig
 
 __all__ = [
     "APPROVAL_KIND",
+    "POINTER_REQUEST_KIND",
     "REQUEST_KIND",
     "Approval",
     "Approver",
     "Approvers",
     "Requester",
+    "approval_of",
     "canonical",
     "load_approval",
     "make_approval",
     "parse_expiry",
     "requester_from_key",
+    "sign_pointer_request",
+    "verify_pointer_request",
 ]
 
 APPROVAL_KIND = "deployer-approval"
 REQUEST_KIND = "deployer-request"
+POINTER_REQUEST_KIND = "deployer-pointer-request"
 # The environment variable holding a signing key's password (as for `artefact sign`).
 KEY_PASSWORD_ENV = "DEPLOYER_KEY_PASSWORD"
 
@@ -154,6 +167,37 @@ def sign_request(requester: Requester, secret: SecretKey, request: dict[str, Any
     return Requester(requester.name, requester.key, payload, signature)
 
 
+def sign_pointer_request(secret: SecretKey, request: dict[str, Any]) -> dict[str, Any]:
+    """A request to an environment's runner, signed by the requester's key: what ``pointer
+    set --requester-key`` writes in the pointer's ``signed`` field."""
+    payload = {"kind": POINTER_REQUEST_KIND, **request}
+    signature = sign_bytes(canonical(payload), secret,
+                           trusted_comment=f"deployer pointer request {payload.get('environment', '')} "
+                           f"{payload.get('version', '')}").decode()
+    return {"request": payload, "signature": signature}
+
+
+def verify_pointer_request(signed: dict[str, Any], requesters: Sequence[tuple[str, PublicKey]]) \
+        -> Requester:
+    """The requester whose key signed a pointer's request (named as the config names them);
+    VerificationError when no requester's key did, or the request was altered."""
+    payload, signature = signed.get("request"), signed.get("signature")
+    if not isinstance(payload, dict) or not isinstance(signature, str):
+        raise VerificationError("the pointer's signed request is not {request, signature}")
+    if payload.get("kind") != POINTER_REQUEST_KIND:
+        raise VerificationError("the pointer's signed request is not a deployer pointer request")
+    if not requesters:
+        raise VerificationError("no requesters are configured (gates.approvals.requesters): a "
+                                "signed request cannot be checked")
+    try:
+        verify_signature(canonical(payload), signature.encode(), [k for _, k in requesters])
+    except VerificationError as exc:
+        raise VerificationError(f"the pointer's signed request: {exc.message}") from None
+    key_id = signer_key_id(signature.encode())
+    name, key = next((n, k) for n, k in requesters if k.key_id_hex == key_id)
+    return Requester(name, key, payload, signature)
+
+
 @dataclass(frozen=True)
 class Approval:
     """An approval document as read from its file (not yet verified)."""
@@ -226,12 +270,18 @@ def load_approval(path: Path) -> Approval:
         raise UsageError(f"--approval: {path} does not exist") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise UsageError(f"--approval: {path} is not an approval file ({exc})") from None
-    payload = raw.get("approval") if isinstance(raw, dict) else None
-    signature = raw.get("signature") if isinstance(raw, dict) else None
+    return approval_of(raw, str(path))
+
+
+def approval_of(document: object, source: str) -> Approval:
+    """An approval from its document ({approval, signature}, as an approval file holds it);
+    UsageError naming ``source`` when it is not one."""
+    payload = document.get("approval") if isinstance(document, dict) else None
+    signature = document.get("signature") if isinstance(document, dict) else None
     if not isinstance(payload, dict) or not isinstance(signature, str):
-        raise UsageError(f"--approval: {path} is not an approval file (it needs 'approval' and "
+        raise UsageError(f"--approval: {source} is not an approval file (it needs 'approval' and "
                          "'signature')")
-    return Approval(str(path), payload, signature.encode())
+    return Approval(source, payload, signature.encode())
 
 
 def make_approval(*, key_path: Path, app: str, version: str, sha256: str, environment: str,

@@ -28,20 +28,28 @@ always pauses; a gate that cannot tell (the change API unreachable) pauses too.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .._clock import iso_utc
-from .._errors import DeploymentPaused, GateRefused
+from .._errors import DeploymentPaused, GateRefused, VerificationError
 from ..adapters.freeze import FreezeBoard
 from ..adapters.journal import Journal
-from ..artefacts import SecretKey
+from ..artefacts import PublicKey, SecretKey
 from ..config import DecisionRecordConfig, GatesConfig
 from ..engine.history import ran_successfully
 from ..engine.safepoints import Decision, SafePoint, SafePointContext, Verdict
-from .approvals import Approval, Approvers, Requester, sign_request, valid_approvals
+from .approvals import (
+    Approval,
+    Approvers,
+    Requester,
+    sign_request,
+    valid_approvals,
+    verify_pointer_request,
+)
 from .calendar import Calendar, iso_local
 from .changes import ChangeProvider, ChangeRecord
 
@@ -73,6 +81,14 @@ class GateRequest:
     # break-glass approval is needed, and the reason is recorded.
     break_glass: bool = False
     reason: str = ""
+    # A request read from the environment's pointer (its runner asks): the requester's signed
+    # request, verified by the requester gate; and whether one is required
+    # (pointer.require_signed).
+    signed: dict[str, Any] | None = None
+    require_signed: bool = False
+    # What the pointer asked (where, its revision, version, reason, requester, when), for the
+    # evidence.
+    pointer: dict[str, Any] | None = None
 
 
 @dataclass
@@ -215,19 +231,32 @@ class DecisionRecordGate(_Gate):
 
 class RequesterGate(_Gate):
     """Who asks, by key: the request (app, version, digest, environment, change, time) signed
-    with the requester's key, once, at admission."""
+    with the requester's key, once, at admission. A request the environment's runner read from
+    its pointer was signed when it was written there: its signature is verified against the
+    config's requesters' keys and must be for this release and environment (and is required
+    with ``pointer.require_signed``)."""
 
     name = "requester"
 
-    def __init__(self, state: GateState, actor: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, state: GateState, actor: str, clock: Callable[[], float] = time.time,
+                 requesters: Sequence[tuple[str, PublicKey]] = ()) -> None:
         super().__init__(state)
         self.actor = actor
         self.clock = clock
+        self.requesters = list(requesters)
 
     def check(self, ctx: SafePointContext) -> Verdict:
         if ctx.point is not SafePoint.ADMISSION:
             return Verdict.go()
         request = self.state.request
+        if request.requester is None and request.signed is not None:
+            return self._from_pointer(ctx, request.signed)
+        if request.requester is None and request.require_signed:
+            return self.refuse(
+                "the pointer's request is not signed by a requester's key "
+                "(pointer.require_signed)",
+                hint=f"write it with `deployer pointer set --env {self.env} --requester-key KEY "
+                "...` (KEY: the secret half of a key in gates.approvals.requesters)")
         if request.requester is None or request.requester_secret is None:
             return Verdict(Decision.CONTINUE, reason=f"requested by {self.actor} (not known by key)")
         release = ctx.release
@@ -239,6 +268,26 @@ class RequesterGate(_Gate):
         })
         self.state.requester = signed
         return Verdict(Decision.CONTINUE, reason=f"requested by {signed.describe()}, signed")
+
+    def _from_pointer(self, ctx: SafePointContext, signed: dict[str, Any]) -> Verdict:
+        try:
+            requester = verify_pointer_request(signed, self.requesters)
+        except VerificationError as exc:
+            return self.refuse(exc.message, hint="write the pointer again with `deployer pointer "
+                               "set --requester-key KEY` (a key in gates.approvals.requesters)")
+        release = ctx.release
+        asked = requester.request
+        wrong = [f"{name} {asked.get(name)!r}, not {want!r}" for name, want in (
+            ("environment", self.env), ("app", release.app if release else ""),
+            ("version", ctx.deployment.version), ("sha256", release.sha256 if release else ""),
+        ) if asked.get(name) != want]
+        if wrong:
+            return self.refuse(f"the pointer's request signed by {requester.describe()} is for "
+                               f"{'; '.join(wrong)}")
+        self.state.requester = requester
+        self.state.request = dataclasses.replace(self.state.request, requester=requester)
+        return Verdict(Decision.CONTINUE, reason=f"requested by {requester.describe()}, signed in "
+                       f"the pointer at {asked.get('set_at') or '?'}")
 
 
 class _ApprovalsGate(_Gate):
