@@ -252,7 +252,9 @@ def build_environment(
 
     if gates is not None:
         api = env.gates.change_api
-        store_url = env.gates.evidence.store or env.store.url
+        # Beside the promotion records by default (else in the artefact store).
+        store_url = env.gates.evidence.store or (
+            env.promotion.store if env.promotion is not None else env.store.url)
 
         def evidence_store() -> ArtefactStore:
             from ..artefacts import open_store

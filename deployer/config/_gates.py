@@ -299,8 +299,8 @@ class EvidenceConfig(Model):
     password_env: str = Field("DEPLOYER_EVIDENCE_KEY_PASSWORD", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     # Publish each signed record to a store (_evidence/<env>/<uid>.json and .json.minisig).
     publish: bool = True
-    # Where: a file:// or s3:// store (an http:// store is read-only); default: the
-    # environment's store.
+    # Where: a file:// or s3:// store (an http:// store is read-only); default: the promotion
+    # store (promotion.store), else the environment's store.
     store: str | None = Field(None, pattern=r"^(file|s3)://")
 
 

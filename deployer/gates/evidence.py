@@ -14,7 +14,8 @@ their signatures, the change record, the window, the decision record, break-glas
 - it signs the record's bytes with the environment's evidence key (``gates.evidence.key``,
   minisign: the standard ``minisign -V`` verifies it too);
 - keeps record and signature in the journal (``deployer evidence show``);
-- publishes both to the store (``gates.evidence.store``, else the environment's store), at
+- publishes both to the store (``gates.evidence.store``, else the promotion store beside the
+  promotion records, else the environment's store), at
   ``_evidence/<env>/<uid>.json`` and ``.json.minisig``.
 
 A failure to sign or publish is said (and the record kept unsigned or unpublished in the
@@ -209,7 +210,7 @@ class EvidenceCollector(Subscriber):
                     "name": requester.name, "key_id": requester.key_id,
                     "request": requester.request, "signature": requester.signature,
                 },
-                "pointer": None,
+                "pointer": state.request.pointer,
             },
             "release": {
                 "app": started.get("app") or self.env.app.name, "version": ref.version,
@@ -220,7 +221,9 @@ class EvidenceCollector(Subscriber):
                 "nodes": sorted(self.nodes), "legs": self.plan.get("legs"),
                 "targets": self.plan.get("targets"),
             },
-            "promotion": None,
+            "promotion": next(({"decision": g["decision"], "reason": g["reason"]}
+                               for g in self.gates
+                               if g["gate"] == "promotion" and g["point"] == "admission"), None),
             "approvals": state.approvals,
             "change": {"id": state.request.change,
                        "record": state.change.to_dict() if state.change else None,
