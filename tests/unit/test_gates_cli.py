@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deployer import ConfigError, VerificationError, load_config
 from deployer.adapters.journal import Journal
 from deployer.artefacts import generate_keypair
 from deployer.cli.main import main
@@ -115,3 +116,56 @@ def test_a_break_glass_deployment_is_on_the_record_as_such_with_its_reason_and_c
     assert record.details["break_glass"] == {"reason": "INC-7"}
     assert record.details["change"] == "CHG0000009"
     assert record.details["decision_record"] == {"id": "DR-1", "ref": "docs/dr-1.md"}
+
+
+def test_pointer_set_carries_the_request_signed_by_the_requesters_key(
+    world: dict[str, Path], capsys: pytest.CaptureFixture[str],
+) -> None:
+    from deployer.agent._pointer import Desired, PointerValue
+    from deployer.artefacts import load_public_key
+    from deployer.gates.approvals import verify_pointer_request
+
+    ci = generate_keypair(world["root"] / "people", "ci")
+    sam = generate_keypair(world["root"] / "people", "sam")
+    pointer = world["root"] / "pointer" / "lab.json"
+    config = with_gates(world, {"approvals": {
+        "approvers": [{"name": "sam", "key": str(sam.public_path), "roles": ["change"]}],
+        "requesters": [{"name": "ci", "key": str(ci.public_path)}]}})
+    data = yaml.safe_load(config.read_text())
+    data["environments"]["lab"]["pointer"] = {"kind": "file", "path": str(pointer),
+                                              "require_signed": True}
+    config.write_text(yaml.safe_dump(data))
+    approval = world["root"] / "sam.approval"
+    assert run(["approval", "sign", "--env", "lab", "--version", "1.1.0", "--key", str(sam.secret_path),
+                "--expires", "8h", "--change", "CHG0000001", "--out", str(approval),
+                "--config", str(config)]) == 0
+    # pointer.require_signed: an unsigned request is not written.
+    assert run(["pointer", "set", "--env", "lab", "--version", "1.1.0", "--reason", "release",
+                "--config", str(config)]) == 2
+    assert "requires a signed request (pointer.require_signed): give --requester-key" in \
+        capsys.readouterr().err
+    assert not pointer.exists()
+    assert run(["pointer", "set", "--env", "lab", "--version", "1.1.0", "--reason", "release",
+                "--requester-key", str(ci.secret_path), "--change", "CHG0000001",
+                "--approval", str(approval), "--config", str(config)]) == 0
+    desired = Desired.parse(PointerValue(pointer.read_text(), "1"), where=str(pointer))
+    assert (desired.version, desired.requester, desired.change) == ("1.1.0", "ci", "CHG0000001")
+    assert desired.approvals[0]["approval"]["change"] == "CHG0000001"
+    assert desired.signed is not None
+    requester = verify_pointer_request(desired.signed, [("ci", load_public_key(ci.public_path))])
+    assert requester.name == "ci" and requester.request["environment"] == "lab"
+    assert len(requester.request["sha256"]) == 64 and requester.request["change"] == "CHG0000001"
+    # Altered after signing (another version): the signature no longer verifies.
+    tampered = dict(desired.signed, request={**desired.signed["request"], "version": "1.2.0"})
+    with pytest.raises(VerificationError, match="does not match the data"):
+        verify_pointer_request(tampered, [("ci", load_public_key(ci.public_path))])
+
+
+def test_pointer_require_signed_needs_the_requesters_keys(world: dict[str, Path]) -> None:
+    config = with_gates(world, {})
+    data = yaml.safe_load(config.read_text())
+    data["environments"]["lab"]["pointer"] = {"kind": "file", "path": "p.json",
+                                              "require_signed": True}
+    config.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"pointer\.require_signed needs the requesters' public keys"):
+        load_config(config)
