@@ -434,3 +434,27 @@ def test_a_single_node_group_needs_one_and_blue_green_legs_are_judged_as_blue_gr
     bg = gated(world["bg_config"], [survey(dict.fromkeys(GREEN, "1.0.0")), good_batch(GREEN)],
                gates={}, preview_version=lambda backend: "1.1.0")
     assert bg.deploy("1.1.0").status == "succeeded"
+
+
+def test_a_single_node_lab_references_its_decision_record_and_passes_the_gate(tmp_path: Path) -> None:
+    import yaml
+
+    from deployer.config import EnvironmentConfig
+    from deployer.gates.decisions import zero_downtime_gaps
+    from deployer.lab import LabSpec
+    from deployer.lab._render import deployer_config
+
+    def lab_env(**fields: Any) -> EnvironmentConfig:
+        text = deployer_config(
+            LabSpec(**fields).with_ports(defaults=True, pick=lambda n, taken: []),
+            inventory_path=Path("inventory.yml"), store_url="http://127.0.0.1:8081/",
+            trusted_key=Path("keys/release.pub"), haproxy_socket="/run/lab/admin.sock",
+            legs_map_path="/run/lab/legs.map")
+        return EnvironmentConfig.model_validate(yaml.safe_load(text)["environments"]["lab"])
+
+    single = lab_env(nodes=1)
+    assert zero_downtime_gaps(single, {"": 1})  # one node: no zero downtime...
+    assert single.gates.decision_record is not None  # ...accepted by the lab's decision record
+    assert single.gates.decision_record.id == "LAB-1"
+    assert lab_env(nodes=3).gates.decision_record is None  # three nodes need none
+    assert lab_env(nodes=1, legs=True).gates.decision_record is None  # blue-green: zero downtime
