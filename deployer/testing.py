@@ -80,25 +80,14 @@ class ReplayRunner:
     ) -> None:
         self.scripts = list(scripts)
         self.requests: list[RunRequest] = []
-        # The runs that reached a node, in the order they did: a rollout's run from its first
-        # batch let go (it may start while the nodes are pre-staged, and end unused).
-        self.played: list[RunRequest] = []
         self.lb = lb
         # Set by kill(): the deploying process died; nothing more happens on the nodes.
         self.killed = threading.Event()
         # Dies (kill()) right after replaying the first event this says yes to.
         self.die_after: Callable[[RunnerEvent], bool] | None = None
         self.batches: list[list[str]] = []
-        # What each gate was answered: ("go", hosts) or ("stop", reason); and with each go that
-        # let nodes go, what the controller had read of them (their known releases).
+        # What each gate was answered: ("go", hosts) or ("stop", reason).
         self.gate_answers: list[tuple[str, Any]] = []
-        self.known_releases: list[dict[str, Any]] = []
-
-    def runs_of(self, *playbooks: str) -> list[RunRequest]:
-        """The requests to run any of ``playbooks``, in the order they came. (A rollout's run may
-        start while its nodes are pre-staged: the order of runs of different playbooks is
-        that of their threads.)"""
-        return [r for r in self.requests if r.playbook in playbooks]
 
     @classmethod
     def from_file(cls, path: Path) -> ReplayRunner:
@@ -112,7 +101,6 @@ class ReplayRunner:
         self.requests.append(request)
         if request.playbook == "rollout.yml":
             return self._rollout(request, on_event, cancelled)
-        self.played.append(request)
         return self._replay(self._next(request.playbook, list(request.hosts)), request.hosts,
                             on_event, cancelled,
                             backend=str(request.extravars.get("deployer_lb_backend", "")))
@@ -203,16 +191,6 @@ class ReplayRunner:
             self.gate_answers.append(("go", hosts))
             if not hosts:
                 continue
-            if request not in self.played:
-                self.played.append(request)
-            known = answer.get("known_releases") or {}
-            self.known_releases.append(known)
-            unknown = [h for h in hosts if h not in known]
-            if unknown:  # the play's variables of a node the controller did not read: it fails
-                for host in unknown:
-                    on_event(ev("failed", host, message=f"no known release for {host}"))
-                failed |= set(unknown)
-                break
             self.batches.append(hosts)
             result = self.play_batch(request, hosts, on_event, cancelled)
             if result.status == "canceled":

@@ -143,7 +143,7 @@ def played(d: Deployment) -> list[tuple[str, list[str], str]]:
     """Each run (a rollout's one run: each batch it let go, as the batch runs it replaces)."""
     runs: list[tuple[str, list[str], str]] = []
     batches = iter(d.runner.batches)
-    for r in d.runner.played:
+    for r in d.runner.requests:
         version = str(r.extravars.get("deployer_version", ""))
         if r.playbook == "rollout.yml":
             runs += [("deploy_batch.yml", batch, version)
@@ -225,9 +225,9 @@ def test_killed_mid_batch_rollback_puts_every_node_back_on_its_release(
     assert record.details["resumes"] == killed.uid and record.details["acts_as"] == "rollback"
     assert left_out_by_deployer(d.journal, "lab", NODES) == {}
     # Idempotent: nothing more to resume, nothing run, nothing recorded.
-    count, runs = len(records(d)), len(d.runner.played)
+    count, runs = len(records(d)), len(d.runner.requests)
     again, _ = run_resume(d)
-    assert again.interruption is None and len(records(d)) == count and len(d.runner.played) == runs
+    assert again.interruption is None and len(records(d)) == count and len(d.runner.requests) == runs
 
 
 def test_killed_mid_batch_finish_deploys_the_rest_and_the_node_caught_rejoins(
@@ -286,7 +286,7 @@ def test_a_failing_finish_rolls_back_the_nodes_the_killed_deployment_updated_too
     outcome = result.outcome
     assert outcome is not None and outcome.status == "rolled_back", outcome.summary
     assert "rolled back node1" in outcome.summary
-    revert = d.runner.played[-1]
+    revert = d.runner.requests[-1]
     assert (revert.playbook, list(revert.hosts), revert.extravars["deployer_revert_to"]) == (
         "revert.yml", ["node1"], "1.0.0")
     assert exit_code_for(outcome) == 10 and not outcome.out_of_service
@@ -310,7 +310,7 @@ def test_a_first_deployment_cannot_be_rolled_back_its_nodes_stay_in_service_on_w
     assert admin(lb) == dict.fromkeys(NODES, "ready")
     assert "node2 put back into service" in outcome.summary
     assert ("node2", "rejoined") in resume_events(d, result)
-    assert [r.playbook for r in d.runner.played] == ["prestage.yml"]  # no node deployed to
+    assert [r.playbook for r in d.runner.requests] == ["prestage.yml"]  # no node deployed to
     assert left_out_by_deployer(d.journal, "lab", NODES) == {}
 
 
