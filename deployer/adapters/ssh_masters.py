@@ -32,6 +32,7 @@ import signal
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -109,16 +110,20 @@ class SshMasters:
         # The per-user directory under the temporary directory, when the state dir's is too long.
         self._shared_base = None if self.root.name == "ssh" else self.root.parent
         self._dir: Path | None = None
+        # Runs may start side by side (a rollout's run while the nodes are pre-staged): one
+        # directory for all of them, or close() would miss the masters of the others.
+        self._creating = threading.Lock()
 
     @property
     def directory(self) -> Path:
         """This run's own directory (created, 0700, on first use)."""
-        if self._dir is None:
-            if self._shared_base is not None:
-                _private_dir(self._shared_base)
-            _private_dir(self.root)
-            self._dir = Path(tempfile.mkdtemp(prefix="", dir=self.root))
-        return self._dir
+        with self._creating:
+            if self._dir is None:
+                if self._shared_base is not None:
+                    _private_dir(self._shared_base)
+                _private_dir(self.root)
+                self._dir = Path(tempfile.mkdtemp(prefix="", dir=self.root))
+            return self._dir
 
     @property
     def opened(self) -> bool:

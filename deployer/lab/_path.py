@@ -142,8 +142,12 @@ class PathLab:
 
     @staticmethod
     def holds_one(dir: Path) -> bool:
-        """Whether ``dir`` holds a path-to-live lab (not a plain one)."""
-        return (Path(dir) / "path.json").is_file() or (Path(dir) / "envs").is_dir()
+        """Whether ``dir`` holds a path-to-live lab (not a plain one); False when it cannot be
+        looked into (a user without root: `lab up` then says it needs root)."""
+        try:
+            return (Path(dir) / "path.json").is_file() or (Path(dir) / "envs").is_dir()
+        except PermissionError:
+            return False
 
     @property
     def state_path(self) -> Path:

@@ -14,72 +14,24 @@ never collide with each other, with a lab started by hand, or with the default l
 
 from __future__ import annotations
 
-import itertools
 import os
 import shutil
 import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from lab_specs import DefaultPorts, next_lab_spec
 
 from deployer import DeployerError
 from deployer.lab import Lab, LabSpec
 from deployer.lab._procs import port_is_free
-from deployer.lab._spec import DEFAULT_PORTS, split_address
+from deployer.lab._spec import DEFAULT_PORTS
 
 VENV_BIN = Path(sys.executable).parent
-# Third octets tried for lab networks (127.0.1, the default lab, is never used). Each test
-# process starts in its own block of 16, so concurrent test runs rarely even try the same net.
-_FIRST_NET = 70 + (os.getpid() % 11) * 16
-_NETS = itertools.chain(range(_FIRST_NET, 251), range(70, _FIRST_NET))
-
-
-def next_lab_spec(**overrides: Any) -> LabSpec:
-    """A spec on a network nobody uses right now. Its ports are left to the lab, which picks
-    free ones (it is not the default lab), so it never takes a port the default lab needs."""
-    for octet in _NETS:
-        net = f"127.0.{octet}"
-        if not any(not port_is_free(f"{net}.{i}", 22) for i in (1, 2, 3)):
-            # No soak unless a test asks: most deploy tests judge something else.
-            fields: dict[str, Any] = {"net": net, "soak": 0.0, **overrides}
-            return LabSpec(**fields)
-    raise RuntimeError("no free loopback network left for a test lab")
-
-
-@dataclass
-class DefaultPorts:
-    """Who holds the default lab's ports during the session: a lab of the suite's own (``lab``,
-    in a temporary directory, never the user's default lab), or, where something else had some
-    of them (the user's demo lab, say), that program plus the suite's placeholder sockets."""
-
-    lab: Lab | None = None
-    spec: LabSpec | None = None
-    # Ports this machine already had in use when the session began.
-    held_before: list[str] = field(default_factory=list)
-    placeholders: list[socket.socket] = field(default_factory=list)
-
-    @staticmethod
-    def addresses() -> dict[str, tuple[str, int]]:
-        return {f: split_address(a, what=f) for f, a in DEFAULT_PORTS.items()}
-
-    def all_held(self) -> bool:
-        return not any(port_is_free(host, port) for host, port in self.addresses().values())
-
-    def up(self) -> None:
-        assert self.lab is not None and self.spec is not None
-        self.lab.up(self.spec)
-
-    def release(self) -> None:
-        for sock in self.placeholders:
-            sock.close()
-        self.placeholders.clear()
-        if self.lab is not None:
-            self.lab.down()
 
 
 def _default_port_lab_spec() -> LabSpec:

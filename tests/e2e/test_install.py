@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import next_lab_spec
+from lab_specs import next_lab_spec
 
 import deployer
 from deployer.lab import Lab

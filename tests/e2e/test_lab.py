@@ -301,7 +301,7 @@ def test_a_lab_under_the_home_directory_works(
     """The default lab lives in ~/.local/share: nodes must still see their own config there."""
     import tempfile
 
-    from conftest import next_lab_spec
+    from lab_specs import next_lab_spec
 
     the_lab = Lab(Path(tempfile.mkdtemp(prefix="deployer-lab-test-", dir=Path.home())))
     try:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DefaultPorts, next_lab_spec
+from lab_specs import DefaultPorts, next_lab_spec
 
 from deployer.lab._procs import ProcessRef, free_ports, wait_until
 from deployer.lab._spec import DEFAULT_PORTS

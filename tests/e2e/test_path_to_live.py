@@ -18,8 +18,8 @@ from typing import Any
 import boto3
 import pytest
 import yaml
-from conftest import next_lab_spec
 from lab_cli import deployer
+from lab_specs import next_lab_spec
 
 from deployer.adapters.journal import Journal
 from deployer.lab import PathLab, PathSpec

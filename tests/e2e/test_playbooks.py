@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import next_lab_spec
+from lab_specs import next_lab_spec
 
 pytestmark = pytest.mark.e2e
 

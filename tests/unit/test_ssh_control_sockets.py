@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -241,3 +242,25 @@ def test_close_ends_a_master_its_socket_no_longer_reaches(short_tmp: Path) -> No
         for proc in (ours, theirs):
             proc.kill()
             proc.wait()
+
+
+def test_runs_started_side_by_side_share_one_directory(tmp_path: Path) -> None:
+    """A rollout's run starts while the pre-stage run does: both ask for the directory at once,
+    and both must get the one close() cleans up."""
+    masters = SshMasters(tmp_path / "state")
+    start = threading.Barrier(8)
+    seen: list[Path] = []
+
+    def ask() -> None:
+        start.wait()
+        seen.append(masters.directory)
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(seen)) == 1
+    assert [p.name for p in masters.root.iterdir()] == [seen[0].name]
+    masters.close()
+    assert list(masters.root.iterdir()) == []
