@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import next_lab_spec
+from lab_specs import next_lab_spec
 from lab_cli import configured, deployer, fleet, journal, read_until, start
 
 from deployer.artefacts import generate_keypair
