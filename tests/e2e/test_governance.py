@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lab_specs import next_lab_spec
 from lab_cli import configured, deployer, fleet, journal, read_until, start
+from lab_specs import next_lab_spec
 
 from deployer.artefacts import generate_keypair
 from deployer.lab import Lab
