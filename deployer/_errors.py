@@ -22,8 +22,12 @@ branch to an exit code and prints its message without a traceback::
     ├── LabError                       exit 8  the local lab could not be built or inspected
     ├── AnalysisError                  exit 12 a metric source of the soak analysis cannot be queried
     │                                          (unreachable, bad query)
-    ├── GateRefused                    exit 14 refused by a gate (e.g. no valid promotion record from
-    │                                          the environment before this one); nothing was changed
+    ├── GateRefused                    exit 14 refused by a gate (a release window, a freeze, an
+    │                                          approval, no valid promotion record from the
+    │                                          environment before this one); nothing was changed
+    ├── DeploymentPaused               exit 15 a gate (a window closing, a freeze) paused a running
+    │                                          deployment at a safe point: every node in service,
+    │                                          `deployer resume` continues it
     ├── PointerError                   exit 1  an environment's desired-version pointer (or the
     │                                          status beside it) cannot be read or written
     ├── DeploymentFailed               exit 10 the rollout failed after changing nodes; they were
@@ -48,6 +52,7 @@ __all__ = [
     "ConfigError",
     "DeployerError",
     "DeploymentFailed",
+    "DeploymentPaused",
     "DeploymentRefused",
     "FleetAtRiskError",
     "GameDayUnsafe",
@@ -170,11 +175,31 @@ class AnalysisError(DeployerError):
 
 
 class GateRefused(DeployerError):
-    """A gate (the promotion gate today; release windows and approvals later) refused the
-    deployment after its release was verified and before the lock was taken: nothing was
-    changed or recorded."""
+    """A gate refused the deployment after its release was verified, before the lock was
+    taken (a release window, a freeze, an approval, the promotion gate), or before anything
+    changed at a later safe point: nothing was changed, and the refusal is on the record."""
 
     exit_code = 14
+
+    def __init__(self, message: str, *, hint: str | None = None, gate: str = "",
+                 opens_at: float | None = None) -> None:
+        super().__init__(message, hint=hint)
+        # Which gate refused (window, freeze, approval, promotion, ...), and when it may let the
+        # deployment through (the next window opening), for a caller that waits (the agent).
+        self.gate = gate
+        self.opens_at = opens_at
+
+
+class DeploymentPaused(DeployerError):
+    """A gate paused a running deployment at a safe point; ``deployer resume`` continues it."""
+
+    exit_code = 15
+
+    def __init__(self, message: str, *, hint: str | None = None, gate: str = "",
+                 opens_at: float | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.gate = gate
+        self.opens_at = opens_at
 
 
 class PointerError(DeployerError):

@@ -8,7 +8,10 @@ any (the lock's fake decides with the lock program's own function):
   :func:`good_batch`, :func:`bad_batch`, :func:`revert_batch` write such scripts;
 - :class:`FakeLoadBalancer` — the load-balancer seam: servers and routing maps in memory, every
   change recorded, and HAProxy's ``show stat`` counters for a soak's metric source;
-- :class:`FakeLockHost` — where a deployment lock lives, in memory, with a clock moved by hand;
+- :class:`FakeLockHost` — where a deployment lock (and the environment's freeze) lives, in
+  memory, with a clock moved by hand;
+- :class:`FakeChangeProvider` — change records of a change-management system, in memory, every
+  update recorded (the real client is tested against an HTTP server on loopback);
 - :class:`FakePointer` — an environment's desired-version pointer and the status beside it;
 - :class:`FakeSource` — a metric source of the soak analysis, with scripted measurements;
 - :class:`FakeClock` — the analysis clock, which moves only when something waits.
@@ -34,8 +37,10 @@ from .adapters.loadbalancer import ADMIN_STATES, ServerState
 from .adapters.runner import CancelCheck, EventSink, RunnerEvent, RunRequest, RunResult, hosts_with
 from .agent._pointer import Desired, PointerValue
 from .analysis._model import Measurement
+from .gates.changes import ChangeRecord
 
 __all__ = [
+    "FakeChangeProvider",
     "FakeClock",
     "FakeLoadBalancer",
     "FakeLockHost",
@@ -80,25 +85,14 @@ class ReplayRunner:
     ) -> None:
         self.scripts = list(scripts)
         self.requests: list[RunRequest] = []
-        # The runs that reached a node, in the order they did: a rollout's run from its first
-        # batch let go (it may start while the nodes are pre-staged, and end unused).
-        self.played: list[RunRequest] = []
         self.lb = lb
         # Set by kill(): the deploying process died; nothing more happens on the nodes.
         self.killed = threading.Event()
         # Dies (kill()) right after replaying the first event this says yes to.
         self.die_after: Callable[[RunnerEvent], bool] | None = None
         self.batches: list[list[str]] = []
-        # What each gate was answered: ("go", hosts) or ("stop", reason); and with each go that
-        # let nodes go, what the controller had read of them (their known releases).
+        # What each gate was answered: ("go", hosts) or ("stop", reason).
         self.gate_answers: list[tuple[str, Any]] = []
-        self.known_releases: list[dict[str, Any]] = []
-
-    def runs_of(self, *playbooks: str) -> list[RunRequest]:
-        """The requests to run any of ``playbooks``, in the order they came. (A rollout's run may
-        start while its nodes are pre-staged: the order of runs of different playbooks is
-        that of their threads.)"""
-        return [r for r in self.requests if r.playbook in playbooks]
 
     @classmethod
     def from_file(cls, path: Path) -> ReplayRunner:
@@ -112,7 +106,6 @@ class ReplayRunner:
         self.requests.append(request)
         if request.playbook == "rollout.yml":
             return self._rollout(request, on_event, cancelled)
-        self.played.append(request)
         return self._replay(self._next(request.playbook, list(request.hosts)), request.hosts,
                             on_event, cancelled,
                             backend=str(request.extravars.get("deployer_lb_backend", "")))
@@ -203,16 +196,6 @@ class ReplayRunner:
             self.gate_answers.append(("go", hosts))
             if not hosts:
                 continue
-            if request not in self.played:
-                self.played.append(request)
-            known = answer.get("known_releases") or {}
-            self.known_releases.append(known)
-            unknown = [h for h in hosts if h not in known]
-            if unknown:  # the play's variables of a node the controller did not read: it fails
-                for host in unknown:
-                    on_event(ev("failed", host, message=f"no known release for {host}"))
-                failed |= set(unknown)
-                break
             self.batches.append(hosts)
             result = self.play_batch(request, hosts, on_event, cancelled)
             if result.status == "canceled":
@@ -356,9 +339,14 @@ class FakeLockHost:
             if self.unreachable:
                 raise _errors.LockError(f"cannot reach the lock at {self.where}: connection timed out")
             env = request["env"]
-            changed, record, answer, log = _lock_program.decide(
-                self.records.get(env), request, self.now
-            )
+            if request.get("op") in _lock_program.FREEZE_OPS:  # the freeze, beside the lock
+                env = f"{env}.freeze"
+                decide = _lock_program.decide_freeze
+            else:
+                decide = _lock_program.decide
+            changed, record, answer, log = decide(self.records.get(env), request, self.now)
+            if request.get("op") == "renew":  # as the lock program: the freeze, in the same answer
+                answer["freeze"] = self.records.get(f"{env}.freeze")
             if changed:
                 if record is None:
                     self.records.pop(env, None)
@@ -368,6 +356,31 @@ class FakeLockHost:
                 self.log.append(log)
             copied: dict[str, Any] = json.loads(json.dumps(answer))  # as if it crossed a wire
             return copied
+
+
+class FakeChangeProvider:
+    """Change records in memory, by number; ``updates`` keeps every write (sys_id, fields);
+    ``unreachable`` makes every call fail as an unreachable API does."""
+
+    where = "fake change API"
+
+    def __init__(self, records: Iterable[ChangeRecord] = ()) -> None:
+        self.records = {r.number: r for r in records}
+        self.updates: list[tuple[str, dict[str, str]]] = []
+        self.unreachable = False
+
+    def _reach(self) -> None:
+        if self.unreachable:
+            raise _errors.GateRefused("cannot reach the change API (GET fake): timed out",
+                                      gate="change")
+
+    def read(self, number: str) -> ChangeRecord | None:
+        self._reach()
+        return self.records.get(number)
+
+    def update(self, sys_id: str, fields: Mapping[str, str]) -> None:
+        self._reach()
+        self.updates.append((sys_id, dict(fields)))
 
 
 class FakePointer:

@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3 python3-venv python3-pip openssh-server openssh-client haproxy supervisor
               nginx-light minisign socat curl iproute2 util-linux procps sqlite3 git prometheus
-              systemd sudo nftables)  # systemd-analyze: the rendered units; sudo: the
-                                      # production-like lab; nftables: game days cut a node off
+              systemd sudo tzdata nftables)  # systemd-analyze: the rendered units; sudo: the
+                                             # production-like lab; tzdata: release windows in
+                                             # their time zones; nftables: game days cut a node off
 extra=""
 [ "${1:-}" = "--test" ] && extra="[test]"
 

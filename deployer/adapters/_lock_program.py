@@ -6,9 +6,11 @@ does it atomically: under ``flock`` on a guard file, it reads the lock file, dec
 new record (to a temporary file, renamed over the old one) and appends what it removed or took
 over to a log beside it. Files, for environment ``E`` in the lock directory::
 
-    E.json    the holder's record (absent: the environment is free)
-    E.guard   the guard file every operation locks (never removed)
-    E.log     one JSON line per removal or takeover: when, by whom, why, the record removed
+    E.json         the holder's record (absent: the environment is free)
+    E.freeze.json  the environment's emergency freeze: who froze it, when, why (absent: none)
+    E.guard        the guard file every operation locks (never removed)
+    E.log          one JSON line per removal or takeover of the lock, and per freeze and
+                   unfreeze: when, by whom, why, the record
 
 Every time is this host's clock, so controllers with clocks apart still agree on a lease.
 
@@ -24,11 +26,21 @@ Operations (an identity is ``{"host", "pid", "pid_start"}``):
   holder the caller found gone (``take_over`` names that exact holder and its ``acquired_at``);
   renew it when the caller already holds it; else answer ``held`` with the holder;
 - ``renew`` (``identity``, ``lease``, ``deployment``): push the lease on when the caller holds the
-  lock (and record its deployment); else answer ``lost`` with whoever holds it now, if anyone;
+  lock (and record its deployment); else answer ``lost`` with whoever holds it now, if anyone.
+  The answer also carries the environment's freeze (``freeze``), read under the same guard: a
+  deployment confirming its lock at a safe point learns of a freeze in the same round trip;
 - ``release`` (``identity``): remove the lock only if the caller holds it;
 - ``remove`` (``by``, ``reason``, ``force``, ``expect``): remove it when its lease has expired, or
   when it is exactly ``expect`` (a holder the caller found gone), or when ``force`` is set;
   else answer ``refused`` with the holder.
+
+The freeze, kept beside the lock so that every controller and agent of the environment reads
+the same one (:func:`decide_freeze`):
+
+- ``freeze_show``: the freeze, if any;
+- ``freeze`` (``by``, ``reason``): freeze the environment, unless it is frozen already (then
+  answer ``already`` with that freeze: the first stays on the record);
+- ``unfreeze`` (``by``, ``reason``): lift the freeze (``absent`` when there is none).
 """
 
 from __future__ import annotations
@@ -146,6 +158,38 @@ def decide(
     raise ValueError(f"unknown operation {op!r}")
 
 
+FREEZE_OPS = frozenset({"freeze_show", "freeze", "unfreeze"})
+
+
+def decide_freeze(
+    current: dict[str, Any] | None, request: dict[str, Any], now: float
+) -> tuple[bool, dict[str, Any] | None, dict[str, Any], dict[str, Any] | None]:
+    """One operation on the environment's freeze (None: not frozen) at ``now``; the same
+    shape of result as :func:`decide`."""
+    op = request.get("op")
+    answer: dict[str, Any] = {"now": now, "record": current}
+    if op == "freeze_show":
+        answer["result"] = "shown"
+        return False, current, answer, None
+    if op == "freeze":
+        if current is not None:
+            answer["result"] = "already"
+            return False, current, answer, None
+        record = {"env": request.get("env", ""), "by": request.get("by", ""),
+                  "reason": request.get("reason", ""), "at": now}
+        answer.update(result="frozen", record=record)
+        return True, record, answer, {"at": now, "event": "froze", "by": record["by"],
+                                      "reason": record["reason"], "record": record}
+    if op == "unfreeze":
+        if current is None:
+            answer["result"] = "absent"
+            return False, None, answer, None
+        answer.update(result="unfrozen", record=None, previous=current)
+        return True, None, answer, {"at": now, "event": "unfroze", "by": request.get("by", ""),
+                                    "reason": request.get("reason", ""), "record": current}
+    raise ValueError(f"unknown operation {op!r}")
+
+
 def _read(path: str) -> dict[str, Any] | None:
     try:
         with open(path, encoding="utf-8") as fh:
@@ -203,11 +247,16 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     except OSError as exc:
         raise OSError(f"cannot create the lock directory {directory}: {exc.strerror}") from None
     fd = _guard(base + ".guard")
+    freeze = request.get("op") in FREEZE_OPS
+    path = base + (".freeze.json" if freeze else ".json")
     try:
-        current = _read(base + ".json")
-        changed, record, answer, log = decide(current, request, time.time())
+        current = _read(path)
+        changed, record, answer, log = (decide_freeze if freeze else decide)(
+            current, request, time.time())
         if changed:
-            _write(base + ".json", record)
+            _write(path, record)
+        if request.get("op") == "renew":
+            answer["freeze"] = _read(base + ".freeze.json")
         if log is not None:
             with open(base + ".log", "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(log, sort_keys=True) + "\n")

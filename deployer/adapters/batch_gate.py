@@ -5,9 +5,7 @@ The play's gate task (the ``deployer_batch_gate`` action plugin, run once per ba
 ansible-playbook's process tree) connects to a unix socket this :class:`GateServer` listens on,
 sends one JSON line — ``{"batch": [hosts], "failed": [hosts]}``: the batch as Ansible cut it and
 the hosts that have failed so far — and blocks until it reads one JSON line back:
-``{"decision": "go", "hosts": [...], "known_releases": {host: {...}}}`` (what the controller read
-of each host: the way back) or ``{"decision": "stop", "reason": "..."}``. The run needs nothing
-else from the nodes' reading, so the controller can start it before reading them.
+``{"decision": "go", "hosts": [...]}`` or ``{"decision": "stop", "reason": "..."}``.
 
 The socket lives in a directory of its own (0700, under the system's temporary directory so that
 its path fits a unix socket's 107 bytes), removed by :meth:`GateServer.close`. Closing the server
@@ -24,7 +22,7 @@ import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,12 +46,10 @@ class GateRequest:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     answered: str = ""
 
-    def go(self, hosts: Sequence[str], known_releases: Mapping[str, Any] | None = None) -> bool:
-        """Run the batch on ``hosts`` (the batch's other hosts end there), each with what the
-        controller read of it (``known_releases``). False when the gate was gone already (the
-        run ended or was cancelled)."""
-        return self._answer({"decision": "go", "hosts": list(hosts),
-                             "known_releases": dict(known_releases or {})})
+    def go(self, hosts: Sequence[str]) -> bool:
+        """Run the batch on ``hosts`` (the batch's other hosts end there). False when the gate
+        was gone already (the run ended or was cancelled)."""
+        return self._answer({"decision": "go", "hosts": list(hosts)})
 
     def stop(self, reason: str = "") -> bool:
         """End the play here."""

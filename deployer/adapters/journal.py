@@ -13,8 +13,9 @@ Schema versions (``PRAGMA user_version``): 1, the first; 2 adds ``deployments.de
 the version of deployer that ran each deployment (empty for those recorded before); 3 adds
 ``deployments.pid_start``, the start time of the deploying process, so that a reused PID is not
 taken for it; 4 adds ``deployments.uid``, a globally unique id (a ULID) per deployment, given
-to the rows already there from their start times. Opening a journal migrates it in place; rows
-already there stay readable.
+to the rows already there from their start times; 5 adds the ``evidence`` table, each
+deployment's signed evidence record (:mod:`deployer.gates.evidence`). Opening a journal
+migrates it in place; rows already there stay readable.
 
 A deployment is named by its number in this journal or by its uid (:meth:`Journal.find`).
 """
@@ -37,17 +38,19 @@ from .._clock import iso_utc
 from .._ids import new_ulid
 from .process import actor, pid_start, process_alive
 
-__all__ = ["ABANDONED_SUMMARY", "DeploymentRecord", "Journal", "NodeEvent", "is_abandoned"]
+__all__ = ["ABANDONED_SUMMARY", "DeploymentRecord", "EvidenceRow", "Journal", "NodeEvent",
+           "is_abandoned"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     env TEXT NOT NULL,
     app TEXT NOT NULL,
-    kind TEXT NOT NULL,               -- deploy | rollback | resume | recover | unlock
+    kind TEXT NOT NULL,               -- deploy | rollback | resume | recover | unlock | freeze
+                                      -- | unfreeze
     version TEXT NOT NULL,            -- the target release
     status TEXT NOT NULL,             -- running | succeeded | failed | rolled_back | cancelled
-                                      -- | refused | stopped
+                                      -- | refused | stopped | paused
     started_at REAL NOT NULL,
     ended_at REAL,
     actor TEXT NOT NULL,              -- user@host
@@ -71,8 +74,17 @@ CREATE TABLE IF NOT EXISTS node_events (
     detail TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS node_events_by_deployment ON node_events(deployment_id, id);
+CREATE TABLE IF NOT EXISTS evidence (
+    deployment_id INTEGER PRIMARY KEY REFERENCES deployments(id),
+    uid TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    record TEXT NOT NULL,             -- the evidence record, exactly the bytes signed (JSON)
+    signature TEXT NOT NULL DEFAULT '', -- its minisign signature ('' unsigned)
+    key_id TEXT NOT NULL DEFAULT '',    -- the signing key's id
+    published TEXT NOT NULL DEFAULT ''  -- where it was published ('' nowhere)
+);
 """
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Columns added since schema 1, in order: (table, column, definition).
 _ADDED_COLUMNS = (
     ("deployments", "deployer_version", "TEXT NOT NULL DEFAULT ''"),
@@ -128,6 +140,19 @@ class NodeEvent:
             "at": iso_utc(self.at), "from_version": self.from_version,
             "to_version": self.to_version, "detail": self.detail,
         }
+
+
+@dataclass(frozen=True)
+class EvidenceRow:
+    """A deployment's evidence record as the journal keeps it."""
+
+    deployment_id: int
+    uid: str
+    created_at: float
+    record: bytes
+    signature: str
+    key_id: str
+    published: str
 
 
 def is_abandoned(record: DeploymentRecord) -> bool:
@@ -301,11 +326,33 @@ class Journal:
         ).fetchall()
         return [NodeEvent(**dict(r)) for r in rows]
 
+    def put_evidence(self, deployment_id: int, uid: str, record: bytes, *, signature: str = "",
+                     key_id: str = "", published: str = "") -> None:
+        """Keep a deployment's evidence record (exactly the bytes signed) and its signature."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO evidence (deployment_id, uid, created_at, record, signature,"
+                " key_id, published) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (deployment_id, uid, time.time(), record.decode("utf-8"), signature, key_id,
+                 published),
+            )
+
+    def evidence(self, deployment_id: int) -> EvidenceRow | None:
+        row = self._db.execute("SELECT * FROM evidence WHERE deployment_id = ?",
+                               (deployment_id,)).fetchone()
+        if row is None:
+            return None
+        return EvidenceRow(deployment_id=row["deployment_id"], uid=row["uid"],
+                           created_at=row["created_at"], record=row["record"].encode("utf-8"),
+                           signature=row["signature"], key_id=row["key_id"],
+                           published=row["published"])
+
     def mark_abandoned(self, env: str) -> list[DeploymentRecord]:
         """Mark 'running' deployments whose process is gone from this host as failed; return
-        them. The process is its PID and the PID's start time: a PID the kernel handed to
-        another process since is gone (a record older than schema 3 has no start time; its PID
-        alone is checked). A deployment run from another host is left as it is."""
+        them (a ``paused`` deployment is not running: it waits for ``resume``, untouched). The
+        process is its PID and the PID's start time: a PID the kernel handed to another process
+        since is gone (a record older than schema 3 has no start time; its PID alone is
+        checked). A deployment run from another host is left as it is."""
         gone = []
         for rec in self.deployments(env, limit=20):
             if is_abandoned(rec):

@@ -283,6 +283,9 @@ class EnvironmentLock:
         self.env = env
         self.lease = float(lease)
         self.me = me or Identity.current()
+        # The environment's freeze as the last renewal read it: (time.monotonic() then, the
+        # freeze record or None); see deployer.adapters.freeze.
+        self.freeze_seen: tuple[float, dict[str, Any] | None] | None = None
 
     @property
     def where(self) -> str:
@@ -319,6 +322,8 @@ class EnvironmentLock:
     def renew(self, deployment: int | None = None) -> None:
         answer = self._call("renew", identity=self.me.as_dict(), lease=self.lease,
                             deployment=deployment)
+        if "freeze" in answer:
+            self.freeze_seen = (time.monotonic(), answer["freeze"])
         if answer["result"] != "renewed":
             now = answer.get("record")
             who = (f"{LockRecord.from_dict(now).describe()} holds it now" if now

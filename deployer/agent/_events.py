@@ -96,14 +96,16 @@ class SharedJsonLines:
 
     def __init__(self, stream: IO[str]) -> None:
         self._stream = stream
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler in the thread that is writing a line may publish (SIGTERM's
+        # "stopping"), and must not wait for itself.
+        self._lock = threading.RLock()
 
     def subscriber(self) -> JsonLinesWriter:
         return _Locked(self._stream, self._lock)
 
 
 class _Locked(JsonLinesWriter):
-    def __init__(self, stream: IO[str], lock: threading.Lock) -> None:
+    def __init__(self, stream: IO[str], lock: threading.RLock) -> None:
         super().__init__(stream)
         self._lock = lock
 

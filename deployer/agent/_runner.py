@@ -12,6 +12,16 @@ interrupted (its process killed) is resumed (:func:`deployer.engine.resume.resum
 anything else. SIGTERM (:meth:`Agent.request_stop`): a deployment under way stops at its next
 safe point with every node in service; an idle runner stops at once. A second SIGTERM aborts
 the deployment now.
+
+The governance gates (:mod:`deployer.gates`) are asked with what the pointer's request brings
+(its change, approvals, High Risk, the requester's signature). A request they refuse is on the
+record once (the journal, its evidence); the runner asks again at each look without adding a
+record, and looks again when the gate said it may let it through (the next window opening). A
+deployment a gate paused (a window closed, an emergency freeze) is resumed at the first look
+its gates allow, before the pointer is acted on — unless the pointer now names another
+version, which is deployed instead; the looks that wait add no record (the paused deployment
+is the record). Both are read from the status it published, so a runner run by a timer
+(``--once``) behaves the same.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import ClassVar, Protocol
 
 from .._clock import iso_utc
-from .._errors import DeployerError, GateRefused, LockHeldError, PointerError
+from .._errors import DeployerError, DeploymentPaused, GateRefused, LockHeldError, PointerError
 from ..adapters.process import actor
 from ..config import AgentConfig, EnvironmentConfig
 from ..engine.events import (
@@ -46,6 +56,8 @@ from ..engine.lifecycle import Lifecycle, exit_code_for
 from ..engine.model import DeploymentRef, Outcome
 from ..engine.resume import resume
 from ..engine.strategy import Strategy
+from ..gates import GateRequest, Gates
+from ..gates.approvals import approval_of
 from ..promotion import PromotionRecorder
 from ._decide import Plan, decide
 from ._events import AgentDecided, AgentStarted, AgentStopped, PromotionRecorded, StatusPublished
@@ -76,6 +88,11 @@ class Wired(Protocol):
     @property
     def strategy(self) -> Strategy: ...
 
+    # The environment's governance gates (None: not wired), told each request before it is
+    # deployed.
+    @property
+    def gates(self) -> Gates | None: ...
+
     def close(self) -> None: ...
 
 
@@ -90,6 +107,8 @@ class Step:
     decision: str
     exit_code: int
     status: AgentStatus | None = None
+    # When a gate may let the request through (a window opening): look again then.
+    retry_at: float | None = None
 
 
 class _Witness(Subscriber):
@@ -136,6 +155,8 @@ class Agent:
     # Fresh subscribers for each stream (the runner's own and each deployment's).
     subscribers: Callable[[], Sequence[Subscriber]] = lambda: ()
     recorder: PromotionRecorder | None = None
+    # pointer.require_signed: deploy only a request signed by a requester's key.
+    require_signed: bool = False
     clock: Callable[[], float] = time.time
     rng: Callable[[], float] = random.random
     identity: str = field(default_factory=lambda: f"{actor()} pid {os.getpid()}")
@@ -189,13 +210,21 @@ class Agent:
                 if once:
                     reason = f"one look: {step.decision}"
                     break
-                if self.stopping or self._stop.wait(self.wait_time()):
+                if self.stopping or self._stop.wait(self._wait_after(step)):
                     code = 0
                     break
         finally:
             self._publish_event(AgentStopped(reason=reason, exit_code=code))
             self.events.close()
         return code
+
+    def _wait_after(self, step: Step) -> float:
+        """Until the next look: the interval (with jitter), or less when a gate said when it
+        may let the request through (a window opening: looked at just after it opens)."""
+        wait = self.wait_time()
+        if step.retry_at is not None:
+            wait = min(wait, max(1.0, step.retry_at - self.clock() + 1.0))
+        return wait
 
     # -- one look ---------------------------------------------------------------------------
 
@@ -265,13 +294,19 @@ class Agent:
         if self.stopping:
             return Step("stopped", 0)
         previous = last.acted if last is not None else None
+        # A request refused before (the last status says so) is on the record already.
+        again = (last is not None and last.decision == "refused"
+                 and last.desired is not None and last.desired.revision == desired.revision)
         try:
+            self._ask_gates(wired, desired)
             outcome = lifecycle.deploy(desired.version, kind=plan.kind, extra_details={
-                "pointer": desired.to_dict(), "agent": self.identity})
+                "pointer": desired.to_dict(), "agent": self.identity},
+                high_risk=desired.high_risk, record_refused=not again, record_lock_held=False)
         except GateRefused as exc:
-            return self._publish(self._status("refused", _with_hint(exc), desired, observed,
+            step = self._publish(self._status("refused", _with_hint(exc), desired, observed,
                                               acted=previous, last=last, exit_code=exc.exit_code),
                                  kind=plan.kind)
+            return replace(step, retry_at=exc.opens_at)
         except LockHeldError as exc:
             return self._publish(self._status(
                 "busy", f"another controller deploys: {exc.message}; trying again at the next look",
@@ -286,8 +321,10 @@ class Agent:
                outcome: Outcome, before: Observed, last: AgentStatus | None) -> Step:
         code = exit_code_for(outcome)
         decision = {"succeeded": "deployed", "cancelled": "stopped", "stopped": "stopped",
-                    "refused": "refused"}.get(outcome.status, "failed")
+                    "refused": "refused", "paused": "paused"}.get(outcome.status, "failed")
         finished = outcome.status in ("succeeded", "failed", "rolled_back")
+        if outcome.status == "paused":
+            self._resume_pending = True  # resumed at the first look its gates allow
         acted = Acted(desired.revision, desired.version) if finished else (
             last.acted if last is not None else None)
         try:
@@ -378,13 +415,53 @@ class Agent:
                                               checks=checks), ref=ref)
         return {"where": recorded.where, "key_id": recorded.key_id}
 
+    def _ask_gates(self, wired: Wired, desired: Desired | None) -> None:
+        """Tell the environment's gates what the pointer's request brings."""
+        if wired.gates is None:
+            return
+        request = GateRequest(require_signed=self.require_signed)
+        if desired is not None:
+            try:
+                approvals = tuple(approval_of(a, f"the pointer's approval {i}")
+                                  for i, a in enumerate(desired.approvals, 1))
+            except DeployerError as exc:
+                raise GateRefused(f"refused by the approval gate: {exc.message}", gate="approval") \
+                    from None
+            request = GateRequest(approvals=approvals, change=desired.change or None,
+                                  signed=desired.signed, require_signed=self.require_signed,
+                                  pointer={"where": self.pointer.where, **desired.to_dict()})
+        wired.gates.state.request = request
+
+    def _pointer_now(self) -> Desired | None:
+        """What the pointer asks for now, if it can be read (for a resume's gates)."""
+        try:
+            return desired_from(self.pointer.read(), where=self.pointer.where)
+        except PointerError:
+            return None
+
     def _resume(self, wired: Wired) -> Step | None:
         """Resume this controller's interrupted deployment, if any (once it could)."""
         self._current = wired.lifecycle
         said: list[str] = []
+        desired = self._pointer_now()
+        published = None
+        with contextlib.suppress(PointerError):
+            published = AgentStatus.from_text(self.pointer.read_status())
         try:
+            self._ask_gates(wired, desired)
+            # A paused deployment waiting for its gates is on the record (paused) already.
             result = resume(wired.lifecycle, on_interrupted=wired.env.strategy.on_interrupted,
-                            say=said.append)
+                            say=said.append, high_risk=desired.high_risk if desired else "",
+                            record_refused=published is None or published.decision != "paused")
+        except GateRefused as exc:  # a paused deployment waits for its gates
+            paused = _paused_version(wired, self.env_name)
+            if desired is not None and paused is not None and desired.version != paused:
+                return None  # the pointer asks for another release: that one goes out instead
+            step = self._publish(self._status(
+                "paused", f"a paused deployment waits for its gates: {_with_hint(exc)}",
+                desired, None, acted=published.acted if published else None, last=published,
+                exit_code=DeploymentPaused.exit_code), kind="resume")
+            return replace(step, retry_at=exc.opens_at)
         except LockHeldError as exc:
             return self._publish(self._status(
                 "busy", f"an interrupted deployment is to be resumed, but {exc.message}; trying "
@@ -398,6 +475,8 @@ class Agent:
         if outcome is None:
             return None
         code = exit_code_for(outcome)
+        if outcome.status == "paused":  # paused again (its window closed): resumed again later
+            self._resume_pending = True
         last = AgentStatus.from_text(self.pointer.read_status())
         record = LastDeployment(uid=outcome.uid, id=outcome.deployment_id, kind=outcome.kind,
                                 version=outcome.version, status=outcome.status, exit_code=code,
@@ -481,6 +560,14 @@ class Agent:
             self.events.publish(event)
         finally:
             self.events.deployment = None
+
+
+def _paused_version(wired: Wired, env_name: str) -> str | None:
+    """The release the newest deployment of the journal (refusals aside) was paused on."""
+    for record in wired.lifecycle.journal.deployments(env_name, limit=10):
+        if record.status != "refused":
+            return record.version if record.status == "paused" else None
+    return None
 
 
 def _with_hint(exc: DeployerError) -> str:

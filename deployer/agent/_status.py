@@ -40,6 +40,8 @@ DECISIONS = {
     "drift": "the fleet runs something else than the runner left it running",
     "waiting": "the pointer names no version yet",
     "resumed": "a deployment interrupted earlier was resumed",
+    "paused": "a gate paused a deployment at a safe point (a window closed, a freeze): it is "
+              "resumed at the first look its gates allow",
     "error": "the pointer or the fleet could not be read",
 }
 # The longest reason or summary kept in the status.

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from ._build import BuiltArtefact, build_artefact, sign_manifest
 from ._manifest import Manifest
-from ._minisign import KeyPair, PublicKey, generate_keypair, load_public_key, verify_signature
+from ._minisign import (
+    KeyPair,
+    PublicKey,
+    SecretKey,
+    generate_keypair,
+    load_public_key,
+    load_secret_key,
+    sign_bytes,
+    signer_key_id,
+    verify_signature,
+)
 from ._open import open_store
 from ._stores import ArtefactStore, PublishResult
-from ._verify import verify_release
+from ._verify import VerifiedRelease, verified_release, verify_release
 
 __all__ = [
     "ArtefactStore",
@@ -16,11 +26,17 @@ __all__ = [
     "Manifest",
     "PublicKey",
     "PublishResult",
+    "SecretKey",
+    "VerifiedRelease",
     "build_artefact",
     "generate_keypair",
     "load_public_key",
+    "load_secret_key",
     "open_store",
+    "sign_bytes",
     "sign_manifest",
+    "signer_key_id",
+    "verified_release",
     "verify_release",
     "verify_signature",
 ]

@@ -123,6 +123,7 @@ def build_artefact(
     out_dir: Path,
     source_commit: str | None = None,
     build_id: str | None = None,
+    irreversible: str | None = None,
 ) -> BuiltArtefact:
     """Pack ``src_dir`` into ``out_dir/<app>-<version>.tar.gz`` and write ``out_dir/manifest.json``.
 
@@ -135,8 +136,8 @@ def build_artefact(
     Manifest.from_json(
         Manifest(app=app, version=version, tarball=tarball_name(app, version), sha256="0" * 64,
                  size=0, created="1970-01-01T00:00:00Z", source_commit=source_commit,
-                 build_id=build_id).to_json(),
-        source="--source-commit/--build-id",
+                 build_id=build_id, irreversible=irreversible).to_json(),
+        source="--source-commit/--build-id/--irreversible",
     )
     src_dir = Path(src_dir)
     if not src_dir.is_dir():
@@ -175,7 +176,7 @@ def build_artefact(
         manifest = Manifest(
             app=app, version=version, tarball=tar_path.name, sha256=digest.hexdigest(),
             size=size, created=created.replace(microsecond=0).isoformat().replace("+00:00", "Z"),
-            source_commit=source_commit, build_id=build_id,
+            source_commit=source_commit, build_id=build_id, irreversible=irreversible,
         )
         manifest_bytes = manifest.to_json()
         os.replace(tmp, tar_path)

@@ -15,6 +15,7 @@ __all__ = ["APP_NAME_PATTERN", "Manifest", "tarball_name", "validate_app_name"]
 APP_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TEXT_FIELD = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII, no spaces
+_REASON = re.compile(r"^[^\x00-\x1f\x7f]{1,300}$")  # one line of text
 
 
 def validate_app_name(value: object, *, where: str = "app") -> str:
@@ -40,6 +41,9 @@ class Manifest:
     created: str
     source_commit: str | None = None
     build_id: str | None = None
+    # Why this release has no rollback path (an irreversible data migration, say): a deployment
+    # of it is High Risk. Absent (older manifests too): it can be rolled back.
+    irreversible: str | None = None
 
     def to_json(self) -> bytes:
         """Canonical bytes: sorted keys, fixed indentation, optional fields only when set."""
@@ -61,7 +65,7 @@ class Manifest:
         if not isinstance(raw, dict):
             raise VerificationError(f"{source}: manifest must be a JSON object")
         known = {"app", "version", "tarball", "sha256", "size", "created", "source_commit",
-                 "build_id"}
+                 "build_id", "irreversible"}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise bad(unknown[0], "unknown field in manifest")
@@ -94,7 +98,14 @@ class Manifest:
             value = raw.get(field)
             if value is not None and (not isinstance(value, str) or not _TEXT_FIELD.match(value)):
                 raise bad(field, "must be printable text without spaces (at most 128)", value)
+        irreversible = raw.get("irreversible")
+        if irreversible is not None and (
+            not isinstance(irreversible, str) or not _REASON.match(irreversible)
+        ):
+            raise bad("irreversible", "must say why, in one line of printable text (at most "
+                      "300 characters)", irreversible)
         return cls(
             app=app, version=version, tarball=raw["tarball"], sha256=sha256, size=size,
             created=created, source_commit=raw.get("source_commit"), build_id=raw.get("build_id"),
+            irreversible=irreversible,
         )

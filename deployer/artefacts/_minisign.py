@@ -39,6 +39,7 @@ __all__ = [
     "load_secret_key",
     "parse_public_key",
     "sign_bytes",
+    "signer_key_id",
     "verify_signature",
 ]
 
@@ -303,6 +304,12 @@ def parse_signature(signature: bytes) -> _ParsedSignature:
         algorithm=sig_raw[:2], key_id=sig_raw[2:10], signature=sig_raw[10:],
         trusted_comment=lines[2][len(_TRUSTED):], global_signature=global_raw,
     )
+
+
+def signer_key_id(signature: bytes) -> str:
+    """The id of the key that made ``signature`` (as minisign prints it); VerificationError when
+    it is not a minisign signature. Says who signed, not that the signature is good."""
+    return _key_id_hex(parse_signature(signature).key_id)
 
 
 def verify_signature(data: bytes, signature: bytes, trusted_keys: Sequence[PublicKey]) -> str:

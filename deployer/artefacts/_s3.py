@@ -25,6 +25,7 @@ from ._stores import (
     ArtefactStore,
     PublishResult,
     StagedRelease,
+    _check_record_key,
     app_index_bytes,
     release_key,
     root_index_bytes,
@@ -118,6 +119,15 @@ class S3Store(ArtefactStore):
                 return False
             raise ArtefactError(f"store {self.url}: PUT {key} failed: {exc}") from None
         return True
+
+    def put_record(self, key: str, data: bytes) -> bool:
+        _check_record_key(key)
+        if self._put(key, data, exclusive=True):
+            return True
+        if self._read(key) != data:
+            raise ImmutableArtefactError(f"s3://{self.bucket}/{self._key(key)} exists with other "
+                                         "bytes; records are immutable")
+        return False
 
     def get_manifest(self, app: str, version: str) -> tuple[bytes, bytes | None]:
         validate_app_name(app, where="--app")

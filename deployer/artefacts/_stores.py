@@ -176,6 +176,16 @@ class ArtefactStore(ABC):
     def node_url(self, app: str, version: str, *, ttl: int = 900) -> str:
         """The URL a node downloads the tarball from."""
 
+    def put_record(self, key: str, data: bytes) -> bool:
+        """Publish a record (evidence, say) at ``key``, once: True if written, False if the
+        same bytes were there already; ImmutableArtefactError for other bytes there. Records
+        live under keys starting with ``_`` (never an app's name)."""
+        raise ArtefactError(f"store {self.url} is read-only: records cannot be published to it")
+
+    def get_record(self, key: str) -> bytes | None:
+        _check_record_key(key)
+        return self._read(key)
+
     def list(self, app: str | None = None) -> list[Manifest]:
         """Published releases (of one app, or of all), oldest version first, from the index."""
         if app is not None:
@@ -256,6 +266,13 @@ class ArtefactStore(ABC):
         )
 
 
+def _check_record_key(key: str) -> None:
+    """A record's key: ``_kind/...`` of plain names (no '..', no app's namespace)."""
+    parts = key.split("/")
+    if not key.startswith("_") or any(not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", p) for p in parts):
+        raise ArtefactError(f"{key!r} is not a record key (_<kind>/<name>/..., plain names)")
+
+
 class FileStore(ArtefactStore):
     """A directory on this machine (``file:///path``); the lab serves one over HTTP."""
 
@@ -289,6 +306,24 @@ class FileStore(ArtefactStore):
                 hint=_CHECK_THE_URL,
             )
         return super().list(app)
+
+    def put_record(self, key: str, data: bytes) -> bool:
+        _check_record_key(key)
+        if not self.root.is_dir():
+            raise ArtefactError(f"the store directory {self.root} does not exist (store {self.url})")
+        target = self.root / key
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with self._lock():
+                if target.exists():
+                    if target.read_bytes() != data:
+                        raise ImmutableArtefactError(f"{target} exists with other bytes; records are "
+                                                     "immutable")
+                    return False
+                write_atomically(target, data)
+        except OSError as exc:
+            raise ArtefactError(f"cannot publish {key} into {self.root}: {exc}") from None
+        return True
 
     @contextmanager
     def _lock(self) -> Iterator[None]:

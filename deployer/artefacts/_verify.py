@@ -5,15 +5,24 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .._errors import UsageError, VerificationError
 from .._versions import validate_version
 from ._manifest import Manifest, validate_app_name
-from ._minisign import load_public_key, verify_signature
+from ._minisign import load_public_key, signer_key_id, verify_signature
 from ._stores import ArtefactStore
 
-__all__ = ["verify_release"]
+__all__ = ["VerifiedRelease", "verified_release", "verify_release"]
+
+
+@dataclass(frozen=True)
+class VerifiedRelease:
+    """A release's manifest, verified, and the key that signed it (its minisign key id)."""
+
+    manifest: Manifest
+    key_id: str
 
 
 def verify_release(
@@ -27,6 +36,18 @@ def verify_release(
     """Return the manifest of ``app`` ``version`` once its signature is by a trusted key, it
     names that app and version, and (with ``check_tarball``) the tarball matches its digest and
     size. VerificationError saying why otherwise."""
+    return verified_release(store, app, version, trusted_keys, check_tarball=check_tarball).manifest
+
+
+def verified_release(
+    store: ArtefactStore,
+    app: str,
+    version: str,
+    trusted_keys: Sequence[Path],
+    *,
+    check_tarball: bool = True,
+) -> VerifiedRelease:
+    """:func:`verify_release`, saying which trusted key signed it."""
     validate_app_name(app, where="--app")
     validate_version(version, where="--version")
     if not trusted_keys:
@@ -57,4 +78,4 @@ def verify_release(
             raise VerificationError(
                 f"{where}: tarball sha256 {digest} differs from the signed {manifest.sha256}"
             )
-    return manifest
+    return VerifiedRelease(manifest, signer_key_id(signature))

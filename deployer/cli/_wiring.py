@@ -1,7 +1,8 @@
 """Build what a command needs for one environment from the config: the only place that picks
 concrete adapters (ansible-runner, HAProxy, the SQLite journal, the deployment lock, the
-artefact store, the promotion store) and hands them to the engine's lifecycle and strategy,
-with the environment's gates (the promotion gate) as checks."""
+artefact store, the promotion store, the change API) and hands them to the engine's lifecycle
+and strategy, with the environment's gates (the governance gates of the command's request, then
+the promotion gate) as checks."""
 
 from __future__ import annotations
 
@@ -13,16 +14,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..adapters.freeze import EnvironmentFreeze
 from ..adapters.haproxy import HAProxyOverSSH, HAProxyRuntime, LoadBalancerGroup
 from ..adapters.inventory import load_nodes, ssh_target
 from ..adapters.journal import Journal
 from ..adapters.loadbalancer import LoadBalancer
 from ..adapters.lock import EnvironmentLock, ProgramHost, state_dir_lock
+from ..adapters.process import actor
 from ..adapters.runner import AnsibleRunner, RecordingRunner, Runner, close_runner
 from ..adapters.ssh import SshTarget
 from ..adapters.ssh_masters import SshMasters
+from ..artefacts import ArtefactStore
 from ..config import BlueGreenStrategy, Config, EnvironmentConfig
-from ..engine.events import Subscriber
+from ..engine.events import Note, Subscriber
 from ..engine.fleet import Fleet
 from ..engine.lifecycle import Lifecycle
 from ..engine.model import Release
@@ -30,11 +34,15 @@ from ..engine.safepoints import Check
 from ..engine.soaking import Soaks
 from ..engine.strategies import leg_environment, make_strategy
 from ..engine.strategy import Strategy
+from ..gates import GateRequest, Gates, build_gates
+from ..gates.changes import ChangeApi
+from ..gates.evidence import EvidenceSigner
 from ..promotion import PromotionGate
 
 __all__ = [
     "Environment",
     "build_environment",
+    "freeze_for",
     "gates_for",
     "journal_for",
     "load_balancer_for",
@@ -66,6 +74,12 @@ def lock_for(config: Config, env_name: str, *, masters: SshMasters | None = None
     return EnvironmentLock(
         ProgramHost(env.lock.dir, target=target, name=host), env_name, lease=env.lock.lease
     )
+
+
+def freeze_for(config: Config, env_name: str) -> EnvironmentFreeze:
+    """The environment's emergency freeze, kept beside its lock (the same host and directory)."""
+    lock = lock_for(config, env_name)
+    return EnvironmentFreeze(lock.host, env_name, lock=lock)
 
 
 def load_balancer_for(env: EnvironmentConfig, *, masters: SshMasters | None = None) -> LoadBalancer:
@@ -117,19 +131,21 @@ def soaks_for(env_name: str, env: EnvironmentConfig, lb: LoadBalancer) -> Soaks 
 
 def release_verifier(env: EnvironmentConfig) -> Callable[[str], Release]:
     def verify(version: str) -> Release:
-        from ..artefacts import open_store, verify_release
+        from ..artefacts import open_store, verified_release
 
         store = open_store(env.store.url)
-        manifest = verify_release(
+        verified = verified_release(
             store, env.app.name, version, env.trusted_keys, check_tarball=True
         )
+        manifest = verified.manifest
         if env.store.node_url:
             url = f"{env.store.node_url.rstrip('/')}/{env.app.name}/{version}/{manifest.tarball}"
         else:
             url = store.node_url(env.app.name, version, ttl=env.store.presign_ttl)
         return Release(
             app=manifest.app, version=manifest.version, url=url,
-            sha256=manifest.sha256, size=manifest.size,
+            sha256=manifest.sha256, size=manifest.size, key_id=verified.key_id,
+            irreversible=manifest.irreversible or "",
         )
 
     return verify
@@ -157,6 +173,8 @@ class Environment:
     fleets: dict[str, Fleet]
     strategy: Strategy
     lifecycle: Lifecycle
+    # The gates of the command's request (None: a command that does not deploy or plan).
+    gates: Gates | None = None
     # The SSH masters of the command's own calls, when not the runner's.
     ssh: SshMasters | None = None
 
@@ -180,10 +198,14 @@ def build_environment(
     checks: Sequence[Check] = (),
     runner: Runner | None = None,
     read_only: bool = False,
+    gates: GateRequest | None = None,
 ) -> Environment:
     """The environment wired for one command: its fleets (one, or one per blue-green leg),
     strategy and lifecycle. ``read_only`` for a command that only reads (the journal is opened
-    read-only, so it cannot deploy)."""
+    read-only, so it cannot deploy). ``gates``: what the command's request brings to the
+    environment's gates (a command that deploys or plans); their checks are registered with
+    the lifecycle and, unless ``read_only``, their subscribers (the evidence record, the
+    change's outcome) with its events."""
     env = config.environment(env_name)
     state = Path(config.state_dir)
     own_masters: SshMasters | None = None
@@ -219,12 +241,44 @@ def build_environment(
     strategy = make_strategy(env_name=env_name, env=env, fleets=fleets, lb=lb, journal=journal,
                              verify_release=verify, soaks=soaks, config_file=config_file)
     lock = lock_for(config, env_name, masters=masters)
+    gate_set: Gates | None = None
+    lifecycles: list[Lifecycle] = []
+
+    def say(text: str) -> None:
+        """A word from the gates' subscribers, on the deployment's stream (as a warning)."""
+        stream = lifecycles[0].events if lifecycles else None
+        if stream is not None:
+            stream.publish(Note(text=text, level="warning"))
+
+    if gates is not None:
+        api = env.gates.change_api
+        # Beside the promotion records by default (else in the artefact store).
+        store_url = env.gates.evidence.store or (
+            env.promotion.store if env.promotion is not None else env.store.url)
+
+        def evidence_store() -> ArtefactStore:
+            from ..artefacts import open_store
+
+            return open_store(store_url)
+
+        gate_set = build_gates(
+            env_name=env_name, env=env, journal=journal,
+            freeze=EnvironmentFreeze(lock.host, env_name, lock=lock),
+            request=gates, nodes={n.name: leg or None for leg, f in fleets.items() for n in f.nodes},
+            group_sizes={leg: len(f.nodes) for leg, f in fleets.items()}, actor=actor(),
+            config_file=config_file, change_provider=ChangeApi(api) if api is not None else None,
+            store=evidence_store, signer=None if read_only else EvidenceSigner.of(env), say=say,
+            deploying=not read_only,
+        )
+        subscribers = [*subscribers, *gate_set.subscribers]
     lifecycle = Lifecycle(
         env_name=env_name, app=env.app.name, strategy=strategy, journal=journal, lock=lock,
         verify_release=verify, subscribers=subscribers,
-        checks=[*gates_for(env_name, env, journal), *checks], soaks=soaks,
+        checks=[*(gate_set.checks if gate_set is not None else []),
+                *gates_for(env_name, env, journal), *checks], soaks=soaks,
         command=shlex.join(["deployer", *sys.argv[1:]]), config_file=config_file,
     )
+    lifecycles.append(lifecycle)
     return Environment(name=env_name, config=config, env=env, runner=runner, lb=lb, journal=journal,
                        lock=lock, fleets=fleets, strategy=strategy, lifecycle=lifecycle,
-                       ssh=own_masters)
+                       gates=gate_set, ssh=own_masters)

@@ -9,6 +9,7 @@ promotion store.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 import time
@@ -22,7 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .._clock import iso_utc
-from .._errors import ConfigError, DeployerError, PointerError
+from .._errors import ConfigError, DeployerError, PointerError, UsageError
 from .._versions import validate_version
 from ..adapters.process import actor
 from ..agent import (
@@ -37,14 +38,18 @@ from ..agent import (
     open_pointer,
     set_desired,
 )
+from ..agent._pointer import MAX_VALUE
 from ..artefacts import load_public_key, open_store, verify_release
 from ..config import Config
 from ..engine.events import Published, Subscriber
 from ..engine.model import DeploymentRef, Release
 from ..engine.safepoints import SafePoint, SafePointContext
+from ..gates import GateRequest
+from ..gates.approvals import sign_pointer_request
 from ..promotion import PromotionGate, PromotionRecorder, SignedRecord, open_record_store, read_records
 from ._common import cell, config_option, console, env_option, get_config, out, print_json
 from ._wiring import Environment, build_environment
+from .gate_cmds import GateOptions
 from .render import ConsoleView
 
 __all__ = ["agent", "pointer", "promotion"]
@@ -120,10 +125,12 @@ def agent(env_name: str, once: bool, quiet: bool, config_path: Path | None) -> N
         return [lines.subscriber(), *([] if quiet else [ConsoleView(), _AgentView()])]
 
     def open_environment(subs: Sequence[Subscriber]) -> Environment:
-        return build_environment(config, env_name, subscribers=subs)
+        # The governance gates are told each request by the runner (from the pointer).
+        return build_environment(config, env_name, subscribers=subs, gates=GateRequest())
 
     runner = Agent(env_name=env_name, app=env.app.name, config=env.agent, pointer=pointer,
-                   open_environment=open_environment, subscribers=subscribers, recorder=recorder)
+                   open_environment=open_environment, subscribers=subscribers, recorder=recorder,
+                   require_signed=env.pointer is not None and env.pointer.require_signed)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         if runner.request_stop():
@@ -204,23 +211,55 @@ def pointer_get(env_name: str, as_json: bool, config_path: Path | None) -> None:
 @click.option("--version", "version", required=True, help="The release the environment should run.")
 @click.option("--reason", required=True, help="Why (kept with the value, and in the journal).")
 @click.option("--requester", default=None, help="Who asks (default: user@host).")
+@click.option("--requester-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="KEY", help="The requester's minisign secret key: signs the request, so the "
+              "runner knows who asks by key (required with pointer.require_signed).")
+@click.option("--change", default=None, metavar="NUMBER",
+              help="The approved change this deployment implements (e.g. CHG0000001).")
+@click.option("--approval", "approvals", multiple=True, metavar="FILE",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="A signed approval (`deployer approval sign`), carried in the pointer; repeat "
+              "for several.")
+@click.option("--high-risk", "high_risk", default=None, metavar="REASON",
+              help="Declare the deployment High Risk (and why).")
 @config_option
 def pointer_set(env_name: str, version: str, reason: str, requester: str | None,
-                config_path: Path | None) -> None:
+                requester_key: Path | None, change: str | None, approvals: tuple[Path, ...],
+                high_risk: str | None, config_path: Path | None) -> None:
     """Ask environment ENV's runner to run VERSION (an earlier one rolls back).
 
     Refuses a version the store does not hold (exit 4) or whose signature does not verify
-    (exit 5), writing nothing. Then the runner acts at its next look; `pointer get` shows
-    what it did."""
+    (exit 5), writing nothing. What the request brings to the environment's gates (the change,
+    approvals, High Risk, the requester's signature) goes with it. Then the runner acts at its
+    next look; `pointer get` shows what it did."""
     validate_version(version, where="--version")
     config = get_config(config_path)
     env = config.environment(env_name)
     the_pointer = open_pointer(config, env_name)
     manifest = verify_release(open_store(env.store.url), env.app.name, version, env.trusted_keys,
                               check_tarball=False)
-    written = set_desired(the_pointer, Desired(version=version, reason=reason,
-                                               requester=requester or actor(),
-                                               set_at=iso_utc(time.time())))
+    options = GateOptions(approvals=approvals, requester_key=requester_key, change=change,
+                          high_risk=high_risk)
+    request = options.request(env)
+    desired = Desired(version=version, reason=reason,
+                      requester=request.requester.name if request.requester else requester or actor(),
+                      set_at=iso_utc(time.time()), change=options.change or "",
+                      high_risk=options.high_risk,
+                      approvals=tuple({"approval": a.payload, "signature": a.signature.decode()}
+                                      for a in request.approvals))
+    if request.requester_secret is not None:
+        desired = dataclasses.replace(desired, signed=sign_pointer_request(request.requester_secret, {
+            "app": env.app.name, "environment": env_name, "version": version,
+            "sha256": manifest.sha256, "reason": reason, "requester": desired.requester,
+            "set_at": desired.set_at, "change": desired.change or None,
+            "high_risk": desired.high_risk}))
+    elif env.pointer is not None and env.pointer.require_signed:
+        raise UsageError(f"the pointer of {env_name} requires a signed request "
+                         "(pointer.require_signed): give --requester-key KEY")
+    if len(desired.to_text()) > MAX_VALUE:
+        raise UsageError(f"the request is longer than a pointer holds ({MAX_VALUE} characters): "
+                         "fewer approvals")
+    written = set_desired(the_pointer, desired)
     console.print(f"pointer {escape(the_pointer.where)}: {escape(version)} (revision "
                   f"{escape(written.revision)}; signature verified, sha256 {manifest.sha256[:16]}...)",
                   soft_wrap=True)

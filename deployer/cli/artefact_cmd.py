@@ -60,14 +60,19 @@ def _version(value: str) -> str:
               help="Output directory (default: ./dist/<app>-<version>).")
 @click.option("--source-commit", default=None, help="Source commit recorded in the manifest.")
 @click.option("--build-id", default=None, help="Build id recorded in the manifest.")
+@click.option("--irreversible", "irreversible", default=None, metavar="REASON",
+              help="The release has no rollback path (e.g. an irreversible data migration), and "
+              "why: its deployments are High Risk.")
 def artefact_build(src_dir: Path, app: str, version: str, out_dir: Path | None,
-                   source_commit: str | None, build_id: str | None) -> None:
+                   source_commit: str | None, build_id: str | None,
+                   irreversible: str | None) -> None:
     """Pack SRC_DIR into a reproducible tarball and write its manifest."""
     validate_app_name(app, where="--app")
     _version(version)
     target = out_dir if out_dir is not None else Path("dist") / f"{app}-{version}"
     built = build_artefact(src_dir, app=app, version=version, out_dir=target,
-                           source_commit=source_commit, build_id=build_id)
+                           source_commit=source_commit, build_id=build_id,
+                           irreversible=irreversible)
     console.print(f"built {built.tarball} (sha256 {built.manifest.sha256}, "
                   f"{built.manifest.size} bytes) and {built.manifest_path}", soft_wrap=True)
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, Any
 
 import click
 from rich.markup import escape
@@ -28,6 +28,7 @@ from ..engine.resume import resume as resume_interrupted
 from ._common import config_option, console, env_option, get_config, print_json
 from ._fixes import download_fix, ssh_fix
 from ._wiring import Environment, build_environment
+from .gate_cmds import GateOptions, gate_options
 from .render import ConsoleView, print_outcome
 
 __all__ = ["deploy", "events_option", "finish", "outcome_options", "resume", "rollback", "wired"]
@@ -83,16 +84,19 @@ def _event_writer(events_to: str | None, as_json: bool) -> Subscriber | None:
 @contextmanager
 def wired(
     config_path: Path | None, env_name: str, *, quiet: bool = False, events_to: str | None = None,
-    as_json: bool = False, read_only: bool = False,
+    as_json: bool = False, read_only: bool = False, gates: GateOptions | None = None,
 ) -> Iterator[Environment]:
-    """The environment wired for one command, with the live view (and ``--events``) subscribed;
+    """The environment wired for one command, with the live view (and ``--events``) subscribed,
+    and the environment's gates with what ``gates`` brings (a command that deploys or plans);
     its SSH masters are closed when it ends."""
     writer = _event_writer(events_to, as_json)
     config = get_config(config_path)
     subscribers: list[Subscriber] = [ConsoleView(quiet=quiet)]
     if writer is not None:
         subscribers.append(writer)
-    environment = build_environment(config, env_name, subscribers=subscribers, read_only=read_only)
+    request = gates.request(config.environment(env_name)) if gates is not None else None
+    environment = build_environment(config, env_name, subscribers=subscribers, read_only=read_only,
+                                    gates=request)
     try:
         yield environment
     finally:
@@ -122,15 +126,19 @@ def finish(outcome: Outcome, as_json: bool, env: EnvironmentConfig,
 @env_option
 @click.option("--version", "version", required=True, help="Release to deploy.")
 @outcome_options
+@gate_options
 @config_option
 def deploy(env_name: str, version: str, as_json: bool, quiet: bool, events_to: str | None,
-           config_path: Path | None) -> None:
+           config_path: Path | None, **gate: Any) -> None:
     """Roll VERSION through the environment, batch by batch, reverting on failure."""
     validate_version(version, where="--version")
-    with wired(config_path, env_name, quiet=quiet, events_to=events_to, as_json=as_json) as environment:
+    gates = GateOptions(**gate)
+    with wired(config_path, env_name, quiet=quiet, events_to=events_to, as_json=as_json,
+               gates=gates) as environment:
         lifecycle = environment.lifecycle
         with _stop_on_signals(lifecycle):
-            outcome = lifecycle.deploy(version)
+            outcome = lifecycle.deploy(version, high_risk=gates.high_risk,
+                                       extra_details=gates.details(environment.env))
     finish(outcome, as_json, environment.env)
 
 
@@ -138,37 +146,44 @@ def deploy(env_name: str, version: str, as_json: bool, quiet: bool, events_to: s
 @env_option
 @click.option("--to", "to_version", default=None, help="Release to go back to (default: the one before).")
 @outcome_options
+@gate_options
 @config_option
 def rollback(
     env_name: str, to_version: str | None, as_json: bool, quiet: bool, events_to: str | None,
-    config_path: Path | None,
+    config_path: Path | None, **gate: Any,
 ) -> None:
     """Go back to the previous release (or --to VERSION), batch by batch."""
     if to_version is not None:
         validate_version(to_version, where="--to")
-    with wired(config_path, env_name, quiet=quiet, events_to=events_to, as_json=as_json) as environment:
+    gates = GateOptions(**gate)
+    with wired(config_path, env_name, quiet=quiet, events_to=events_to, as_json=as_json,
+               gates=gates) as environment:
         lifecycle = environment.lifecycle
         target = to_version or lifecycle.rollback_target()
         if not quiet:
             console.print(f"rolling {env_name} back to {target}")
         with _stop_on_signals(lifecycle):
-            outcome = lifecycle.deploy(target, kind="rollback")
+            outcome = lifecycle.deploy(target, kind="rollback", high_risk=gates.high_risk,
+                                       extra_details=gates.details(environment.env))
     finish(outcome, as_json, environment.env)
 
 
 @click.command()
 @env_option
 @outcome_options
+@gate_options
 @config_option
 def resume(env_name: str, as_json: bool, quiet: bool, events_to: str | None,
-           config_path: Path | None) -> None:
+           config_path: Path | None, **gate: Any) -> None:
     """Bring the environment to a safe state after a deployment whose process died.
 
     Reads the journal and the live load balancer and nodes, says which deployment was
     interrupted, where, and what it will do, then rolls it back or finishes it as
     strategy.on_interrupted says (an interrupted rollback is finished). Nothing to resume, or
-    nothing to do: exit 0."""
-    with wired(config_path, env_name, quiet=quiet, events_to=events_to, as_json=as_json) as environment:
+    nothing to do: exit 0. A paused deployment is continued (its gates are asked again)."""
+    gates = GateOptions(**gate)
+    with wired(config_path, env_name, quiet=quiet, events_to=events_to, as_json=as_json,
+               gates=gates) as environment:
         lifecycle = environment.lifecycle
 
         def say(text: str) -> None:
@@ -177,7 +192,8 @@ def resume(env_name: str, as_json: bool, quiet: bool, events_to: str | None,
 
         with _stop_on_signals(lifecycle):
             result = resume_interrupted(
-                lifecycle, on_interrupted=environment.env.strategy.on_interrupted, say=say)
+                lifecycle, on_interrupted=environment.env.strategy.on_interrupted, say=say,
+                high_risk=gates.high_risk)
     if result.outcome is not None:
         finish(result.outcome, as_json, environment.env, {"resume": result.to_dict()})
         return

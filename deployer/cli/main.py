@@ -31,11 +31,13 @@ def _register() -> None:
     from .artefact_cmd import artefact, keys
     from .deploy_cmds import deploy, resume, rollback
     from .gameday_cmd import gameday
+    from .gate_cmds import approval, evidence, freeze, unfreeze
     from .lab_cmd import lab
     from .read_cmds import history, plan, status
 
     for command in (lab, keys, artefact, deploy, rollback, resume, status, history, plan, recover,
-                    unlock, agent, pointer, promotion, gameday):
+                    unlock, agent, pointer, promotion, freeze, unfreeze, approval, evidence,
+                    gameday):
         cli.add_command(command)
 
 

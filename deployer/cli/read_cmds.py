@@ -29,6 +29,7 @@ from ._common import cell, config_option, console, env_option, get_config, out, 
 from ._fixes import ssh_fix
 from ._wiring import Environment, journal_for
 from .deploy_cmds import wired
+from .gate_cmds import GateOptions, gate_options
 
 __all__ = ["history", "plan", "status"]
 
@@ -256,7 +257,7 @@ def history(
     table.add_column("summary", overflow="fold", ratio=1)
     colours = {"succeeded": "green", "failed": "red", "rolled_back": "yellow",
                "cancelled": "yellow", "running": "cyan", "refused": "yellow", "abandoned": "red",
-               "stopped": "yellow"}
+               "stopped": "yellow", "paused": "cyan"}
     for r in records:
         d = r.to_dict()
         took = f"{r.ended_at - r.started_at:.0f}s" if r.ended_at else "-"
@@ -280,16 +281,21 @@ def _as_shown(record: DeploymentRecord) -> DeploymentRecord:
 @click.option("--rollback", "as_rollback", is_flag=True,
               help="Plan it as a rollback (soak and failure handling as for `rollback`).")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON on stdout.")
+@gate_options
 @config_option
-def plan(env_name: str, version: str, as_rollback: bool, as_json: bool, config_path: Path | None) -> None:
+def plan(env_name: str, version: str, as_rollback: bool, as_json: bool, config_path: Path | None,
+         **gate: Any) -> None:
     """Show what a deployment of VERSION would do: each node and why it is or is not a target,
-    the steps and safe points, the capacity floor, and every refusal it would make (exiting
-    with the code the deployment would have). Changes nothing."""
+    the steps and safe points, the capacity floor, each gate and whether it would let the
+    deployment through now (and when the next window opens), and every refusal it would make
+    (exiting with the code the deployment would have). Changes nothing."""
     validate_version(version, where="--version")
-    with wired(config_path, env_name, quiet=True, read_only=True) as environment:
+    gates = GateOptions(**gate)
+    with wired(config_path, env_name, quiet=True, read_only=True, gates=gates) as environment:
         lifecycle = environment.lifecycle
         release = lifecycle.verify_release(version)
-        the_plan = lifecycle.plan(version, kind="rollback" if as_rollback else "deploy")
+        the_plan = lifecycle.plan(version, kind="rollback" if as_rollback else "deploy",
+                                  high_risk=gates.high_risk)
     env = environment.env
     fleet = next(iter(environment.fleets.values()))
     example = the_plan.targets[0] if the_plan.targets else fleet.nodes[0].name

@@ -147,6 +147,14 @@ def print_plan(plan: DeploymentPlan, *, env_name: str, sha256: str, on_failure: 
         for i, step in enumerate(plan.steps, 1):
             at = f" [dim](after the safe point {step.safe_point})[/]" if step.safe_point else ""
             out.print(f"{i}. {escape(step.label)}{at}")
+    if plan.high_risk:
+        out.print(f"[bold yellow]High Risk[/]: {escape(plan.high_risk)} (on a failure it halts: no "
+                  "automatic rollback or switch back)")
+    if plan.checks:
+        out.print("gates (would they let it through now?):")
+        for c in plan.checks:
+            mark = "[green]pass[/]" if c["decision"] == "continue" else f"[bold red]{c['decision']}[/]"
+            out.print(f"  {c['check']}: {mark}: {escape(c['reason'])}")
     for note in plan.notes:
         out.print(f"note: {escape(note)}")
     for warning in plan.warnings:

@@ -13,7 +13,9 @@ One model per section, each validating itself on construction:
 - ``gameday`` (:class:`GameDayConfig`): whether game days may inject faults there.
 - for the environment's runner: ``pointer`` (one model per kind: :class:`FilePointerConfig`,
   :class:`HttpPointerConfig`, :class:`SsmPointerConfig`), ``agent`` (:class:`AgentConfig`) and
-  ``promotion`` (:class:`PromotionConfig`).
+  ``promotion`` (:class:`PromotionConfig`);
+- ``gates`` (:class:`GatesConfig`): windows, freezes, approvals, change records, decision
+  records, evidence.
 
 :func:`load_config` reads a file and raises :class:`~deployer.ConfigError` naming the file, the
 field (as a dotted path) and the bad value.
@@ -32,6 +34,17 @@ from ._agent import (
 from ._app import AppConfig, HealthCheckConfig, StoreConfig
 from ._environment import Config, EnvironmentConfig, RunnerConfig
 from ._gameday import GameDayConfig
+from ._gates import (
+    ApprovalsConfig,
+    ApproverConfig,
+    ChangeApiConfig,
+    DecisionRecordConfig,
+    EvidenceConfig,
+    FreezeConfig,
+    GatesConfig,
+    WindowConfig,
+    time_zone,
+)
 from ._load import DEFAULT_CONFIG_NAME, default_config_path, load_config
 from ._load_balancer import HAProxyConfig, LoadBalancerConfig
 from ._lock import DEFAULT_LOCK_DIR, LockConfig
@@ -42,11 +55,18 @@ __all__ = [
     "DEFAULT_LOCK_DIR",
     "AgentConfig",
     "AppConfig",
+    "ApprovalsConfig",
+    "ApproverConfig",
     "BlueGreenStrategy",
+    "ChangeApiConfig",
     "Config",
+    "DecisionRecordConfig",
     "EnvironmentConfig",
+    "EvidenceConfig",
     "FilePointerConfig",
+    "FreezeConfig",
     "GameDayConfig",
+    "GatesConfig",
     "HAProxyConfig",
     "HealthCheckConfig",
     "HttpPointerConfig",
@@ -61,6 +81,8 @@ __all__ = [
     "StoreConfig",
     "StrategyConfig",
     "StrategyKind",
+    "WindowConfig",
     "default_config_path",
     "load_config",
+    "time_zone",
 ]

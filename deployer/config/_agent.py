@@ -27,7 +27,16 @@ _SSM_NAME = re.compile(r"^/[A-Za-z0-9_.\-]+(?:/[A-Za-z0-9_.\-]+)*$")
 _ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class FilePointerConfig(Model):
+class _Pointer(Model):
+    """What every kind of pointer shares."""
+
+    # The runner deploys only a request signed by a requester's key (gates.approvals.requesters;
+    # `deployer pointer set --requester-key KEY`): so the requester is known by key, and an
+    # approver may not approve their own request.
+    require_signed: bool = False
+
+
+class FilePointerConfig(_Pointer):
     """The desired version in a file (on a shared or local disk the runner reads)."""
 
     kind: Literal["file"]
@@ -45,7 +54,7 @@ class FilePointerConfig(Model):
         return str(self.path)
 
 
-class HttpPointerConfig(Model):
+class HttpPointerConfig(_Pointer):
     """The desired version at an HTTP(S) URL: read with a conditional GET (ETag), written with
     PUT; the status is PUT to ``status_url``."""
 
@@ -81,7 +90,7 @@ class HttpPointerConfig(Model):
         return self.url
 
 
-class SsmPointerConfig(Model):
+class SsmPointerConfig(_Pointer):
     """The desired version in an AWS SSM Parameter Store parameter (a String); the status in
     another. A requester needs only ssm:PutParameter on the one and ssm:GetParameter on both
     (see the README's IAM policy)."""

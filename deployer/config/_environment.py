@@ -16,6 +16,7 @@ from ._agent import AgentConfig, PointerConfig, PromotionConfig
 from ._app import AppConfig, StoreConfig
 from ._base import NAME, Model
 from ._gameday import GameDayConfig
+from ._gates import GatesConfig
 from ._load_balancer import LoadBalancerConfig
 from ._lock import LockConfig
 from ._strategy import RollingStrategy, StrategyConfig
@@ -47,6 +48,9 @@ class EnvironmentConfig(Model):
     promotion: PromotionConfig | None = None
     # Game days: off unless allowed here (see GameDayConfig).
     gameday: GameDayConfig = GameDayConfig()
+    # Governance: release windows, freezes, approvals, change records, decision records and
+    # the signing of evidence records (see GatesConfig and deployer.gates).
+    gates: GatesConfig = GatesConfig()
 
     @property
     def lock_at(self) -> Literal["load_balancer", "state_dir"]:
@@ -61,6 +65,26 @@ class EnvironmentConfig(Model):
     def lock_host(self) -> str:
         """The host keeping a load-balancer lock (lock.host, else the first load balancer)."""
         return self.lock.host or self.load_balancer.all_hosts[0]
+
+    @model_validator(mode="after")
+    def _window_rollback_needs_rollback(self) -> EnvironmentConfig:
+        if self.gates.on_window_close == "rollback" and self.strategy.on_failure != "rollback":
+            raise ValueError(
+                "gates.on_window_close: rollback fails the deployment where the window closes, "
+                "and the updated nodes go back as strategy.on_failure says: it needs "
+                "strategy.on_failure: rollback (or on_window_close: pause or finish)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _signed_pointer_needs_requesters(self) -> EnvironmentConfig:
+        if self.pointer is not None and self.pointer.require_signed and not (
+                self.gates.approvals is not None and self.gates.approvals.requesters):
+            raise ValueError(
+                "pointer.require_signed needs the requesters' public keys "
+                "(gates.approvals.requesters: [{name, key}]) to know who signed a request"
+            )
+        return self
 
     @model_validator(mode="after")
     def _blue_green_needs_a_legs_map(self) -> EnvironmentConfig:

@@ -6,6 +6,7 @@ Every error names the file, the field (as a dotted path, e.g.
 
 from __future__ import annotations
 
+import datetime
 import os
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 from .._errors import ConfigError
 from ._agent import FilePointerConfig, SsmPointerConfig
 from ._environment import Config, EnvironmentConfig
+from ._gates import GatesConfig
 
 __all__ = ["DEFAULT_CONFIG_NAME", "default_config_path", "load_config"]
 
@@ -24,6 +26,7 @@ DEFAULT_CONFIG_NAME = "deployer.yml"
 # into an error's location; a field's path as the user wrote it has none of them.
 _UNION_TAGS = {"strategy": frozenset({"rolling", "blue-green"}),
                "pointer": frozenset({"file", "http", "ssm"})}
+
 
 def default_config_path() -> Path:
     env = os.environ.get("DEPLOYER_CONFIG")
@@ -61,6 +64,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         value = err.get("input") if err["type"] != "missing" else None
         if isinstance(value, dict):
             value = None
+        elif isinstance(value, datetime.date):  # YAML's reading of an unquoted date
+            value = value.isoformat()
         raise ConfigError(msg, file=str(cfg_path), field=field, value=value) from None
 
     base = cfg_path.resolve().parent
@@ -84,6 +89,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         envs[name] = env.model_copy(update={
             "inventory": inv, "trusted_keys": keys,
             **_runner_paths(env, base, cfg_path, name),
+            "gates": _resolve_gates(base, cfg_path, name, env),
             **_gameday_paths(env, base),
         })
     return cfg.model_copy(
@@ -93,6 +99,41 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
             "source": cfg_path.resolve(),
         }
     )
+
+
+def _resolve_gates(base: Path, cfg_path: Path, name: str, env: EnvironmentConfig) -> GatesConfig:
+    """The gates' key and credential files, taken from the config's directory; a key file that
+    is not there is named with its field."""
+    gates = env.gates
+    prefix = f"environments.{name}.gates"
+
+    def existing(path: Path, field: str) -> Path:
+        resolved = _resolve(base, path)
+        if not resolved.is_file():
+            raise ConfigError("file not found", file=str(cfg_path), field=f"{prefix}.{field}",
+                              value=str(path))
+        return resolved
+
+    update: dict[str, Any] = {}
+    if gates.approvals is not None:
+        approvals = gates.approvals
+        update["approvals"] = approvals.model_copy(update={
+            "approvers": [a.model_copy(update={"key": existing(a.key, f"approvals.approvers.{i}.key")})
+                          for i, a in enumerate(approvals.approvers)],
+            "requesters": [r.model_copy(update={"key": existing(r.key, f"approvals.requesters.{i}.key")})
+                           for i, r in enumerate(approvals.requesters)],
+        })
+    if gates.change_api is not None:
+        api = gates.change_api
+        update["change_api"] = api.model_copy(update={
+            field: existing(value, f"change_api.{field}")
+            for field in ("user_file", "password_file", "token_file")
+            if (value := getattr(api, field)) is not None
+        })
+    if gates.evidence.key is not None:
+        update["evidence"] = gates.evidence.model_copy(
+            update={"key": existing(gates.evidence.key, "evidence.key")})
+    return gates.model_copy(update=update)
 
 
 def _runner_paths(env: EnvironmentConfig, base: Path, cfg_path: Path, name: str) -> dict[str, Any]:

@@ -347,12 +347,21 @@ class BlueGreenExecution(Execution):
         try:
             self._preview_smoke(idle)
         except DeploymentFailed as exc:
+            if run.high_risk:
+                return StepsResult("failed", f"{exc}; High Risk, halted: {idle} is left as it is "
+                                   f"(it takes no live traffic), live traffic stays on {live}")
             self._revert_leg(idle)
             return StepsResult("rolled_back", str(exc))
         run.safe_point(SafePoint.BEFORE_SWITCH, label=f"moving live traffic from {live} to {idle}",
                        changed=True)
         self._switch(live, idle, back=False)
         verdict = self._soak(idle)
+        if verdict is not None and verdict.failed and not self._tolerated(verdict) and run.high_risk:
+            return StepsResult(
+                "failed", f"{release.version} failed its soak on {idle}: {verdict.line()}; High "
+                f"Risk, halted: live traffic stays on {idle} (not switched back automatically), "
+                f"{live} keeps its release as the fallback", hint=self._no_data_hint(verdict),
+            )
         if verdict is not None and verdict.failed and not self._tolerated(verdict):
             self._switch(idle, live, back=True)
             self._revert_leg(idle)
@@ -385,6 +394,10 @@ class BlueGreenExecution(Execution):
         try:
             self._preview_smoke(old)
         except DeploymentFailed as exc:
+            if run.high_risk:
+                return StepsResult("failed", f"{summary}; the uplift of {old} failed: {exc}; High "
+                                   f"Risk, halted: {old} is left as it is (no live traffic), "
+                                   f"{proven} stays live")
             self._revert_leg(old, before)
             return StepsResult("failed", f"{summary}; the uplift of {old} failed: {exc}; {old} put "
                                f"back as the fallback")
@@ -392,6 +405,12 @@ class BlueGreenExecution(Execution):
                        f"uplifted {old}", changed=True)
         self._switch(proven, old, back=False)
         verdict = self._soak(old)
+        if verdict is not None and verdict.failed and not self._tolerated(verdict) and run.high_risk:
+            return StepsResult(
+                "failed", f"{summary}; the uplifted {old} failed its soak: {verdict.line()}; High "
+                f"Risk, halted: live traffic stays on {old} (not switched back automatically), "
+                f"{proven} runs {release.version} too", hint=self._no_data_hint(verdict),
+            )
         if verdict is not None and verdict.failed and not self._tolerated(verdict):
             self._switch(old, proven, back=True)
             self._revert_leg(old, before)

@@ -75,7 +75,8 @@ class Event:
 
 @dataclass(frozen=True, kw_only=True)
 class DeploymentStarted(Event):
-    """The deployment holds the lock and is recorded in the journal."""
+    """The deployment is recorded in the journal and holds the lock (``locked`` False: it was
+    refused before taking it, and its ``deployment_finished`` follows)."""
 
     type: ClassVar[str] = "deployment_started"
     app: str
@@ -85,6 +86,11 @@ class DeploymentStarted(Event):
     sha256: str = ""
     # The deployment this one continues (resume), by its uid.
     resumes: str | None = None
+    locked: bool = True
+    # The key that signed the release (its minisign key id), when it was verified.
+    key_id: str = ""
+    # Why the deployment is High Risk (no automatic rollback or switch back); "" when it is not.
+    high_risk: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,12 +10,6 @@ answers the gate with the nodes to run and waits until the run reaches the next 
 the events heard meanwhile are the batch's, and make its :class:`RunResult`, which settles the
 batch's nodes exactly as a batch's own run would.
 
-The run needs nothing the nodes' reading learns (each batch's go carries what was read of its
-nodes), so a deployment may start it before reading them, for the batches it expects (every
-node it may deploy to): its start-up then overlaps pre-staging. Once the plan is made, the run
-is kept if it cuts the same batches (:meth:`GatedRollout.runs`), and otherwise ended at its
-first gate, nothing drained (:meth:`GatedRollout.discard`), and a run for the plan started.
-
 Every event of the run is handed to the engine in the caller's thread (the journal, the tracker
 and the soak are not shared with the runner's thread), and a gate counts as reached only once
 the run's events have caught up with it (the play announces the gate's task before the task
@@ -78,32 +72,17 @@ class GatedRun:
             result = RunResult(status="error", rc=-1, error=f"the rollout's run crashed: {exc}")
         self._queue.put((_END, result))
 
-    def mute(self) -> None:
-        """Hear nothing more of this run (one that is being discarded)."""
-        self._on_event = lambda ev: None
-
     # -- what the run reports, heard in the caller's thread -------------------------------
 
     def _pump(self, done: Callable[[], bool]) -> None:
         while not done():
-            self._take(*self._queue.get())
-
-    def collect(self) -> None:
-        """Hear what the run has reported so far, without waiting for more."""
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            self._take(*item)
-
-    def _take(self, kind: str, item: Any) -> None:
-        if kind == _EVENT:
-            self._heard(item)
-        elif kind == _GATE:
-            self.gates.append(item)
-        else:
-            self.result = item
+            kind, item = self._queue.get()
+            if kind == _EVENT:
+                self._heard(item)
+            elif kind == _GATE:
+                self.gates.append(item)
+            else:
+                self.result = item
 
     def _heard(self, ev: RunnerEvent) -> None:
         if ev.kind == "gate":
@@ -178,35 +157,16 @@ class GatedRollout:
         self._run: GatedRun | None = None
 
     def __enter__(self) -> GatedRollout:
-        if self._run is None:  # started already when started early (see Rolling's read)
-            rollout = self.rollout
-            self._run = GatedRun(rollout.fleet.runner, rollout.gated_request(self.plan),
-                                 rollout.tracker.on_event, rollout.run.abort.is_set)
+        rollout = self.rollout
+        self._run = GatedRun(rollout.fleet.runner, rollout.gated_request(self.plan),
+                             rollout.tracker.on_event, rollout.run.abort.is_set)
         return self
-
-    def runs(self, plan: Plan) -> bool:
-        """Whether this run, started before ``plan`` was made, runs its batches as it cut them
-        (the same nodes in the same batches); if so it takes ``plan`` as its own."""
-        if ([b.nodes for b in self.plan.batches] != [b.nodes for b in plan.batches]
-                or self.plan.forks != plan.forks):
-            return False
-        self.plan = plan
-        return True
-
-    def discard(self) -> None:
-        """End a run started for a plan that was not made after all (nothing was let go): it
-        stops at its first gate, and nothing it reports reaches the deployment."""
-        run = self._run
-        if run is not None:
-            run.mute()
-        self.__exit__(None, None, None)
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         run, self._run = self._run, None
         if run is None:
             return
-        run.collect()  # a gate reached meanwhile is told to stop, not closed (which fails it)
         pending = [g for g in run.gates if not g.answered]
         for gate in pending:
             gate.stop("the controller stops the rollout here")
@@ -226,7 +186,7 @@ class GatedRollout:
         rollout = self.rollout
         rollout.run.publish(BatchStarted(index=batch.index, total=self.total, nodes=list(batch.nodes),
                                          canary=batch.canary, leg=rollout.fleet.leg))
-        if not gate.go(batch.nodes, rollout.known_releases(batch.nodes)):
+        if not gate.go(batch.nodes):
             return self._ended_early(run)
         result = run.batch_result(batch.index, batch.nodes)
         rollout.tracker.settle(batch.nodes, result, success=NodePhase.DONE)

@@ -3,7 +3,8 @@
 ::
 
     verify the release (signature, digest)      nothing changed yet; bad input stops here
-    admission: the checks asked (gates)         a stop refuses the deployment (GateRefused)
+    admission: the checks asked (the gates)     promotion, windows, freezes, approvals; a
+                                                refusal (GateRefused) changes nothing
     take the lock, record the deployment        a global id (ULID) besides the local number
     preflight → plan → steps                    the strategy's (see .strategy), with the safe
                                                 points between steps (see .safepoints)
@@ -13,9 +14,21 @@
 Everything that happens is an event on the deployment's :class:`~.events.EventStream`: the
 journal writes them (synchronously), the console prints them, ``--events`` streams them.
 Checks registered at construction (``checks``) are asked at every safe point, after the
-operator's stop request and the lock, and first at ``admission``, before the lock is taken:
-that is where gates (the promotion gate; release windows and approvals) plug in, without
-touching a strategy.
+operator's stop request and the lock, and first at ``admission``, before the lock is taken;
+that is where the gates (the promotion gate, release windows, freezes, approvals) and an
+agent's stop request plug in, without touching a strategy.
+
+Every deployment is recorded, a refused one too: an unverified release, a check refusing it
+before the lock, or the lock held by another deployment leaves a journal record (status
+``refused``, details ``refused_before_lock``) and its events (``deployment_started`` with
+``locked`` false, then ``deployment_finished``), and raises. A check that stops a deployment
+with :class:`~deployer.DeploymentPaused` leaves it ``paused`` (``deployer resume`` continues
+it); one that stops it with :class:`~deployer.GateRefused` before anything changed leaves it
+``refused``.
+
+A High Risk deployment (``high_risk``, or a release whose manifest says it has no rollback
+path) halts on a failure: no automatic rollback, no automatic switch back (see the
+strategies).
 """
 
 from __future__ import annotations
@@ -24,10 +37,12 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 
 from .._errors import (
     DeployerError,
     DeploymentFailed,
+    DeploymentPaused,
     DeploymentRefused,
     FleetAtRiskError,
     GateRefused,
@@ -56,7 +71,7 @@ from .model import DeploymentRef, Outcome, Release, Resumption, StoreVerifier
 from .plan import DeploymentPlan, Refusal
 from .recording import JournalRecorder
 from .run import Run
-from .safepoints import Check, Decision, LockCheck, OperatorStop, SafePoint, SafePoints, Verdict
+from .safepoints import Check, LockCheck, OperatorStop, SafePoint, SafePointContext, SafePoints, Verdict
 from .soaking import Soaks
 from .strategy import Execution, StepsResult, Strategy
 
@@ -132,50 +147,38 @@ class Lifecycle:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def plan(self, version: str, *, kind: str = "deploy") -> DeploymentPlan:
+    def plan(self, version: str, *, kind: str = "deploy", high_risk: str = "") -> DeploymentPlan:
         """What a deployment of ``version`` would do, computed as the deployment computes it,
         changing nothing (the nodes are read, not staged). Refusals the deployment would make
-        are in the plan, with the exit code; one the preflight meets at once (the load balancer
-        unreadable) is raised."""
+        are in the plan, with the exit code, in the order it would make them (the checks before
+        the lock, the lock, the preflight's); one the preflight meets at once (the load balancer
+        unreadable) is raised. Every registered check says what it would decide now."""
         validate_version(version)
         release = self.verify_release(version)
+        high_risk = _high_risk(release, high_risk)
         events = EventStream(self.subscribers)
         ref = DeploymentRef(id=0, uid="", env=self.env_name, kind=kind, version=version)
         events.deployment = ref
+        points = SafePoints(events, list(self.checks), clock=self.clock, release=release,
+                            acts_as=kind, high_risk=high_risk)
         run = Run(ref=ref, release=release, events=events, safe_points=SafePoints(events),
                   env_name=self.env_name, config_file=self.config_file, soaks=self.soaks,
-                  stop=self._stop, abort=self._abort)
+                  stop=self._stop, abort=self._abort, high_risk=high_risk)
         try:
             execution = self.strategy.begin(run)
             execution.read(stage=False)
             plan = execution.plan()
-            admitted = self._admission(events, release, kind)
         finally:
             events.close()
-        refusals = list(plan.refusals)
+        verdicts = points.ask(points.context(SafePoint.ADMISSION, ref, planning=True), every=True)
+        gated = [_refusal_of(v) for v in verdicts if not v.goes_on]
         locked = self._lock_refusal()
-        if locked is not None:
-            refusals.insert(0, locked)
-        if not admitted.goes_on:
-            error = _refusal_error(admitted)
-            refusals.insert(0, Refusal(error.message, error.exit_code, error.hint or "",
-                                       when="before anything is changed (at admission)"))
-        if tuple(refusals) != plan.refusals:
-            plan = dataclasses.replace(plan, refusals=tuple(refusals))
-        return plan
-
-    def _admission(self, events: EventStream, release: Release, kind: str) -> Verdict:
-        """Ask the checks at ``admission`` (the gates): the release is verified, nothing is
-        locked, recorded or changed yet."""
-        if not self.checks:
-            return Verdict.go()
-        ref = DeploymentRef(id=0, uid="", env=self.env_name, kind=kind, version=release.version)
-        before, events.deployment = events.deployment, ref
-        try:
-            points = SafePoints(events, list(self.checks), clock=self.clock)
-            return points.reach(SafePoint.ADMISSION, ref, release=release)
-        finally:
-            events.deployment = before
+        return dataclasses.replace(
+            plan, refusals=(*gated, *([locked] if locked else []), *plan.refusals),
+            checks=tuple({"check": v.check, "decision": v.decision.value, "reason": v.reason}
+                         for v in verdicts),
+            high_risk=high_risk,
+        )
 
     def _lock_refusal(self) -> Refusal | None:
         try:
@@ -195,13 +198,16 @@ class Lifecycle:
 
     def deploy(self, version: str, *, kind: str = "deploy", resumes: str | None = None,
                extra_details: Mapping[str, object] | None = None,
-               resumption: Resumption | None = None) -> Outcome:
+               resumption: Resumption | None = None, high_risk: str = "",
+               record_refused: bool = True, record_lock_held: bool = True) -> Outcome:
         """Deploy ``version`` (``kind``: deploy, rollback or resume; ``resumption``: what a
-        resume continues, for the strategy). Bad input, an unverified release or a held lock
-        changes nothing (raised before anything is recorded)."""
+        resume continues, for the strategy; ``high_risk``: why it is High Risk, if it is). Bad
+        input raises before anything is recorded; an unverified release, a check refusing it
+        before the lock, or a held lock is recorded as refused, then raised (without
+        ``record_refused``, only raised: a request whose refusal is on the record already,
+        asked again, e.g. by a runner waiting for a window; without ``record_lock_held``, a
+        held lock is only raised: a runner tries again at its next look)."""
         validate_version(version)
-        # Verify the release before touching anything: signature, identity, digest.
-        release = self.verify_release(version)
         events = EventStream([JournalRecorder(self.journal), *self.subscribers], clock=self.clock)
         self.events = events
         pending: list[str] = []
@@ -212,41 +218,84 @@ class Lifecycle:
             else:
                 events.publish(Note(text=text))
 
-        details: dict[str, object] = {"sha256": release.sha256, "url": redacted_url(release.url),
-                                      "strategy": self.kind, **(extra_details or {})}
+        details: dict[str, object] = {"strategy": self.kind, **(extra_details or {})}
         resumes = resumes or (resumption.uid if resumption is not None else None)
         if resumes:
             details["resumes"] = resumes
+        acts_as = resumption.acts_as if resumption is not None else kind
+        refused = _Refusals(self, events, kind=kind, version=version, details=details,
+                            resumes=resumes, pending=pending, record=record_refused)
         try:
-            admitted = self._admission(events, release, kind)
-            if not admitted.goes_on:
-                raise _refusal_error(admitted)
-            with locked_deployment(
-                self.journal, self.lock, note, env_name=self.env_name, app=self.app, kind=kind,
-                version=version, command=self.command, details=details,
-            ) as held:
-                ref = DeploymentRef(id=held.deployment_id, uid=held.uid, env=self.env_name, kind=kind,
-                                    version=version)
+            # Verify the release before touching anything: signature, identity, digest.
+            try:
+                release = self.verify_release(version)
+            except DeployerError as exc:
+                refused.record(exc)
+                raise
+            high_risk = _high_risk(release, high_risk)
+            details.update(sha256=release.sha256, url=redacted_url(release.url))
+            if release.key_id:
+                details["key_id"] = release.key_id
+            if high_risk:
+                details["high_risk"] = high_risk
+            refused.release, refused.high_risk = release, high_risk
+            # Admission: the checks before the lock (the gates); a refusal here changes nothing.
+            points = SafePoints(events, list(self.checks), clock=self.clock, release=release,
+                                acts_as=acts_as, high_risk=high_risk)
+            admission = points.context(SafePoint.ADMISSION, DeploymentRef(
+                id=0, uid="", env=self.env_name, kind=kind, version=version))
+            verdicts = points.ask(admission)
+            refused.admission = (points, admission, verdicts)
+            first = next((v for v in verdicts if not v.goes_on), None)
+            if first is not None:
+                error = first.error or GateRefused(f"{first.check}: {first.reason}; nothing was "
+                                                   "changed", hint=first.hint or None,
+                                                   gate=first.check)
+                refused.record(error)
+                raise error
+            with ExitStack() as stack:
+                try:
+                    held = stack.enter_context(locked_deployment(
+                        self.journal, self.lock, note, env_name=self.env_name, app=self.app,
+                        kind=kind, version=version, command=self.command, details=details,
+                    ))
+                except (LockHeldError, LockError) as exc:
+                    if record_lock_held or not isinstance(exc, LockHeldError):
+                        refused.record(exc)
+                    raise
+                ref = DeploymentRef(id=held.deployment_id, uid=held.uid, env=self.env_name,
+                                    kind=kind, version=version)
                 events.deployment = ref
-                events.publish(DeploymentStarted(app=self.app, strategy=self.kind, actor=actor(),
-                                                 command=self.command, sha256=release.sha256,
-                                                 resumes=resumes))
+                events.publish(self._started(release, resumes, high_risk, locked=True))
+                points.publish(dataclasses.replace(admission, deployment=ref), verdicts)
+                if high_risk:
+                    events.publish(Note(text=f"High Risk: {high_risk}; on a failure this deployment "
+                                        "halts (no automatic rollback or switch back)",
+                                        level="warning"))
                 for text in pending:
                     events.publish(Note(text=text))
                 for text in held.notes:  # a lock taken over from a dead holder is on the record
                     if text.startswith("took over"):
                         events.publish(LockChanged(what="taken_over", detail=text))
                 self.lock_check = LockCheck(held.lease)
-                points = SafePoints(events, [OperatorStop(self._stop.is_set), self.lock_check,
-                                             *self.checks], clock=self.clock)
+                points.checks = [OperatorStop(self._stop.is_set), self.lock_check, *self.checks]
                 run = Run(ref=ref, release=release, events=events, safe_points=points,
                           env_name=self.env_name, config_file=self.config_file, soaks=self.soaks,
-                          stop=self._stop, abort=self._abort, resume=resumption)
+                          stop=self._stop, abort=self._abort, resume=resumption,
+                          high_risk=high_risk)
                 self._run = run
                 return self._perform(run, lambda: held.lease.lost)
         finally:
             self._run = None
             events.close()
+
+    def _started(self, release: Release | None, resumes: str | None, high_risk: str, *,
+                 locked: bool) -> DeploymentStarted:
+        return DeploymentStarted(
+            app=self.app, strategy=self.kind, actor=actor(), command=self.command,
+            sha256=release.sha256 if release else "", resumes=resumes, locked=locked,
+            key_id=release.key_id if release else "", high_risk=high_risk,
+        )
 
     def _perform(self, run: Run, lost: Callable[[], str]) -> Outcome:
         started = time.time()
@@ -276,6 +325,10 @@ class Lifecycle:
         run.publish(PhaseEntered(phase="outcome"))
         accounting = execution.account()
         status = result.status
+        if status == "stopped" and isinstance(result.stop_error, DeploymentPaused):
+            status = "paused"  # a gate paused it at a safe point: resume continues it
+        elif status == "stopped" and isinstance(result.stop_error, GateRefused) and not execution.changed:
+            status = "refused"
         fix: list[str] = []
         if accounting.out_of_service:
             fix = [f"deployer recover --env {self.env_name}", f"deployer rollback --env {self.env_name}"]
@@ -315,12 +368,70 @@ class Lifecycle:
         return outcome
 
 
-def _refusal_error(verdict: Verdict) -> DeployerError:
-    """What a deployment refused at admission raises: the stopping check's error, or a gate
-    refusal for a check that failed it (nothing was changed either way)."""
-    if verdict.decision is Decision.STOP and verdict.error is not None:
-        return verdict.error
-    return GateRefused(f"{verdict.check}: {verdict.reason}", hint=verdict.hint or None)
+class _Refusals:
+    """Records a deployment refused before it took the lock: a journal record (status
+    ``refused``), its events (started, the admission's verdicts, finished), so that every
+    deployment is on the record, refused ones included."""
+
+    def __init__(self, lifecycle: Lifecycle, events: EventStream, *, kind: str, version: str,
+                 details: dict[str, object], resumes: str | None, pending: list[str],
+                 record: bool = True) -> None:
+        self.lifecycle = lifecycle
+        self.enabled = record
+        self.events = events
+        self.kind = kind
+        self.version = version
+        self.details = details
+        self.resumes = resumes
+        self.pending = pending
+        self.release: Release | None = None
+        self.high_risk = ""
+        self.admission: tuple[SafePoints, SafePointContext, list[Verdict]] | None = None
+
+    def record(self, error: DeployerError) -> None:
+        if not self.enabled:
+            return
+        lc = self.lifecycle
+        started = time.time()
+        deployment_id, uid = lc.journal.start(
+            env=lc.env_name, app=lc.app, kind=self.kind, version=self.version, command=lc.command,
+            details={**self.details, "refused_before_lock": True},
+        )
+        lc.journal.finish_deployment(deployment_id, "refused", error.message)
+        ref = DeploymentRef(id=deployment_id, uid=uid, env=lc.env_name, kind=self.kind,
+                            version=self.version)
+        events = self.events
+        events.deployment = ref
+        events.publish(lc._started(self.release, self.resumes, self.high_risk, locked=False))
+        if self.admission is not None:
+            points, ctx, verdicts = self.admission
+            points.publish(dataclasses.replace(ctx, deployment=ref), verdicts)
+        for text in self.pending:
+            events.publish(Note(text=text))
+        events.publish(DeploymentFinished(
+            status="refused", summary=error.message, exit_code=error.exit_code,
+            duration_s=round(time.time() - started, 3), hint=error.hint or "",
+        ))
+
+
+def _high_risk(release: Release, declared: str) -> str:
+    """Why a deployment of ``release`` is High Risk: as declared, or its manifest's word that
+    it has no rollback path ("": it is not)."""
+    if declared:
+        return declared
+    if release.irreversible:
+        return f"{release.version} has no rollback path: {release.irreversible}"
+    return ""
+
+
+def _refusal_of(verdict: Verdict) -> Refusal:
+    """A check's refusal before the lock, as the plan shows it."""
+    when = "before anything is changed (at admission)"
+    error = verdict.error
+    if error is not None:
+        return Refusal(error.message, error.exit_code, verdict.hint, when=when)
+    return Refusal(f"{verdict.check}: {verdict.reason}", GateRefused.exit_code, verdict.hint,
+                   when=when)
 
 
 def _error_for(outcome: Outcome) -> DeployerError | None:

@@ -39,6 +39,9 @@ class Release:
     size: int
     # The key that signed it (minisign key id), when the store's verification said.
     key_id: str = ""
+    # Why the release has no rollback path, as its manifest declares (an irreversible data
+    # migration); "" for a release that can be rolled back. Such a release is High Risk.
+    irreversible: str = ""
 
 
 StoreVerifier = Callable[[str], Release]

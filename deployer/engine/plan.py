@@ -196,6 +196,11 @@ class DeploymentPlan:
     batches: Plan | None = None
     # Blue-green: which leg is live, which receives the release.
     legs: dict[str, Any] = field(default_factory=dict)
+    # What each check registered with the lifecycle (the gates) would decide now, before the
+    # lock: {"check", "decision", "reason"}.
+    checks: tuple[dict[str, str], ...] = ()
+    # Why the deployment would be High Risk ("": it would not).
+    high_risk: str = ""
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -224,4 +229,6 @@ class DeploymentPlan:
             **({k: v for k, v in self.batches.to_dict().items() if k not in ("targets", "notes")}
                if self.batches else {}),
             **({"legs": self.legs} if self.legs else {}),
+            "checks": [dict(c) for c in self.checks],
+            "high_risk": self.high_risk or None,
         }

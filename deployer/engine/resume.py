@@ -13,9 +13,16 @@ interrupted *rollback* is always finished: undoing it would bring back the relea
 controller's journal, when it was interrupted: its process is gone (still ``running``, or
 already marked failed as abandoned by a later command), it was stopped at a safe point by a
 check (but not by losing its lock to another controller, whose doings this journal does not
-know), or it is ``paused``. A resume that did not succeed is followed back to the deployment it
-resumed; one that succeeded resolved it, so a second ``resume`` finds nothing to do. A
-deployment still running refuses (its lock says so: exit 6).
+know), or it is ``paused``. A deployment that was refused changed nothing, so it neither
+resolves nor hides an interruption before it: it is passed over. A resume that did not
+succeed is followed back to the deployment it resumed; one that succeeded resolved it, so a
+second ``resume`` finds nothing to do. A deployment still running refuses (its lock says so:
+exit 6).
+
+**Paused.** A deployment a gate paused (a release window closed with ``on_window_close:
+pause``, a freeze) is continued, whatever ``on_interrupted`` says: it was stopped on purpose,
+at a safe point, to go on later. A resume that was paused goes on as it was going (rolling
+back or finishing). Its gates are asked again (a resume outside the window is refused).
 
 **What it decides, from which journal facts.**
 
@@ -240,7 +247,8 @@ def find_interrupted(
 ) -> tuple[Interruption | None, str]:
     """The interrupted deployment of ``env`` (see the module documentation), or None and why
     there is nothing to resume. Raises LockHeldError when a deployment is still running."""
-    records = [r for r in journal.deployments(env, limit=LOOKBACK) if r.kind in RESUMABLE_KINDS]
+    records = [r for r in journal.deployments(env, limit=LOOKBACK)
+               if r.kind in RESUMABLE_KINDS and r.status != "refused"]
     if not records:
         return None, f"no deployment of environment {env!r} in the journal"
     last = records[0]
@@ -272,6 +280,10 @@ def decide(found: Interruption, strategy: Strategy, *, on_interrupted: str) -> D
     documentation). Blue-green reads the live map (and the fallback leg's release)."""
     root = found.root
     mode = "finish" if root.kind == "rollback" else on_interrupted
+    if found.last.status == "paused":
+        # Paused on purpose, to go on: as it was going (a paused resume keeps its mode).
+        mode = str(found.last.details.get("on_interrupted") or "finish") if (
+            found.last.kind == "resume") else "finish"
     ran = str(root.details.get("strategy") or "rolling")
     if ran != strategy.kind:
         raise ConfigError(
@@ -436,10 +448,18 @@ def _leg_release(bg: BlueGreen, leg: str) -> str:
 # -- doing it --------------------------------------------------------------------------------
 
 
-def resume(lifecycle: Lifecycle, *, on_interrupted: str, say: Callable[[str], None]) -> ResumeResult:
+def _high_risk_of(found: Interruption) -> str:
+    """A resume of a High Risk deployment is High Risk too (it continues its change)."""
+    why = found.root.details.get("high_risk") or found.last.details.get("high_risk")
+    return f"resumes deployment {found.root.id}, which is High Risk: {why}" if why else ""
+
+
+def resume(lifecycle: Lifecycle, *, on_interrupted: str, say: Callable[[str], None],
+           high_risk: str = "", record_refused: bool = True) -> ResumeResult:
     """Resume the environment's interrupted deployment (see the module documentation): say
     what was found and what will be done, then do it. Nothing to resume, or nothing to do:
-    no outcome (the latter recorded in the journal)."""
+    no outcome (the latter recorded in the journal). ``record_refused``: as for
+    :meth:`Lifecycle.deploy`."""
     journal, env = lifecycle.journal, lifecycle.env_name
     found, why = find_interrupted(journal, env, lock=lifecycle.lock)
     if found is None:
@@ -455,7 +475,8 @@ def resume(lifecycle: Lifecycle, *, on_interrupted: str, say: Callable[[str], No
         result.deployment, result.uid = _record_nothing(lifecycle, found, decision, details, say)
         return result
     outcome = lifecycle.deploy(decision.version, kind="resume", resumption=decision.resumption,
-                               extra_details=details)
+                               extra_details=details, high_risk=high_risk or _high_risk_of(found),
+                               record_refused=record_refused)
     result.outcome = outcome
     if outcome.status != "succeeded":
         _name_left_out(lifecycle, outcome)

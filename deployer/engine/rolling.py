@@ -103,9 +103,6 @@ class RollingExecution(Execution):
         self.soaks = strategy.soaks if self._soaked() else None
         # A step of a larger deployment (a blue-green leg): the caller reaches the safe points.
         self.nested = False
-        # The rollout's run, started while the nodes are pre-staged (see _start_early).
-        self._early: GatedRollout | None = None
-        self._starts_early = False
 
     def _soaked(self) -> bool:
         soaks = self.strategy.soaks
@@ -117,14 +114,6 @@ class RollingExecution(Execution):
 
     def node_status(self) -> dict[str, NodeStatus]:
         return self.rollout.tracker.status
-
-    def perform(self) -> StepsResult:
-        # A deployment of its own (not a blue-green leg's) may start its rollout's run early.
-        self._starts_early = self.config.prestage
-        try:
-            return super().perform()
-        finally:
-            self._discard_early()
 
     def perform_nested(self, plan: DeploymentPlan) -> StepsResult:
         """The steps of an already read and planned execution, as one step of a larger
@@ -145,41 +134,8 @@ class RollingExecution(Execution):
             )
         if self.soaks is not None:
             self.soaks.preflight(self.fleet.backend, self.fleet.config_file)
-        early = self._start_early if self._starts_early and stage else None
-        self.lb, result = self.rollout.read(stage=stage, before_prestage=early)
+        self.lb, result = self.rollout.read(stage=stage)
         self.prestage_failure = self.rollout.prestage_failure(result)
-
-    def _start_early(self) -> None:
-        """Start the rollout's run for the batches this deployment expects — every node it may
-        deploy to, none of them already on the release — before the nodes are read and
-        pre-staged, so that its start-up (that of an ansible-playbook) overlaps theirs. The plan
-        keeps it when it cuts the same batches (the usual case), else it ends unused (_gated)."""
-        fleet, held = self.fleet, self.rollout.held
-        targets = [n for n in fleet.names() if n not in held and self._in_scope(n)]
-        if not targets:
-            return
-        try:
-            expected = make_plan(fleet.names(), targets, self.config, source=fleet.config_file,
-                                 unavailable=len(held))
-        except DeployerError:
-            return  # the plan will say why
-        if expected.batches:
-            self._early = GatedRollout(self.rollout, expected,
-                                       total=len(expected.batches)).__enter__()
-
-    def _discard_early(self) -> None:
-        early, self._early = self._early, None
-        if early is not None:
-            early.discard()
-
-    def _gated(self, plan: Plan, total: int) -> GatedRollout:
-        """The rollout's run for ``plan``: the one started early if it runs the same batches."""
-        early, self._early = self._early, None
-        if early is not None:
-            if early.runs(plan):
-                return early
-            early.discard()
-        return GatedRollout(self.rollout, plan, total=total)
 
     def plan(self) -> DeploymentPlan:
         rollout, fleet, version = self.rollout, self.fleet, self.run.release.version
@@ -376,10 +332,10 @@ class RollingExecution(Execution):
             return StepsResult("succeeded", summary)
         total = len(batches.batches)
         # Pre-staged, every batch runs in one Ansible run held at each batch by the controller's
-        # gate (started while pre-staging, or now: its start-up overlaps the safe points).
-        # Without pre-staging each batch is a run of its own, and so is a blue-green leg (one
-        # batch, no safe point of its own: nothing to overlap).
-        runs = (self._gated(batches, total) if self.config.prestage and not self.nested
+        # gate (started now: its start-up overlaps the safe points). Without pre-staging each
+        # batch is a run of its own, and so is a blue-green leg (one batch, no safe point of its
+        # own: nothing to overlap).
+        runs = (GatedRollout(rollout, batches, total=total) if self.config.prestage and not self.nested
                 else _BatchRuns(rollout, batches, total=total))
         with runs:
             begin()
@@ -527,6 +483,8 @@ class RollingExecution(Execution):
             status = "cancelled"
         elif not rollout.make_caught_safe():
             summary += "; reverting the nodes caught mid-change failed"
+        elif run.high_risk:
+            summary += f"; High Risk, halted with nothing rolled back: {self.states()}"
         elif self.config.on_failure == "rollback" and run.acts_as != "rollback":
             updated = rollout.updated()
             if rollout.roll_back_updated():

@@ -74,13 +74,11 @@ class Rollout:
 
     # -- reading and pre-staging ----------------------------------------------------------
 
-    def read(self, *, stage: bool, before_prestage: Callable[[], None] | None = None,
-             ) -> tuple[dict[str, ServerState], RunResult | None]:
+    def read(self, *, stage: bool) -> tuple[dict[str, ServerState], RunResult | None]:
         """Read the load balancer, then every node (pre-staging the release on each when
-        ``stage`` and the strategy pre-stages, after calling ``before_prestage``), then the load
-        balancer again; note the nodes an operator holds. Raises DeploymentRefused when the load
-        balancer cannot be read, and Interrupted when the operator stops the pre-stage run
-        (nothing changed)."""
+        ``stage`` and the strategy pre-stages), then the load balancer again; note the nodes an
+        operator holds. Raises DeploymentRefused when the load balancer cannot be read, and
+        Interrupted when the operator stops the pre-stage run (nothing changed)."""
         # The load balancer is read before any node is: without it there is no capacity floor
         # and no telling an operator's maintenance from ours, so no deployment.
         self.held = self.fleet.held_by_others(
@@ -94,8 +92,6 @@ class Rollout:
         prestage = stage and self.strategy.prestage
         reading = len(self.fleet.nodes) - len(self.held)
         if prestage:
-            if before_prestage is not None:
-                before_prestage()
             # One run reads every node and pulls, verifies and unpacks the release on it while
             # it keeps serving (a no-op where it is already staged).
             self.run.note(f"reading {reading} node(s) and pre-staging {self.release.version} "
@@ -195,10 +191,9 @@ class Rollout:
 
     def gated_request(self, plan: Plan) -> Callable[[str], RunRequest]:
         """The run of ``rollout.yml`` for every batch of ``plan`` (see :mod:`.gated`), given the
-        path of the controller's gate. It needs nothing the nodes' reading learns (each batch's
-        known releases come with its gate's go), so it can start before they are read."""
+        path of the controller's gate."""
         targets = [n for b in plan.batches for n in b.nodes]
-        extravars = dict(self._vars(self.release))
+        extravars = self._deploy_vars(targets)
         extravars["deployer_rollout_hosts"] = targets
         extravars["deployer_batch_sizes"] = [len(b.nodes) for b in plan.batches]
 
@@ -211,11 +206,11 @@ class Rollout:
 
         return request
 
-    def known_releases(self, nodes: Sequence[str]) -> dict[str, dict[str, object]]:
-        """What the pre-stage (or probe) run has just read of ``nodes``, so that deploying them
-        does not read it again: the way back from each."""
+    def _deploy_vars(self, nodes: Sequence[str]) -> dict[str, object]:
         release = self.release
-        return {
+        extravars = dict(self._vars(release))
+        # What the pre-stage (or probe) run has just read, so the batch does not read it again.
+        extravars["deployer_known_releases"] = {
             name: {
                 "current": self.facts[name].current,
                 "previous": self.facts[name].previous,
@@ -224,10 +219,6 @@ class Rollout:
             }
             for name in nodes if name in self.facts
         }
-
-    def _deploy_vars(self, nodes: Sequence[str]) -> dict[str, object]:
-        extravars = dict(self._vars(self.release))
-        extravars["deployer_known_releases"] = self.known_releases(nodes)
         return extravars
 
     def failure_text(self, failed: Iterable[str]) -> str:

@@ -46,6 +46,9 @@ class Run:
     waiting_for: str = ""
     # A ``resume``: what it continues (None for any other deployment).
     resume: Resumption | None = None
+    # Why this deployment is High Risk ("" when it is not): on a failure it halts, with no
+    # automatic rollback and no automatic switch back, and people decide what comes next.
+    high_risk: str = ""
 
     @property
     def kind(self) -> str:

@@ -3,8 +3,9 @@ and none is half-done, and the checks that decide there whether it goes on.
 
 The same named points in every strategy::
 
-    admission         the release verified, before the lock is taken: nothing changed or
-                      recorded yet (gates decide here: a stop refuses the deployment)
+    admission         the release verified, before the lock is taken: nothing changed yet
+                      (gates decide here: a stop refuses the deployment, and only its record
+                      is written)
     before_start      after the plan, before anything leaves the load balancer
     before_batch      rolling: before each batch (and so before each node leaves the LB)
     before_idle_leg   blue-green: before releasing to the idle leg
@@ -20,11 +21,12 @@ deployment ends with) or ``fail`` (the deployment fails here and rolls back per
 :class:`~deployer.DeployerError` stops the deployment with that error: when a check cannot
 tell, nothing more is changed.
 
-Checks today: the operator's stop request (Ctrl-C, SIGTERM), the deployment lock, confirmed
-with its host at every point before anything leaves the load balancer, and gates such as the
-promotion gate (:mod:`deployer.promotion`), which decide at ``admission``, where the checks
-passed to the lifecycle are asked first: a stop there raises its error (``GateRefused``, exit
-14) before the lock is taken. Release windows and approvals plug in the same way.
+Checks today: the operator's stop request (Ctrl-C, SIGTERM) and the deployment lock,
+confirmed with its host at every point before anything leaves the load balancer; and the
+checks registered with the lifecycle, asked at every point including ``admission``: the gates
+— the promotion gate (:mod:`deployer.promotion`), release windows, freezes, approvals and
+change records (:mod:`deployer.gates`). A stop at ``admission`` refuses the deployment with its
+error (``GateRefused``, exit 14) before the lock is taken.
 """
 
 from __future__ import annotations
@@ -112,8 +114,14 @@ class SafePointContext:
     changed: bool = False
     # Every node is back in service at this point (False only at after_outcome when some are not).
     all_in_service: bool = True
-    # The verified release (its digest), at admission and after.
+    # The verified release being deployed, and what the deployment is for its policies (a
+    # resume acts as a rollback or as what it finishes; see Run.acts_as).
     release: Release | None = None
+    acts_as: str = ""
+    # Why the deployment is High Risk (no automatic rollback); "" when it is not.
+    high_risk: str = ""
+    # Asked by `deployer plan`: say what would be decided, change nothing.
+    planning: bool = False
 
 
 class Check(Protocol):
@@ -134,36 +142,66 @@ class SafePoints:
     events: EventStream
     checks: list[Check] = field(default_factory=list)
     clock: Callable[[], float] = time.time
+    # What every context carries for this deployment (its release, what it acts as, High Risk).
+    release: Release | None = None
+    acts_as: str = ""
+    high_risk: str = ""
 
     def register(self, check: Check) -> None:
         self.checks.append(check)
 
-    def reach(
-        self, point: SafePoint, deployment: DeploymentRef, *, label: str = "", index: int | None = None,
-        changed: bool = False, all_in_service: bool = True, release: Release | None = None,
-    ) -> Verdict:
-        ctx = SafePointContext(point=point, deployment=deployment, now=self.clock(), label=label,
-                               index=index, changed=changed, all_in_service=all_in_service,
-                               release=release)
-        self.events.publish(SafePointReached(point=point.value, label=label, index=index))
-        decided = Verdict.go()
+    def context(
+        self, point: SafePoint, deployment: DeploymentRef, *, label: str = "",
+        index: int | None = None, changed: bool = False, all_in_service: bool = True,
+        planning: bool = False, release: Release | None = None,
+    ) -> SafePointContext:
+        """The context of ``point`` for ``deployment`` (``release``: the deployment's, when
+        these safe points were not given it)."""
+        return SafePointContext(point=point, deployment=deployment, now=self.clock(), label=label,
+                                index=index, changed=changed, all_in_service=all_in_service,
+                                release=release or self.release,
+                                acts_as=self.acts_as or deployment.kind,
+                                high_risk=self.high_risk, planning=planning)
+
+    def ask(self, ctx: SafePointContext, *, every: bool = False) -> list[Verdict]:
+        """Every check's verdict at ``ctx.point``, in order, up to the first that is not
+        ``continue`` (after the outcome, or with ``every``: every check). Nothing is
+        published."""
+        verdicts: list[Verdict] = []
         for check in self.checks:
             try:
                 verdict = check.check(ctx)
             except DeployerError as exc:
                 verdict = Verdict.stop(exc)
             verdict = Verdict(verdict.decision, verdict.reason, verdict.error, verdict.hint, check.name)
+            verdicts.append(verdict)
+            if not verdict.goes_on and ctx.point is not SafePoint.AFTER_OUTCOME and not every:
+                break  # nothing more to ask: the deployment does not go on from here
+        return verdicts
+
+    def publish(self, ctx: SafePointContext, verdicts: list[Verdict]) -> Verdict:
+        """Publish the point and its verdicts; the decision (the first that is not continue)."""
+        point = ctx.point
+        self.events.publish(SafePointReached(point=point.value, label=ctx.label, index=ctx.index))
+        decided = Verdict.go()
+        for verdict in verdicts:
             if not verdict.goes_on or point is not SafePoint.AFTER_OUTCOME:
                 self.events.publish(CheckVerdictEvent(
-                    point=point.value, check=check.name, decision=verdict.decision.value,
+                    point=point.value, check=verdict.check, decision=verdict.decision.value,
                     reason=verdict.reason,
                 ))
             if decided.goes_on and not verdict.goes_on:
                 decided = verdict
-                if point is not SafePoint.AFTER_OUTCOME:
-                    break  # nothing more to ask: the deployment does not go on from here
         # After the outcome there is nothing left to stop: every check is told, none decides.
         return Verdict.go() if point is SafePoint.AFTER_OUTCOME else decided
+
+    def reach(
+        self, point: SafePoint, deployment: DeploymentRef, *, label: str = "", index: int | None = None,
+        changed: bool = False, all_in_service: bool = True, release: Release | None = None,
+    ) -> Verdict:
+        ctx = self.context(point, deployment, label=label, index=index, changed=changed,
+                           all_in_service=all_in_service, release=release)
+        return self.publish(ctx, self.ask(ctx))
 
 
 class OperatorStop:
@@ -175,7 +213,7 @@ class OperatorStop:
         self._requested = requested
 
     def check(self, ctx: SafePointContext) -> Verdict:
-        if ctx.point is SafePoint.AFTER_OUTCOME or not self._requested():
+        if ctx.point in (SafePoint.ADMISSION, SafePoint.AFTER_OUTCOME) or not self._requested():
             return Verdict.go()
         what = ctx.label or ctx.point.value.replace("_", " ")
         return Verdict.stop(Interrupted(f"stopped by the operator before {what}"))
@@ -205,7 +243,7 @@ class LockCheck:
         self.timings: list[float] = []
 
     def check(self, ctx: SafePointContext) -> Verdict:
-        if ctx.point is SafePoint.AFTER_OUTCOME:
+        if ctx.point in (SafePoint.ADMISSION, SafePoint.AFTER_OUTCOME):
             return Verdict.go()
         started = time.monotonic()
         try:

@@ -103,6 +103,28 @@ class Execution(ABC):
         """What the strategy adds to the outcome and the journal (blue-green: legs, switches)."""
         return {}
 
+    def states(self) -> str:
+        """Where every node stands now, in words (for a halted High Risk deployment, whose
+        next step people decide): grouped by what happened to it and what it runs."""
+        from .states import NodePhase
+
+        groups: dict[str, list[str]] = {}
+        version = self.run.release.version
+        for name, st in self.node_status().items():
+            if st.phase is NodePhase.DONE:
+                what = f"on {version}"
+            elif st.phase is NodePhase.REVERTED:
+                what = f"reverted to {st.from_version or 'nothing'}"
+            elif st.phase is NodePhase.FAILED:
+                what = "failed (see the journal)"
+            elif st.phase is NodePhase.SKIPPED and st.from_version == version:
+                what = f"on {version} already"
+            else:
+                what = f"not changed, on {st.from_version or 'nothing'}"
+            leg = f" ({st.leg} leg)" if st.leg else ""
+            groups.setdefault(what + leg, []).append(name)
+        return "; ".join(f"{what}: {', '.join(names)}" for what, names in groups.items())
+
     def from_versions(self) -> dict[str, str]:
         """What each node ran before this deployment (as read in preflight)."""
         return {n: st.from_version for n, st in self.node_status().items()}

@@ -14,12 +14,14 @@ from ..engine.fleet import Fleet
 from ..engine.lifecycle import Lifecycle
 from ..engine.safepoints import Check
 from ..engine.strategy import Strategy
+from ..gates import Gates
 
 __all__ = ["Wired", "Wiring"]
 
 
 class Wired(Protocol):
-    """One environment, wired: its lifecycle, fleets (one per blue-green leg), journal, lock."""
+    """One environment, wired: its lifecycle, fleets (one per blue-green leg), journal, lock and
+    governance gates."""
 
     @property
     def name(self) -> str: ...
@@ -41,6 +43,9 @@ class Wired(Protocol):
 
     @property
     def lifecycle(self) -> Lifecycle: ...
+
+    @property
+    def gates(self) -> Gates | None: ...
 
     def close(self) -> None: ...
 

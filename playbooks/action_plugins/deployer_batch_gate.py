@@ -6,9 +6,7 @@ tree: it connects to the unix socket the controller listens on (``socket``, in a
 directory of the run's own), sends one JSON line — the batch as Ansible cut it and the hosts that
 have failed so far — and blocks until the controller answers with one JSON line::
 
-    {"decision": "go", "hosts": [...], "known_releases": {host: {current, previous}}}
-                                          run the batch on these hosts (the others end here),
-                                          each going back to its known release on failure
+    {"decision": "go", "hosts": [...]}    run the batch on these hosts (the others end here)
     {"decision": "stop", "reason": "..."} end the play before anything more leaves the LB
 
 A connection that closes without an answer (the controller died, or ended the run) fails the
@@ -74,9 +72,5 @@ class ActionModule(ActionBase):
         except (GateClosed, ValueError) as exc:
             return {**result, "failed": True, "msg": f"no go from the controller: {exc}"}
         hosts = [str(h) for h in answer.get("hosts") or []]
-        known = answer.get("known_releases") or {}
-        if not isinstance(known, dict):
-            return {**result, "failed": True,
-                    "msg": f"unexpected known_releases from the controller: {known!r}"}
         return {**result, "changed": False, "decision": answer["decision"], "hosts": hosts,
-                "known_releases": known, "reason": str(answer.get("reason") or "")}
+                "reason": str(answer.get("reason") or "")}

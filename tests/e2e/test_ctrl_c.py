@@ -42,7 +42,11 @@ def test_ctrl_c_while_pre_staging_leaves_no_ssh_master_behind(
         if proc.returncode == 0:
             continue  # pre-staging was over already: nothing to look at this time
         assert proc.returncode == 130, err
-        assert "stopped by the operator while pre-staging; nothing was changed" in err, err
+        if "stopped by the operator before batch 1/" in err:
+            # Pre-staging was over: the stop landed at the first safe point, nothing drained.
+            assert "nothing was changed" in err or "skipped" in err, err
+        else:
+            assert "stopped by the operator while pre-staging; nothing was changed" in err, err
         assert ssh_processes(control_root) == [], f"after a Ctrl-C {delay}s into pre-staging"
         assert fleet(lab) == {n: ("1.0.0", "UP") for n in ("node1", "node2", "node3")}
 

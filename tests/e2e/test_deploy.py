@@ -193,7 +193,7 @@ def test_a_second_deployment_is_refused_while_one_runs(make_lab: Callable[..., L
         _out, err = first.communicate(timeout=600)
     assert first.returncode == 0, err
     assert_all_serving(the_lab, "1.1.0")
-    assert [h["status"] for h in history(the_lab)] == ["succeeded"]
+    assert [h["status"] for h in history(the_lab)] == ["refused", "succeeded"]
 
 
 def test_ctrl_c_finishes_the_batch_and_leaves_every_node_in_service(
@@ -270,7 +270,10 @@ def test_bad_input_is_refused_and_changes_nothing(make_lab: Callable[..., Lab], 
         assert r.returncode == 5 and caught in " ".join(r.stderr.split()), r.stderr
         assert "Traceback" not in r.stderr
     assert app_pids(the_lab, lab_ssh) == before
-    assert history(the_lab) == []
+    # Bad input (a version string, an environment) is not a deployment; a release refused by
+    # its verification is one, on the record as refused.
+    assert [(h["version"], h["status"]) for h in history(the_lab)] == [
+        ("1.1.0", "refused"), ("1.1.0", "refused"), ("9.9.9", "refused")]
     assert_all_serving(the_lab, "1.0.0")
     # A bad value on the last node only stops the deployment before the first node is drained:
     # the pre-stage run checks every node's variables for every step of the deploy.

@@ -54,7 +54,7 @@ def test_a_rolling_deployment_streams_every_event_in_the_documented_schema(
     assert [e["phase"] for e in events if e["type"] == "phase"] == ["preflight", "plan", "steps",
                                                                     "outcome"]
     points = [e["point"] for e in events if e["type"] == "safe_point"]
-    assert points == ["before_start", "before_batch", "before_batch", "after_outcome"]
+    assert points == ["admission", "before_start", "before_batch", "before_batch", "after_outcome"]
     # The node story is the journal's, event for event.
     nodes = [(e["node"], e["phase"]) for e in events if e["type"] == "node"]
     recorded = [(ev.node, ev.phase) for ev in journal(lab).node_events(record.id)

@@ -4,6 +4,7 @@ changes nothing. Each test uses a copy of the lab's config with a state director
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -135,4 +136,7 @@ def test_a_store_that_does_not_exist_or_lacks_the_version_says_which(
     assert (f"deployer: error: hello 1.1.1 is not in store {lab.store_dir.as_uri()}; it holds "
             "hello 1.0.0, 1.1.0, 1.2.0-badhealth, 1.3.0-errors") in r.stderr, r.stderr
     r = deployer(cfg, "history", "--env", "lab", "--json")
-    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout  # refused before it started
+    # Refused before it started: on the record all the same, as refused.
+    assert r.returncode == 0, r.stderr
+    assert [(h["version"], h["status"]) for h in json.loads(r.stdout)] == [
+        ("1.1.1", "refused"), ("1.1.0", "refused")], r.stdout

@@ -92,7 +92,11 @@ def refused_by_prod(lab: PathLab, *words: str) -> None:
     assert status(lab, "prod")["decision"] == "refused"
     for word in words:
         assert word in reason, reason
-    assert "deployment_started" not in [e["type"] for e in lines]
+    # Nothing changed: no lock taken, no node touched; the refusal is on the record (the first
+    # time this request is refused: the runner asks again later without adding a record).
+    assert all(e["locked"] is False for e in lines if e["type"] == "deployment_started")
+    assert all(e["status"] == "refused" for e in lines if e["type"] == "deployment_finished")
+    assert "node" not in [e["type"] for e in lines]
     assert versions(lab, "prod") == {"1.0.0"}
 
 
@@ -121,11 +125,13 @@ def test_prod_deploys_only_what_preprod_passed(path_lab: PathLab) -> None:
     assert json.loads(ssm.get_parameter(Name="/deployer/preprod/status")["Parameter"]["Value"])[
         "decision"] == "deployed"
 
-    # prod: a release preprod has not passed is refused, before anything (no lock, no record).
+    # prod: a release preprod has not passed is refused, before anything (no lock taken; the
+    # refusal is on the record).
     ssm.put_parameter(Name="/deployer/prod/version", Value="1.3.0-errors", Type="String",
                       Overwrite=True)
     refused_by_prod(lab, "no valid promotion record from preprod", "none in")
-    assert Journal(lab.env_lab("prod").dir / "state" / "journal.sqlite").deployments("prod") == []
+    [refused] = Journal(lab.env_lab("prod").dir / "state" / "journal.sqlite").deployments("prod")
+    assert (refused.status, refused.details["refused_before_lock"]) == ("refused", True)
     by_hand = run(lab, "prod", "deploy", "--env", "prod", "--version", "1.3.0-errors")
     assert by_hand.returncode == 14 and "no valid promotion record from preprod" in by_hand.stderr
     plan = run(lab, "prod", "plan", "--env", "prod", "--version", "1.3.0-errors")
@@ -168,12 +174,17 @@ def test_prod_deploys_only_what_preprod_passed(path_lab: PathLab) -> None:
     code, lines = once(lab, "prod")
     assert code == 0 and status(lab, "prod")["decision"] == "deployed"
     assert versions(lab, "prod") == {"1.1.0"}
-    gate = [e for e in lines if e["type"] == "check" and e["point"] == "admission"]
+    gate = [e for e in lines if e["type"] == "check" and e["point"] == "admission"
+            and e["check"] == "promotion"]
     assert gate and gate[0]["decision"] == "continue" and "preprod passed 1.1.0" in gate[0]["reason"]
     shown = cli_json("promotion", "show", "--store", f"file://{lab.promotion_dir}", "--app",
                      "hello", "--version", "1.1.0", "--json")
     assert [r["environment"] for r in shown["records"]] == ["preprod", "prod"]
-    assert shown["records"][1]["checks"] == ["signature", "promotion", "smoke"]
+    # Every check it passed: the signature, the gates at admission (the governance gates, then
+    # the promotion gate), the smoke checks.
+    assert shown["records"][1]["checks"] == [
+        "signature", "freeze", "decision_record", "requester", "break_glass", "high_risk",
+        "window", "calendar_freeze", "promotion", "smoke"]
     # Rolling prod back to the release it ran before needs no record from preprod.
     set_pointer(lab, "prod", "1.0.0")
     code, _ = once(lab, "prod")

@@ -138,12 +138,15 @@ def test_what_the_operator_does_while_deployer_runs(make_lab: Callable[..., Lab]
     assert {node_phases(events, n)[-1] for n in before} == {"skipped"}
     assert "draining" not in {e.phase for e in events}
 
-    # rollback --to a release the store does not hold: exit 4, one line, nothing started.
+    # rollback --to a release the store does not hold: exit 4, one line, nothing changed; on
+    # the record all the same, as a refused rollback.
     deployments = len(journal(lab).deployments("lab"))
     r = deployer(lab.config_path, "rollback", "--env", "lab", "--to", "0.9.0")
     assert r.returncode == 4, r.stderr
     assert "deployer: error: hello 0.9.0 is not in store" in r.stderr and "Traceback" not in r.stderr
-    assert len(journal(lab).deployments("lab")) == deployments and fleet(lab) == before
+    records = journal(lab).deployments("lab")
+    assert len(records) == deployments + 1 and fleet(lab) == before
+    assert (records[0].kind, records[0].version, records[0].status) == ("rollback", "0.9.0", "refused")
 
     # During the pause after node1's batch an operator puts node1 (just updated) and node2 (next)
     # in maintenance. node2 is left as it is; node3 cannot go, since the capacity floor counts

@@ -1,6 +1,6 @@
 """The admission safe point: gates are asked after the release is verified and before the lock is
-taken, so a refusal changes nothing, records nothing and holds no lock (exit 14), and ``plan``
-predicts it. Fixtures: tests/unit/conftest.py."""
+taken, so a refusal changes nothing and holds no lock (exit 14), only its record is written, and
+``plan`` predicts it. Fixtures: tests/unit/conftest.py."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ class Gate:
         return Verdict.go()
 
 
-def test_a_refusal_at_admission_changes_and_records_nothing(deployment: Make) -> None:
+def test_a_refusal_at_admission_changes_nothing_and_is_on_the_record(deployment: Make) -> None:
     gate = Gate(refuse="1.1.0")
     d = deployment([], checks=[gate])
     with pytest.raises(GateRefused) as refused:
@@ -41,7 +41,11 @@ def test_a_refusal_at_admission_changes_and_records_nothing(deployment: Make) ->
     assert refused.value.exit_code == 14
     assert "1.1.0 has not passed" in refused.value.message
     assert d.runner.requests == []  # not even pre-staged
-    assert d.journal.deployments("lab") == []  # nothing recorded
+    [record] = d.journal.deployments("lab")  # the refusal is on the record, nothing else
+    assert record.status == "refused" and record.details["refused_before_lock"] is True
+    assert "1.1.0 has not passed" in record.summary
+    # Its journal rows: the gate's verdict, no node's.
+    assert [(e.node, e.phase) for e in d.journal.node_events(record.id)] == [("check gate", "stop")]
     assert d.lifecycle.lock.show().record is None  # the lock was never taken
     ctx = gate.asked[0]
     assert ctx.point is SafePoint.ADMISSION and ctx.deployment.id == 0

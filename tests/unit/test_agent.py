@@ -25,6 +25,7 @@ from deployer.engine.events import Published, Subscriber
 from deployer.engine.fleet import Fleet
 from deployer.engine.lifecycle import Lifecycle
 from deployer.engine.strategy import Strategy
+from deployer.gates import Gates
 from deployer.promotion import PromotionGate, PromotionRecorder, open_record_store, read_records
 from deployer.testing import (
     FakeLockHost,
@@ -54,6 +55,7 @@ class Wired:
     lifecycle: Lifecycle
     fleets: dict[str, Fleet]
     strategy: Strategy
+    gates: Gates | None = None
     closed: int = 0
 
     def close(self) -> None:
@@ -251,7 +253,13 @@ def test_a_gate_refusal_changes_nothing_and_is_tried_again(
     status = r.status
     assert status.decision == "refused" and status.exit_code == 14 and status.acted is None
     assert "no valid promotion record from preprod" in status.reason
-    assert r.deployments() == []
+    assert [(d.status, d.details.get("refused_before_lock")) for d in r.deployments()] == [
+        ("refused", True)]  # on the record; nothing changed
+    assert [q.playbook for q in r.d.runner.requests] == ["probe.yml"]
+    # Asked again at the next look: refused again, not recorded again.
+    r.d.runner.scripts.insert(0, probe("1.0.0"))
+    assert r.look() == ("refused", 14)
+    assert len(r.deployments()) == 1
     sha = r.d.lifecycle.verify_release("1.1.0").sha256
     PromotionRecorder(env_name="preprod", app="hello", signing_key=keys.secret_path,
                       store_url=store).record(version="1.1.0", sha256=sha,
@@ -267,6 +275,7 @@ def test_a_lock_held_by_another_controller_is_busy_not_an_error(runner: Callable
     r = runner([probe("1.0.0")], pointer=pointer, lock=EnvironmentLock(host, "lab"))
     pointer.set("1.1.0")
     assert r.look() == ("busy", 0)
+    # Busy is not a refusal: nothing changed, nothing recorded; the next look tries again.
     assert "ci@far" in r.status.reason and r.status.acted is None and r.deployments() == []
     assert [q.playbook for q in r.d.runner.requests] == ["probe.yml"]  # nothing staged
 

@@ -34,8 +34,9 @@ from deployer.artefacts import (
 def test_public_names_are_exactly_the_api() -> None:
     assert sorted(artefacts.__all__) == sorted([
         "ArtefactStore", "BuiltArtefact", "KeyPair", "Manifest", "PublicKey", "PublishResult",
-        "build_artefact", "generate_keypair", "load_public_key", "open_store", "sign_manifest",
-        "verify_release", "verify_signature",
+        "SecretKey", "VerifiedRelease", "build_artefact", "generate_keypair", "load_public_key",
+        "load_secret_key", "open_store", "sign_bytes", "sign_manifest", "signer_key_id",
+        "verified_release", "verify_release", "verify_signature",
     ])
     for name in artefacts.__all__:
         assert hasattr(artefacts, name)
@@ -124,6 +125,34 @@ def test_manifest_from_json_names_the_bad_field() -> None:
             Manifest.from_json(json.dumps(data).encode(), source="store/m.json")
     with pytest.raises(VerificationError, match="not valid JSON"):
         Manifest.from_json(b"{", source="m")
+
+
+def test_a_manifest_may_say_the_release_has_no_rollback_path_and_older_ones_still_read(
+    tmp_path: Path,
+) -> None:
+    src = make_source(tmp_path)
+    built = build_artefact(src, app="hello", version="2.0.0", out_dir=tmp_path / "out",
+                           irreversible="drops the legacy_orders table")
+    raw = json.loads(built.manifest_path.read_bytes())
+    assert raw["irreversible"] == "drops the legacy_orders table"
+    again = Manifest.from_json(built.manifest_path.read_bytes(), source="m")
+    assert again.irreversible == "drops the legacy_orders table"
+    del raw["irreversible"]  # a manifest written before the field existed
+    older = Manifest.from_json(json.dumps(raw).encode(), source="m")
+    assert older.irreversible is None and "irreversible" not in older.to_json().decode()
+    with pytest.raises(VerificationError, match="field 'irreversible'"):
+        Manifest.from_json(json.dumps({**raw, "irreversible": "two\nlines"}).encode(), source="m")
+    with pytest.raises(VerificationError, match="field 'irreversible'"):
+        build_artefact(src, app="hello", version="2.0.1", out_dir=tmp_path / "o2", irreversible="")
+
+
+def test_the_verified_release_names_the_key_that_signed_it(
+    published: tuple[Path, Path, Path],
+) -> None:
+    store_dir, pub, _ = published
+    verified = artefacts.verified_release(open_store(f"file://{store_dir}"), "hello", "1.0.0", [pub])
+    assert verified.key_id == load_public_key(pub).key_id_hex
+    assert verified.manifest.version == "1.0.0"
 
 
 def test_sign_refuses_invalid_manifest(tmp_path: Path) -> None:

@@ -78,7 +78,7 @@ def test_the_release_goes_to_the_idle_leg_and_live_traffic_moves_in_one_operatio
     assert d.lb.route(MAP, "preview") == "hello_blue"  # the old leg is now the preview
     assert [c for c in d.lb.changes if not c[0].startswith(MAP)] == []  # no server state touched
     points = [e.point for e in d.recorder.of(SafePointReached)]
-    assert points == ["before_start", "before_idle_leg", "before_switch", "after_outcome"]
+    assert points == ["admission", "before_start", "before_idle_leg", "before_switch", "after_outcome"]
 
 
 def test_uplift_goes_to_the_end_of_the_path(bluegreen: Make) -> None:
@@ -93,7 +93,7 @@ def test_uplift_goes_to_the_end_of_the_path(bluegreen: Make) -> None:
     assert live_switches(d) == ["hello_green", "hello_blue"]
     assert "blue uplifted to 1.1.0, smoked, soaked and live again" in outcome.summary
     points = [e.point for e in d.recorder.of(SafePointReached)]
-    assert points == ["before_start", "before_idle_leg", "before_switch", "before_uplift",
+    assert points == ["admission", "before_start", "before_idle_leg", "before_switch", "before_uplift",
                       "before_switch", "after_outcome"]
 
 

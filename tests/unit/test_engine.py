@@ -26,7 +26,7 @@ from deployer import (
 from deployer.adapters.lock import EnvironmentLock
 from deployer.adapters.process import Identity
 from deployer.adapters.runner import EventSink, RunRequest, RunResult
-from deployer.engine.events import BatchStarted
+from deployer.engine.events import BatchStarted, DeploymentFinished, DeploymentStarted
 from deployer.engine.lifecycle import raise_for
 from deployer.testing import (
     FakeLockHost,
@@ -52,9 +52,9 @@ def test_success_rolls_one_node_at_a_time(deployment: Make) -> None:
     runner, journal = d.runner, d.journal
     assert outcome.status == "succeeded"
     assert runner.batches == [["node1"], ["node2"], ["node3"]]
-    assert runner.runs_of("prestage.yml")[0].forks == 3  # pre-staging runs on every node at once
-    assert runner.runs_of("rollout.yml")[0].extravars["deployer_version"] == "1.1.0"
-    assert len(runner.runs_of("rollout.yml")[0].extravars["deployer_release_sha256"]) == 64
+    assert runner.requests[0].forks == 3  # pre-staging runs on every node at once
+    assert runner.requests[1].extravars["deployer_version"] == "1.1.0"
+    assert len(runner.requests[1].extravars["deployer_release_sha256"]) == 64
     assert d.phases(outcome, "node2") == [
         "staging", "staged", "draining", "deploying", "smoke", "rejoining", "done"]
     record = journal.deployments("lab")[0]
@@ -71,7 +71,7 @@ def test_bad_release_is_reverted_on_the_first_node_and_stops(deployment: Make) -
     assert outcome.nodes["node1"].cause == "GET /health answered 503"
     assert outcome.nodes["node1"].detail == "GET /health answered 503"
     assert [outcome.nodes[n].phase.value for n in ("node2", "node3")] == ["staged", "staged"]
-    assert len(runner.played) == 2  # no further batch, nothing to roll back
+    assert len(runner.requests) == 2  # no further batch, nothing to roll back
     assert outcome.status == "rolled_back"
     assert not outcome.out_of_service
     with pytest.raises(DeploymentFailed):
@@ -87,7 +87,7 @@ def test_failure_on_the_last_node_rolls_back_the_others_in_reverse(deployment: M
     runner = d.runner
     outcome = d.deploy("1.1.0")
     assert outcome.status == "rolled_back"
-    reverts = [r for r in runner.played if r.playbook == "revert.yml"]
+    reverts = [r for r in runner.requests if r.playbook == "revert.yml"]
     assert [list(r.hosts) for r in reverts] == [["node2"], ["node1"]]
     assert all(r.extravars["deployer_revert_to"] == "1.0.0" for r in reverts)
     assert d.phases(outcome, "node1")[-3:] == ["done", "reverting", "reverted"]
@@ -102,7 +102,7 @@ def test_halt_leaves_updated_nodes_alone(deployment: Make) -> None:
     outcome = d.deploy("1.1.0")
     assert outcome.status == "failed"
     assert outcome.nodes["node1"].phase.value == "done"
-    assert not [r for r in runner.played if r.playbook == "revert.yml"]
+    assert not [r for r in runner.requests if r.playbook == "revert.yml"]
 
 
 def test_rerun_of_a_finished_deployment_is_a_no_op(deployment: Make) -> None:
@@ -110,7 +110,7 @@ def test_rerun_of_a_finished_deployment_is_a_no_op(deployment: Make) -> None:
     runner = d.runner
     outcome = d.deploy("1.1.0")
     assert outcome.status == "succeeded"
-    assert [r.playbook for r in runner.played] == ["prestage.yml"]
+    assert [r.playbook for r in runner.requests] == ["prestage.yml"]
     assert {s.phase.value for s in outcome.nodes.values()} == {"skipped"}
 
 
@@ -132,7 +132,7 @@ def test_prestage_failure_changes_nothing(deployment: Make) -> None:
     outcome = d.deploy("1.1.0")
     assert outcome.status == "refused"
     assert "sha256 mismatch" in outcome.summary
-    assert [r.playbook for r in runner.played] == ["prestage.yml"]
+    assert [r.playbook for r in runner.requests] == ["prestage.yml"]
     assert not outcome.out_of_service
     assert {s.phase.value for s in outcome.nodes.values()} == {"skipped"}
 
@@ -144,7 +144,7 @@ def test_unreachable_node_during_probe_changes_nothing(deployment: Make) -> None
     runner = d.runner
     outcome = d.deploy("1.1.0")
     assert outcome.status == "refused" and "node3" in outcome.summary
-    assert len(runner.played) == 1
+    assert len(runner.requests) == 1
     # Nothing was changed: the exit code says "refused", not "reverted" or "out of service".
     with pytest.raises(DeploymentRefused) as refused:
         raise_for(outcome)
@@ -162,7 +162,7 @@ def test_batches_of_a_percentage_with_a_canary(deployment: Make) -> None:
     batches = [e.nodes for e in d.recorder.of(BatchStarted)]
     assert batches == [["node1"], ["node2", "node3"]] and d.recorder.of(BatchStarted)[0].canary
     assert runner.batches == [["node1"], ["node2", "node3"]]
-    assert runner.runs_of("rollout.yml")[0].forks == 2
+    assert runner.requests[1].forks == 2
 
 
 def test_without_prestaging_the_batches_read_stage_and_check_the_nodes_themselves(
@@ -177,9 +177,9 @@ def test_without_prestaging_the_batches_read_stage_and_check_the_nodes_themselve
     outcome = d.deploy("1.1.0")
     assert outcome.status == "succeeded"
     assert outcome.summary == "3 node(s) now run 1.1.0"
-    assert [r.playbook for r in runner.played] == ["probe.yml", "deploy.yml"]
+    assert [r.playbook for r in runner.requests] == ["probe.yml", "deploy.yml"]
     # Nothing was staged beforehand, so the batch does not claim it was.
-    known = runner.played[1].extravars["deployer_known_releases"]
+    known = runner.requests[1].extravars["deployer_known_releases"]
     assert all(k["staged_sha256"] == {} for k in known.values())
     # Every step the batch's own run took, its staging included, is journalled as expected moves.
     for node in NODES:
@@ -213,7 +213,7 @@ def test_stop_request_finishes_the_batch_and_stops_at_the_next_safe_point(deploy
     assert outcome.status == "cancelled"
     assert outcome.summary == "stopped by the operator before batch 2/3"
     assert outcome.nodes["node1"].phase.value == "done"
-    assert len(d.runner.played) == 2
+    assert len(d.runner.requests) == 2
     assert d.journal.deployments("lab")[0].status == "cancelled"
     assert "node1 finished before the stop and keep 1.1.0" in " ".join(d.recorder.messages)
     with pytest.raises(Interrupted):
@@ -224,10 +224,17 @@ def test_unsigned_or_unknown_release_is_refused_before_any_run(deployment: Make)
     from deployer import ArtefactError
 
     d = deployment([])
-    with pytest.raises(ArtefactError):
+    with pytest.raises(ArtefactError) as refused:
         d.deploy("9.9.9")
     assert d.runner.requests == []
-    assert d.journal.deployments("lab") == []
+    # On the record all the same (every deployment is), as refused before the lock.
+    [record] = d.journal.deployments("lab")
+    assert (record.status, record.version, record.details["refused_before_lock"]) == (
+        "refused", "9.9.9", True)
+    assert record.summary == refused.value.message
+    finished = d.recorder.of(DeploymentFinished)
+    assert [(f.status, f.exit_code) for f in finished] == [("refused", 4)]
+    assert d.recorder.of(DeploymentStarted)[0].locked is False
 
 
 def test_a_second_deployment_is_refused_by_the_lock(world: dict[str, Path], deployment: Make) -> None:
@@ -283,7 +290,7 @@ def test_a_deployment_that_lost_its_lock_stops_at_the_next_safe_point(deployment
     with pytest.raises(LockLostError, match="pid 1") as lost:
         raise_for(outcome)
     assert lost.value.exit_code == 13
-    assert [r.playbook for r in runner.played] == ["prestage.yml", "rollout.yml"]
+    assert [r.playbook for r in runner.requests] == ["prestage.yml", "rollout.yml"]
     assert runner.batches == [["node1"]] and runner.gate_answers[-1][0] == "stop"
     record = d.journal.deployments("lab")[0]
     assert record.status == "stopped" and "lost the lock" in record.summary
@@ -328,7 +335,7 @@ def test_recorded_failure_on_last_node_rolls_back_in_reverse(deployment: Make) -
     runner = d.runner
     outcome = d.deploy("1.0.0")
     assert outcome.status == "rolled_back"
-    assert [list(r.hosts) for r in runner.played if r.playbook == "revert.yml"] == [["node2"], ["node1"]]
+    assert [list(r.hosts) for r in runner.requests if r.playbook == "revert.yml"] == [["node2"], ["node1"]]
     assert {n: s.phase.value for n, s in outcome.nodes.items()} == dict.fromkeys(NODES, "reverted")
     assert d.phases(outcome, "node3")[-2:] == ["reverting", "reverted"]
     assert not runner.scripts
@@ -405,7 +412,7 @@ def test_the_journal_keeps_no_signature_or_credentials_of_a_download_url(
     monkeypatch.setattr(d.lifecycle, "verify_release",
                         lambda v: dataclasses.replace(verify(v), url=presigned))
     outcome = d.deploy("1.1.0")
-    assert d.runner.runs_of("prestage.yml")[0].extravars["deployer_release_url"] == presigned
+    assert d.runner.requests[0].extravars["deployer_release_url"] == presigned
     record = d.journal.deployment(outcome.deployment_id)
     assert record is not None
     assert record.details["url"] == (

@@ -88,7 +88,7 @@ def test_skip_leaves_the_operators_nodes_alone_and_counts_them_out(deployment: M
     )
     outcome = d.deploy("1.1.0")
     assert outcome.status == "succeeded", outcome.summary
-    assert d.runner.played[0].hosts == ["node1", "node2"]  # not even pre-staged
+    assert d.runner.requests[0].hosts == ["node1", "node2"]  # not even pre-staged
     assert d.runner.batches == [["node1"], ["node2"]]
     assert outcome.nodes["node3"].phase.value == "skipped"
     assert "not set by deployer" in outcome.nodes["node3"].detail
@@ -105,7 +105,7 @@ def test_the_capacity_floor_counts_an_operators_maintenance(deployment: Make) ->
     outcome = d.deploy("1.1.0")
     assert outcome.status == "refused"
     assert "capacity floor" in outcome.summary and "node2 (MAINT)" in outcome.summary
-    assert [r.playbook for r in d.runner.played] == ["prestage.yml"]
+    assert [r.playbook for r in d.runner.requests] == ["prestage.yml"]
     assert "recover" not in outcome.hint and "min_healthy" in outcome.hint
     assert not outcome.out_of_service  # the operator's nodes are not this deployment's to fix
     with pytest.raises(DeploymentRefused):

@@ -40,7 +40,6 @@ class CtrlCWhilePreStaging(ReplayRunner):
         if request.playbook != "prestage.yml":
             return super().run(request, on_event, cancelled)
         self.requests.append(request)
-        self.played.append(request)
         for host in request.hosts:
             on_event(ev("task_start", host, "deployer_release", "stage"))
         assert self.lifecycle is not None
@@ -58,7 +57,7 @@ def test_a_first_ctrl_c_while_pre_staging_stops_at_once_and_changes_nothing(depl
     outcome = d.deploy("1.1.0")
     assert outcome.status == "cancelled", outcome.summary
     assert outcome.summary == "stopped by the operator while pre-staging; nothing was changed"
-    assert [r.playbook for r in d.runner.played] == ["prestage.yml"]
+    assert [r.playbook for r in d.runner.requests] == ["prestage.yml"]
     assert not outcome.out_of_service and not outcome.fix_commands and lb.changes == []
     for node in NODES:
         assert d.phases(outcome, node) == ["staging", "skipped"]
@@ -85,8 +84,7 @@ def test_by_default_a_node_put_in_maintenance_before_its_batch_stops_the_rollout
     outcome = d.deploy("1.1.0")
     assert outcome.status == "rolled_back", outcome.summary
     assert "node3 (MAINT) is out of the load balancer, put there by someone else" in outcome.summary
-    assert [(r.playbook, list(r.hosts)) for r in d.runner.played
-            if r.playbook not in ("prestage.yml", "rollout.yml")] == [
+    assert [(r.playbook, list(r.hosts)) for r in d.runner.requests[2:]] == [
         ("revert.yml", ["node2"]), ("revert.yml", ["node1"])]
     assert "draining" not in d.phases(outcome, "node3") and lb.admin["node3"] == "maint"
     with pytest.raises(DeploymentFailed) as failed:
@@ -104,7 +102,7 @@ def test_an_updated_node_put_in_maintenance_is_not_rolled_back_or_put_back(
     operator_maint_before_batch(d, 2, "node1")
     outcome = d.deploy("1.1.0")
     assert outcome.status == "rolled_back", outcome.summary
-    assert [r.playbook for r in d.runner.played] == ["prestage.yml", "rollout.yml"]
+    assert [r.playbook for r in d.runner.requests] == ["prestage.yml", "rollout.yml"]
     assert d.runner.batches == [["node1"], ["node2"]]
     assert "left as they are, taken out by someone else: node1" in outcome.summary
     assert "rolled back node1" not in outcome.summary

@@ -44,16 +44,12 @@ def test_every_batch_goes_through_the_gate_in_order_after_its_safe_point(deploym
     outcome = d.deploy("1.1.0")
     assert outcome.status == "succeeded", outcome.summary
     runner = d.runner
-    # The rollout's run was started while the nodes were pre-staged (its start-up overlaps
-    # theirs): it needs nothing they told, each go carries what was read of its nodes.
-    assert sorted(r.playbook for r in runner.played) == ["prestage.yml", "rollout.yml"]
-    [rollout] = runner.runs_of("rollout.yml")
+    assert [r.playbook for r in runner.requests] == ["prestage.yml", "rollout.yml"]
+    rollout = runner.requests[1]
     assert rollout.extravars["deployer_rollout_hosts"] == NODES
     assert rollout.extravars["deployer_batch_sizes"] == [1, 1, 1]
-    assert "deployer_known_releases" not in rollout.extravars
+    assert set(rollout.extravars["deployer_known_releases"]) == set(NODES)
     assert runner.gate_answers == [("go", ["node1"]), ("go", ["node2"]), ("go", ["node3"])]
-    assert [{n: k["current"] for n, k in known.items()} for known in runner.known_releases] == [
-        {"node1": "1.0.0"}, {"node2": "1.0.0"}, {"node3": "1.0.0"}]
     # Each batch's safe point comes before its batch starts, and the batch's nodes are done
     # before the next safe point: as when each batch was a run of its own.
     seen = []
@@ -90,7 +86,7 @@ def test_an_operators_stop_ends_the_run_at_the_next_gate_without_draining_anothe
     assert outcome.nodes["node1"].phase.value == "done"
     for node in ("node2", "node3"):
         assert d.phases(outcome, node) == ["staging", "staged"]  # never drained
-    assert [r.playbook for r in d.runner.played] == ["prestage.yml", "rollout.yml"]
+    assert [r.playbook for r in d.runner.requests] == ["prestage.yml", "rollout.yml"]
     with pytest.raises(Interrupted):
         raise_for(outcome)
 
@@ -125,7 +121,7 @@ def test_a_node_left_out_at_the_gate_is_not_touched(deployment: Make) -> None:
     d.recorder.after_batch(1, lambda: lb.admin.update(node3="maint"))
     outcome = d.deploy("1.1.0")
     assert outcome.status == "succeeded", outcome.summary
-    assert d.runner.runs_of("rollout.yml")[0].extravars["deployer_batch_sizes"] == [1, 2]
+    assert d.runner.requests[1].extravars["deployer_batch_sizes"] == [1, 2]
     assert d.runner.gate_answers == [("go", ["node1"]), ("go", ["node2"])]
     assert d.runner.batches == [["node1"], ["node2"]]
     assert d.phases(outcome, "node3") == ["staging", "staged", "skipped"]
@@ -159,7 +155,7 @@ def test_a_failed_batch_stops_the_run_at_the_next_gate_and_rolls_back(deployment
     runner = d.runner
     assert [a[0] for a in runner.gate_answers] == ["go", "stop"]  # batch 2 (node3) never goes
     assert d.phases(outcome, "node3") == ["staging", "staged"]
-    assert [(r.playbook, list(r.hosts)) for r in runner.played] == [
+    assert [(r.playbook, list(r.hosts)) for r in runner.requests] == [
         ("prestage.yml", NODES), ("rollout.yml", NODES), ("revert.yml", ["node1"])]
     assert outcome.nodes["node1"].phase.value == "reverted"
     assert outcome.nodes["node2"].phase.value == "failed"
@@ -190,8 +186,7 @@ def test_a_run_that_dies_mid_batch_is_handled_as_a_batch_run_killed_mid_way(depl
     assert outcome.status == "rolled_back", outcome.summary
     assert "ansible-playbook was killed" in outcome.summary
     # node2, caught mid-change, is reverted; node1 rolled back; node3 never touched.
-    assert [(r.playbook, list(r.hosts)) for r in d.runner.played
-            if r.playbook not in ("prestage.yml", "rollout.yml")] == [
+    assert [(r.playbook, list(r.hosts)) for r in d.runner.requests[2:]] == [
         ("revert.yml", ["node2"]), ("revert.yml", ["node1"])]
     assert d.phases(outcome, "node2")[-3:] == ["deploying", "reverting", "reverted"]
     assert d.phases(outcome, "node3") == ["staging", "staged"]
@@ -209,10 +204,7 @@ def test_a_refusal_before_the_first_batch_ends_the_run_before_anything_is_draine
     outcome = d.deploy("1.1.0")
     assert outcome.status == "refused", outcome.summary
     assert d.runner.batches == [] and lb.changes == []
-    # The rollout's run, started while pre-staging, was told to stop at its first gate.
-    assert sorted(r.playbook for r in d.runner.requests) == ["prestage.yml", "rollout.yml"]
-    assert [r.playbook for r in d.runner.played] == ["prestage.yml"]
-    assert d.runner.gate_answers == [("stop", "the controller stops the rollout here")]
+    assert [r.playbook for r in d.runner.requests] == ["prestage.yml", "rollout.yml"]
 
 
 # -- the gate itself -------------------------------------------------------------------------

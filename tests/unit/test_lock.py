@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from deployer import LockError, LockHeldError, LockLostError
+from deployer.adapters.freeze import EnvironmentFreeze
 from deployer.adapters.journal import Journal
 from deployer.adapters.lock import (
     EnvironmentLock,
@@ -506,3 +507,24 @@ def test_unlock_removes_the_lock_of_a_holder_gone_from_this_host(tmp_path: Path)
     assert not lock_file(tmp_path / "state", "lab").exists()
     history = json.loads(cli(path, "history", "--json").stdout)
     assert history[0]["kind"] == "unlock" and "removed a stale lock" in history[0]["summary"]
+
+
+def test_the_program_keeps_the_freeze_beside_the_lock_and_a_renewal_reads_it(tmp_path: Path) -> None:
+    host = program(tmp_path)
+    board = EnvironmentFreeze(host, "prod")
+    assert board.show() is None
+    frozen, made = board.freeze(by="oncall@ops", reason="INC-1")
+    assert made and (frozen.by, frozen.reason) == ("oncall@ops", "INC-1")
+    again, made = board.freeze(by="someone@else", reason="later")
+    assert not made and again.by == "oncall@ops"  # the first freeze stays on the record
+    lock = EnvironmentLock(host, "prod", lease=120)
+    assert lock.acquire() is None
+    lock.renew()
+    assert lock.freeze_seen is not None and lock.freeze_seen[1]["reason"] == "INC-1"
+    lifted = board.unfreeze(by="oncall@ops", reason="over")
+    assert lifted is not None and lifted.reason == "INC-1" and board.show() is None
+    assert board.unfreeze(by="oncall@ops", reason="again") is None
+    log = [json.loads(line) for line in (tmp_path / "locks" / "prod.log").read_text().splitlines()]
+    assert [(e["event"], e["by"], e["reason"]) for e in log] == [
+        ("froze", "oncall@ops", "INC-1"), ("unfroze", "oncall@ops", "over")]
+    lock.release()

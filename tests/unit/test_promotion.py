@@ -216,7 +216,9 @@ def test_through_the_lifecycle_the_gate_checks_the_real_releases_digest(
                    checks=[gate])
     with pytest.raises(GateRefused):
         d.deploy("1.1.0")
-    assert d.runner.requests == [] and d.journal.deployments("lab") == []
+    assert d.runner.requests == []  # nothing changed: the refusal is only on the record
+    assert [(r.status, r.details.get("refused_before_lock")) for r in d.journal.deployments("lab")] \
+        == [("refused", True)]
     release = d.lifecycle.verify_release("1.1.0")
     _recorder(path, "preprod").record(version="1.1.0", sha256=release.sha256, deployment=UID, at=0,
                                       checks=[], nodes=[])

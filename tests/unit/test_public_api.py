@@ -13,8 +13,8 @@ from deployer import _errors
 def test_top_level_exports() -> None:
     assert sorted(deployer.__all__) == sorted([
         "ArtefactError", "ArtefactNotFoundError", "Config", "ConfigError", "DeployerError",
-        "DeploymentFailed", "DeploymentRefused", "EnvironmentConfig", "FleetAtRiskError",
-        "GateRefused", "ImmutableArtefactError",
+        "DeploymentFailed", "DeploymentPaused", "DeploymentRefused", "EnvironmentConfig",
+        "FleetAtRiskError", "GateRefused", "ImmutableArtefactError",
         "Interrupted", "LabError", "LoadBalancerError", "LockError", "LockHeldError", "LockLostError",
         "PointerError", "PrerequisiteError",
         "UsageError", "VerificationError", "VersionError", "__version__", "load_config",

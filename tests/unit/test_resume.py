@@ -30,7 +30,7 @@ from deployer.analysis import parse_analysis_config
 from deployer.engine.events import NodePhaseChanged, Note, Published, Subscriber, TrafficSwitched
 from deployer.engine.left_out import left_out_by_deployer
 from deployer.engine.lifecycle import exit_code_for
-from deployer.engine.resume import ResumeResult, resume
+from deployer.engine.resume import ResumeResult, find_interrupted, resume
 from deployer.engine.soaking import Soaks
 from deployer.engine.tracking import PHASE_BY_TASK_FILE
 from deployer.testing import (
@@ -143,7 +143,7 @@ def played(d: Deployment) -> list[tuple[str, list[str], str]]:
     """Each run (a rollout's one run: each batch it let go, as the batch runs it replaces)."""
     runs: list[tuple[str, list[str], str]] = []
     batches = iter(d.runner.batches)
-    for r in d.runner.played:
+    for r in d.runner.requests:
         version = str(r.extravars.get("deployer_version", ""))
         if r.playbook == "rollout.yml":
             runs += [("deploy_batch.yml", batch, version)
@@ -225,9 +225,9 @@ def test_killed_mid_batch_rollback_puts_every_node_back_on_its_release(
     assert record.details["resumes"] == killed.uid and record.details["acts_as"] == "rollback"
     assert left_out_by_deployer(d.journal, "lab", NODES) == {}
     # Idempotent: nothing more to resume, nothing run, nothing recorded.
-    count, runs = len(records(d)), len(d.runner.played)
+    count, runs = len(records(d)), len(d.runner.requests)
     again, _ = run_resume(d)
-    assert again.interruption is None and len(records(d)) == count and len(d.runner.played) == runs
+    assert again.interruption is None and len(records(d)) == count and len(d.runner.requests) == runs
 
 
 def test_killed_mid_batch_finish_deploys_the_rest_and_the_node_caught_rejoins(
@@ -286,7 +286,7 @@ def test_a_failing_finish_rolls_back_the_nodes_the_killed_deployment_updated_too
     outcome = result.outcome
     assert outcome is not None and outcome.status == "rolled_back", outcome.summary
     assert "rolled back node1" in outcome.summary
-    revert = d.runner.played[-1]
+    revert = d.runner.requests[-1]
     assert (revert.playbook, list(revert.hosts), revert.extravars["deployer_revert_to"]) == (
         "revert.yml", ["node1"], "1.0.0")
     assert exit_code_for(outcome) == 10 and not outcome.out_of_service
@@ -310,7 +310,7 @@ def test_a_first_deployment_cannot_be_rolled_back_its_nodes_stay_in_service_on_w
     assert admin(lb) == dict.fromkeys(NODES, "ready")
     assert "node2 put back into service" in outcome.summary
     assert ("node2", "rejoined") in resume_events(d, result)
-    assert [r.playbook for r in d.runner.played] == ["prestage.yml"]  # no node deployed to
+    assert [r.playbook for r in d.runner.requests] == ["prestage.yml"]  # no node deployed to
     assert left_out_by_deployer(d.journal, "lab", NODES) == {}
 
 
@@ -351,16 +351,33 @@ def test_an_interrupted_rollback_is_finished_and_counts_as_a_rollback(
         d.lifecycle.rollback_target()
 
 
-def test_a_paused_deployment_is_resumed_the_same_way(tmp_path: Path, deployment: Make) -> None:
+def test_a_paused_deployment_is_continued_whatever_on_interrupted_says(
+    tmp_path: Path, deployment: Make,
+) -> None:
+    """A gate paused it on purpose, to go on later: resume finishes it, even with
+    on_interrupted: rollback."""
     killed, lb = rolling(tmp_path, deployment, FROM_1_0, "1.1.0", node_at("node1", "done"))
     with sqlite3.connect(tmp_path / "state" / "journal.sqlite") as db:
         db.execute("UPDATE deployments SET status = 'paused' WHERE id = ?", (killed.id,))
     now = {"node1": "1.1.0", "node2": "1.0.0", "node3": "1.0.0"}
-    d = then(deployment, lb, [survey(now), good_batch(["node1"])])
-    result, said = run_resume(d)
+    d = then(deployment, lb, [survey(now), good_batch(["node2"]), good_batch(["node3"])])
+    result, said = run_resume(d, "rollback")
     assert f"deployment {killed.id} (deploy 1.1.0, rolling" in said[0] and "was paused" in said[0]
+    assert "finish it: deploy 1.1.0" in said[1]
     assert result.outcome is not None and result.outcome.status == "succeeded"
-    assert played(d)[1:] == [("deploy_batch.yml", ["node1"], "1.0.0")]
+    assert played(d)[1:] == [("deploy_batch.yml", ["node2"], "1.1.0"),
+                             ("deploy_batch.yml", ["node3"], "1.1.0")]
+
+
+def test_a_refused_deployment_neither_resolves_nor_hides_an_interruption(
+    tmp_path: Path, deployment: Make,
+) -> None:
+    killed, lb = rolling(tmp_path, deployment, FROM_1_0, "1.1.0", node_at("node1", "done"))
+    d = then(deployment, lb, [])
+    refused = d.journal.start(env="lab", app="hello", kind="deploy", version="1.1.0", command="test")
+    d.journal.finish_deployment(refused[0], "refused", "window: outside every release window")
+    found, _ = find_interrupted(d.journal, "lab")
+    assert found is not None and found.root.id == killed.id
 
 
 def test_the_command_with_nothing_to_resume_exits_0_and_says_why(world: dict[str, Path]) -> None:
@@ -404,7 +421,9 @@ def test_the_lock_of_a_holder_on_another_host_is_taken_over_only_after_its_lease
     d = then(deployment, lb, scripts, lock=EnvironmentLock(host, "lab", lease=60))
     with pytest.raises(LockHeldError, match="pid 7"):
         run_resume(d)
-    assert [r.id for r in records(d)] == [killed.id] and d.runner.requests == []
+    # The refused resume is on the record (nothing changed); the interrupted one still waits.
+    assert [(r.kind, r.status) for r in records(d)][:1] == [("resume", "refused")]
+    assert records(d)[1].id == killed.id and d.runner.requests == []
     host.now += 61  # its lease ends: it is taken over
     result, _ = run_resume(d)
     assert result.outcome is not None and result.outcome.status == "succeeded"
