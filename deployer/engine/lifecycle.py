@@ -96,6 +96,7 @@ class Lifecycle:
         command: str = "",
         config_file: str = "config",
         clock: Callable[[], float] = time.time,
+        checks_clock: Callable[[], float] | None = None,
     ) -> None:
         self.env_name = env_name
         self.app = app
@@ -109,6 +110,7 @@ class Lifecycle:
         self.command = command
         self.config_file = config_file
         self.clock = clock
+        self._checks_clock = checks_clock
         self._stop = threading.Event()
         self._abort = threading.Event()
         self._run: Run | None = None
@@ -116,6 +118,16 @@ class Lifecycle:
         self.events: EventStream | None = None
         # The lock check of the deployment under way (its timings, for the benchmarks).
         self.lock_check: LockCheck | None = None
+
+    @property
+    def checks_clock(self) -> Callable[[], float]:
+        """The time the checks at the safe points are told (the gates' windows, an approval's
+        expiry): the lifecycle's clock unless set (a game day moves it to a window's end)."""
+        return self._checks_clock or self.clock
+
+    @checks_clock.setter
+    def checks_clock(self, clock: Callable[[], float] | None) -> None:
+        self._checks_clock = clock
 
     @property
     def kind(self) -> str:
@@ -159,7 +171,7 @@ class Lifecycle:
         events = EventStream(self.subscribers)
         ref = DeploymentRef(id=0, uid="", env=self.env_name, kind=kind, version=version)
         events.deployment = ref
-        points = SafePoints(events, list(self.checks), clock=self.clock, release=release,
+        points = SafePoints(events, list(self.checks), clock=self.checks_clock, release=release,
                             acts_as=kind, high_risk=high_risk)
         run = Run(ref=ref, release=release, events=events, safe_points=SafePoints(events),
                   env_name=self.env_name, config_file=self.config_file, soaks=self.soaks,
@@ -240,7 +252,7 @@ class Lifecycle:
                 details["high_risk"] = high_risk
             refused.release, refused.high_risk = release, high_risk
             # Admission: the checks before the lock (the gates); a refusal here changes nothing.
-            points = SafePoints(events, list(self.checks), clock=self.clock, release=release,
+            points = SafePoints(events, list(self.checks), clock=self.checks_clock, release=release,
                                 acts_as=acts_as, high_risk=high_risk)
             admission = points.context(SafePoint.ADMISSION, DeploymentRef(
                 id=0, uid="", env=self.env_name, kind=kind, version=version))

@@ -34,7 +34,7 @@ from .rollout import Accounting, Rollout
 from .run import Run, Stopped
 from .safepoints import SafePoint
 from .soaking import Soaks
-from .states import NodePhase
+from .states import NodePhase, updated_before
 from .strategy import Execution, StepsResult
 from .variables import base_vars
 
@@ -242,7 +242,7 @@ class RollingExecution(Execution):
             return ""
         self.rollout.tracker[name].from_version = before
         self.rollout.inherited.add(name)
-        return f" (updated from {before} by deployment {resume.deployment})"
+        return updated_before(before, resume.deployment)
 
     def _predict(self, batches: Plan) -> tuple[list[Refusal], list[str]]:
         """Every refusal the deployment would make, in the order it would make them."""

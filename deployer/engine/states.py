@@ -18,9 +18,10 @@ and a warning (an event was missing or came out of order): see ``Engine._move``.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
-__all__ = ["OUT_OF_SERVICE", "NodePhase", "can_move"]
+__all__ = ["OUT_OF_SERVICE", "NodePhase", "can_move", "updated_before", "updated_by_resumed"]
 
 
 class NodePhase(StrEnum):
@@ -61,3 +62,19 @@ OUT_OF_SERVICE = frozenset({P.DRAINING, P.DEPLOYING, P.SMOKE, P.REJOINING, P.REV
 
 def can_move(current: NodePhase, new: NodePhase) -> bool:
     return new in _MOVES[current]
+
+
+# The words a resume that finishes a deployment adds to a node it skips because the deployment
+# it resumes already updated it: the node runs the target; ``from`` is what a rollback of the
+# resume puts back.
+_UPDATED_BEFORE = re.compile(r"\(updated from \S+ by deployment \S+\)")
+
+
+def updated_before(before: str, deployment: object) -> str:
+    """Said of a node a resume skips because ``deployment`` already updated it from ``before``."""
+    return f" (updated from {before} by deployment {deployment})"
+
+
+def updated_by_resumed(detail: str) -> bool:
+    """Whether a skipped node's detail says the resumed deployment had updated it."""
+    return bool(_UPDATED_BEFORE.search(detail))

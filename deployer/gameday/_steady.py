@@ -24,7 +24,7 @@ from ..adapters.journal import Journal, is_abandoned
 from ..adapters.loadbalancer import ServerState
 from ..config import EnvironmentConfig
 from ..engine.bluegreen import BlueGreen
-from ..engine.states import NodePhase
+from ..engine.states import NodePhase, updated_by_resumed
 from ..engine.variables import base_vars
 from ._load import LoadCount
 from ._wired import Wired
@@ -229,7 +229,8 @@ def journal_claims(journal: Journal, env: str, nodes: Collection[str]) -> tuple[
             if ev.node not in nodes or ev.node in claims:
                 continue
             versions: set[str] = set()
-            if ev.phase in _ON_TARGET and ev.to_version:
+            if ev.to_version and (ev.phase in _ON_TARGET or (
+                    ev.phase == P.SKIPPED.value and updated_by_resumed(ev.detail))):
                 versions = {ev.to_version}
             elif ev.phase in _ON_FROM and ev.from_version:
                 versions = {ev.from_version}

@@ -137,6 +137,24 @@ def test_an_abandoned_deployment_and_the_live_leg_are_compared_too(tmp_path: Pat
                          "process is gone"]
 
 
+def test_a_node_a_resume_skips_because_the_paused_deployment_updated_it_runs_the_target(
+    tmp_path: Path,
+) -> None:
+    from deployer.engine.states import updated_before
+
+    journal = journal_with(
+        tmp_path,
+        ("1.1.0", [("node1", "done", "1.0.0", "1.1.0"), ("node2", "staged", "1.0.0", "1.1.0")]),
+        ("1.1.0", [("node1", "skipped", "1.0.0", "1.1.0"), ("node2", "done", "1.0.0", "1.1.0")]),
+    )
+    dep = journal.deployments("lab")[0].id
+    journal.record_phase(dep, "node1", "skipped", from_version="1.0.0", to_version="1.1.0",
+                         detail="already on 1.1.0" + updated_before("1.0.0", 1))
+    claims, _, _ = journal_claims(journal, "lab", ["node1", "node2"])
+    assert claims["node1"] == ({"1.1.0"}, f"skipped in deployment {dep}")
+    assert claims["node2"] == ({"1.1.0"}, f"done in deployment {dep}")
+
+
 def test_a_node_caught_mid_change_may_run_either_release(tmp_path: Path) -> None:
     journal = journal_with(tmp_path, ("1.1.0", [("node1", "failed", "1.0.0", "1.1.0")]))
     claims, _, _ = journal_claims(journal, "lab", ["node1"])
