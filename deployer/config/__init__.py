@@ -35,6 +35,7 @@ from ._app import AppConfig, HealthCheckConfig, StoreConfig
 from ._environment import Config, EnvironmentConfig, RunnerConfig
 from ._gameday import GameDayConfig
 from ._gates import (
+    DAYS,
     ApprovalsConfig,
     ApproverConfig,
     ChangeApiConfig,
@@ -42,6 +43,7 @@ from ._gates import (
     EvidenceConfig,
     FreezeConfig,
     GatesConfig,
+    RequesterConfig,
     WindowConfig,
     time_zone,
 )
@@ -51,6 +53,7 @@ from ._lock import DEFAULT_LOCK_DIR, LockConfig
 from ._strategy import BlueGreenStrategy, LegConfig, RollingStrategy, StrategyConfig, StrategyKind
 
 __all__ = [
+    "DAYS",
     "DEFAULT_CONFIG_NAME",
     "DEFAULT_LOCK_DIR",
     "AgentConfig",
@@ -75,6 +78,7 @@ __all__ = [
     "LockConfig",
     "PointerConfig",
     "PromotionConfig",
+    "RequesterConfig",
     "RollingStrategy",
     "RunnerConfig",
     "SsmPointerConfig",

@@ -13,11 +13,15 @@ Where things are:
 - ``_faults`` — the faults, each undoable from a record of it alone; ``_ledger`` — that record
   on the controller, so an interrupted game day's faults are undone by the next one or by
   ``deployer gameday cleanup``;
+- ``_governance`` — what a rehearsal brings to the environment's governance gates (its own
+  window or approvals, the clock the gates read: moved past a gate's time, never the
+  machine's);
 - ``_steady`` — the steady state and the journal's agreement with the live state;
 - ``_load`` — bounded load through the load balancer; ``_report`` — the report.
 
 A game day drives deployments through the engine's lifecycle and its events and reaches hosts
-over SSH with the inventory's settings (paramiko); it never changes the engine. It runs only on
+over SSH with the inventory's settings (paramiko), through the environment's governance gates;
+it never changes the engine. It runs only on
 an environment whose config allows it (``gameday: {allowed: true}``).
 """
 

@@ -15,6 +15,9 @@ record, so a fault left by a game day that was killed is undone by the next one,
 ``disk_full``       a full filesystem over the node's releases directory, then unmounted
 ``pointer``         the environment's pointer written (a new version asked of its runner),
                     then given back what it held
+``clock``           the clock the governance gates read, in the game day's own process, moved
+                    to a window's end or past an approval's expiry, then put back (nothing is
+                    left of it once that process is gone)
 ==================  =========================================================================
 """
 
@@ -34,15 +37,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .._clock import iso_utc
 from .._errors import DeployerError, PrerequisiteError
 from ..adapters.inventory import Node, load_nodes, ssh_target
 from ..adapters.remote_shell import RemoteShell
 from ..adapters.ssh import SshTarget
 from ..agent import Desired, Pointer, pointer_from
 from ..config import BlueGreenStrategy, EnvironmentConfig
+from ._governance import GatesClock
 
-__all__ = ["FAULT_KINDS", "AppFault", "CutNode", "DiskFull", "Fault", "LbApiGone", "PointerMoved",
-           "Reach", "TamperArtefact", "fault_from_record"]
+__all__ = ["FAULT_KINDS", "AppFault", "ClockMoved", "CutNode", "DiskFull", "Fault", "LbApiGone",
+           "PointerMoved", "Reach", "TamperArtefact", "fault_from_record"]
 
 # The name every nftables table of a game day starts with (the rest is random: its own).
 NFT_PREFIX = "deployer_gameday_"
@@ -394,8 +399,35 @@ def _pointer(reach: Reach, where: str | None) -> Pointer:
     return pointer
 
 
+class ClockMoved(Fault):
+    """The clock the governance gates read moved to ``to`` (``what``: why that time); the
+    controller's own clock untouched. It lives in the game day's process (``clock``): a record
+    read back after that process died has nothing left to undo."""
+
+    kind = "clock"
+
+    def __init__(self, to: float, what: str, clock: GatesClock | None = None) -> None:
+        self.to, self.what, self.clock = to, what, clock
+
+    def describe(self) -> str:
+        return f"the clock the gates read moved to {iso_utc(self.to)} ({self.what})"
+
+    def inject(self, reach: Reach) -> None:
+        if self.clock is None:
+            raise DeployerError("no clock to move: the gates' clock lives in the game day's process")
+        self.clock.move_to(self.to)
+
+    def undo(self, reach: Reach) -> None:
+        if self.clock is not None:
+            self.clock.reset()
+
+    def record(self) -> dict[str, Any]:
+        return {"to": self.to, "what": self.what}
+
+
 FAULT_KINDS: dict[str, type[Fault]] = {
-    cls.kind: cls for cls in (AppFault, CutNode, LbApiGone, TamperArtefact, DiskFull, PointerMoved)
+    cls.kind: cls for cls in (AppFault, CutNode, LbApiGone, TamperArtefact, DiskFull, PointerMoved,
+                              ClockMoved)
 }
 
 
@@ -414,4 +446,6 @@ def fault_from_record(kind: str, record: Mapping[str, Any]) -> Fault:
     if kind == "pointer":
         return PointerMoved(record["where"], record["version"], record["wrote"],
                             record.get("previous"))
+    if kind == "clock":
+        return ClockMoved(float(record["to"]), str(record["what"]))
     raise DeployerError(f"unknown fault kind {kind!r} in the game day's ledger")

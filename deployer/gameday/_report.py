@@ -253,6 +253,9 @@ def _evidence(r: ScenarioResult) -> str:
         parts.append("in the journal: " + ", ".join(f"`{uid}`" for uid in journal))
     elif r.deployments:
         parts.append("not in the journal: " + ", ".join(r.deployments))
+    records = r.evidence.get("records") or {}
+    if records:
+        parts.append("evidence records: " + ", ".join(f"`{uid}` {how}" for uid, how in records.items()))
     if r.evidence.get("events"):
         parts.append(f"events: `{r.evidence['events']}`")
     return "; ".join(parts) or "none (nothing was recorded)"

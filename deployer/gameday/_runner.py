@@ -34,14 +34,16 @@ from .._errors import ConfigError, DeployerError, UsageError
 from ..adapters.journal import Journal
 from ..adapters.process import actor
 from ..agent import Agent, Step, pointer_from
-from ..config import BlueGreenStrategy, Config, GameDayConfig
+from ..config import BlueGreenStrategy, Config, GameDayConfig, GatesConfig
 from ..engine.events import Subscriber
 from ..engine.left_out import left_out_by_deployer
 from ..engine.lifecycle import exit_code_for
 from ..engine.model import Outcome
 from ..engine.recovery import recover
 from ..engine.resume import find_interrupted, resume
+from ..gates import GateRequest
 from ._faults import Fault, Reach
+from ._governance import GameDayKeys, RehearsalGates
 from ._ledger import Entry, FaultLedger
 from ._load import Load, LoadCount
 from ._points import Point, Timeline, Watch
@@ -136,7 +138,7 @@ def cleanup(config: Config, env_name: str, wire: Wiring,
 def _resume_own(config: Config, env_name: str, wire: Wiring, say: Callable[[str], None]) -> str:
     """Resume the game day's own rehearsal deployment if its process died with it ("" when
     there is none): the environment's other interrupted deployments are its operators'."""
-    wired = wire(config, env_name)
+    wired = wire(config, env_name, gates=GateRequest())
     try:
         found, _ = find_interrupted(wired.journal, env_name, lock=wired.lock)
         details = found.root.details if found is not None else {}
@@ -184,7 +186,8 @@ class SecondController:
 
     code: int
     said: str
-    recorded: bool
+    # The status of each deployment its journal recorded (a refusal is on the record).
+    recorded: list[str]
 
 
 class Skipped(Exception):
@@ -224,6 +227,11 @@ class Rehearsal:
         self.held: list[threading.Thread] = []
         # The environment's runner's looks (a rehearsal of an agent cycle), each as it ended.
         self.looks: list[Step] = []
+        # The governance gates as this rehearsal meets them (settings, request, their clock).
+        self.gates = RehearsalGates()
+        # The rehearsal deployment's exit code and outcome before the fix the scenario ran
+        # (a resume), when it ran one.
+        self.before_fix: tuple[int | None, Outcome | None] | None = None
         self._wired: Wired | None = None
 
     # -- what scenarios use ---------------------------------------------------------------
@@ -292,8 +300,7 @@ class Rehearsal:
                     drain_timeout: float | None = None) -> tuple[Outcome | None, DeployerError | None]:
         watch = Watch(point, at_point)
         self.watches.append(watch)
-        wired = self.game.wire(self.game.config_with(drain_timeout=drain_timeout),
-                               self.game.env_name, subscribers=[watch])
+        wired = self._wire(watch, drain_timeout=drain_timeout)
         self._wired = wired
         self.game.running = wired.lifecycle
         self.timeline.add(f"{kind} {version}: started")
@@ -318,6 +325,15 @@ class Rehearsal:
         elif error is not None:
             self.timeline.add(f"{kind} {version}: {error.message} (exit {error.exit_code})")
         return outcome, error
+
+    def _wire(self, watch: Watch, *, drain_timeout: float | None = None) -> Wired:
+        """The environment wired for one of the rehearsal's deployments: its settings, and the
+        environment's governance gates as the rehearsal meets them."""
+        wired = self.game.wire(self.game.config_with(drain_timeout=drain_timeout,
+                                                     gates=self.gates.config),
+                               self.game.env_name, subscribers=[watch], gates=self.gates.request)
+        wired.lifecycle.checks_clock = self.gates.clock
+        return wired
 
     def deploy(self, version: str, *, point: Point | None = None,
                at_point: Callable[[dict[str, Any]], None] | None = None,
@@ -366,7 +382,9 @@ class Rehearsal:
         """``deployer resume``: its outcome is the one judged."""
         watch = Watch()
         self.watches.append(watch)
-        wired = self.game.wire(self.game.config, self.game.env_name, subscribers=[watch])
+        if self.exit_code is not None:
+            self.before_fix = (self.exit_code, self.outcome)
+        wired = self._wire(watch)
         self.game.running = wired.lifecycle
 
         def say(text: str) -> None:
@@ -396,6 +414,10 @@ class Rehearsal:
         elif result.uid:
             self.uids.append(result.uid)
         self.left_out_at_outcome = self._out_of_lb()
+
+    def release_digest(self, version: str) -> str:
+        """The digest of ``version`` as the store's signed manifest gives it (verified)."""
+        return self.game.reader().lifecycle.verify_release(version).sha256
 
     def runs_two_releases(self) -> bool:
         """Whether the fleet (or a leg) runs more than one release now."""
@@ -476,8 +498,8 @@ class Rehearsal:
         said = next((line for line in reversed(proc.stderr.splitlines())
                      if line.startswith("deployer: error:")), proc.stderr.strip()[-300:])
         journal_path = config.parent / "state" / "journal.sqlite"
-        recorded = bool(journal_path.exists() and
-                        Journal(journal_path, read_only=True).deployments(self.game.env_name))
+        recorded = ([d.status for d in Journal(journal_path, read_only=True).deployments(
+            self.game.env_name)] if journal_path.exists() else [])
         self.second = SecondController(proc.returncode, said, recorded)
         self.timeline.add(f"second controller: exit {proc.returncode}: {said}")
         if proc.returncode == 6:
@@ -497,11 +519,14 @@ class Rehearsal:
         game = self.game
 
         def open_environment(subscribers: Sequence[Subscriber]) -> Wired:
-            return game.wire(game.config, game.env_name, subscribers=subscribers)
+            # As the environment's runner: the gates are told each request from the pointer.
+            return game.wire(game.config, game.env_name, subscribers=subscribers,
+                             gates=GateRequest())
 
         agent = Agent(env_name=game.env_name, app=env.app.name, config=env.agent,
                       pointer=pointer_from(env.pointer), open_environment=open_environment,
                       subscribers=lambda: [watch], recorder=None,
+                      require_signed=env.pointer.require_signed,
                       identity=f"{RUNNER_IDENTITY} {self.scenario.name} ({actor()} pid {os.getpid()})")
         game.running = agent
         try:
@@ -616,6 +641,8 @@ class GameDay:
         self.python = python
         self.ledger = FaultLedger(Path(config.state_dir))
         self.work_dir = self.ledger.dir
+        # The game day's own requester and approver, for rehearsals that need approvals.
+        self.keys = GameDayKeys(self.work_dir / "keys")
         self.reach = Reach(self.env)
         url = load_url or self.gameday.load_url or (self.env.analysis.target_url
                                                     if self.env.analysis else None)
@@ -638,17 +665,25 @@ class GameDay:
 
     # -- wiring ---------------------------------------------------------------------------
 
-    def config_with(self, *, drain_timeout: float | None = None) -> Config:
-        if drain_timeout is None:
+    def config_with(self, *, drain_timeout: float | None = None,
+                    gates: GatesConfig | None = None) -> Config:
+        """The config with the environment's settings a rehearsal sets for itself."""
+        update: dict[str, Any] = {}
+        if drain_timeout is not None:
+            update["load_balancer"] = self.env.load_balancer.model_copy(
+                update={"drain_timeout": drain_timeout})
+        if gates is not None:
+            update["gates"] = gates
+        if not update:
             return self.config
-        lb = self.env.load_balancer.model_copy(update={"drain_timeout": drain_timeout})
-        env = self.env.model_copy(update={"load_balancer": lb})
+        env = self.env.model_copy(update=update)
         return self.config.model_copy(update={"environments": {**self.config.environments,
                                                                self.env_name: env}})
 
     def wired(self) -> Wired:
-        """The environment wired afresh (for a command that takes the lock: recover, resume)."""
-        return self.wire(self.config, self.env_name)
+        """The environment wired afresh (for a command that takes the lock: recover, resume),
+        through its governance gates."""
+        return self.wire(self.config, self.env_name, gates=GateRequest())
 
     def reader(self) -> Wired:
         """The environment wired once for reading it (the load balancer, the nodes' health, the
@@ -894,9 +929,15 @@ class GameDay:
         """What is left to show what happened: the deployments in the journal, and every event
         heard (JSON lines beside the report)."""
         journal = self.reader().journal
-        recorded = [uid for uid in dict.fromkeys(r.uids) if journal.find(uid, self.env_name)]
+        found = [d for uid in dict.fromkeys(r.uids) if (d := journal.find(uid, self.env_name))]
+        recorded = [d.uid for d in found]
         events = [h.event for w in r.watches for h in w.events()]
-        evidence: dict[str, Any] = {"journal": recorded, "events": None}
+        records: dict[str, str] = {}
+        for d in found:
+            row = journal.evidence(d.id)
+            records[d.uid] = ("missing" if row is None else
+                              f"signed (key {row.key_id})" if row.signature else "unsigned")
+        evidence: dict[str, Any] = {"journal": recorded, "records": records, "events": None}
         if self.report_dir is not None and events:
             self.report_dir.mkdir(parents=True, exist_ok=True)
             path = self.report_dir / f"{r.scenario.name}.events.jsonl"

@@ -11,6 +11,7 @@ journal, the report).
 from __future__ import annotations
 
 import json
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,8 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
-from ._faults import AppFault, CutNode, LbApiGone, PointerMoved, TamperArtefact
+from .._clock import iso_utc
+from ._faults import AppFault, ClockMoved, CutNode, LbApiGone, PointerMoved, TamperArtefact
 from ._faults import DiskFull as FullDisk
+from ._governance import open_window, with_approvals
 from ._points import Point, reacts
 
 if TYPE_CHECKING:
@@ -300,8 +303,10 @@ class LbApiDown(Scenario):
     def expected(self, ctx: Context) -> str:
         return ("the deployment cannot read the load balancer and changes nothing more; nodes it "
                 "cannot drain to roll back stay as they are and are named as possibly out of "
-                "service with the fixes (exit 11), or it fails cleanly (exit 10); once the API is "
-                "back, the named fixes (`deployer recover`, `deployer rollback`) restore the fleet")
+                "service with the fixes (exit 11), or it fails cleanly (exit 10), or, when nothing "
+                "had changed yet (the idle leg already held the release), it is refused (exit 9); "
+                "once the API is back, the named fixes (`deployer recover`, `deployer rollback`) "
+                "restore the fleet")
 
     def applies(self, ctx: Context, r: Rehearsal) -> str:
         lb = r.game.env.load_balancer
@@ -324,7 +329,7 @@ class LbApiDown(Scenario):
         _restore(r)
 
     def judge(self, r: Rehearsal) -> list[str]:
-        return failed_safely(r, codes=(10, 11))
+        return failed_safely(r, codes=(9, 10, 11), statuses=("rolled_back", "failed", "refused"))
 
 
 class DiskFull(Scenario):
@@ -375,7 +380,8 @@ class TamperedArtefact(Scenario):
 
     def expected(self, ctx: Context) -> str:
         return ("verification refuses the release (its digest no longer matches the signed "
-                "manifest) before anything is locked, recorded or changed (exit 5)")
+                "manifest) before anything is locked or changed (exit 5); the refusal is on the "
+                "record")
 
     def applies(self, ctx: Context, r: Rehearsal) -> str:
         if r.store_root() is None:
@@ -398,7 +404,7 @@ class TamperedArtefact(Scenario):
         if r.exit_code != 5:
             problems.append(f"it ended with {r.actual()}, expected a refusal by verification (exit 5)")
         if r.uids:
-            problems.append("a deployment was recorded although the release could not be verified")
+            problems.append("a deployment ran although the release could not be verified")
         return problems
 
 
@@ -520,7 +526,7 @@ class SecondController(Scenario):
 
     def expected(self, ctx: Context) -> str:
         return ("the second controller is refused at once (exit 6, naming the holder) and "
-                "records nothing; the first deployment goes on and succeeds")
+                "records nothing but its refusal; the first deployment goes on and succeeds")
 
     def rehearse(self, r: Rehearsal) -> None:
         def second(event: dict[str, Any]) -> None:
@@ -535,12 +541,156 @@ class SecondController(Scenario):
         elif r.second.code != 6:
             problems.append(f"the second controller ended with exit {r.second.code}, not 6 "
                             f"(the lock): {r.second.said}")
-        elif r.second.recorded:
-            problems.append("the second controller recorded a deployment in its journal")
+        elif any(status != "refused" for status in r.second.recorded):
+            problems.append("the second controller recorded a deployment in its journal that "
+                            f"was not refused ({', '.join(r.second.recorded)})")
         return problems
 
     def detects(self, event: Mapping[str, Any]) -> bool:
         return False  # the second controller's refusal: timed by the runner
+
+
+# -- the governance gates ----------------------------------------------------------------------
+
+
+class _GateTimeRunsOut(Scenario):
+    """A gate's time running out while the deployment runs: the clock the gates read moves past
+    it as the first batch starts (the idle leg's release, blue-green), so the next safe point
+    is the first to see it. What is safe depends on gates.on_window_close: pause (every node in
+    service, then `deployer resume` once the gate lets it through), finish, or rollback."""
+
+    gate: ClassVar[str]
+
+    def point(self, ctx: Context) -> str:
+        return _first_batch(ctx).describe()
+
+    def policy(self, r: Rehearsal) -> str:
+        return (r.gates.config or r.game.env.gates).on_window_close
+
+    def expected(self, ctx: Context) -> str:
+        nxt = "the switch" if ctx.blue_green else "batch 2"
+        return (f"at the next safe point (before {nxt}) the {self.gate} gate acts as "
+                "gates.on_window_close says: pause (exit 15, every node in service, the lock "
+                "released; `deployer resume` continues it once the gate lets it through, and it "
+                "succeeds), finish (it goes on and succeeds), or rollback (exit 10, rolled back)")
+
+    @abstractmethod
+    def set_up(self, r: Rehearsal) -> tuple[float, str]:
+        """Set the rehearsal's gates; the time the gate's time runs out, and what it is."""
+
+    def fix(self, r: Rehearsal) -> None:
+        """What lets the gate through again, once the clock is back."""
+
+    def rehearse(self, r: Rehearsal) -> None:
+        ctx = r.ctx
+        ends, what = self.set_up(r)
+
+        def run_out(event: dict[str, Any]) -> None:
+            r.inject(ClockMoved(ends + 1, what, r.gates.clock))
+
+        r.deploy(ctx.target, point=_first_batch(ctx), at_point=run_out)
+        r.undo_faults()
+        if r.exit_code == 15:
+            self.fix(r)
+            r.resume()
+
+    def judge(self, r: Rehearsal) -> list[str]:
+        policy = self.policy(r)
+        stopped = r.saw(lambda e: e.get("type") == "check" and e.get("check") == self.gate
+                        and e.get("decision") in ("stop", "fail"))
+        if policy == "finish":
+            problems = succeeded(r)
+            if not r.saw(lambda e: e.get("type") == "check" and e.get("check") == self.gate
+                         and "finishing what was started" in str(e.get("reason") or "")):
+                problems.append(f"the {self.gate} gate did not say it let the deployment finish")
+            return problems
+        if policy == "rollback":
+            problems = failed_safely(r)
+            if not stopped:
+                problems.append(f"the {self.gate} gate did not fail the deployment")
+            return problems
+        first_code, first = r.before_fix if r.before_fix is not None else (r.exit_code, r.outcome)
+        problems = []
+        if first_code != 15 or (first is not None and first.status != "paused"):
+            status = first.status if first is not None else "no outcome"
+            problems.append(f"the deployment was not paused: {status} (exit {first_code}), "
+                            "expected paused (exit 15)")
+        if not stopped:
+            problems.append(f"the {self.gate} gate did not stop the deployment at a safe point")
+        if r.before_fix is None:
+            problems.append("`deployer resume` did not run after the pause")
+        else:
+            if first is not None and r.resume_found != first.uid:
+                problems.append(f"`deployer resume` resumed {r.resume_found or 'nothing'}, not the "
+                                f"paused deployment {first.uid}")
+            problems += succeeded(r)
+        return problems
+
+    def detects(self, event: Mapping[str, Any]) -> bool:
+        return event.get("type") == "check" and event.get("check") == self.gate and (
+            event.get("decision") in ("stop", "fail")
+            or "finishing what was started" in str(event.get("reason") or ""))
+
+
+class WindowCloses(_GateTimeRunsOut):
+    name = "window-closes"
+    title = "The release window closing mid-rollout"
+    gate = "window"
+
+    def fault(self, ctx: Context) -> str:
+        return ("the release window ends while the deployment runs: the rehearsal's own window "
+                "(open from the minute before it starts, for an hour, in place of the "
+                "environment's windows and freezes), and the clock the gates read moved to its "
+                "end as the first batch starts")
+
+    def set_up(self, r: Rehearsal) -> tuple[float, str]:
+        config, closes = open_window(r.game.env.gates, time.time())
+        r.gates.config = config
+        r.overrides.append(f"gates.windows: {config.windows[0].start}-{config.windows[0].end} "
+                           "UTC every day, for the rehearsal (the environment's windows and "
+                           "calendar freezes set aside)")
+        return closes, "the end of the release window"
+
+
+class ApprovalExpires(_GateTimeRunsOut):
+    name = "approval-expires"
+    title = "The approval expiring before a batch"
+    gate = "approval"
+    # How long the rehearsal's approval is valid for, from when it is signed.
+    valid_for = 600.0
+
+    def fault(self, ctx: Context) -> str:
+        return ("the deployment's approval expires while it runs: one signed approval by the "
+                "game day's approver (required for the rehearsal, in place of the environment's "
+                "approvals, windows and freezes), and the clock the gates read moved past its "
+                "expiry as the first batch starts")
+
+    def set_up(self, r: Rehearsal) -> tuple[float, str]:
+        config = with_approvals(r.game.env.gates, r.game.keys)
+        r.gates.config = config
+        r.overrides.append("gates.approvals: one approval by the game day's approver, requested "
+                           "by the game day's requester, for the rehearsal (the environment's "
+                           "approvals, windows and calendar freezes set aside)")
+        now = time.time()
+        expires = now + self.valid_for
+        self._approve(r, expires, now)
+        return expires, "past the approval's expiry"
+
+    def fix(self, r: Rehearsal) -> None:
+        now = time.time()
+        self._approve(r, now + self.valid_for, now)
+        r.recovery.append("a fresh approval signed by the game day's approver, then "
+                          f"`deployer resume --env {r.game.env_name} --approval FILE`")
+
+    @staticmethod
+    def _approve(r: Rehearsal, expires: float, now: float) -> None:
+        sha256 = r.release_digest(r.ctx.target)
+        approval = r.game.keys.approve(app=r.game.env.app.name, version=r.ctx.target,
+                                       sha256=sha256, environment=r.game.env_name,
+                                       expires=expires, now=now)
+        r.gates.request = r.game.keys.request((approval,))
+        r.timeline.add(f"approval of {r.ctx.target} signed by the game day's approver, valid "
+                       f"until {iso_utc(expires)}")
 
 
 # -- the environment's runner -------------------------------------------------------------------
@@ -636,7 +786,7 @@ def _started(event: Mapping[str, Any], version: str) -> bool:
 SCENARIOS: tuple[Scenario, ...] = (
     DiskFull(), TamperedArtefact(), SmokeFail(), CrashLoop(), SoakDegrade(), NodeUnreachable(),
     LbApiDown(), KillMidBatch(), KillDuringSoak(), SlowDrain(), SecondController(),
-    PointerChanged(),
+    WindowCloses(), ApprovalExpires(), PointerChanged(),
 )
 
 

@@ -14,7 +14,7 @@ from ..engine.fleet import Fleet
 from ..engine.lifecycle import Lifecycle
 from ..engine.safepoints import Check
 from ..engine.strategy import Strategy
-from ..gates import Gates
+from ..gates import GateRequest, Gates
 
 __all__ = ["Wired", "Wiring"]
 
@@ -51,7 +51,9 @@ class Wired(Protocol):
 
 
 class Wiring(Protocol):
-    """Wires an environment of a config, with subscribers and safe-point checks."""
+    """Wires an environment of a config, with subscribers and safe-point checks; ``gates``:
+    what a command that deploys brings to the environment's governance gates (None: a command
+    that only reads)."""
 
     def __call__(self, config: Config, env_name: str, *, subscribers: Sequence[Subscriber] = (),
-                 checks: Sequence[Check] = ()) -> Wired: ...
+                 checks: Sequence[Check] = (), gates: GateRequest | None = None) -> Wired: ...

@@ -79,7 +79,8 @@ def test_every_scenario_ends_safely_on_a_rolling_lab_under_load(rolling_lab: Lab
         "disk-full": "safe", "artefact-tampered": "safe", "smoke-fail": "safe",
         "crash-loop": "safe", "soak-degrade": "safe", "node-unreachable": "safe",
         "lb-api-down": "safe", "kill-mid-batch": "safe", "kill-during-soak": "skipped",
-        "slow-drain": "safe", "second-controller": "safe", "pointer-changed": "safe",
+        "slow-drain": "safe", "second-controller": "safe", "window-closes": "safe",
+        "approval-expires": "safe", "pointer-changed": "safe",
     }, r.stderr
     ran = [s for s in report["scenarios"] if s["verdict"] == "safe"]
     for s in ran:
@@ -96,6 +97,18 @@ def test_every_scenario_ends_safely_on_a_rolling_lab_under_load(rolling_lab: Lab
     moved = by_name["pointer-changed"]
     assert moved["actual"].startswith("look 1: deployed (exit 0)") and "look 3: in_sync" in moved["actual"]
     assert moved["detected_by"].startswith("the runner's next look") and len(moved["deployments"]) == 2
+    # A gate's time running out mid-rollout: paused at the next safe point (exit 15), resumed.
+    for name, gate in (("window-closes", "window"), ("approval-expires", "approval")):
+        gated = by_name[name]
+        assert gated["exit_code"] == 0 and len(gated["deployments"]) == 2, gated
+        assert f"paused by the {gate} gate before batch 2/2" in json.dumps(gated["timeline"]), gated
+        assert gated["detected_by"] and gated["overrides"], gated
+    # Every deployment a scenario ran has its evidence record in the journal, but one whose
+    # process was SIGKILLed (its resume has one).
+    for s in ran:
+        records = s["evidence"].get("records", {})
+        killed = s["deployments"][:1] if s["name"].startswith("kill-") else []
+        assert [uid for uid, how in records.items() if how == "missing"] == killed, s
     slow = by_name["slow-drain"]
     assert slow["long_lived"]["failed"] >= 1 and "session(s) still open" in slow["detected_by"]
     # Nothing of the game day is left in place; the fleet serves one release.
@@ -186,14 +199,20 @@ def test_the_blue_green_failure_paths_end_safely(tmp_path_factory: pytest.TempPa
     lab = Lab(tmp_path_factory.mktemp("gameday-bluegreen"))
     try:
         lab.up(next_lab_spec(nodes=1, seed="1.0.0", soak=4.0, legs=True))
-        r, report = gameday(lab.config_path, "soak-degrade", "kill-during-soak", "lb-api-down",
-                            "pointer-changed")
+        # The window first: its point is the idle leg's release, which runs only while the
+        # idle leg does not hold the new release yet (both legs start on 1.0.0).
+        r, report = gameday(lab.config_path, "window-closes", "soak-degrade", "kill-during-soak",
+                            "lb-api-down", "pointer-changed")
         assert r.returncode == 0, r.stderr
-        assert verdicts(report) == {"soak-degrade": "safe", "kill-during-soak": "safe",
-                                    "lb-api-down": "safe", "pointer-changed": "safe"}, r.stderr
-        soak = report["scenarios"][0]
+        assert verdicts(report) == {"window-closes": "safe", "soak-degrade": "safe",
+                                    "kill-during-soak": "safe", "lb-api-down": "safe",
+                                    "pointer-changed": "safe"}, r.stderr
+        window = report["scenarios"][0]
+        paused = "paused by the window gate before moving live traffic"
+        assert paused in json.dumps(window["timeline"]), window
+        soak = report["scenarios"][1]
         assert soak["exit_code"] == 10 and "switched back" in soak["actual"]
-        killed = report["scenarios"][1]
+        killed = report["scenarios"][2]
         assert "switched back" in killed["actual"] and killed["exit_code"] == 0
         assert own_tables() == [] and ledger(lab) == []
     finally:

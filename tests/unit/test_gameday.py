@@ -16,12 +16,14 @@ from deployer import ConfigError, UsageError, load_config
 from deployer.adapters.inventory import Node
 from deployer.adapters.journal import Journal
 from deployer.agent import Acted, AgentStatus, Desired, LastDeployment, Step
+from deployer.config import GatesConfig
 from deployer.engine.model import NodeStatus, Outcome
 from deployer.engine.states import NodePhase
 from deployer.gameday import GameDayReport, ScenarioResult, check_allowed, decide, select
 from deployer.gameday._load import LoadCount
 from deployer.gameday._scenarios import (
     SCENARIOS,
+    ApprovalExpires,
     Context,
     KillMidBatch,
     PointerChanged,
@@ -29,6 +31,7 @@ from deployer.gameday._scenarios import (
     SlowDrain,
     SmokeFail,
     SoakDegrade,
+    WindowCloses,
 )
 from deployer.gameday._steady import NodeView, Observation, journal_claims, journal_differences
 from deployer.gameday._steady import steady_problems as problems
@@ -192,7 +195,7 @@ CTX = Context(env_name="lab", strategy="rolling", baseline="1.0.0", target="1.1.
 def rehearsal(**fields: Any) -> Any:
     base: dict[str, Any] = {"ctx": CTX, "outcome": None, "exit_code": None, "hit_nodes": [],
                             "long_lived": None, "second": None, "killed_uid": "",
-                            "resume_found": None, "uids": [], "events": []}
+                            "resume_found": None, "uids": [], "events": [], "before_fix": None}
     base.update(fields)
     r = SimpleNamespace(**base)
     r.saw = lambda test: any(test(e) for e in r.events)
@@ -236,10 +239,59 @@ def test_a_second_controller_must_be_refused_by_the_lock() -> None:
 
     s = SecondController()
     ok = outcome("succeeded")
-    assert s.judge(rehearsal(outcome=ok, exit_code=0, second=Second(6, "locked", False))) == []
-    assert s.judge(rehearsal(outcome=ok, exit_code=0, second=Second(0, "", True))) == [
+    # Its refusal on its own record is fine; a deployment that ran there is not.
+    assert s.judge(rehearsal(outcome=ok, exit_code=0, second=Second(6, "locked", []))) == []
+    assert s.judge(rehearsal(outcome=ok, exit_code=0, second=Second(6, "locked", ["refused"]))) == []
+    assert s.judge(rehearsal(outcome=ok, exit_code=0, second=Second(6, "locked", ["succeeded"]))) == [
+        "the second controller recorded a deployment in its journal that was not refused (succeeded)"]
+    assert s.judge(rehearsal(outcome=ok, exit_code=0, second=Second(0, "", ["succeeded"]))) == [
         "the second controller ended with exit 0, not 6 (the lock): "]
     assert s.judge(rehearsal(outcome=ok, exit_code=0)) == ["the second controller did not run"]
+
+
+def gates_set(policy: str) -> Any:
+    return SimpleNamespace(config=GatesConfig(on_window_close=policy))  # type: ignore[arg-type]
+
+
+def test_a_window_closing_must_pause_the_deployment_then_resume_must_finish_it() -> None:
+    s = WindowCloses()
+    stop = {"type": "check", "check": "window", "decision": "stop", "reason": "outside"}
+    paused = outcome("paused")
+    done = Outcome(deployment_id=2, kind="resume", version="1.1.0", status="succeeded", nodes={},
+                   summary="s", uid="01RESUMED")
+    fine = rehearsal(gates=gates_set("pause"), events=[stop], before_fix=(15, paused),
+                     resume_found="01TEST", outcome=done, exit_code=0)
+    assert s.judge(fine) == []
+    assert s.detects(stop) and not s.detects({**stop, "check": "approval"})
+    # Went on through the closed window: unsafe, and no resume ran.
+    ran_on = rehearsal(gates=gates_set("pause"), outcome=outcome("succeeded"), exit_code=0)
+    assert s.judge(ran_on) == [
+        "the deployment was not paused: succeeded (exit 0), expected paused (exit 15)",
+        "the window gate did not stop the deployment at a safe point",
+        "`deployer resume` did not run after the pause"]
+    # Resumed something else, which failed.
+    wrong = rehearsal(gates=gates_set("pause"), events=[stop], before_fix=(15, paused),
+                      resume_found="01OTHER", outcome=outcome("failed"), exit_code=11)
+    assert s.judge(wrong) == ["`deployer resume` resumed 01OTHER, not the paused deployment 01TEST",
+                              "the rehearsal deployment did not succeed (exit 11)"]
+
+
+def test_an_expiring_approval_is_judged_by_on_window_close() -> None:
+    s = ApprovalExpires()
+    fail = {"type": "check", "check": "approval", "decision": "fail", "reason": "expired"}
+    finish = {"type": "check", "check": "approval", "decision": "continue",
+              "reason": "needs 1 approval(s): finishing what was started (gates.on_window_close: finish)"}
+    assert s.judge(rehearsal(gates=gates_set("rollback"), events=[fail],
+                             outcome=outcome("rolled_back"), exit_code=10)) == []
+    assert s.judge(rehearsal(gates=gates_set("rollback"), outcome=outcome("succeeded"),
+                             exit_code=0)) == [
+        "it ended with exit 0, expected 10", "its status is succeeded, expected rolled_back or failed",
+        "the approval gate did not fail the deployment"]
+    assert s.judge(rehearsal(gates=gates_set("finish"), events=[finish], outcome=outcome("succeeded"),
+                             exit_code=0)) == []
+    assert s.judge(rehearsal(gates=gates_set("finish"), outcome=outcome("succeeded"), exit_code=0)) == [
+        "the approval gate did not say it let the deployment finish"]
+    assert s.detects(fail) and s.detects(finish)
 
 
 def test_a_killed_deployment_must_be_the_one_resume_finds_and_finishes() -> None:
