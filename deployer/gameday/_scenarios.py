@@ -583,6 +583,12 @@ class _GateTimeRunsOut(Scenario):
 
     def rehearse(self, r: Rehearsal) -> None:
         ctx = r.ctx
+        if ctx.blue_green:
+            idle = [n for n in r.game.observe(None).nodes if n.leg != ctx.live_leg]
+            if idle and all(n.version == ctx.target for n in idle):
+                r.skip(f"the idle leg already runs {ctx.target}: the deployment would only be the "
+                       "switch, with nothing mid-rollout for a gate's time to run out on (run it "
+                       "where both legs run one release, e.g. first on a fresh lab)")
         ends, what = self.set_up(r)
 
         def run_out(event: dict[str, Any]) -> None:
