@@ -253,3 +253,61 @@ def test_the_load_refuses_what_is_not_an_http_url() -> None:
         Load("ftp://example.com/", rate=1)
     with pytest.raises(UsageError, match="--rate"):
         Load("http://example.com/", rate=0)
+
+
+# -- a gate's time running out -------------------------------------------------------------------
+
+
+def test_the_rehearsals_window_is_open_now_and_the_window_gate_closes_at_its_end() -> None:
+    from deployer.config import GatesConfig
+    from deployer.gameday._governance import open_window
+    from deployer.gates.calendar import Calendar
+
+    now = time.time()
+    config, closes = open_window(GatesConfig(windows_apply_to=["rollback"]), now)
+    calendar = Calendar.of(config)
+    assert calendar.window_at(now) is not None and calendar.window_at(closes - 1) is not None
+    assert calendar.window_at(closes + 1) is None
+    assert 58 * 60 <= closes - now <= 59 * 60  # an hour from the minute before the minute now
+    assert "deploy" in config.windows_apply_to and config.freezes == []
+
+
+def test_the_clock_fault_moves_only_the_gates_clock_and_is_undone_from_its_record() -> None:
+    from deployer.gameday._faults import ClockMoved, fault_from_record
+    from deployer.gameday._governance import GatesClock
+
+    clock = GatesClock()
+    later = time.time() + 3600
+    fault = ClockMoved(later, "the end of the release window", clock)
+    fault.inject(None)  # type: ignore[arg-type]  # it reaches no host
+    assert abs(clock() - later) < 5 and abs(time.time() - later) > 3000
+    fault.undo(None)  # type: ignore[arg-type]
+    assert abs(clock() - time.time()) < 1
+    # Read back by a later game day: the clock lived in the process that died; nothing to undo.
+    again = fault_from_record("clock", fault.record())
+    again.undo(None)  # type: ignore[arg-type]
+    with pytest.raises(DeployerError, match="no clock to move"):
+        again.inject(None)  # type: ignore[arg-type]
+
+
+def test_the_game_days_approval_counts_until_it_expires_and_four_eyes_holds(tmp_path: Path) -> None:
+    from deployer.config import GatesConfig
+    from deployer.gameday._governance import GameDayKeys, with_approvals
+    from deployer.gates.approvals import Approvers, valid_approvals
+
+    keys = GameDayKeys(tmp_path / "keys")
+    config = with_approvals(GatesConfig(), keys)
+    assert config.approvals is not None and config.windows == []
+    now = time.time()
+    approval = keys.approve(app="hello", version="1.1.0", sha256="ab" * 32, environment="lab",
+                            expires=now + 600, now=now)
+    request = keys.request((approval,))
+    ask = {"app": "hello", "version": "1.1.0", "sha256": "ab" * 32, "environment": "lab",
+           "change": None}
+    approvers = Approvers.of(config.approvals)
+    good, _ = valid_approvals(request.approvals, approvers, request.requester, now=now, **ask)
+    assert [a.name for _, a in good] == ["game day approver"]
+    late, why = valid_approvals(request.approvals, approvers, request.requester, now=now + 601, **ask)
+    assert late == [] and any("expired" in w for w in why)
+    # The same keys on the next game day (made once, kept).
+    assert GameDayKeys(tmp_path / "keys").request(()).requester == request.requester
