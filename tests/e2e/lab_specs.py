@@ -17,8 +17,10 @@ from deployer.lab._procs import port_is_free
 from deployer.lab._spec import DEFAULT_PORTS, split_address
 
 # Third octets tried for lab networks (127.0.1, the default lab, is never used). Each test
-# process starts in its own block of 16, so concurrent test runs rarely even try the same net.
-_FIRST_NET = 70 + (os.getpid() % 11) * 16
+# process starts in its own block of 16 (0-10: $DEPLOYER_TEST_NET_BLOCK, which scripts/test
+# sets for the two runs it starts side by side; else by process id), so concurrent test runs
+# rarely even try the same net.
+_FIRST_NET = 70 + int(os.environ.get("DEPLOYER_TEST_NET_BLOCK") or os.getpid() % 11) % 11 * 16
 _NETS = itertools.chain(range(_FIRST_NET, 251), range(70, _FIRST_NET))
 
 
