@@ -593,7 +593,11 @@ class Rehearsal:
                    else "")
                 for n, s in enumerate(self.looks, 1))
         if self.outcome is not None:
-            return (f"{self.outcome.status} (exit {self.exit_code}): {self.outcome.summary}"
+            first = ""
+            code, before = self.before_fix or (None, None)
+            if before is not None:
+                first = f"{before.status} (exit {code}): {before.summary}; then `deployer resume`: "
+            return (f"{first}{self.outcome.status} (exit {self.exit_code}): {self.outcome.summary}"
                     + (f"; out of service: {'; '.join(self.outcome.out_of_service)}"
                        if self.outcome.out_of_service else ""))
         if self.error is not None:

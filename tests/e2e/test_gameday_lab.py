@@ -101,6 +101,8 @@ def test_every_scenario_ends_safely_on_a_rolling_lab_under_load(rolling_lab: Lab
     for name, gate in (("window-closes", "window"), ("approval-expires", "approval")):
         gated = by_name[name]
         assert gated["exit_code"] == 0 and len(gated["deployments"]) == 2, gated
+        assert gated["actual"].startswith("paused (exit 15): ") and \
+            "; then `deployer resume`: succeeded (exit 0)" in gated["actual"], gated
         assert f"paused by the {gate} gate before batch 2/2" in json.dumps(gated["timeline"]), gated
         assert gated["detected_by"] and gated["overrides"], gated
     # Every deployment a scenario ran has its evidence record in the journal, but one whose
