@@ -10,9 +10,11 @@ from __future__ import annotations
 import getpass
 import os
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["Identity", "actor", "pid_start", "process_alive"]
+__all__ = ["Identity", "actor", "pid_start", "process_alive", "processes_naming"]
 
 
 def pid_start(pid: int) -> str:
@@ -71,3 +73,25 @@ class Identity:
         reused by a process started at another time). A process of another host: False, it
         cannot be seen from here."""
         return self.host == socket.gethostname() and not process_alive(self.pid, self.pid_start)
+
+
+def processes_naming(needle: bytes, *, proc: Path = Path("/proc")) -> Iterator[tuple[int, bytes, bytes]]:
+    """This user's processes whose command line holds ``needle``: each PID, its ``comm`` and
+    its command line (none where there is no /proc)."""
+    try:
+        entries = list(proc.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != os.geteuid():
+                continue
+            cmdline = (entry / "cmdline").read_bytes()
+            if needle not in cmdline:
+                continue
+            comm = (entry / "comm").read_bytes().strip()
+        except OSError:  # gone meanwhile
+            continue
+        yield int(entry.name), comm, cmdline

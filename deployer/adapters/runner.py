@@ -10,10 +10,12 @@ like an HTTP client's mock transport.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -24,6 +26,7 @@ from typing import Any, Protocol
 
 from .._resources import content_dir
 from .batch_gate import GATE_ACTIONS
+from .process import processes_naming
 from .redaction import Redactor, env_secrets, extravar_secrets
 from .run_dirs import RunDirectory, remove_in_background, rotate, scrub
 from .ssh_masters import SSH_PERSIST_ARGS, SshMasters, ssh_reason
@@ -37,6 +40,7 @@ __all__ = [
     "RunnerEvent",
     "close_runner",
     "content_dir",
+    "end_leftover_processes",
     "hosts_with",
 ]
 
@@ -213,6 +217,19 @@ def close_runner(runner: Runner) -> None:
         close()
 
 
+def end_leftover_processes(run_dir: Path) -> list[int]:
+    """SIGKILL what is left of a cancelled run: ansible-runner kills ``ansible-playbook``'s
+    process group, but its workers start sessions of their own, and one blocked (a download that
+    never ends, a pipe nobody reads) would stay behind. Every process of the run names its
+    directory (``-e @<run_dir>/env/extravars``). The PIDs it signalled."""
+    ended = []
+    for pid, _, _ in processes_naming(os.fsencode(f"{run_dir}/")):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+            ended.append(pid)
+    return ended
+
+
 class AnsibleRunner:
     """Run playbooks through ansible-runner, tuned for speed over SSH.
 
@@ -344,6 +361,11 @@ class AnsibleRunner:
                 unreachable_hosts=dark_hosts,
                 error=error,
             )
+            if r.status in ("canceled", "timeout"):
+                end_leftover_processes(pdd)
+        except BaseException:
+            end_leftover_processes(pdd)  # e.g. a second Ctrl-C raised in the middle of the run
+            raise
         finally:
             self._finish(run_dir, redactor, recorded_env=envvars)
             if own_root is not None:

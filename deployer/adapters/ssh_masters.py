@@ -38,6 +38,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .._errors import PrerequisiteError
+from .process import processes_naming
 
 __all__ = [
     "MAX_SOCKET_PATH",
@@ -180,25 +181,8 @@ _END_POLL = 0.05
 def ssh_processes(directory: Path, *, proc: Path = Path("/proc")) -> list[int]:
     """PIDs of this user's ssh processes whose command line names ``directory``: clients given
     a ControlPath in it (``-o ControlPath=<dir>/...``) and masters (``ssh: <dir>/... [mux]``)."""
-    needle = os.fsencode(f"{directory}/")
-    found = []
-    try:
-        entries = list(proc.iterdir())
-    except OSError:  # no /proc: nothing to look at
-        return []
-    for entry in entries:
-        if not entry.name.isdigit():
-            continue
-        try:
-            if entry.stat().st_uid != os.geteuid():
-                continue
-            comm = (entry / "comm").read_bytes().strip()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:  # gone meanwhile
-            continue
-        if (comm == b"ssh" or cmdline.startswith(b"ssh")) and needle in cmdline:
-            found.append(int(entry.name))
-    return found
+    return [pid for pid, comm, cmdline in processes_naming(os.fsencode(f"{directory}/"), proc=proc)
+            if comm == b"ssh" or cmdline.startswith(b"ssh")]
 
 
 def end_ssh_processes(directory: Path, *, wait: float = _END_WAIT) -> list[int]:

@@ -264,3 +264,27 @@ def test_runs_started_side_by_side_share_one_directory(tmp_path: Path) -> None:
     assert [p.name for p in masters.root.iterdir()] == [seen[0].name]
     masters.close()
     assert list(masters.root.iterdir()) == []
+
+
+def test_what_a_cancelled_run_leaves_behind_is_ended_and_nothing_else(tmp_path: Path) -> None:
+    """A worker of a cancelled ansible-playbook in a session of its own (so out of reach of its
+    process group) names the run's directory on its command line: it is ended; a process naming
+    a sibling directory is not."""
+    from deployer.adapters.runner import end_leftover_processes
+
+    run_dir, sibling = tmp_path / "run-abc", tmp_path / "run-abcd"
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    worker = subprocess.Popen([*sleeper, f"{run_dir}/env/extravars"], start_new_session=True)
+    other = subprocess.Popen([*sleeper, f"{sibling}/env/extravars"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and b"extravars" not in Path(
+                f"/proc/{worker.pid}/cmdline").read_bytes():
+            time.sleep(0.05)  # until the child has exec'd
+        assert end_leftover_processes(run_dir) == [worker.pid]
+        assert worker.wait(timeout=10) == -signal.SIGKILL
+        assert other.poll() is None
+    finally:
+        for proc in (worker, other):
+            proc.kill()
+            proc.wait()
