@@ -99,8 +99,21 @@ def _deploys_and_rollbacks() -> list[WindowedKind]:
 
 
 class _Aliased(Model):
+    """A span from ``from`` to ``to`` in ``tz`` (gates.timezone when not given)."""
+
     # `from` is a Python keyword: the field is `start`, written `from` in the file.
     model_config = ConfigDict(populate_by_name=True)
+
+    start: str = Field(alias="from")
+    end: str = Field(alias="to")
+    tz: str | None = None
+
+    @field_validator("tz")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        if v is not None:
+            time_zone(v)
+        return v
 
 
 class WindowConfig(_Aliased):
@@ -109,9 +122,6 @@ class WindowConfig(_Aliased):
     midnight)."""
 
     days: list[str] = Field(default_factory=lambda: list(DAYS), min_length=1)
-    start: str = Field(alias="from")
-    end: str = Field(alias="to")
-    tz: str | None = None
 
     @field_validator("days", mode="before")
     @classmethod
@@ -134,13 +144,6 @@ class WindowConfig(_Aliased):
     def _time(cls, v: object) -> str:
         return _clock_time(v)
 
-    @field_validator("tz")
-    @classmethod
-    def _tz(cls, v: str | None) -> str | None:
-        if v is not None:
-            time_zone(v)
-        return v
-
     @model_validator(mode="after")
     def _not_empty(self) -> WindowConfig:
         if self.start == self.end:
@@ -152,22 +155,12 @@ class FreezeConfig(_Aliased):
     """A calendar freeze: no deployment from ``from`` to ``to`` (dates are whole days, both
     included; or times ``YYYY-MM-DDTHH:MM``), in ``tz``."""
 
-    start: str = Field(alias="from")
-    end: str = Field(alias="to")
     reason: str = Field(min_length=1, max_length=300)
-    tz: str | None = None
 
     @field_validator("start", "end", mode="before")
     @classmethod
     def _when(cls, v: object) -> str:
         return _date_or_time(v)
-
-    @field_validator("tz")
-    @classmethod
-    def _tz(cls, v: str | None) -> str | None:
-        if v is not None:
-            time_zone(v)
-        return v
 
     @model_validator(mode="after")
     def _ordered(self) -> FreezeConfig:
