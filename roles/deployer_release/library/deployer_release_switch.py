@@ -161,10 +161,8 @@ import json
 import os
 import pwd
 import re
-import shutil
 import socket
 import stat
-import subprocess
 import time
 import xmlrpc.client
 from collections.abc import Callable
@@ -269,6 +267,8 @@ def prune(base_dir: str, keep: int, protected: set[str]) -> list[str]:
     removed = []
     for _, name in dated:
         if name not in kept:
+            import shutil  # here: only when there is a release to remove (the node is out)
+
             shutil.rmtree(os.path.join(releases, name))
             removed.append(name)
     return sorted(removed)
@@ -541,6 +541,8 @@ ARGUMENT_SPEC: dict[str, Any] = {
 
 def run_in_c_locale(argv: list[str]) -> tuple[int, str, str]:
     """Run a command in the C locale, so its output can be read."""
+    import subprocess  # here: only systemd, or supervisord without its socket, needs it
+
     try:
         proc = subprocess.run(
             argv, capture_output=True, text=True, check=False,
