@@ -531,11 +531,15 @@ RunScript = tuple[str, list[RunnerEvent], str]
 def survey(
     current: Mapping[str, str], healthy: Mapping[str, bool] | None = None, *,
     extra: Sequence[RunnerEvent] = (), failed: Sequence[str] = (), playbook: str = "prestage.yml",
+    hooks: Sequence[str] = (),
 ) -> RunScript:
     """A prestage.yml run (or probe.yml, which stages nothing): each node reports its releases
-    and health, then stages."""
+    and health, then stages; in prestage.yml each also says whether it has an activation hook
+    (the ``hooks`` nodes do)."""
     events: list[RunnerEvent] = []
     for host, version in current.items():
+        if playbook == "prestage.yml":
+            events.append(ev("ok", host, facts={"deployer_node_activation_hooks": host in hooks}))
         events.append(ev("ok", host, "deployer_release", "facts",
                          facts={"deployer_release_current": version, "deployer_release_previous": ""}))
         ok = (healthy or {}).get(host, bool(version))

@@ -99,6 +99,9 @@ class Fleet:
             if "deployer_release_current" in ev.facts:
                 f.current = str(ev.facts.get("deployer_release_current") or "")
                 f.previous = str(ev.facts.get("deployer_release_previous") or "")
+            if "deployer_node_activation_hooks" in ev.facts:
+                said = ev.facts["deployer_node_activation_hooks"]
+                f.activation_hooks = not (said is False or str(said).lower() == "false")
             if ev.role == "deployer_smoke":
                 f.healthy = ev.kind == "ok" and bool(ev.result.get("healthy", ev.kind == "ok"))
                 f.health_detail = str(ev.result.get("msg") or ev.message or "")

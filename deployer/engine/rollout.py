@@ -196,6 +196,12 @@ class Rollout:
         extravars = self._deploy_vars(targets)
         extravars["deployer_rollout_hosts"] = targets
         extravars["deployer_batch_sizes"] = [len(b.nodes) for b in plan.batches]
+        # Read as the play is loaded: the activation's hook steps are left out of the play (no
+        # skipped task per node while it is out of the load balancer) only when pre-staging
+        # heard from every target that it has none.
+        extravars["deployer_release_activation_hooks"] = any(
+            self.facts[n].activation_hooks if n in self.facts else True for n in targets
+        )
 
         def request(gate: str) -> RunRequest:
             return RunRequest(
