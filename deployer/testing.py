@@ -533,13 +533,14 @@ def survey(
     extra: Sequence[RunnerEvent] = (), failed: Sequence[str] = (), playbook: str = "prestage.yml",
     hooks: Sequence[str] = (),
 ) -> RunScript:
-    """A prestage.yml run (or probe.yml, which stages nothing): each node reports its releases
-    and health, then stages; in prestage.yml each also says whether it has an activation hook
-    (the ``hooks`` nodes do)."""
+    """A prestage.yml run (or probe.yml, which stages nothing): prestage.yml first names the nodes
+    with an activation hook (``hooks``), once for the fleet; each node reports its releases and
+    health, then stages."""
     events: list[RunnerEvent] = []
+    if playbook == "prestage.yml" and current:
+        events.append(ev("ok", next(iter(current)),
+                         facts={"deployer_nodes_with_activation_hooks": list(hooks)}))
     for host, version in current.items():
-        if playbook == "prestage.yml":
-            events.append(ev("ok", host, facts={"deployer_node_activation_hooks": host in hooks}))
         events.append(ev("ok", host, "deployer_release", "facts",
                          facts={"deployer_release_current": version, "deployer_release_previous": ""}))
         ok = (healthy or {}).get(host, bool(version))

@@ -93,15 +93,17 @@ class Fleet:
                 on_event(ev)
             if ev.kind == "unreachable" and ev.host in facts:
                 facts[ev.host].unreachable_reason = ev.message
+            if ev.kind == "ok" and isinstance(ev.facts.get("deployer_nodes_with_activation_hooks"), list):
+                # One answer for the whole fleet (prestage.yml); a node it does not name has none.
+                hooked = {str(n) for n in ev.facts["deployer_nodes_with_activation_hooks"]}
+                for name, node_facts in facts.items():
+                    node_facts.activation_hooks = name in hooked
             if ev.host not in facts or ev.kind not in ("ok", "failed"):
                 return
             f = facts[ev.host]
             if "deployer_release_current" in ev.facts:
                 f.current = str(ev.facts.get("deployer_release_current") or "")
                 f.previous = str(ev.facts.get("deployer_release_previous") or "")
-            if "deployer_node_activation_hooks" in ev.facts:
-                said = ev.facts["deployer_node_activation_hooks"]
-                f.activation_hooks = not (said is False or str(said).lower() == "false")
             if ev.role == "deployer_smoke":
                 f.healthy = ev.kind == "ok" and bool(ev.result.get("healthy", ev.kind == "ok"))
                 f.health_detail = str(ev.result.get("msg") or ev.message or "")

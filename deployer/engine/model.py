@@ -107,8 +107,8 @@ class NodeFacts:
     health_detail: str = ""
     # Why the node could not be reached (ssh's own words), when it could not.
     unreachable_reason: str = ""
-    # Whether the node runs a hook around its activation (pre-staging says; not known counts as
-    # yes, so a rollout never leaves out a hook it was not told about).
+    # Whether the node runs a hook around its activation (pre-staging says, for the whole fleet;
+    # not known counts as yes, so a rollout never leaves out a hook it was not told about).
     activation_hooks: bool = True
 
     @property

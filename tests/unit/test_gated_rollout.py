@@ -74,14 +74,16 @@ def test_every_batch_goes_through_the_gate_in_order_after_its_safe_point(deploym
 @pytest.mark.parametrize(("hooks", "facts", "imported"), [
     ((), None, False),  # pre-staging heard from every node: no hook anywhere
     (("node2",), None, True),  # one node has a hook: the steps stay in the play for every node
-    ((), {"deployer_node_activation_hooks": "yes"}, True),  # an answer not understood counts as yes
+    ((), {"deployer_nodes_with_activation_hooks": "node2"}, True),  # not a list: counts as yes
 ], ids=["none", "one-node", "unclear"])
 def test_the_rollout_leaves_the_hook_steps_out_only_when_no_node_has_a_hook(
     deployment: Make, hooks: tuple[str, ...], facts: dict[str, str] | None, imported: bool,
 ) -> None:
-    extra = [ev("ok", "node3", facts=facts)] if facts else []
+    script = survey(dict.fromkeys(NODES, "1.0.0"), hooks=hooks)
+    if facts:  # the fleet's answer replaced by one the controller cannot read
+        script = (script[0], [ev("ok", "node1", facts=facts), *script[1][1:]], script[2])
     d = deployment([
-        survey(dict.fromkeys(NODES, "1.0.0"), hooks=hooks, extra=extra),
+        script,
         good_batch(["node1"]), good_batch(["node2"]), good_batch(["node3"]),
     ])
     outcome = d.deploy("1.1.0")
@@ -89,11 +91,10 @@ def test_the_rollout_leaves_the_hook_steps_out_only_when_no_node_has_a_hook(
     assert d.runner.requests[1].extravars["deployer_release_activation_hooks"] is imported
 
 
-def test_a_node_that_did_not_say_whether_it_has_a_hook_keeps_the_hook_steps(deployment: Make) -> None:
+def test_a_fleet_that_did_not_say_whether_it_has_hooks_keeps_the_hook_steps(deployment: Make) -> None:
     script = survey(dict.fromkeys(NODES, "1.0.0"))
-    # node1's answer lost (an older playbook, a callback that dropped it): counted as a hook.
-    events = [e for e in script[1]
-              if not (e.host == "node1" and "deployer_node_activation_hooks" in e.facts)]
+    # The answer lost (an older playbook, a callback that dropped it): counted as hooks.
+    events = [e for e in script[1] if "deployer_nodes_with_activation_hooks" not in e.facts]
     d = deployment([(script[0], events, script[2]),
                     good_batch(["node1"]), good_batch(["node2"]), good_batch(["node3"])])
     outcome = d.deploy("1.1.0")
