@@ -94,7 +94,9 @@ def test_a_freeze_pauses_the_runners_deployment_and_after_unfreeze_the_runner_fi
     make_lab: Callable[..., Lab],
 ) -> None:
     lab = make_lab(nodes=3, seed="1.0.0")
-    config = configured(lab, "freeze.yml", strategy={"pause_between_batches": 3})
+    # The freeze is set by a command of its own, started once batch 1 has: the pause after the
+    # batch gives it time to land before batch 2's safe point even on a loaded machine.
+    config = configured(lab, "freeze.yml", strategy={"pause_between_batches": 8})
     r = deployer(config, "pointer", "set", "--env", "lab", "--version", "1.1.0", "--reason", "train 51")
     assert r.returncode == 0, r.stderr
 

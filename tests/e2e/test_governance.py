@@ -106,7 +106,9 @@ def change_api() -> Iterator[ChangeApi]:
 
 
 def test_a_freeze_set_while_a_deployment_runs_pauses_it_and_unfreeze_lets_it_continue(lab: Lab) -> None:
-    config = configured(lab, "freeze.yml", strategy={"pause_between_batches": 3})
+    # The freeze is set by a command of its own, started once batch 1 has: the pause after the
+    # batch gives it time to land before batch 2's safe point even on a loaded machine.
+    config = configured(lab, "freeze.yml", strategy={"pause_between_batches": 8})
     proc = start(config, "deploy", "--env", "lab", "--version", "1.1.0")
     read_until(proc, "batch 1/3")
     frozen = deployer(config, "freeze", "--env", "lab", "--reason", "incident INC-9: stop the line")
