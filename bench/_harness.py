@@ -336,10 +336,28 @@ def _stop_child(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+_COMPILED: set[Path] = set()
+
+
+def compile_checkout(root: Path) -> None:
+    """A checkout's own Python compiled to bytecode, as ``scripts/bootstrap.sh`` does and as pip
+    does for an installed wheel; the plain playbook's Ansible is an installed package, compiled.
+    Without it, where ``$PYTHONDONTWRITEBYTECODE`` is set, every run of the checkout's deployer
+    would compile its modules, and every ansible-playbook worker the plugins of each task."""
+    if root in _COMPILED:
+        return
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0",
+                    *(str(root / d) for d in ("deployer", "playbooks", "roles"))],
+                   check=True, stdout=subprocess.DEVNULL)
+    _COMPILED.add(root)
+
+
 def run_deployer(lab: BenchLab, config: Path, version: str, *, root: Path = ROOT) -> DeployRun:
     """``deployer deploy`` as an operator runs it (its events written with ``--events``, for the
     phases); also the driver process's peak memory. ``root``: the checkout whose deployer runs
-    (its code and its playbooks), to measure another commit beside this one."""
+    (its code and its playbooks), to measure another commit beside this one, compiled first
+    (:func:`compile_checkout`)."""
+    compile_checkout(root)
     events = Path(tempfile.mkstemp(prefix="bench-events-", suffix=".jsonl", dir=lab.dir)[1])
     argv = [sys.executable, "-m", "deployer", "deploy", "--env", "lab", "--version", version,
             "--config", str(config), "--json", "--quiet", "--events", str(events)]

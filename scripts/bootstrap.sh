@@ -40,3 +40,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e ".${extra}"
   touch "$stamp"
 fi
+# The project's own Python compiled once, as pip does for the files of an installed wheel: the
+# CLI's modules, and the plugins every ansible-playbook worker loads again for each task. An
+# editable install leaves that to each first import, which never writes the bytecode where
+# PYTHONDONTWRITEBYTECODE is set: every run would compile them again.
+.venv/bin/python -m compileall -q -j 0 deployer playbooks roles >/dev/null
