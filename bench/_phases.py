@@ -12,7 +12,8 @@ pre-staged), then per batch ``gap`` (the previous batch's end, or the steps' sta
 batch's start: the safe point's checks and the load balancer read), ``to_drain`` (the batch's
 start to its first drain), and per node out of the load balancer ``drain``, ``switch`` (without
 the restart), ``restart``, ``smoke``, ``rejoin``; ``finish`` (the last node back to the command's
-exit).
+exit). Besides (not a phase of its own: it spans them), ``batch``: each batch's start to its last
+node done.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def deployer_phases(events: Sequence[Mapping[str, Any]], *, started: float, ende
         dones = [at[(n, "done")] for n in nodes if (n, "done") in at]
         if dones:
             previous_end = last_done = max(dones)
+            out["batch"].append(last_done - start)
     if last_done is not None:
         out["finish"].append(ended - last_done)
     out["outcome"].append(ended - finished)

@@ -58,7 +58,7 @@ def run(*, nodes: int = NODES, repeats: int = REPEATS) -> dict[str, Any]:
                 raise RuntimeError(f"the faulty release {bad} was accepted on {node}")
             failed_at = None
             for r in runner_runs(state_dir, since):
-                if r.playbook in ("deploy.yml", "deploy_batch.yml"):
+                if r.playbook in ("deploy.yml", "deploy_batch.yml", "rollout.yml"):
                     failed_at = _smoke_failed_at(list(r.events), node) or failed_at
             back = None
             if failed_at is not None:

@@ -1,27 +1,24 @@
 """(d) Scale: 4, 16 and 48 nodes in batches of 25% (so four batches each), then the 48 nodes
 again in batches of 4 (25% of 16), to tell the fleet's size from the batch's own size. How
-long each lab took to come up (`lab up`, seeded) is reported too. Per-batch wall time
-(one runner run per batch, from ansible-runner's files) should stay flat as the fleet grows; the
-driver's peak memory is the ``deployer`` process's own VmHWM (not its ansible children). The
+long each lab took to come up (`lab up`, seeded) is reported too. Per-batch wall time (each
+batch's start to its last node back, from the deployment's events) should stay flat as the fleet
+grows; the driver's peak memory is the ``deployer`` process's own VmHWM (not its ansible children). The
 machine's busy CPU time during the deploy (from /proc/stat: controller, nodes and apps together)
 shows whether the run was bound by this machine's cores rather than by the deployer."""
 
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 from ._harness import (
     BenchLab,
     DeployRun,
-    RunFiles,
     bench_lab,
     check,
     median,
     run_deployer,
-    runner_runs,
     say,
     spread,
 )
@@ -39,19 +36,19 @@ SIZES = (4, 16, 48)
 FIXED_BATCH = 4
 
 
-def _deploy(lab: BenchLab, name: str, batch_size: str) -> tuple[DeployRun, float, list[RunFiles]]:
-    """One deployment of a fresh release: the run, the machine's busy CPU during it, its runs."""
+def _deploy(lab: BenchLab, name: str, batch_size: str) -> tuple[DeployRun, float]:
+    """One deployment of a fresh release: the run and the machine's busy CPU during it."""
     config = lab.config(name, batch_size=batch_size, min_healthy="1")
     version = lab.publish()
-    since = time.time()
     busy = _cpu_busy_seconds()
     result = check(run_deployer(lab, config, version))
     busy = _cpu_busy_seconds() - busy
-    return result, busy, runner_runs(lab.dir / f"state-{name}", since)
+    return result, busy
 
 
-def _batches(runs: list[RunFiles]) -> list[float]:
-    return [r.seconds for r in runs if r.playbook in ("deploy.yml", "deploy_batch.yml")]
+def _batches(result: DeployRun) -> list[float]:
+    """Each batch's start to its last node back (the deployment's events)."""
+    return list(result.phases.get("batch", []))
 
 
 def run(*, sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
@@ -61,15 +58,15 @@ def run(*, sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
     for size in sizes:
         with bench_lab(size) as lab:
             up_seconds = lab.up_seconds
-            result, busy, runs = _deploy(lab, "scale", "25%")
+            result, busy = _deploy(lab, "scale", "25%")
             # A fleet larger than 4 batches of FIXED_BATCH again in batches of FIXED_BATCH (what
             # 25% is at 4 * FIXED_BATCH nodes): does the fleet's size itself slow a batch down,
             # or only the batch's own size?
             fixed = None
             if size > 4 * FIXED_BATCH:
-                fixed, _, fixed_runs = _deploy(lab, "scale-fixed", str(FIXED_BATCH))
-        batches = _batches(runs)
-        prestage = [r.seconds for r in runs if r.playbook == "prestage.yml"]
+                fixed, _ = _deploy(lab, "scale-fixed", str(FIXED_BATCH))
+        batches = _batches(result)
+        prestage = list(result.phases.get("prestage", []))
         out = list(result.out_of_lb.values())
         controller = result.controller_cpu_seconds
         say(
@@ -92,7 +89,7 @@ def run(*, sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
             "driver_peak_rss_mib": round(result.peak_rss_mb, 1),
         }
         if fixed is not None:
-            fixed_batches = _batches(fixed_runs)
+            fixed_batches = _batches(fixed)
             say(
                 f"       the same {size} nodes in batches of {FIXED_BATCH}: {len(fixed_batches)} batches, "
                 f"{spread(fixed_batches)} each; driver peak {fixed.peak_rss_mb:.0f} MiB"

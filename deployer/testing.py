@@ -69,11 +69,13 @@ class ReplayRunner:
     balancer as the events replay (as the real role does on HAProxy), so a run cut short leaves
     it as a real one would be.
 
-    A run of ``rollout.yml`` (every batch of a rollout in one run) plays the gate's part as the
-    play does: at each batch of the plan it connects to the controller's gate named in the
-    request's variables, with the gate's own client (``ask`` of the ``deployer_batch_gate``
-    action plugin), and waits for the answer; each batch the gate lets go replays the next
-    script (a ``deploy_batch.yml`` one: the same tasks) on the hosts it was given
+    A run of ``rollout.yml`` (a deployment's one run) plays the gates' part as the play does:
+    it replays the next script (a ``prestage.yml`` one) for its pre-staging, then, with the hosts
+    left, connects to the controller's gate named in the request's variables, with the gate's
+    own client (``ask`` of the ``deployer_batch_gate`` action plugin), and waits for the plan's
+    go; it reads the plan's file (kept in ``self.plans``) and, at each batch of the plan, asks
+    the gate again; each batch the gate lets go replays the next script (a
+    ``deploy_batch.yml`` one: the same tasks) on the hosts it was given
     (:meth:`play_batch`, which tests override to act in the middle of a batch). The hosts of
     every batch let go are kept in ``self.batches``. As Ansible does, the play ends after a batch
     in which a host failed, or every host was unreachable.
@@ -91,8 +93,12 @@ class ReplayRunner:
         # Dies (kill()) right after replaying the first event this says yes to.
         self.die_after: Callable[[RunnerEvent], bool] | None = None
         self.batches: list[list[str]] = []
-        # What each gate was answered: ("go", hosts) or ("stop", reason).
+        # What each gate was answered: ("go", hosts) or ("stop", reason); the plan's gate first.
         self.gate_answers: list[tuple[str, Any]] = []
+        # The plans a rollout's run read (its plan's file, once its plan's gate said go), in
+        # order, and by the run's place in ``self.requests``.
+        self.plans: list[dict[str, Any]] = []
+        self.plan_of: dict[int, dict[str, Any]] = {}
 
     @classmethod
     def from_file(cls, path: Path) -> ReplayRunner:
@@ -120,7 +126,8 @@ class ReplayRunner:
         return (script[0], list(script[1]), script[2])
 
     def _replay(self, script: RunScript, hosts: Sequence[str], on_event: EventSink,
-                cancelled: CancelCheck, *, within: bool = False, backend: str = "") -> RunResult:
+                cancelled: CancelCheck, *, within: bool = False, backend: str = "",
+                counted: bool = False) -> RunResult:
         _, events, status = script
         wanted = set(hosts)
         failed: set[str] = set()
@@ -141,9 +148,10 @@ class ReplayRunner:
                 self.kill()
                 return RunResult(status="failed", rc=-9, error="killed")
             if ev.kind == "stats":
-                if within:  # a batch of a longer run: its stats come at the run's end
+                if within and not counted:  # a batch of a longer run: its stats come at its end
                     continue
-                on_event(ev)
+                if not within:
+                    on_event(ev)
                 stats = {k: {h: n for h, n in v.items() if not wanted or h in wanted}
                          for k, v in ev.facts.items()}
                 failed, dark = (set(hosts_with(stats, k)) for k in ("failures", "dark"))
@@ -174,12 +182,45 @@ class ReplayRunner:
 
     def _rollout(self, request: RunRequest, on_event: EventSink, cancelled: CancelCheck) -> RunResult:
         ask, closed = _gate_client()
-        order = [str(h) for h in request.extravars["deployer_rollout_hosts"]]
-        sizes = [int(n) for n in request.extravars["deployer_batch_sizes"]]
+        place = len(self.requests) - 1
         gate = str(request.extravars["deployer_gate_socket"])
-        failed: set[str] = set()
-        dark: set[str] = set()
-        for size in sizes:
+        everyone = [str(h) for h in request.hosts]
+        backend = str(request.extravars.get("deployer_lb_backend", ""))
+        # Pre-staging: the next script (a prestage.yml one), its own count of failed hosts too;
+        # the run goes on with the hosts left.
+        staged = self._replay(self._next("prestage.yml", everyone), everyone, on_event, cancelled,
+                              within=True, counted=True, backend=backend)
+        if staged.status == "canceled" or self.killed.is_set():
+            return staged
+        failed, dark = set(staged.failed_hosts), set(staged.unreachable_hosts)
+        alive = [h for h in everyone if h not in failed | dark]
+
+        def end() -> RunResult:
+            on_event(stats([h for h in everyone if h not in failed | dark], failed=sorted(failed),
+                           dark=sorted(dark)))
+            ok = not failed and not dark
+            return RunResult(status="successful" if ok else "failed", rc=0 if ok else 2,
+                             failed_hosts=frozenset(failed - dark), unreachable_hosts=frozenset(dark))
+
+        if not alive:
+            return end()
+        # The plan's gate, then the plan's file, as the play reads it.
+        on_event(RunnerEvent(kind="gate", task="Wait for the controller's plan"))
+        try:
+            answer = ask(gate, {"batch": alive, "failed": sorted(failed | dark)})
+        except closed as exc:
+            on_event(ev("failed", alive[0], message=f"no go from the controller: {exc}"))
+            failed |= set(alive)
+            return end()
+        if answer["decision"] != "go":
+            self.gate_answers.append(("stop", answer.get("reason", "")))
+            return end()
+        self.gate_answers.append(("go", [str(h) for h in answer["hosts"]]))
+        plan = json.loads(Path(str(request.extravars["deployer_rollout_plan"])).read_text())
+        self.plans.append(plan)
+        self.plan_of[place] = plan
+        order = [str(h) for h in plan["deployer_rollout_hosts"]]
+        for size in [int(n) for n in plan["deployer_batch_sizes"]] if order else []:
             batch, order = order[:size], order[size:]
             on_event(RunnerEvent(kind="gate", task="Wait for the controller's go"))
             try:
@@ -198,18 +239,13 @@ class ReplayRunner:
                 continue
             self.batches.append(hosts)
             result = self.play_batch(request, hosts, on_event, cancelled)
-            if result.status == "canceled":
+            if result.status == "canceled" or self.killed.is_set():
                 return result
             failed |= result.failed_hosts
             dark |= result.unreachable_hosts
             if result.failed_hosts or set(hosts) <= result.unreachable_hosts:
                 break  # max_fail_percentage: 0, or the whole batch unreachable
-        everyone = [str(h) for h in request.extravars["deployer_rollout_hosts"]]
-        on_event(stats([h for h in everyone if h not in failed | dark], failed=sorted(failed),
-                       dark=sorted(dark)))
-        ok = not failed and not dark
-        return RunResult(status="successful" if ok else "failed", rc=0 if ok else 2,
-                         failed_hosts=frozenset(failed - dark), unreachable_hosts=frozenset(dark))
+        return end()
 
 
 def _gate_client() -> tuple[Callable[[str, Mapping[str, Any]], dict[str, Any]], type[Exception]]:

@@ -8,7 +8,8 @@ the hosts that have failed so far — and blocks until it reads one JSON line ba
 ``{"decision": "go", "hosts": [...]}`` or ``{"decision": "stop", "reason": "..."}``.
 
 The socket lives in a directory of its own (0700, under the system's temporary directory so that
-its path fits a unix socket's 107 bytes), removed by :meth:`GateServer.close`. Closing the server
+its path fits a unix socket's 107 bytes), removed by :meth:`GateServer.close`; so does what else
+the controller hands the run (the plan's file). Closing the server
 closes every gate still waiting without an answer, which fails it; so does the controller's
 death (the kernel closes its sockets): the play then ends, nothing more is drained.
 """
@@ -84,8 +85,10 @@ class GateServer:
 
     def __init__(self, on_request: Callable[[GateRequest], None]) -> None:
         self._on_request = on_request
-        self._dir = Path(tempfile.mkdtemp(prefix="deployer-gate-"))  # 0700
-        self.path = self._dir / "gate.sock"
+        # The run's private directory (0700): the socket, and any file the run reads from the
+        # controller (the plan).
+        self.directory = Path(tempfile.mkdtemp(prefix="deployer-gate-"))
+        self.path = self.directory / "gate.sock"
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(str(self.path))
         os.chmod(self.path, 0o600)
@@ -129,7 +132,7 @@ class GateServer:
         for gate in pending:
             gate.close()
         self._thread.join(timeout=5)
-        shutil.rmtree(self._dir, ignore_errors=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def _read_request(conn: socket.socket) -> dict[str, Any]:

@@ -80,10 +80,12 @@ class Fleet:
     def survey(
         self, playbook: str, extravars: Mapping[str, Any], cancelled: Callable[[], bool], *,
         exclude: Iterable[str] = (), on_event: Callable[[RunnerEvent], None] | None = None,
+        runner: Runner | None = None,
     ) -> tuple[dict[str, NodeFacts], RunResult]:
         """Run a playbook on every node (but ``exclude``) that reports releases and health
         (probe.yml, or prestage.yml, which also stages the release) and collect what each node
-        said. ``on_event`` hears every event too (a deployment's node phases)."""
+        said. ``on_event`` hears every event too (a deployment's node phases); ``runner`` runs
+        it instead of the fleet's (a deployment's one run, whose first part pre-stages)."""
         left_out = set(exclude)
         nodes = [n for n in self.nodes if n.name not in left_out]
         facts = {n.name: NodeFacts() for n in nodes}
@@ -108,7 +110,7 @@ class Fleet:
                 f.healthy = ev.kind == "ok" and bool(ev.result.get("healthy", ev.kind == "ok"))
                 f.health_detail = str(ev.result.get("msg") or ev.message or "")
 
-        result = self.runner.run(
+        result = (runner or self.runner).run(
             RunRequest(
                 playbook=playbook, inventory=self.env.inventory, hosts=[n.name for n in nodes],
                 extravars=extravars, forks=max(1, len(nodes)),

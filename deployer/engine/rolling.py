@@ -11,6 +11,7 @@ canary batch and watches while the later batches roll (or soaks after each batch
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager
 
 from .._errors import (
     DeployerError,
@@ -103,6 +104,9 @@ class RollingExecution(Execution):
         self.soaks = strategy.soaks if self._soaked() else None
         # A step of a larger deployment (a blue-green leg): the caller reaches the safe points.
         self.nested = False
+        # The deployment's one Ansible run, from pre-staging to the last batch (see .gated):
+        # set for the session of a pre-staged deployment of its own.
+        self.one_run: GatedRollout | None = None
 
     def _soaked(self) -> bool:
         soaks = self.strategy.soaks
@@ -114,6 +118,16 @@ class RollingExecution(Execution):
 
     def node_status(self) -> dict[str, NodeStatus]:
         return self.rollout.tracker.status
+
+    def session(self) -> AbstractContextManager[object]:
+        """A pre-staged deployment of its own runs in one Ansible run (see :mod:`.gated`),
+        ended on the way out of the session, before a stop or a failure is handled. Without
+        pre-staging each batch is a run of its own, and so is a blue-green leg (one batch, with
+        no safe point of its own)."""
+        if not self.config.prestage:
+            return super().session()
+        self.one_run = GatedRollout(self.rollout)
+        return self.one_run
 
     def perform_nested(self, plan: DeploymentPlan) -> StepsResult:
         """The steps of an already read and planned execution, as one step of a larger
@@ -134,7 +148,7 @@ class RollingExecution(Execution):
             )
         if self.soaks is not None:
             self.soaks.preflight(self.fleet.backend, self.fleet.config_file)
-        self.lb, result = self.rollout.read(stage=stage)
+        self.lb, result = self.rollout.read(stage=stage, runner=self.one_run)
         self.prestage_failure = self.rollout.prestage_failure(result)
 
     def plan(self) -> DeploymentPlan:
@@ -331,33 +345,32 @@ class RollingExecution(Execution):
                 summary = f"no node to roll back to {version}{self._kept_summary(kept)}"
             return StepsResult("succeeded", summary)
         total = len(batches.batches)
-        # Pre-staged, every batch runs in one Ansible run held at each batch by the controller's
-        # gate (started now: its start-up overlaps the safe points). Without pre-staging each
-        # batch is a run of its own, and so is a blue-green leg (one batch, no safe point of its
-        # own: nothing to overlap).
-        runs = (GatedRollout(rollout, batches, total=total) if self.config.prestage and not self.nested
-                else _BatchRuns(rollout, batches, total=total))
-        with runs:
-            begin()
-            for batch in batches.batches:
-                label = f"{'canary batch' if batch.canary else 'batch'} {batch.index}/{total}"
-                if not self.nested:
-                    run.safe_point(SafePoint.BEFORE_BATCH, label=label, index=batch.index,
-                                   changed=self.changed)
-                batch = rollout.check_batch(batch, batches)
-                if not batch.nodes:
-                    runs.skip(batch)
-                    continue
-                result = runs.run_batch(batch)
-                if run.stop.is_set() and result.status == "canceled":
-                    raise Interrupted("stopped by the operator during a batch")
-                if not result.succeeded:
-                    failed = [n for n in batch.nodes if tracker[n].phase is not P.DONE]
-                    why = f" ({result.error})" if result.error else ""
-                    raise DeploymentFailed(rollout.failure_text(failed) + why)
-                self._analyse(batch, batches)
-                if self.config.pause_between_batches and batch is not batches.batches[-1]:
-                    self._pause(self.config.pause_between_batches)
+        # Pre-staged, the batches go on in the deployment's one run, waiting at the plan's gate
+        # since pre-staging (see session). Otherwise each batch is a run of its own.
+        runs: GatedRollout | _BatchRuns = (self.one_run if self.one_run is not None
+                                           else _BatchRuns(rollout, batches, total=total))
+        begin()
+        if isinstance(runs, GatedRollout):
+            runs.start(batches, total=total)
+        for batch in batches.batches:
+            label = f"{'canary batch' if batch.canary else 'batch'} {batch.index}/{total}"
+            if not self.nested:
+                run.safe_point(SafePoint.BEFORE_BATCH, label=label, index=batch.index,
+                               changed=self.changed)
+            batch = rollout.check_batch(batch, batches)
+            if not batch.nodes:
+                runs.skip(batch)
+                continue
+            result = runs.run_batch(batch)
+            if run.stop.is_set() and result.status == "canceled":
+                raise Interrupted("stopped by the operator during a batch")
+            if not result.succeeded:
+                failed = [n for n in batch.nodes if tracker[n].phase is not P.DONE]
+                why = f" ({result.error})" if result.error else ""
+                raise DeploymentFailed(rollout.failure_text(failed) + why)
+            self._analyse(batch, batches)
+            if self.config.pause_between_batches and batch is not batches.batches[-1]:
+                self._pause(self.config.pause_between_batches)
         updated = [n for n in plan.targets if tracker[n].phase is P.DONE]
         summary = f"{len(updated)} node(s) now run {version}" + self._kept_summary(kept)
         if rollout.held:
@@ -535,12 +548,6 @@ class _BatchRuns:
         self.rollout = rollout
         self.plan = plan
         self.total = total
-
-    def __enter__(self) -> _BatchRuns:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
     def run_batch(self, batch: Batch) -> RunResult:
         return self.rollout.run_batch(batch, self.plan, total=self.total)

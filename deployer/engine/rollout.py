@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from .._errors import DeploymentFailed, DeploymentRefused, Interrupted, LoadBalancerError
 from ..adapters.loadbalancer import ServerState
-from ..adapters.runner import RunRequest, RunResult
+from ..adapters.runner import Runner, RunRequest, RunResult
 from ..config import RollingStrategy
 from .events import BatchStarted
 from .fleet import Fleet
@@ -74,11 +74,14 @@ class Rollout:
 
     # -- reading and pre-staging ----------------------------------------------------------
 
-    def read(self, *, stage: bool) -> tuple[dict[str, ServerState], RunResult | None]:
+    def read(self, *, stage: bool, runner: Runner | None = None
+             ) -> tuple[dict[str, ServerState], RunResult | None]:
         """Read the load balancer, then every node (pre-staging the release on each when
         ``stage`` and the strategy pre-stages), then the load balancer again; note the nodes an
-        operator holds. Raises DeploymentRefused when the load balancer cannot be read, and
-        Interrupted when the operator stops the pre-stage run (nothing changed)."""
+        operator holds. ``runner``: what pre-stages (the deployment's one run, see :mod:`.gated`;
+        by default a run of ``prestage.yml`` of its own). Raises DeploymentRefused when the load
+        balancer cannot be read, and Interrupted when the operator stops the pre-staging
+        (nothing changed)."""
         # The load balancer is read before any node is: without it there is no capacity floor
         # and no telling an operator's maintenance from ours, so no deployment.
         self.held = self.fleet.held_by_others(
@@ -98,7 +101,7 @@ class Rollout:
                           "(they keep serving)")
             facts, result = self.fleet.survey(
                 "prestage.yml", self._vars(self.release), self.run.stop.is_set, exclude=self.held,
-                on_event=self.tracker.on_event,
+                on_event=self.tracker.on_event, runner=runner,
             )
             if result.status == "canceled":
                 raise Interrupted("stopped by the operator while pre-staging")
@@ -189,34 +192,30 @@ class Rollout:
         self.tracker.settle(batch.nodes, result, success=P.DONE)
         return result
 
-    def gated_request(self, plan: Plan) -> Callable[[str], RunRequest]:
-        """The run of ``rollout.yml`` for every batch of ``plan`` (see :mod:`.gated`), given the
-        path of the controller's gate."""
+    def rollout_plan(self, plan: Plan) -> dict[str, object]:
+        """What the batches' play of the deployment's one run reads of ``plan`` (see
+        :mod:`.gated`): the targets in the plan's order, the batch sizes, what each target ran
+        before (the way back), and whether any has an activation hook (the play is loaded
+        without the hook steps only when pre-staging heard from every target that it has none)."""
         targets = [n for b in plan.batches for n in b.nodes]
-        extravars = self._deploy_vars(targets)
-        extravars["deployer_rollout_hosts"] = targets
-        extravars["deployer_batch_sizes"] = [len(b.nodes) for b in plan.batches]
-        # Read as the play is loaded: the activation's hook steps are left out of the play (no
-        # skipped task per node while it is out of the load balancer) only when pre-staging
-        # heard from every target that it has none.
-        extravars["deployer_release_activation_hooks"] = any(
-            self.facts[n].activation_hooks if n in self.facts else True for n in targets
-        )
-
-        def request(gate: str) -> RunRequest:
-            return RunRequest(
-                playbook="rollout.yml", inventory=self.env.inventory, hosts=targets,
-                extravars={**extravars, "deployer_gate_socket": gate},
-                forks=max([plan.forks, *(len(b.nodes) for b in plan.batches)]),
-            )
-
-        return request
+        return {
+            "deployer_rollout_hosts": targets,
+            "deployer_batch_sizes": [len(b.nodes) for b in plan.batches],
+            "deployer_rollout_hooks": any(
+                self.facts[n].activation_hooks if n in self.facts else True for n in targets
+            ),
+            "deployer_known_releases": self._known_releases(targets),
+        }
 
     def _deploy_vars(self, nodes: Sequence[str]) -> dict[str, object]:
-        release = self.release
-        extravars = dict(self._vars(release))
+        extravars = dict(self._vars(self.release))
         # What the pre-stage (or probe) run has just read, so the batch does not read it again.
-        extravars["deployer_known_releases"] = {
+        extravars["deployer_known_releases"] = self._known_releases(nodes)
+        return extravars
+
+    def _known_releases(self, nodes: Sequence[str]) -> dict[str, dict[str, object]]:
+        release = self.release
+        return {
             name: {
                 "current": self.facts[name].current,
                 "previous": self.facts[name].previous,
@@ -225,7 +224,6 @@ class Rollout:
             }
             for name in nodes if name in self.facts
         }
-        return extravars
 
     def failure_text(self, failed: Iterable[str]) -> str:
         parts = []

@@ -20,8 +20,10 @@ today; a third (a canary by traffic weight, say) is one new module implementing 
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -63,16 +65,22 @@ class Execution(ABC):
         failure. A crash (any other exception) propagates: the lifecycle records it."""
         run = self.run
         try:
-            run.publish(PhaseEntered(phase="preflight"))
-            self.read(stage=True)
-            run.publish(PhaseEntered(phase="plan"))
-            plan = self.plan()
-            if self.on_plan is not None:
-                self.on_plan(plan, self.from_versions())
-            run.publish(PhaseEntered(phase="steps"))
-            return self.steps(plan)
+            with self.session():
+                run.publish(PhaseEntered(phase="preflight"))
+                self.read(stage=True)
+                run.publish(PhaseEntered(phase="plan"))
+                plan = self.plan()
+                if self.on_plan is not None:
+                    self.on_plan(plan, self.from_versions())
+                run.publish(PhaseEntered(phase="steps"))
+                return self.steps(plan)
         except (Stopped, Interrupted, DeploymentFailed, LoadBalancerError) as exc:
             return self.handle(exc)
+
+    def session(self) -> AbstractContextManager[object]:
+        """What the preflight and the steps of one deployment share, ended before a stop or a
+        failure is handled (rolling: the deployment's one Ansible run). None by default."""
+        return contextlib.nullcontext()
 
     @abstractmethod
     def read(self, *, stage: bool) -> None:

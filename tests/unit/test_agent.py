@@ -170,7 +170,7 @@ def test_a_pointer_change_starts_a_deployment_and_a_repeat_does_nothing(
     assert r.look() == ("in_sync", 0)
     assert len(r.deployments()) == 1
     assert len(pointer.status_writes) == written + 1  # once, to say "in sync"
-    assert [req.playbook for req in r.d.runner.requests].count("prestage.yml") == 1
+    assert [req.playbook for req in r.d.runner.requests].count("rollout.yml") == 1
     # The deployment's own events are on the same stream, between the runner's.
     types = [p.type for p in r.heard]
     assert types.index("deployment_started") < types.index("deployment_finished") < types.index(

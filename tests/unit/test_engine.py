@@ -52,9 +52,13 @@ def test_success_rolls_one_node_at_a_time(deployment: Make) -> None:
     runner, journal = d.runner, d.journal
     assert outcome.status == "succeeded"
     assert runner.batches == [["node1"], ["node2"], ["node3"]]
-    assert runner.requests[0].forks == 3  # pre-staging runs on every node at once
-    assert runner.requests[1].extravars["deployer_version"] == "1.1.0"
-    assert len(runner.requests[1].extravars["deployer_release_sha256"]) == 64
+    # One run for the deployment, pre-staging on every node at once, then the plan's batches.
+    assert [r.playbook for r in runner.requests] == ["rollout.yml"]
+    assert runner.requests[0].forks == 3
+    assert runner.requests[0].extravars["deployer_version"] == "1.1.0"
+    assert len(runner.requests[0].extravars["deployer_release_sha256"]) == 64
+    assert runner.plans[0]["deployer_rollout_hosts"] == NODES
+    assert runner.plans[0]["deployer_batch_sizes"] == [1, 1, 1]
     assert d.phases(outcome, "node2") == [
         "staging", "staged", "draining", "deploying", "smoke", "rejoining", "done"]
     record = journal.deployments("lab")[0]
@@ -71,7 +75,7 @@ def test_bad_release_is_reverted_on_the_first_node_and_stops(deployment: Make) -
     assert outcome.nodes["node1"].cause == "GET /health answered 503"
     assert outcome.nodes["node1"].detail == "GET /health answered 503"
     assert [outcome.nodes[n].phase.value for n in ("node2", "node3")] == ["staged", "staged"]
-    assert len(runner.requests) == 2  # no further batch, nothing to roll back
+    assert len(runner.requests) == 1 and runner.batches == [["node1"]]  # nothing to roll back
     assert outcome.status == "rolled_back"
     assert not outcome.out_of_service
     with pytest.raises(DeploymentFailed):
@@ -110,7 +114,9 @@ def test_rerun_of_a_finished_deployment_is_a_no_op(deployment: Make) -> None:
     runner = d.runner
     outcome = d.deploy("1.1.0")
     assert outcome.status == "succeeded"
-    assert [r.playbook for r in runner.requests] == ["prestage.yml"]
+    assert [r.playbook for r in runner.requests] == ["rollout.yml"]
+    # Nothing to do: the run was stopped at the plan's gate.
+    assert runner.gate_answers == [("stop", "the controller stops the deployment here")]
     assert {s.phase.value for s in outcome.nodes.values()} == {"skipped"}
 
 
@@ -132,7 +138,8 @@ def test_prestage_failure_changes_nothing(deployment: Make) -> None:
     outcome = d.deploy("1.1.0")
     assert outcome.status == "refused"
     assert "sha256 mismatch" in outcome.summary
-    assert [r.playbook for r in runner.requests] == ["prestage.yml"]
+    assert [r.playbook for r in runner.requests] == ["rollout.yml"]
+    assert runner.gate_answers[0][0] == "stop" and runner.batches == []
     assert not outcome.out_of_service
     assert {s.phase.value for s in outcome.nodes.values()} == {"skipped"}
 
@@ -162,7 +169,8 @@ def test_batches_of_a_percentage_with_a_canary(deployment: Make) -> None:
     batches = [e.nodes for e in d.recorder.of(BatchStarted)]
     assert batches == [["node1"], ["node2", "node3"]] and d.recorder.of(BatchStarted)[0].canary
     assert runner.batches == [["node1"], ["node2", "node3"]]
-    assert runner.requests[1].forks == 2
+    assert runner.plans[0]["deployer_batch_sizes"] == [1, 2]
+    assert runner.requests[0].forks == 3  # pre-staging's: every node at once
 
 
 def test_without_prestaging_the_batches_read_stage_and_check_the_nodes_themselves(
@@ -213,7 +221,7 @@ def test_stop_request_finishes_the_batch_and_stops_at_the_next_safe_point(deploy
     assert outcome.status == "cancelled"
     assert outcome.summary == "stopped by the operator before batch 2/3"
     assert outcome.nodes["node1"].phase.value == "done"
-    assert len(d.runner.requests) == 2
+    assert len(d.runner.requests) == 1 and d.runner.batches == [["node1"]]
     assert d.journal.deployments("lab")[0].status == "cancelled"
     assert "node1 finished before the stop and keep 1.1.0" in " ".join(d.recorder.messages)
     with pytest.raises(Interrupted):
@@ -290,7 +298,7 @@ def test_a_deployment_that_lost_its_lock_stops_at_the_next_safe_point(deployment
     with pytest.raises(LockLostError, match="pid 1") as lost:
         raise_for(outcome)
     assert lost.value.exit_code == 13
-    assert [r.playbook for r in runner.requests] == ["prestage.yml", "rollout.yml"]
+    assert [r.playbook for r in runner.requests] == ["rollout.yml"]
     assert runner.batches == [["node1"]] and runner.gate_answers[-1][0] == "stop"
     record = d.journal.deployments("lab")[0]
     assert record.status == "stopped" and "lost the lock" in record.summary

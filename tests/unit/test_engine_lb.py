@@ -105,7 +105,7 @@ def test_the_capacity_floor_counts_an_operators_maintenance(deployment: Make) ->
     outcome = d.deploy("1.1.0")
     assert outcome.status == "refused"
     assert "capacity floor" in outcome.summary and "node2 (MAINT)" in outcome.summary
-    assert [r.playbook for r in d.runner.requests] == ["prestage.yml"]
+    assert [r.playbook for r in d.runner.requests] == ["rollout.yml"] and d.runner.batches == []
     assert "recover" not in outcome.hint and "min_healthy" in outcome.hint
     assert not outcome.out_of_service  # the operator's nodes are not this deployment's to fix
     with pytest.raises(DeploymentRefused):

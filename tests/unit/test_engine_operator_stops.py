@@ -30,14 +30,14 @@ Make = Callable[..., Deployment]
 
 
 class CtrlCWhilePreStaging(ReplayRunner):
-    """The first Ctrl-C arrives during the pre-stage run. ansible-runner cancels the run and,
-    since no host failed, hands back the tail of its output as the run's error (as the real
-    adapter does)."""
+    """The first Ctrl-C arrives while the deployment's run pre-stages. ansible-runner cancels
+    the run and, since no host failed, hands back the tail of its output as the run's error (as
+    the real adapter does)."""
 
     lifecycle: Lifecycle | None = None
 
     def run(self, request: RunRequest, on_event: EventSink, cancelled: CancelCheck) -> RunResult:
-        if request.playbook != "prestage.yml":
+        if request.playbook != "rollout.yml":
             return super().run(request, on_event, cancelled)
         self.requests.append(request)
         for host in request.hosts:
@@ -57,7 +57,7 @@ def test_a_first_ctrl_c_while_pre_staging_stops_at_once_and_changes_nothing(depl
     outcome = d.deploy("1.1.0")
     assert outcome.status == "cancelled", outcome.summary
     assert outcome.summary == "stopped by the operator while pre-staging; nothing was changed"
-    assert [r.playbook for r in d.runner.requests] == ["prestage.yml"]
+    assert [r.playbook for r in d.runner.requests] == ["rollout.yml"]
     assert not outcome.out_of_service and not outcome.fix_commands and lb.changes == []
     for node in NODES:
         assert d.phases(outcome, node) == ["staging", "skipped"]
@@ -84,7 +84,7 @@ def test_by_default_a_node_put_in_maintenance_before_its_batch_stops_the_rollout
     outcome = d.deploy("1.1.0")
     assert outcome.status == "rolled_back", outcome.summary
     assert "node3 (MAINT) is out of the load balancer, put there by someone else" in outcome.summary
-    assert [(r.playbook, list(r.hosts)) for r in d.runner.requests[2:]] == [
+    assert [(r.playbook, list(r.hosts)) for r in d.runner.requests[1:]] == [
         ("revert.yml", ["node2"]), ("revert.yml", ["node1"])]
     assert "draining" not in d.phases(outcome, "node3") and lb.admin["node3"] == "maint"
     with pytest.raises(DeploymentFailed) as failed:
@@ -102,7 +102,7 @@ def test_an_updated_node_put_in_maintenance_is_not_rolled_back_or_put_back(
     operator_maint_before_batch(d, 2, "node1")
     outcome = d.deploy("1.1.0")
     assert outcome.status == "rolled_back", outcome.summary
-    assert [r.playbook for r in d.runner.requests] == ["prestage.yml", "rollout.yml"]
+    assert [r.playbook for r in d.runner.requests] == ["rollout.yml"]
     assert d.runner.batches == [["node1"], ["node2"]]
     assert "left as they are, taken out by someone else: node1" in outcome.summary
     assert "rolled back node1" not in outcome.summary

@@ -1,6 +1,8 @@
-"""A pre-staged rolling deployment runs every batch in one Ansible run held at each batch by the
-controller's gate: the replay runner plays the gate's part with the action plugin's own client,
-against the controller's real gate server. Fixtures: tests/unit/conftest.py."""
+"""A pre-staged rolling deployment runs in one Ansible run: pre-staging, then a gate where the
+run waits for the controller's plan, then every batch, each held by the controller's gate. The
+replay runner plays the gates' part with the action plugin's own client, against the
+controller's real gate server, and reads the plan's file as the play does. Fixtures:
+tests/unit/conftest.py."""
 
 from __future__ import annotations
 
@@ -44,12 +46,16 @@ def test_every_batch_goes_through_the_gate_in_order_after_its_safe_point(deploym
     outcome = d.deploy("1.1.0")
     assert outcome.status == "succeeded", outcome.summary
     runner = d.runner
-    assert [r.playbook for r in runner.requests] == ["prestage.yml", "rollout.yml"]
-    rollout = runner.requests[1]
-    assert rollout.extravars["deployer_rollout_hosts"] == NODES
-    assert rollout.extravars["deployer_batch_sizes"] == [1, 1, 1]
-    assert set(rollout.extravars["deployer_known_releases"]) == set(NODES)
-    assert runner.gate_answers == [("go", ["node1"]), ("go", ["node2"]), ("go", ["node3"])]
+    assert [r.playbook for r in runner.requests] == ["rollout.yml"]
+    assert list(runner.requests[0].hosts) == NODES  # pre-staging: every node read
+    plan = runner.plans[0]
+    assert plan["deployer_rollout_hosts"] == NODES
+    assert plan["deployer_batch_sizes"] == [1, 1, 1]
+    assert plan["deployer_known_releases"]["node2"]["current"] == "1.0.0"
+    assert set(plan["deployer_known_releases"]) == set(NODES)
+    # The plan's gate, then each batch's.
+    assert runner.gate_answers == [("go", NODES), ("go", ["node1"]), ("go", ["node2"]),
+                                   ("go", ["node3"])]
     # Each batch's safe point comes before its batch starts, and the batch's nodes are done
     # before the next safe point: as when each batch was a run of its own.
     seen = []
@@ -88,7 +94,7 @@ def test_the_rollout_leaves_the_hook_steps_out_only_when_no_node_has_a_hook(
     ])
     outcome = d.deploy("1.1.0")
     assert outcome.status == "succeeded", outcome.summary
-    assert d.runner.requests[1].extravars["deployer_release_activation_hooks"] is imported
+    assert d.runner.plans[0]["deployer_rollout_hooks"] is imported
 
 
 def test_a_fleet_that_did_not_say_whether_it_has_hooks_keeps_the_hook_steps(deployment: Make) -> None:
@@ -99,7 +105,7 @@ def test_a_fleet_that_did_not_say_whether_it_has_hooks_keeps_the_hook_steps(depl
                     good_batch(["node1"]), good_batch(["node2"]), good_batch(["node3"])])
     outcome = d.deploy("1.1.0")
     assert outcome.status == "succeeded", outcome.summary
-    assert d.runner.requests[1].extravars["deployer_release_activation_hooks"] is True
+    assert d.runner.plans[0]["deployer_rollout_hooks"] is True
 
 
 def test_an_operators_stop_ends_the_run_at_the_next_gate_without_draining_another_node(
@@ -111,13 +117,13 @@ def test_an_operators_stop_ends_the_run_at_the_next_gate_without_draining_anothe
     d.recorder.after_batch(1, d.lifecycle.request_stop)  # the first Ctrl-C, during batch 1
     outcome = d.deploy("1.1.0")
     assert outcome.status == "cancelled", outcome.summary
-    assert d.runner.gate_answers[0] == ("go", ["node1"])
-    assert d.runner.gate_answers[1][0] == "stop" and len(d.runner.gate_answers) == 2
+    assert d.runner.gate_answers[:2] == [("go", NODES), ("go", ["node1"])]
+    assert d.runner.gate_answers[2][0] == "stop" and len(d.runner.gate_answers) == 3
     assert d.runner.batches == [["node1"]]
     assert outcome.nodes["node1"].phase.value == "done"
     for node in ("node2", "node3"):
         assert d.phases(outcome, node) == ["staging", "staged"]  # never drained
-    assert [r.playbook for r in d.runner.requests] == ["prestage.yml", "rollout.yml"]
+    assert [r.playbook for r in d.runner.requests] == ["rollout.yml"]
     with pytest.raises(Interrupted):
         raise_for(outcome)
 
@@ -137,7 +143,7 @@ def test_a_lost_lock_ends_the_run_at_the_next_gate(deployment: Make) -> None:
     outcome = d.deploy("1.1.0")
     with pytest.raises(LockLostError):
         raise_for(outcome)
-    assert [a[0] for a in d.runner.gate_answers] == ["go", "stop"]
+    assert [a[0] for a in d.runner.gate_answers] == ["go", "go", "stop"]
     assert "draining" not in d.phases(outcome, "node2")
     assert d.journal.deployments("lab")[0].status == "stopped"
 
@@ -152,8 +158,8 @@ def test_a_node_left_out_at_the_gate_is_not_touched(deployment: Make) -> None:
     d.recorder.after_batch(1, lambda: lb.admin.update(node3="maint"))
     outcome = d.deploy("1.1.0")
     assert outcome.status == "succeeded", outcome.summary
-    assert d.runner.requests[1].extravars["deployer_batch_sizes"] == [1, 2]
-    assert d.runner.gate_answers == [("go", ["node1"]), ("go", ["node2"])]
+    assert d.runner.plans[0]["deployer_batch_sizes"] == [1, 2]
+    assert d.runner.gate_answers == [("go", NODES), ("go", ["node1"]), ("go", ["node2"])]
     assert d.runner.batches == [["node1"], ["node2"]]
     assert d.phases(outcome, "node3") == ["staging", "staged", "skipped"]
     assert lb.admin["node3"] == "maint" and ("node3", "ready") not in lb.changes
@@ -184,10 +190,11 @@ def test_a_failed_batch_stops_the_run_at_the_next_gate_and_rolls_back(deployment
     ]), strategy={"batch_size": "2", "min_healthy": "0"})
     outcome = d.deploy("1.1.0")
     runner = d.runner
-    assert [a[0] for a in runner.gate_answers] == ["go", "stop"]  # batch 2 (node3) never goes
+    # The plan's gate, batch 1's; batch 2 (node3) never goes.
+    assert [a[0] for a in runner.gate_answers] == ["go", "go", "stop"]
     assert d.phases(outcome, "node3") == ["staging", "staged"]
     assert [(r.playbook, list(r.hosts)) for r in runner.requests] == [
-        ("prestage.yml", NODES), ("rollout.yml", NODES), ("revert.yml", ["node1"])]
+        ("rollout.yml", NODES), ("revert.yml", ["node1"])]
     assert outcome.nodes["node1"].phase.value == "reverted"
     assert outcome.nodes["node2"].phase.value == "failed"
     assert "unreachable" in outcome.nodes["node2"].cause
@@ -217,7 +224,7 @@ def test_a_run_that_dies_mid_batch_is_handled_as_a_batch_run_killed_mid_way(depl
     assert outcome.status == "rolled_back", outcome.summary
     assert "ansible-playbook was killed" in outcome.summary
     # node2, caught mid-change, is reverted; node1 rolled back; node3 never touched.
-    assert [(r.playbook, list(r.hosts)) for r in d.runner.requests[2:]] == [
+    assert [(r.playbook, list(r.hosts)) for r in d.runner.requests[1:]] == [
         ("revert.yml", ["node2"]), ("revert.yml", ["node1"])]
     assert d.phases(outcome, "node2")[-3:] == ["deploying", "reverting", "reverted"]
     assert d.phases(outcome, "node3") == ["staging", "staged"]
@@ -235,7 +242,9 @@ def test_a_refusal_before_the_first_batch_ends_the_run_before_anything_is_draine
     outcome = d.deploy("1.1.0")
     assert outcome.status == "refused", outcome.summary
     assert d.runner.batches == [] and lb.changes == []
-    assert [r.playbook for r in d.runner.requests] == ["prestage.yml", "rollout.yml"]
+    assert [r.playbook for r in d.runner.requests] == ["rollout.yml"]
+    # The plan's gate said go; batch 1's was told to stop, or closed if it had not asked yet.
+    assert d.runner.gate_answers[0][0] == "go" and "go" not in [a[0] for a in d.runner.gate_answers[1:]]
 
 
 # -- the gate itself -------------------------------------------------------------------------

@@ -93,7 +93,7 @@ def test_a_window_closing_mid_rollout_pauses_it_and_resume_continues_in_the_next
                                            "release window")
     assert "every node is in service" in paused.value.message
     # One run for the rollout: batch 1 went, the gate of batch 2 was told to stop.
-    assert [r.playbook for r in g.d.runner.requests] == ["prestage.yml", "rollout.yml"]
+    assert [r.playbook for r in g.d.runner.requests] == ["rollout.yml"]
     assert g.d.runner.batches == [["node1"]] and g.d.runner.gate_answers[-1][0] == "stop"
     assert lb.admin == dict.fromkeys(NODES, "ready")
     assert statuses(g) == [("deploy", "paused")]
@@ -342,7 +342,7 @@ def test_high_risk_with_both_approvals_goes_through_and_halts_on_failure_rolling
     high_risk_request(people, g, "1.1.0")
     outcome = g.deploy("1.1.0", high_risk="rewrites the orders table")
     assert outcome.status == "failed", outcome.summary
-    assert [r.playbook for r in g.d.runner.requests] == ["prestage.yml", "rollout.yml"]
+    assert [r.playbook for r in g.d.runner.requests] == ["rollout.yml"]
     assert g.d.runner.batches == [["node1"], ["node2"]]
     assert "High Risk, halted with nothing rolled back: on 1.1.0: node1" in outcome.summary
     assert "not changed, on 1.0.0: node3" in outcome.summary

@@ -140,14 +140,17 @@ def admin(lb: FakeLoadBalancer) -> dict[str, str]:
 
 
 def played(d: Deployment) -> list[tuple[str, list[str], str]]:
-    """Each run (a rollout's one run: each batch it let go, as the batch runs it replaces)."""
+    """Each run (a deployment's one run as the runs it replaces: its pre-staging, then each
+    batch it let go)."""
     runs: list[tuple[str, list[str], str]] = []
     batches = iter(d.runner.batches)
-    for r in d.runner.requests:
+    for place, r in enumerate(d.runner.requests):
         version = str(r.extravars.get("deployer_version", ""))
         if r.playbook == "rollout.yml":
+            planned = len(d.runner.plan_of.get(place, {}).get("deployer_batch_sizes", []))
+            runs.append(("prestage.yml", list(r.hosts), version))
             runs += [("deploy_batch.yml", batch, version)
-                     for batch in itertools.islice(batches, len(r.extravars["deployer_batch_sizes"]))]
+                     for batch in itertools.islice(batches, planned)]
         else:
             runs.append((r.playbook, list(r.hosts), version))
     return runs
@@ -310,7 +313,7 @@ def test_a_first_deployment_cannot_be_rolled_back_its_nodes_stay_in_service_on_w
     assert admin(lb) == dict.fromkeys(NODES, "ready")
     assert "node2 put back into service" in outcome.summary
     assert ("node2", "rejoined") in resume_events(d, result)
-    assert [r.playbook for r in d.runner.requests] == ["prestage.yml"]  # no node deployed to
+    assert [r.playbook for r in d.runner.requests] == ["rollout.yml"] and d.runner.batches == []
     assert left_out_by_deployer(d.journal, "lab", NODES) == {}
 
 
