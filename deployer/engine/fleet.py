@@ -89,6 +89,9 @@ class Fleet:
         left_out = set(exclude)
         nodes = [n for n in self.nodes if n.name not in left_out]
         facts = {n.name: NodeFacts() for n in nodes}
+        if not nodes:
+            # Every node left out: no run (one without hosts would have no limit: every node).
+            return facts, RunResult(status="successful", rc=0)
 
         def heard(ev: RunnerEvent) -> None:
             if on_event is not None:

@@ -98,6 +98,16 @@ def test_skip_leaves_the_operators_nodes_alone_and_counts_them_out(deployment: M
     assert lb.admin["node3"] == "maint"
 
 
+def test_with_every_node_held_by_an_operator_no_node_is_even_read(deployment: Make) -> None:
+    lb = maint(FakeLoadBalancer("hello", NODES), *NODES)
+    # No script: the replay runner fails any run (one without hosts would reach every node).
+    d = deployment([], lb=lb, strategy={"operator_maintenance": "skip", "min_healthy": "0"})
+    outcome = d.deploy("1.1.0")
+    assert d.runner.requests == []
+    assert outcome.left_alone == [f"{n} (MAINT)" for n in NODES]
+    assert all(lb.admin[n] == "maint" for n in NODES) and lb.changes == []
+
+
 def test_the_capacity_floor_counts_an_operators_maintenance(deployment: Make) -> None:
     lb = maint(FakeLoadBalancer("hello", NODES), "node2", "node3")
     d = deployment([survey({"node1": "1.0.0"})], lb=lb, strategy={"operator_maintenance": "skip"},
