@@ -217,26 +217,6 @@ def close_runner(runner: Runner) -> None:
         close()
 
 
-def _close_ended_runs_at_once() -> None:
-    """ansible-runner closes a run's pty once ansible-playbook is no longer alive (its loop waits
-    for that), and ptyprocess then sleeps 0.1 s before it looks whether the child is alive, to
-    give the kernel time to update the status of a child that may be exiting: a pause every
-    run's result waited through for nothing. Made only for a child already reaped."""
-    import pexpect
-
-    close = pexpect.spawn.close
-    if getattr(close, "_at_once", False):
-        return
-
-    def close_at_once(self: Any, force: bool = True) -> None:
-        if not self.isalive():  # reaped: nothing to wait for
-            self.ptyproc.delayafterclose = 0
-        close(self, force)
-
-    close_at_once._at_once = True  # type: ignore[attr-defined]
-    pexpect.spawn.close = close_at_once
-
-
 def end_leftover_processes(run_dir: Path) -> list[int]:
     """SIGKILL what is left of a cancelled run: ansible-runner kills ``ansible-playbook``'s
     process group, but its workers start sessions of their own, and one blocked (a download that
@@ -322,8 +302,6 @@ class AnsibleRunner:
 
     def run(self, request: RunRequest, on_event: EventSink, cancelled: CancelCheck) -> RunResult:
         import ansible_runner  # slow import: only when a real run happens
-
-        _close_ended_runs_at_once()
 
         envvars = self._envvars(request)
         redactor = self._redactor(request, envvars)

@@ -208,23 +208,3 @@ def test_without_keeping_runs_nothing_is_left(tmp_path: Path, content: Path) -> 
     finally:
         close_runner(runner)
     assert list(root.glob("run-*")) == []
-
-
-def test_a_run_whose_process_has_ended_is_closed_without_ptyprocess_pause() -> None:
-    """ansible-runner closes a run's pty once ansible-playbook is no longer alive; the adapter
-    drops ptyprocess's pause before it looks again (0.1 s per run) only for a child already
-    reaped: one still alive is closed as ptyprocess closes it (after the pause, terminated)."""
-    import pexpect
-
-    from deployer.adapters.runner import _close_ended_runs_at_once
-
-    _close_ended_runs_at_once()
-    ended = pexpect.spawn("true")
-    ended.expect(pexpect.EOF)
-    while ended.isalive():
-        time.sleep(0.01)
-    ended.close()
-    assert ended.ptyproc.delayafterclose == 0 and ended.exitstatus == 0
-    alive = pexpect.spawn("sleep", ["30"])
-    alive.close()
-    assert alive.ptyproc.delayafterclose == 0.1 and not alive.isalive()
