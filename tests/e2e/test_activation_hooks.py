@@ -2,7 +2,8 @@
 renders each node's service files before any node leaves the load balancer and, when no node
 sets a hook, has no hook step at all; a hook an inventory sets on one node runs there, inside the
 activation (a failing one sends the node back); a before-activate hook that changes the
-application's environment is obeyed (the files are rendered after it)."""
+application's environment is obeyed (the files are rendered after it); an environment that leaves
+the hook steps out (extra_vars) has none, hooks set or not."""
 
 from __future__ import annotations
 
@@ -130,3 +131,17 @@ def test_hooks_run_where_they_are_set_and_cost_nothing_where_none_is(
     events = rollout_events(the_lab)
     assert tasks_by_host(events, RENDER_TASK) == {n: ["skipped"] for n in ("node1", "node2", "node3")}
     assert serving(the_lab) == {n: ("1.0.0", "UP") for n in ("node1", "node2", "node3")}
+
+    # The hook steps left out by the environment's own word (extra_vars), a failing hook set on
+    # node2 all the same: the rollout runs, with no hook step (one of its two batch plays runs,
+    # whatever that extra var loads them with).
+    config = yaml.safe_load(the_lab.config_path.read_text())
+    config["environments"]["lab"].setdefault("extra_vars", {})["deployer_release_activation_hooks"] = False
+    the_lab.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    set_host_vars(the_lab, {"node2": {"deployer_release_after_activate_hook": str(failing)}},
+                  {"deployer_release_before_activate_hook": ""})
+    r = deploy(the_lab, "1.1.0")
+    assert r.returncode == 0, r.stderr
+    events = rollout_events(the_lab)
+    assert tasks_by_host(events, HOOK_TASK) == {}
+    assert serving(the_lab) == {n: ("1.1.0", "UP") for n in ("node1", "node2", "node3")}
