@@ -233,8 +233,9 @@ class GatedRollout:
 
         run = self._run = GatedRun(rollout.fleet.runner, whole, on_event, cancelled)
         gate = run.wait_gate(1)
-        if gate is None:
+        if gate is None:  # ended before it: there is nothing to go on with
             self._ended = run.finish(cancel=False)
+            self._run = None
             return self._ended
         # From here on a stop is the safe points' to make; the rollout's tracker hears the rest.
         run.cancelled = rollout.run.abort.is_set

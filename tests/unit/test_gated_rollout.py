@@ -314,3 +314,16 @@ def test_a_gate_waiting_on_a_controller_that_dies_fails() -> None:
     finally:
         controller.kill()
         controller.wait()
+
+
+def test_a_run_that_ends_while_pre_staging_is_refused_with_no_gate_asked(deployment: Make) -> None:
+    """Every node unreachable: the play has no host left for the plan's gate, the run ends
+    there, and the deployment is refused as a pre-staging that failed."""
+    dark = ("prestage.yml", [ev("unreachable", n, "deployer_release", "facts", message="timed out")
+                             for n in NODES], "failed")
+    d = deployment([dark])
+    outcome = d.deploy("1.1.0")
+    assert outcome.status == "refused", outcome.summary
+    assert "cannot reach node1, node2, node3" in outcome.summary
+    assert d.runner.gate_answers == [] and d.runner.batches == []
+    assert [r.playbook for r in d.runner.requests] == ["rollout.yml"]
