@@ -202,39 +202,35 @@ class ReplayRunner:
             return RunResult(status="successful" if ok else "failed", rc=0 if ok else 2,
                              failed_hosts=frozenset(failed - dark), unreachable_hosts=frozenset(dark))
 
-        if not alive:
-            return end()
+        def go(batch: list[str], task: str) -> list[str] | None:
+            """Ask the gate for ``batch``: the hosts it lets go, or None when the play ends (told
+            to stop, or the gate failed: run_once, on every host of the batch)."""
+            on_event(RunnerEvent(kind="gate", task=task))
+            try:
+                answer = ask(gate, {"batch": batch, "failed": sorted(failed | dark)})
+            except closed as exc:
+                on_event(ev("failed", batch[0], message=f"no go from the controller: {exc}"))
+                failed.update(batch)
+                return None
+            if answer["decision"] != "go":
+                self.gate_answers.append(("stop", answer.get("reason", "")))
+                return None
+            hosts = [str(h) for h in answer["hosts"]]
+            self.gate_answers.append(("go", hosts))
+            return hosts
+
         # The plan's gate, then the plan's file, as the play reads it.
-        on_event(RunnerEvent(kind="gate", task="Wait for the controller's plan"))
-        try:
-            answer = ask(gate, {"batch": alive, "failed": sorted(failed | dark)})
-        except closed as exc:
-            on_event(ev("failed", alive[0], message=f"no go from the controller: {exc}"))
-            failed |= set(alive)
+        if not alive or go(alive, "Wait for the controller's plan") is None:
             return end()
-        if answer["decision"] != "go":
-            self.gate_answers.append(("stop", answer.get("reason", "")))
-            return end()
-        self.gate_answers.append(("go", [str(h) for h in answer["hosts"]]))
         plan = json.loads(Path(str(request.extravars["deployer_rollout_plan"])).read_text())
         self.plans.append(plan)
         self.plan_of[place] = plan
         order = [str(h) for h in plan["deployer_rollout_hosts"]]
         for size in [int(n) for n in plan["deployer_batch_sizes"]] if order else []:
             batch, order = order[:size], order[size:]
-            on_event(RunnerEvent(kind="gate", task="Wait for the controller's go"))
-            try:
-                answer = ask(gate, {"batch": batch, "failed": sorted(failed | dark)})
-            except closed as exc:
-                # The gate task fails (run_once: on every host of the batch); the play ends.
-                on_event(ev("failed", batch[0], message=f"no go from the controller: {exc}"))
-                failed |= set(batch)
+            hosts = go(batch, "Wait for the controller's go")
+            if hosts is None:
                 break
-            if answer["decision"] != "go":
-                self.gate_answers.append(("stop", answer.get("reason", "")))
-                break
-            hosts = [str(h) for h in answer["hosts"]]
-            self.gate_answers.append(("go", hosts))
             if not hosts:
                 continue
             self.batches.append(hosts)
