@@ -41,6 +41,22 @@ PLAYBOOK = """- hosts: localhost
       loop: [facts, preflight, activate]
 """
 
+# render.yml ahead of the activation, then the activation: the switch must write what was
+# rendered ahead (the node is out of the load balancer by then), not render it again.
+PLAYBOOK_RENDERED_AHEAD = """- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Render the release's files while the node serves
+      ansible.builtin.include_role:
+        name: deployer_release
+        tasks_from: render
+
+    - name: Activate the release
+      ansible.builtin.include_role:
+        name: deployer_release
+        tasks_from: activate
+"""
+
 
 def stage(base: Path, version: str) -> None:
     release = base / "releases" / version
@@ -62,7 +78,9 @@ def node(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def activate(node: Path, version: str) -> subprocess.CompletedProcess[str]:
+def activate(
+    node: Path, version: str, playbook: str = "play.yml", **more: object
+) -> subprocess.CompletedProcess[str]:
     variables = {
         "deployer_release_app": "hello",
         "deployer_release_version": version,
@@ -76,9 +94,10 @@ def activate(node: Path, version: str) -> subprocess.CompletedProcess[str]:
         "deployer_release_run_group": "nogroup",
         "deployer_release_environment": {"HELLO_TOKEN": SECRET},
         "ansible_python_interpreter": sys.executable,
+        **more,
     }
     return subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", "-v", str(node / "play.yml"),
+        [str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", "-v", str(node / playbook),
          "-e", json.dumps(variables)],
         capture_output=True, text=True, timeout=180, check=False,
         env={**os.environ, "PATH": f"{node / 'bin'}:{BIN}:{os.environ.get('PATH', '')}",
@@ -125,3 +144,30 @@ def test_systemd_activation_keeps_the_environment_out_of_the_unit_and_goes_back_
     calls = (node / "systemctl.log").read_text().splitlines()[calls_before:]
     assert calls.count("restart hello.service") == 2 and calls[-1] == "restart hello.service"
     assert SECRET not in failed.stdout + failed.stderr
+
+
+def test_the_activation_writes_the_files_rendered_ahead_without_rendering_them_again(node: Path) -> None:
+    # The role's templates, each noting in a log when it is rendered.
+    templates = ROOT / "roles" / "deployer_release" / "templates"
+    renders = node / "renders.log"
+    copies = {name: node / name for name in ("systemd.service.j2", "systemd.env.j2")}
+    for name, copy in copies.items():
+        note = f"{{{{ lookup('ansible.builtin.pipe', 'echo {name} >> {renders}') }}}}"
+        copy.write_text((templates / name).read_text() + f"# {note}\n")
+    (node / "ahead.yml").write_text(PLAYBOOK_RENDERED_AHEAD)
+    service_files = {
+        "systemd": {
+            "template": str(copies["systemd.service.j2"]),
+            "dest": str(node / "system" / "hello.service"),
+            "environment_template": str(copies["systemd.env.j2"]),
+            "environment_dest": str(node / "etc" / "hello.env"),
+        }
+    }
+    done = activate(node, "1.1.0", "ahead.yml", __deployer_release_service_files=service_files)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    # Each rendered once, ahead; the switch wrote what that gave.
+    assert sorted(renders.read_text().split()) == ["systemd.env.j2", "systemd.service.j2"]
+    assert environment_of(node)["APP_VERSION"] == '"1.1.0"'
+    assert environment_of(node)["HELLO_TOKEN"] == f'"{SECRET}"'
+    assert f"EnvironmentFile={node / 'etc' / 'hello.env'}" in (node / "system" / "hello.service").read_text()
+    assert os.readlink(node / "opt" / "hello" / "current") == "releases/1.1.0"
