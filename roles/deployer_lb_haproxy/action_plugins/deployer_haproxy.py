@@ -6,9 +6,10 @@ saved.
 
 On a load balancer's own host (``delegate_to: lb1``) over a pipelining connection, with the
 host's Python named in the inventory, the module's source and its checked arguments go on the
-standard input of ``python -I -c <loader>``, which runs its ``run()`` and prints one JSON
-result: the module uses the standard library only, so the ~170 KB zip of Ansible's wrapper, and
-the ~0.25 s of the host's CPU it takes to unpack and import each time, are not needed there.
+standard input of ``python -I -S -c <loader>``, which runs its ``run()`` and prints one JSON
+result: the module uses the standard library only, so neither the site directories (-S) nor the
+~170 KB zip of Ansible's wrapper, and the ~0.25 s of the host's CPU it takes to unpack and
+import each time, are needed there.
 Anywhere else (no pipelining, an interpreter to discover, arguments the module would reject) the
 module runs the standard way. The result is the same either way.
 """
@@ -126,7 +127,7 @@ class ActionModule(ActionBase):
             "source": _MODULE_FILE.read_text(encoding="utf-8"), "path": str(_MODULE_FILE),
             "params": params, "check_mode": check_mode,
         }).encode("utf-8")
-        cmd = f"{self._compute_environment_string()} {interpreter} -I -c {shlex.quote(LOADER)}".strip()
+        cmd = f"{self._compute_environment_string()} {interpreter} -I -S -c {shlex.quote(LOADER)}".strip()
         res = self._low_level_execute_command(cmd, sudoable=True, in_data=payload)
         stdout = str(res.get("stdout", ""))
         try:
