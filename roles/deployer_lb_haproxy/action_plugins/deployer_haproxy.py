@@ -140,3 +140,10 @@ class ActionModule(ActionBase):
         if "error" in data:
             return {}, "", str(data["error"])
         return dict(data["result"]), str(data.get("warning") or ""), ""
+
+
+# Loaded as Ansible's main process imports this plugin, before it queues the first drain: each
+# task's worker (a fork of that process) starts with the module loaded instead of loading it
+# again for each drain and enable.
+if _MODULE_FILE.is_file():
+    _haproxy_module()
