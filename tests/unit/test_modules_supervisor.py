@@ -4,9 +4,12 @@ and the systemctl commands it runs for systemd."""
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
+import xmlrpc.client
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,14 +32,15 @@ PROGRAM = (
 
 
 class Supervisord:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, password: str = "") -> None:
         self.root = root
         self.socket = root / "supervisor.sock"
         self.conf_d = root / "conf.d"
         self.pidfile = root / "app.pid"
         self.conf_d.mkdir()
+        credentials = f"username=deployer\npassword={password}\n" if password else ""
         (root / "supervisord.conf").write_text(
-            f"[unix_http_server]\nfile={self.socket}\n\n"
+            f"[unix_http_server]\nfile={self.socket}\n{credentials}\n"
             f"[supervisord]\nlogfile={root}/supervisord.log\npidfile={root}/supervisord.pid\n"
             f"childlogdir={root}\nnodaemon=true\n\n"
             "[rpcinterface:supervisor]\n"
@@ -82,8 +86,8 @@ class Supervisord:
 
 
 @pytest.fixture
-def supervisord(tmp_path: Path) -> Iterator[Supervisord]:
-    sup = Supervisord(tmp_path)
+def supervisord(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Supervisord]:
+    sup = Supervisord(tmp_path, password=getattr(request, "param", ""))
     sup.write_program("v1")
     proc = subprocess.Popen(
         ["supervisord", "-c", str(tmp_path / "supervisord.conf")],
@@ -186,6 +190,98 @@ def test_without_the_socket_supervisorctl_is_used(tmp_path: Path) -> None:
 
     assert ok
     assert calls == [["supervisorctl", "update", "app"]]
+
+
+@needs_supervisord
+@pytest.mark.parametrize("supervisord", ["s3cret"], indirect=True)
+def test_a_socket_that_needs_a_password_leaves_the_restart_to_supervisorctl(
+    supervisord: Supervisord,
+) -> None:
+    calls: list[list[str]] = []
+
+    def supervisorctl(argv: list[str]) -> tuple[int, str, str]:
+        calls.append(argv)
+        return 0, "app: stopped\napp: updated process group\n", ""
+
+    ok, _ = switch.restart_program(str(supervisord.socket), supervisorctl, "app")
+
+    assert ok
+    assert calls == [["supervisorctl", "update", "app"]]
+
+
+# What supervisord answers, as the standard library's XML-RPC writes it: read the same.
+@pytest.mark.parametrize("value", [
+    "RUNNING",
+    "",
+    "a & b <c>",
+    42,
+    True,
+    False,
+    [[["app"], [], []]],
+    {"name": "app", "statename": "RUNNING", "pid": 4242, "exitstatus": 0, "spawnerr": ""},
+    [{"name": "a", "group": "a"}, {"name": "b", "group": "b"}],
+])
+def test_an_answer_is_read_as_xmlrpc_writes_it(value: object) -> None:
+    answer = xmlrpc.client.dumps((value,), methodresponse=True).encode()
+
+    assert switch.rpc_result(answer) == value
+
+
+def test_a_value_without_a_type_is_a_string() -> None:
+    answer = (b"<?xml version='1.0'?><methodResponse><params><param><value>RUNNING</value>"
+              b"</param></params></methodResponse>")
+
+    assert switch.rpc_result(answer) == "RUNNING"
+
+
+def test_a_fault_is_raised_with_its_code() -> None:
+    answer = xmlrpc.client.dumps(xmlrpc.client.Fault(10, "BAD_NAME: nosuchapp")).encode()
+
+    with pytest.raises(switch.RpcFault) as caught:
+        switch.rpc_result(answer)
+
+    assert caught.value.code == 10 and "BAD_NAME: nosuchapp" in str(caught.value)
+
+
+@pytest.mark.parametrize("answer", [b"", b"<html>401 Unauthorized</html>", b"<methodResponse><params>"])
+def test_an_answer_that_is_not_xmlrpc_is_a_protocol_error(answer: bytes) -> None:
+    with pytest.raises(switch.RpcProtocolError):
+        switch.rpc_result(answer)
+
+
+def test_a_request_reads_back_as_the_method_and_its_parameters() -> None:
+    params, method = xmlrpc.client.loads(switch.rpc_request("supervisor.stopProcess", ("a&<b>", False)))
+
+    assert method == "supervisor.stopProcess"
+    assert params == ("a&<b>", False)
+
+
+def test_an_answer_is_read_to_its_length_on_a_connection_left_open(tmp_path: Path) -> None:
+    path = str(tmp_path / "rpc.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    release = threading.Event()
+
+    def answer_and_keep_open() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            body = xmlrpc.client.dumps(("RUNNING",), methodresponse=True).encode()
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/xml\r\nContent-Length: "
+                         + str(len(body)).encode() + b"\r\n\r\n" + body[:20])
+            time.sleep(0.05)
+            conn.sendall(body[20:])
+            release.wait(10)
+
+    thread = threading.Thread(target=answer_and_keep_open)
+    thread.start()
+    try:
+        assert switch.rpc_call(path, 5.0, "supervisor.getState") == "RUNNING"
+    finally:
+        release.set()
+        thread.join()
+        server.close()
 
 
 class FakeSystemctl:

@@ -156,7 +156,6 @@ ansible_facts:
 """
 
 import grp
-import http.client
 import json
 import os
 import pwd
@@ -164,7 +163,7 @@ import re
 import socket
 import stat
 import time
-import xmlrpc.client
+import xml.parsers.expat
 from collections.abc import Callable
 from typing import Any
 
@@ -373,26 +372,154 @@ def restart_systemd(run_command: CommandRunner, app: str, reload: bool) -> tuple
     return True, f"{unit}: " + ", ".join(steps)
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
+# supervisord's XML-RPC interface, spoken over its UNIX socket with the standard library's expat:
+# xmlrpc.client would import http.client, ssl and email, ~0.02 s of the node's CPU on each switch,
+# while the node is out of the load balancer. What supervisord's methods take (strings,
+# booleans) is written; what they answer (strings, integers, booleans, arrays, structs, faults)
+# is read.
 
 
-class _UnixTransport(xmlrpc.client.Transport):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__()
-        self._path = path
-        self._timeout = timeout
+class RpcError(Exception):
+    """supervisord's XML-RPC interface did not answer with a result."""
 
-    def make_connection(self, host: Any) -> http.client.HTTPConnection:
-        return _UnixConnection(self._path, self._timeout)
+
+class RpcProtocolError(RpcError):
+    """Not an XML-RPC answer: an HTTP error (e.g. 401 when the socket needs a password), or a
+    body that cannot be read."""
+
+
+class RpcFault(RpcError):
+    """A fault supervisord answered with (its supervisor.xmlrpc.Faults)."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(f"fault {code}: {text}")
+        self.code = code
+
+
+def _rpc_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def rpc_request(method: str, params: tuple[str | bool, ...]) -> bytes:
+    """The methodCall for ``method`` with string and boolean parameters."""
+    values = "".join(
+        f"<param><value><boolean>{int(p)}</boolean></value></param>" if isinstance(p, bool)
+        else f"<param><value><string>{_rpc_escape(p)}</string></value></param>"
+        for p in params
+    )
+    return (
+        f"<?xml version='1.0'?><methodCall><methodName>{_rpc_escape(method)}</methodName>"
+        f"<params>{values}</params></methodCall>"
+    ).encode()
+
+
+class _RpcReply:
+    """Reads a methodResponse with expat: finished values on a stack, each open array or struct
+    marking where its items start; a struct's names are on the stack before their values."""
+
+    SCALARS: dict[str, Callable[[str], Any]] = {
+        "string": str, "int": int, "i4": int, "i8": int, "double": float,
+        "boolean": lambda text: text.strip() == "1", "nil": lambda text: None,
+    }
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+        self.marks: list[int] = []
+        self.text: list[str] = []
+        self.typed = False
+        self.fault = False
+
+    def start(self, tag: str, attrs: Any) -> None:
+        self.text = []
+        if tag in ("array", "struct"):
+            self.marks.append(len(self.values))
+        elif tag == "value":
+            self.typed = False
+        elif tag == "fault":
+            self.fault = True
+
+    def data(self, text: str) -> None:
+        self.text.append(text)
+
+    def end(self, tag: str) -> None:
+        text = "".join(self.text)
+        self.text = []
+        if tag in self.SCALARS:
+            self.values.append(self.SCALARS[tag](text))
+            self.typed = True
+        elif tag == "name":
+            self.values.append(text)
+        elif tag in ("array", "struct"):
+            mark = self.marks.pop()
+            items = self.values[mark:]
+            del self.values[mark:]
+            self.values.append(items if tag == "array" else dict(zip(items[::2], items[1::2], strict=True)))
+            self.typed = True
+        elif tag == "value" and not self.typed:
+            self.values.append(text)  # a value without a type is a string
+            self.typed = True
+
+
+def rpc_result(body: bytes) -> Any:
+    """The value a methodResponse holds; RpcFault for a fault."""
+    reply = _RpcReply()
+    parser = xml.parsers.expat.ParserCreate()
+    parser.StartElementHandler = reply.start
+    parser.EndElementHandler = reply.end
+    parser.CharacterDataHandler = reply.data
+    try:
+        parser.Parse(body, True)
+        if len(reply.values) != 1:
+            raise RpcProtocolError(f"an answer with {len(reply.values)} values")
+        if reply.fault:
+            fault = reply.values[0]
+            code, text = int(fault["faultCode"]), str(fault["faultString"])
+    except (xml.parsers.expat.ExpatError, KeyError, TypeError, ValueError) as exc:
+        raise RpcProtocolError(f"an answer that is not XML-RPC ({exc})") from None
+    if reply.fault:
+        raise RpcFault(code, text)
+    return reply.values[0]
+
+
+def _read_http_answer(sock: socket.socket) -> tuple[str, bytes]:
+    """The status line and body of an HTTP/1.0 answer, read to its Content-Length (else to the
+    end of the connection)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise RpcProtocolError("the connection closed before an answer")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    length = None
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length" and value.strip().isdigit():
+            length = int(value.strip())
+    while length is None or len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return lines[0], body if length is None else body[:length]
+
+
+def rpc_call(socket_path: str, timeout: float, method: str, *params: str | bool) -> Any:
+    """Call ``method`` on the XML-RPC interface on the UNIX socket ``socket_path``."""
+    body = rpc_request(method, params)
+    head = (
+        "POST /RPC2 HTTP/1.0\r\nHost: localhost\r\nContent-Type: text/xml\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode("ascii")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(socket_path)
+        sock.sendall(head + body)
+        status, answer = _read_http_answer(sock)
+    if status.split(" ")[1:2] != ["200"]:
+        raise RpcProtocolError(f"supervisord answered {status!r}")
+    return rpc_result(answer)
 
 
 class SupervisorUnreachable(Exception):
@@ -415,21 +542,22 @@ class SupervisorRPC:
     def __init__(self, socket_path: str, *, timeout: float = 30.0, poll: float = 0.02) -> None:
         if not os.path.exists(socket_path):
             raise SupervisorUnreachable(f"no supervisord socket at {socket_path}")
-        self._proxy = xmlrpc.client.ServerProxy(
-            "http://localhost/RPC2", transport=_UnixTransport(socket_path, 10.0)
-        )
+        self._socket = socket_path
         self._timeout = timeout
         self._poll = poll
         try:
-            self._proxy.supervisor.getState()
-        except (OSError, xmlrpc.client.ProtocolError) as exc:
+            self._call("getState")
+        except (OSError, RpcProtocolError) as exc:
             raise SupervisorUnreachable(f"supervisord at {socket_path}: {exc}") from exc
+
+    def _call(self, method: str, *params: str | bool) -> Any:
+        return rpc_call(self._socket, 10.0, f"supervisor.{method}", *params)
 
     def _state(self, app: str) -> str:
         try:
-            return str(self._proxy.supervisor.getProcessInfo(app)["statename"])
-        except xmlrpc.client.Fault as exc:
-            if exc.faultCode == _FAULT_BAD_NAME:
+            return str(self._call("getProcessInfo", app)["statename"])
+        except RpcFault as exc:
+            if exc.code == _FAULT_BAD_NAME:
                 return "ABSENT"
             raise
 
@@ -457,9 +585,9 @@ class SupervisorRPC:
         # Asked again while supervisord restarts a crashing process behind our back.
         if state in _RUNNING_STATES:
             try:
-                self._proxy.supervisor.stopProcess(app, False)
-            except xmlrpc.client.Fault as exc:
-                if exc.faultCode not in (_FAULT_NOT_RUNNING, _FAULT_BAD_NAME):
+                self._call("stopProcess", app, False)
+            except RpcFault as exc:
+                if exc.code not in (_FAULT_NOT_RUNNING, _FAULT_BAD_NAME):
                     raise
 
     def _stop(self, app: str) -> None:
@@ -469,9 +597,9 @@ class SupervisorRPC:
 
     def _start(self, app: str) -> str:
         try:
-            self._proxy.supervisor.startProcess(app, False)
-        except xmlrpc.client.Fault as exc:
-            if exc.faultCode != _FAULT_ALREADY_STARTED:
+            self._call("startProcess", app, False)
+        except RpcFault as exc:
+            if exc.code != _FAULT_ALREADY_STARTED:
                 raise
         # Started after the switch: EXITED, BACKOFF or FATAL from here on means it crashed.
         return self._wait(app, lambda s: s in _SETTLED_STATES, "start")
@@ -483,21 +611,21 @@ class SupervisorRPC:
         while True:
             self._stop(app)
             try:
-                self._proxy.supervisor.removeProcessGroup(app)
+                self._call("removeProcessGroup", app)
                 return
-            except xmlrpc.client.Fault as exc:
-                if exc.faultCode != _FAULT_STILL_RUNNING or time.monotonic() > deadline:
+            except RpcFault as exc:
+                if exc.code != _FAULT_STILL_RUNNING or time.monotonic() > deadline:
                     raise
 
     def restart(self, app: str) -> tuple[bool, str]:
         """Restart ``app`` once, with its program file's current settings."""
-        added, changed, removed = self._proxy.supervisor.reloadConfig()[0]
+        added, changed, removed = self._call("reloadConfig")[0]
         steps = []
         if app in changed or app in removed:
             self._remove(app)
             steps.append("removed")
         if app in changed or app in added:
-            self._proxy.supervisor.addProcessGroup(app)
+            self._call("addProcessGroup", app)
             steps.append("added")
         elif app not in removed:
             self._stop(app)
@@ -517,7 +645,7 @@ def restart_program(socket_path: str, run_command: CommandRunner, app: str) -> t
         return restart_supervisord(run_command, app)
     try:
         return rpc.restart(app)
-    except (OSError, TimeoutError, xmlrpc.client.Error) as exc:
+    except (OSError, TimeoutError, RpcError) as exc:
         return False, f"{app}: {exc}"
 
 
