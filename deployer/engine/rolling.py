@@ -350,8 +350,7 @@ class RollingExecution(Execution):
         runs: GatedRollout | _BatchRuns = (self.one_run if self.one_run is not None
                                            else _BatchRuns(rollout, batches, total=total))
         begin()
-        if isinstance(runs, GatedRollout):
-            runs.start(batches, total=total)
+        runs.start(batches, total=total)
         for batch in batches.batches:
             label = f"{'canary batch' if batch.canary else 'batch'} {batch.index}/{total}"
             if not self.nested:
@@ -548,6 +547,9 @@ class _BatchRuns:
         self.rollout = rollout
         self.plan = plan
         self.total = total
+
+    def start(self, plan: Plan, *, total: int) -> None:
+        """Nothing to start: each batch starts a run of its own."""
 
     def run_batch(self, batch: Batch) -> RunResult:
         return self.rollout.run_batch(batch, self.plan, total=self.total)
