@@ -9,7 +9,8 @@ the hosts that have failed so far — and blocks until it reads one JSON line ba
 
 The socket lives in a directory of its own (0700, under the system's temporary directory so that
 its path fits a unix socket's 107 bytes), removed by :meth:`GateServer.close`; so does what else
-the controller hands the run (the plan's file). Closing the server
+the controller hands the run (the plan's file). A controller killed outright leaves its directory
+behind: the next server removes those whose socket no longer has a listener. Closing the server
 closes every gate still waiting without an answer, which fails it; so does the controller's
 death (the kernel closes its sockets): the play then ends, nothing more is drained.
 """
@@ -35,6 +36,7 @@ __all__ = ["GATE_ACTIONS", "GateRequest", "GateServer"]
 GATE_ACTIONS = frozenset({"deployer_batch_gate", "deployer.vm.deployer_batch_gate"})
 
 _MAX_REQUEST = 1 << 20
+_PREFIX = "deployer-gate-"
 
 
 @dataclass
@@ -85,9 +87,10 @@ class GateServer:
 
     def __init__(self, on_request: Callable[[GateRequest], None]) -> None:
         self._on_request = on_request
+        remove_abandoned_directories(Path(tempfile.gettempdir()))
         # The run's private directory (0700): the socket, and any file the run reads from the
         # controller (the plan).
-        self.directory = Path(tempfile.mkdtemp(prefix="deployer-gate-"))
+        self.directory = Path(tempfile.mkdtemp(prefix=_PREFIX))
         self.path = self.directory / "gate.sock"
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(str(self.path))
@@ -133,6 +136,28 @@ class GateServer:
             gate.close()
         self._thread.join(timeout=5)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def remove_abandoned_directories(parent: Path) -> list[Path]:
+    """Remove this user's gate directories under ``parent`` whose socket refuses connections:
+    their controller died without closing them (SIGKILL), leaving the socket and the plan's file
+    (node names, versions). A live run's socket accepts; a directory without a socket yet (its
+    server being set up) is left alone. Returns the directories removed."""
+    removed = []
+    for directory in parent.glob(f"{_PREFIX}*"):
+        path = directory / "gate.sock"
+        try:
+            if directory.stat().st_uid != os.getuid() or not path.is_socket():
+                continue
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(1)
+                probe.connect(str(path))
+        except ConnectionRefusedError:
+            shutil.rmtree(directory, ignore_errors=True)
+            removed.append(directory)
+        except OSError:
+            continue  # gone meanwhile, or busy: not judged
+    return removed
 
 
 def _read_request(conn: socket.socket) -> dict[str, Any]:

@@ -10,9 +10,11 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 from conftest import NODES, Deployment
@@ -311,9 +313,32 @@ def test_a_gate_waiting_on_a_controller_that_dies_fails() -> None:
         waiting.join(10)
         assert not waiting.is_alive() and errors
         assert "without an answer" in str(errors[0])
+        controller.wait()
+        # Killed outright, it removed nothing of its own: the next server removes it.
+        left = Path(path).parent
+        assert left.exists()
+        server = GateServer(lambda gate: None)
+        try:
+            assert not left.exists() and server.directory.exists()
+        finally:
+            server.close()
     finally:
         controller.kill()
         controller.wait()
+
+
+def test_a_new_gate_server_leaves_live_and_unfinished_directories_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    unfinished = tmp_path / "deployer-gate-unfinished"  # its server not listening yet
+    unfinished.mkdir()
+    live = GateServer(lambda gate: None)
+    try:
+        GateServer(lambda gate: None).close()
+        assert live.directory.exists() and unfinished.exists()
+    finally:
+        live.close()
 
 
 def test_a_run_that_ends_while_pre_staging_is_refused_with_no_gate_asked(deployment: Make) -> None:
