@@ -151,8 +151,13 @@ class GatedRun:
         batch = set(hosts)
         failed, dark = self._failed & batch, self._dark & batch
         if self.result is not None and not self._reached_gate(index + 1):
-            # The run ended with this batch: its own stats have the last word.
+            # The run ended with this batch: its own stats have the last word. A cancelled run
+            # has none, and what its events said last of the hosts in flight is the cancel's
+            # doing (a task cut short reports a failure): they stay in the phase it found them
+            # in, as a batch's own run left them.
             end = self.result
+            if end.status in ("canceled", "timeout"):
+                failed, dark = set(), set()
             failed |= end.failed_hosts & batch
             dark |= end.unreachable_hosts & batch
             return RunResult(status=end.status, rc=end.rc, failed_hosts=frozenset(failed - dark),

@@ -178,3 +178,37 @@ def test_after_a_double_ctrl_c_no_node_is_said_to_have_finished(deployment: Make
     assert "no node had finished before the stop: none runs the new release" in messages, messages
     assert not any("finished before the stop and keep" in m for m in messages), messages
     assert "rollback" not in " ".join(messages)
+
+
+class TwoCtrlCsDuringTheSmokeCheck(ReplayRunner):
+    """The second Ctrl-C cuts node1's smoke check short: the cancelled run reports the task it
+    cut as failed (its worker interrupted), then ends without stats."""
+
+    lifecycle: Lifecycle | None = None
+    lb: FakeLoadBalancer | None = None
+
+    def play_batch(self, request: RunRequest, hosts: Sequence[str], on_event: EventSink,
+                   cancelled: CancelCheck) -> RunResult:
+        on_event(ev("task_start", "node1", "deployer_lb_haproxy", "drain"))
+        assert self.lb is not None
+        self.lb.set_state("app", "node1", "maint")
+        on_event(ev("task_start", "node1", "deployer_release", "activate"))
+        on_event(ev("task_start", "node1", "deployer_smoke", "main"))
+        assert self.lifecycle is not None
+        self.lifecycle.request_stop()
+        self.lifecycle.request_stop()
+        assert cancelled()
+        on_event(ev("failed", "node1", "deployer_smoke", "main", message="interrupted"))
+        return RunResult(status="canceled", rc=-1)
+
+
+def test_a_check_the_abort_cuts_short_is_not_the_nodes_failure(deployment: Make) -> None:
+    """As a batch's own run (no stats when cancelled): node1 stays where the abort found it,
+    in its smoke check, and is out of service, rather than failed by the abort's doing."""
+    lb = FakeLoadBalancer("hello", NODES)
+    runner = TwoCtrlCsDuringTheSmokeCheck([survey(dict.fromkeys(NODES, "1.0.0"))])
+    d = deployment(runner, lb=lb)
+    runner.lifecycle, runner.lb = d.lifecycle, lb
+    outcome = d.deploy("1.1.0")
+    assert outcome.status == "cancelled", outcome.summary
+    assert d.phases(outcome, "node1")[-2:] == ["smoke", "out_of_service"]
