@@ -138,12 +138,11 @@ class GateServer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def remove_abandoned_directories(parent: Path) -> list[Path]:
+def remove_abandoned_directories(parent: Path) -> None:
     """Remove this user's gate directories under ``parent`` whose socket refuses connections:
     their controller died without closing them (SIGKILL), leaving the socket and the plan's file
     (node names, versions). A live run's socket accepts; a directory without a socket yet (its
-    server being set up) is left alone. Returns the directories removed."""
-    removed = []
+    server being set up) is left alone."""
     for directory in parent.glob(f"{_PREFIX}*"):
         path = directory / "gate.sock"
         try:
@@ -154,10 +153,8 @@ def remove_abandoned_directories(parent: Path) -> list[Path]:
                 probe.connect(str(path))
         except ConnectionRefusedError:
             shutil.rmtree(directory, ignore_errors=True)
-            removed.append(directory)
         except OSError:
             continue  # gone meanwhile, or busy: not judged
-    return removed
 
 
 def _read_request(conn: socket.socket) -> dict[str, Any]:
